@@ -1,0 +1,1 @@
+complete --command evrelay --no-files --arguments "(env _EVRELAY_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) evrelay)" --condition "env _EVRELAY_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) evrelay"

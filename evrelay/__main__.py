@@ -1,0 +1,5 @@
+"""`python -m evrelay` runs the CLI."""
+
+from evrelay.cli import main
+
+main()

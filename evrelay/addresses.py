@@ -1,0 +1,121 @@
+"""ADDRESS resolution (CONTRACT.md §1): from what the user typed to a backend and a stream.
+
+    PROFILE               that profile, with its default topic/stream
+    PROFILE:NAME          topic/stream NAME in that profile
+    NAME                  NAME in the default profile (--profile / $EVRELAY_PROFILE / config)
+    kafka://h:p[,h:p]/T   inline Kafka;  redis://[u:p@]h:p[/DB]/S, rediss://... inline Redis
+    file:PATH             a JSONL file of envelopes;  -  stdin/stdout as JSONL
+    SCHEME://...          any backend, built in or plug-in, that parses its own URLs
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from evrelay import backends
+from evrelay.backends.base import Backend, BackendSettings
+from evrelay.config import Config, mask_url
+from evrelay.errors import AddressError, ConfigError
+
+
+@dataclass(slots=True)
+class Address:
+    text: str
+    backend: str
+    stream: str | None
+    options: dict[str, Any] = field(default_factory=dict)
+    group: str | None = None
+    profile: str | None = None
+    where: str = ""
+    """Where this came from, for error messages: the config file, line and profile."""
+
+    @property
+    def display(self) -> str:
+        """The address as typed, with any password masked: safe to print."""
+        return mask_url(self.text)
+
+    def require_stream(self, noun: str = "topic/stream") -> str:
+        if self.stream:
+            return self.stream
+        if self.profile:
+            raise AddressError(
+                f"address {self.display!r} names profile {self.profile!r}, which has no default {noun}; "
+                f"write {self.profile}:NAME"
+            )
+        raise AddressError(f"address {self.display!r} does not name a {noun}")
+
+
+def resolve_address(text: str, config: Config, *, profile: str | None = None) -> Address:
+    """Resolve ADDRESS text; `profile` overrides the default profile for bare names."""
+    if not text:
+        raise AddressError("empty address")
+    if text == "-":
+        return Address(text, "file", "-", {"path": "-"}, where="stdin/stdout")
+    if text.startswith("file:") and not text.startswith("file://"):
+        path = text[len("file:") :]
+        if not path:
+            raise AddressError("file: needs a path, e.g. file:events.jsonl")
+        return Address(text, "file", path, {"path": path}, where=f"file {path}")
+    if text.startswith("file://"):
+        path = text[len("file://") :]
+        return Address(text, "file", path, {"path": path}, where=f"file {path}")
+    scheme, sep, _ = text.partition("://")
+    if sep and scheme and scheme.replace("+", "").isalnum():
+        if not backends.is_backend_scheme(scheme):
+            raise AddressError(
+                f"address {mask_url(text)!r}: no backend handles {scheme}:// URLs "
+                f"(built in: kafka://, redis://, rediss://, file:PATH)"
+            )
+        name = backends.backend_for_scheme(scheme)
+        cls = backends.load_backend_class(name)
+        options, stream = cls.options_from_url(text)
+        return Address(text, name, stream, options, where=f"address {mask_url(text)!r}")
+
+    default = profile or os.environ.get("EVRELAY_PROFILE") or config.default_profile
+    head, colon, tail = text.partition(":")
+    if colon:
+        if head not in config.profiles:
+            close = difflib.get_close_matches(head, list(config.profiles), n=1)
+            hint = f"; did you mean {close[0]}:{tail}?" if close else ""
+            raise AddressError(
+                f"address {text!r}: {head!r} is not a profile in {config.source}{hint} "
+                f"(profiles: {', '.join(sorted(config.profiles))})"
+            )
+        return _from_profile(text, config, head, tail or None)
+    if text in config.profiles:
+        return _from_profile(text, config, text, None)
+    return _from_profile(text, config, default, text)
+
+
+def _from_profile(text: str, config: Config, name: str, stream: str | None) -> Address:
+    profile = config.profile(name)
+    where = config.where(profile)
+    options = profile.resolved_options(where.rsplit(": profile", 1)[0])
+    return Address(
+        text,
+        profile.backend,
+        stream or profile.stream,
+        options,
+        group=profile.group,
+        profile=profile.name,
+        where=where,
+    )
+
+
+def open_backend(address: Address, settings: BackendSettings) -> Backend:
+    """Instantiate (not yet open) the backend an address points at, validating its options."""
+    try:
+        cls = backends.load_backend_class(address.backend)
+    except ConfigError as exc:
+        raise ConfigError(f"{address.where}: {exc}", hint=exc.hint) from None
+    unknown = set(address.options) - set(cls.option_names)
+    if unknown:
+        key = sorted(unknown)[0]
+        close = difflib.get_close_matches(key, list(cls.option_names), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        known = ", ".join(sorted(cls.option_names)) or "none"
+        raise ConfigError(f"{address.where}: unknown {cls.name} option {key!r}{hint} (known: {known})")
+    return cls(address.options, settings)

@@ -1,0 +1,407 @@
+"""The adapter interface: the only way any command reaches a backend.
+
+A `Backend` is one connection to one system (a Kafka cluster, a Redis server, the local
+SQLite store, a JSONL file), opened from a profile's options. It hands out
+
+* `Producer`s, which queue batches with `send()` and confirm them with `flush()`: success
+  is reported only for what the backend acknowledged (Kafka delivery reports, XADD
+  replies, a committed SQLite transaction); a delivery not confirmed in time raises
+  `ProducerTimeout`;
+* `Consumer`s, which `read()` batches from a position (beginning, end, stored, native, time,
+  last N) or as a consumer group; group-read messages can be `ack()`ed or `reject()`ed,
+  and non-follow reads set `exhausted` at the end of the data.
+
+Each backend declares its `capabilities`; commands call `require()` first so a missing
+capability is refused cleanly, before anything is read or sent. Inspection and group
+administration (pending, claim, group seeks, lag) live here too, so the commands that use
+them stay backend-neutral.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from evrelay.envelope import Message, Position
+from evrelay.errors import AddressError, ProducerTimeout, UnsupportedError
+from evrelay.positions import Beginning, StreamPosition
+
+__all__ = [
+    "Backend",
+    "BackendSettings",
+    "Capability",
+    "Consumer",
+    "DeliveryFailure",
+    "DeliveryReport",
+    "GroupInfo",
+    "GroupSeekPlan",
+    "GroupSeekStep",
+    "Health",
+    "Message",
+    "PartitionInfo",
+    "PendingEntry",
+    "Position",
+    "Producer",
+    "ReadSpec",
+    "StopReason",
+    "StreamInfo",
+]
+
+
+class Capability(enum.Enum):
+    PUBLISH = "publishing"
+    READ = "reading"
+    FOLLOW = "following new messages (-f)"
+    GROUPS = "consumer groups (-g)"
+    PENDING = "listing pending messages"
+    CLAIM = "claiming idle messages"
+    SEEK_POSITION = "starting at a native position"
+    SEEK_TIME = "starting at a time"
+    GROUP_SEEK = "moving a consumer group (replay -g)"
+    KEEP_TIMESTAMP = "keeping the original timestamp"
+    INSPECT = "inspection (ls, info, groups, lag)"
+
+
+@dataclass(slots=True)
+class BackendSettings:
+    """What every backend gets besides its profile's options."""
+
+    timeout: float = 10.0
+    """Seconds to wait for a connection or a single request before giving up (exit 3)."""
+    verbose: bool = False
+    warn: Callable[[str], None] = field(default=lambda text: None)
+    """Writes a warning line to stderr (through the CLI's console)."""
+    client_name: str = "evrelay"
+
+
+@dataclass(slots=True)
+class ReadSpec:
+    """What a consumer should read.
+
+    Without `group`: messages from `start` up to `stop` (inclusive), then `exhausted`,
+    unless `follow`. With `group`: the group's own position; `start` only places a group
+    that does not exist yet, and the consumer first re-reads its own pending messages
+    where the backend keeps them.
+    """
+
+    stream: str
+    start: StreamPosition = field(default_factory=Beginning)
+    stop: StreamPosition | None = None
+    follow: bool = False
+    group: str | None = None
+    consumer_name: str | None = None
+    partitions: tuple[int, ...] | None = None
+
+
+class StopReason(enum.Enum):
+    END_OF_DATA = "end of data"
+    LIMIT = "count reached"
+    DEADLINE = "timeout"
+    IDLE = "idle timeout"
+    STOPPED = "stopped"
+
+
+@dataclass(slots=True)
+class DeliveryFailure:
+    message: Message
+    reason: str
+    permanent: bool
+    """True when sending again cannot help (too large, refused); False for outages."""
+
+
+@dataclass(slots=True)
+class DeliveryReport:
+    """The outcome of one `flush()`: every message sent since the previous flush is either
+    delivered, failed, or (only when the timeout ran out) still pending."""
+
+    delivered: int = 0
+    failures: list[DeliveryFailure] = field(default_factory=list)
+    pending: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.pending
+
+
+@dataclass(slots=True)
+class Health:
+    healthy: bool
+    detail: str
+    latency_ms: float | None = None
+
+
+@dataclass(slots=True)
+class PartitionInfo:
+    """One Kafka partition, or the whole of a stream (partition None)."""
+
+    partition: int | None
+    length: int | None
+    first: str | None
+    last: str | None
+    first_time: int | None = None
+    last_time: int | None = None
+
+
+@dataclass(slots=True)
+class GroupInfo:
+    name: str
+    consumers: int | None
+    pending: int | None
+    lag: int | None
+    position: str | None = None
+    """The group's committed / last-delivered position, in the backend's native form."""
+    state: str | None = None
+
+
+@dataclass(slots=True)
+class StreamInfo:
+    name: str
+    length: int | None
+    partitions: list[PartitionInfo] = field(default_factory=list)
+    groups: list[GroupInfo] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class PendingEntry:
+    position: Position
+    consumer: str
+    idle_ms: int
+    deliveries: int
+
+
+@dataclass(slots=True)
+class GroupSeekStep:
+    partition: int | None
+    current: str
+    new: str
+    affected: int | None
+    """How many messages will be delivered again (positive) or skipped (negative)."""
+
+
+@dataclass(slots=True)
+class GroupSeekPlan:
+    stream: str
+    group: str
+    target: StreamPosition
+    steps: list[GroupSeekStep]
+    native: Any = None
+    """Backend-private data `apply_group_seek` needs (the resolved offsets or ID)."""
+
+
+class Producer(ABC):
+    """Sends messages to one topic/stream. `send` queues, `flush` confirms."""
+
+    @abstractmethod
+    def send(self, messages: Sequence[Message]) -> None:
+        """Queue messages for delivery (it may start sending at once)."""
+
+    @abstractmethod
+    def flush(self, timeout: float | None = None) -> DeliveryReport:
+        """Wait until everything queued since the last flush is confirmed or failed."""
+
+    def close(self) -> None:
+        """Release resources; anything not flushed is abandoned."""
+
+    def publish(self, messages: Sequence[Message], timeout: float | None = None) -> DeliveryReport:
+        """Send and confirm; raises ProducerTimeout when confirmations did not all arrive."""
+        self.send(messages)
+        report = self.flush(timeout)
+        if report.pending:
+            raise ProducerTimeout(
+                f"{report.pending} message(s) not confirmed within the timeout", undelivered=report.pending
+            )
+        return report
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Consumer(ABC):
+    """Reads batches of messages for one ReadSpec."""
+
+    exhausted: bool = False
+    """Set once a non-follow read has delivered everything up to its end."""
+    stop_reason: StopReason | None = None
+    created: bool | None = None
+    """Group reads: True when this consumer created the group, False when it existed."""
+
+    @abstractmethod
+    def read(self, max_messages: int, timeout: float) -> list[Message]:
+        """Up to `max_messages`, waiting at most `timeout` seconds for the first one."""
+
+    def ack(self, messages: Sequence[Message]) -> None:
+        """Mark messages processed for the group; a no-op for non-group reads."""
+
+    def reject(self, messages: Sequence[Message]) -> None:
+        """Give messages back: they stay pending / uncommitted and will be delivered again."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Consumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def batches(
+        self,
+        *,
+        limit: int | None = None,
+        deadline: float | None = None,
+        idle_timeout: float | None = None,
+        batch_size: int = 1000,
+        should_stop: Callable[[], bool] | None = None,
+        poll_interval: float = 0.5,
+    ) -> Iterator[list[Message]]:
+        """Batches until the data ends (non-follow), `limit` messages, the monotonic
+        `deadline`, `idle_timeout` seconds without a message, or `should_stop()`.
+
+        Why it stopped is left in `stop_reason`. Never reads more than `limit`, so a
+        group reader does not take messages it will not process.
+        """
+        received = 0
+        last_arrival = time.monotonic()
+        self.stop_reason = None
+        while True:
+            if should_stop is not None and should_stop():
+                self.stop_reason = StopReason.STOPPED
+                return
+            if limit is not None and received >= limit:
+                self.stop_reason = StopReason.LIMIT
+                return
+            if self.exhausted:
+                self.stop_reason = StopReason.END_OF_DATA
+                return
+            now = time.monotonic()
+            wait = poll_interval
+            if deadline is not None:
+                if now >= deadline:
+                    self.stop_reason = StopReason.DEADLINE
+                    return
+                wait = min(wait, deadline - now)
+            if idle_timeout is not None:
+                idle_left = last_arrival + idle_timeout - now
+                if idle_left <= 0:
+                    self.stop_reason = StopReason.IDLE
+                    return
+                wait = min(wait, idle_left)
+            want = batch_size if limit is None else min(batch_size, limit - received)
+            batch = self.read(want, max(wait, 0.0))
+            if batch:
+                received += len(batch)
+                last_arrival = time.monotonic()
+                yield batch
+
+
+class Backend(ABC):
+    """One connection to one backend, opened from a profile's options.
+
+    Subclasses set `name`, `capabilities`, `option_names` (the profile keys they accept),
+    and, when addresses like `scheme://...` should reach them, `url_schemes` and
+    `options_from_url`.
+    """
+
+    name: ClassVar[str]
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    option_names: ClassVar[frozenset[str]] = frozenset()
+    secret_options: ClassVar[frozenset[str]] = frozenset()
+    stream_noun: ClassVar[str] = "stream"
+    url_schemes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, options: Mapping[str, Any], settings: BackendSettings | None = None) -> None:
+        self.options = dict(options)
+        self.settings = settings or BackendSettings()
+
+    # --- life cycle --------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Connect (lazily importing the client library); raise BackendUnavailable."""
+
+    def close(self) -> None:
+        """Disconnect; safe to call twice."""
+
+    def __enter__(self) -> Backend:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- addresses ---------------------------------------------------------------------
+
+    @classmethod
+    def options_from_url(cls, url: str) -> tuple[dict[str, Any], str | None]:
+        """Profile options and stream name for an inline `scheme://...` address."""
+        raise AddressError(f"the {cls.name} backend does not take URL addresses")
+
+    def describe(self) -> str:
+        """A short, secret-free description of where this backend points."""
+        return self.name
+
+    # --- capabilities ------------------------------------------------------------------
+
+    def supports(self, capability: Capability) -> bool:
+        return capability in self.capabilities
+
+    def require(self, *capabilities: Capability, command: str | None = None) -> None:
+        for capability in capabilities:
+            if capability not in self.capabilities:
+                needed = f" ({command} needs it)" if command else ""
+                raise UnsupportedError(f"the {self.name} backend does not support {capability.value}{needed}")
+
+    # --- messaging ---------------------------------------------------------------------
+
+    def health_check(self) -> Health:
+        return Health(True, "no check needed")
+
+    def producer(self, stream: str) -> Producer:
+        self.require(Capability.PUBLISH)
+        raise NotImplementedError
+
+    def consumer(self, spec: ReadSpec) -> Consumer:
+        self.require(Capability.READ)
+        raise NotImplementedError
+
+    # --- groups and inspection -----------------------------------------------------------
+
+    def list_streams(self) -> list[StreamInfo]:
+        self.require(Capability.INSPECT)
+        raise NotImplementedError
+
+    def stream_info(self, stream: str) -> StreamInfo:
+        self.require(Capability.INSPECT)
+        raise NotImplementedError
+
+    def group_infos(self, stream: str) -> list[GroupInfo]:
+        self.require(Capability.GROUPS)
+        raise NotImplementedError
+
+    def pending(self, stream: str, group: str, *, consumer: str | None = None, count: int = 100) -> list[PendingEntry]:
+        self.require(Capability.PENDING)
+        raise NotImplementedError
+
+    def claim(self, stream: str, group: str, consumer: str, *, min_idle_ms: int, count: int = 100) -> list[Message]:
+        """Take over messages pending longer than `min_idle_ms` for `consumer`."""
+        self.require(Capability.CLAIM)
+        raise NotImplementedError
+
+    def ack(self, stream: str, group: str, positions: Sequence[Position]) -> int:
+        """Acknowledge by position (the `ack` command); returns how many were acked."""
+        self.require(Capability.GROUPS)
+        raise NotImplementedError
+
+    def plan_group_seek(self, stream: str, group: str, target: StreamPosition) -> GroupSeekPlan:
+        self.require(Capability.GROUP_SEEK)
+        raise NotImplementedError
+
+    def apply_group_seek(self, plan: GroupSeekPlan) -> None:
+        self.require(Capability.GROUP_SEEK)
+        raise NotImplementedError

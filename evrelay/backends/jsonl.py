@@ -1,0 +1,288 @@
+"""`file:PATH` and `-`: JSONL envelopes (CONTRACT.md §3) in a file, or on stdin/stdout.
+
+Features
+    Publishing appends one envelope per line (flushed before it counts as delivered);
+    reading parses envelopes, keeping value, key, headers and timestamp exactly. Positions
+    are 1-based line numbers (`--from 5`); times select by each envelope's timestamp;
+    `-f` follows a growing file like `tail -f`. No consumer groups: a file cannot record
+    what a group has seen. Blank lines are skipped; a malformed line stops the read with
+    its line number.
+
+Connection string
+    `file:events.jsonl`, `file:/abs/path.jsonl`, or `-` for stdin (source) / stdout (sink).
+
+Options
+    path   the file (set by the address)
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import select
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import IO, Any
+
+from evrelay.backends.base import (
+    Backend,
+    Capability,
+    Consumer,
+    DeliveryReport,
+    Message,
+    Position,
+    Producer,
+    ReadSpec,
+)
+from evrelay.envelope import EnvelopeError, decode_envelope, encode_envelope
+from evrelay.errors import BackendUnavailable, InputError, NotFoundError, UnsupportedError, UsageError
+from evrelay.positions import AtTime, Beginning, End, Last, Offset, StreamPosition
+from evrelay.timestamps import now_ms
+
+STDIO = "-"
+_CHUNK = 1 << 16
+_FOLLOW_POLL = 0.1
+
+
+class JsonlBackend(Backend):
+    name = "file"
+    stream_noun = "file"
+    option_names = frozenset({"path"})
+    capabilities = frozenset(
+        {
+            Capability.PUBLISH,
+            Capability.READ,
+            Capability.FOLLOW,
+            Capability.SEEK_POSITION,
+            Capability.SEEK_TIME,
+            Capability.KEEP_TIMESTAMP,
+        }
+    )
+
+    def __init__(self, options: dict[str, Any], settings: Any = None) -> None:
+        super().__init__(options, settings)
+        self.path = str(self.options.get("path") or STDIO)
+
+    def describe(self) -> str:
+        return "stdin/stdout" if self.path == STDIO else f"file {self.path}"
+
+    def producer(self, stream: str) -> Producer:
+        return JsonlProducer(stream if stream else self.path)
+
+    def consumer(self, spec: ReadSpec) -> Consumer:
+        if spec.group:
+            raise UnsupportedError(
+                f"{self.describe()} has no consumer groups (-g); read it without a group"
+            )
+        if spec.partitions:
+            raise UnsupportedError("JSONL files have no partitions (--partition)")
+        path = spec.stream or self.path
+        if path != STDIO and not os.path.exists(path):
+            raise NotFoundError(f"file {path} does not exist")
+        return JsonlConsumer(path, spec)
+
+
+class JsonlProducer(Producer):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._report = DeliveryReport()
+        self._file: IO[bytes] | None = None
+
+    def _target(self) -> IO[bytes]:
+        if self._file is None:
+            if self.path == STDIO:
+                self._file = sys.stdout.buffer
+            else:
+                try:
+                    self._file = open(self.path, "ab")  # noqa: SIM115 - closed in close()
+                except OSError as exc:
+                    raise BackendUnavailable(f"cannot open {self.path} for appending: {exc.strerror}") from None
+        return self._file
+
+    def send(self, messages: Sequence[Message]) -> None:
+        target = self._target()
+        now = now_ms()
+        target.write(
+            b"".join(encode_envelope(m if m.timestamp is not None else replace(m, timestamp=now)) for m in messages)
+        )
+        target.flush()
+        self._report.delivered += len(messages)
+
+    def flush(self, timeout: float | None = None) -> DeliveryReport:
+        if self._file is not None:
+            self._file.flush()
+        report, self._report = self._report, DeliveryReport()
+        return report
+
+    def close(self) -> None:
+        if self._file is not None and self.path != STDIO:
+            self._file.close()
+        self._file = None
+
+
+class _LineSource:
+    """Lines from a file or a pipe, one at a time, never blocking longer than asked.
+
+    A regular file is read with plain reads (EOF only means "nothing more yet" when
+    following); stdin may be a pipe or a terminal, so its descriptor is polled with
+    select() and its EOF is final.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if path == STDIO:
+            self.fd = sys.stdin.fileno()
+            self.closes = False
+        else:
+            try:
+                self.fd = os.open(path, os.O_RDONLY)
+            except OSError as exc:
+                raise BackendUnavailable(f"cannot open {path}: {exc.strerror}") from None
+            self.closes = True
+        self.pollable = path == STDIO
+        self.pending: collections.deque[bytes] = collections.deque()
+        self.partial = b""
+        self.eof = False
+        self.line_no = 0
+
+    @property
+    def drained(self) -> bool:
+        """Nothing buffered and the end of the input reached."""
+        return self.eof and not self.pending and not self.partial
+
+    def next_line(self, timeout: float, follow: bool) -> tuple[int, bytes] | None:
+        if not self.pending:
+            self._fill(timeout, follow)
+        if not self.pending:
+            return None
+        self.line_no += 1
+        return self.line_no, self.pending.popleft()
+
+    def _fill(self, timeout: float, follow: bool) -> None:
+        if self.eof and (self.pollable or not follow):
+            return
+        if self.pollable:
+            ready, _, _ = select.select([self.fd], [], [], timeout)
+            if not ready:
+                return
+        chunk = os.read(self.fd, _CHUNK)
+        if not chunk:
+            self.eof = True
+            if self.partial and (self.pollable or not follow):
+                # The last line has no newline and nothing can follow it.
+                self.pending.append(self.partial)
+                self.partial = b""
+            elif follow and not self.pollable:
+                time.sleep(min(timeout, _FOLLOW_POLL))
+            return
+        self.eof = False
+        lines = (self.partial + chunk).split(b"\n")
+        self.partial = lines.pop()
+        self.pending.extend(lines)
+
+    def close(self) -> None:
+        if self.closes:
+            os.close(self.fd)
+
+
+class JsonlConsumer(Consumer):
+    def __init__(self, path: str, spec: ReadSpec) -> None:
+        self.path = path
+        self.stream = "stdin" if path == STDIO else path
+        self.spec = spec
+        self.source = _LineSource(path)
+        self.follow = spec.follow
+        self.start_line, self.start_time, self.last = self._start(spec.start)
+        self.stop_line, self.stop_time = self._stop(spec.stop)
+        self.started = self.start_time is None
+        self.backlog: collections.deque[Message] | None = None
+
+    def _start(self, position: StreamPosition) -> tuple[int, int | None, int | None]:
+        if isinstance(position, Beginning):
+            return 1, None, None
+        if isinstance(position, Offset):
+            return max(position.offset, 1), None, None
+        if isinstance(position, AtTime):
+            return 1, position.ms, None
+        if isinstance(position, Last):
+            return 1, None, position.count
+        if isinstance(position, End):
+            if self.path != STDIO:
+                self._skip_to_end()
+            return 1, None, None
+        raise UsageError(f"--from {position} does not apply to {self.stream}: use beginning, end, a line number or a time")
+
+    def _stop(self, position: StreamPosition | None) -> tuple[int | None, int | None]:
+        if position is None or isinstance(position, End):
+            return None, None
+        if isinstance(position, Offset):
+            return position.offset, None
+        if isinstance(position, AtTime):
+            return None, position.ms
+        raise UsageError(f"--to {position} does not apply to {self.stream}: use end, a line number or a time")
+
+    def _skip_to_end(self) -> None:
+        size = os.fstat(self.source.fd).st_size
+        with open(self.path, "rb") as f:
+            self.source.line_no = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(_CHUNK), b""))
+        os.lseek(self.source.fd, size, os.SEEK_SET)
+
+    def _parse(self, line_no: int, line: bytes) -> Message:
+        try:
+            message = decode_envelope(line)
+        except EnvelopeError as exc:
+            raise InputError(f"{self.stream} line {line_no}: {exc}") from None
+        message.position = Position("file", self.stream, line_no)
+        return message
+
+    def read(self, max_messages: int, timeout: float) -> list[Message]:
+        if self.last is not None:
+            return self._read_last(max_messages, timeout)
+        out: list[Message] = []
+        deadline = time.monotonic() + timeout
+        while len(out) < max_messages and not self.exhausted:
+            item = self.source.next_line(max(deadline - time.monotonic(), 0.0), self.follow)
+            if item is None:
+                if self.source.drained and (not self.follow or self.source.pollable):
+                    self.exhausted = True
+                elif out or time.monotonic() >= deadline:
+                    break
+                continue
+            line_no, line = item
+            if line_no < self.start_line or not line.strip():
+                continue
+            if self.stop_line is not None and line_no > self.stop_line:
+                self.exhausted = True
+                break
+            message = self._parse(line_no, line)
+            if not self.started:
+                if message.timestamp is None or message.timestamp < (self.start_time or 0):
+                    continue
+                self.started = True
+            if self.stop_time is not None and message.timestamp is not None and message.timestamp > self.stop_time:
+                self.exhausted = True
+                break
+            out.append(message)
+        return out
+
+    def _read_last(self, max_messages: int, timeout: float) -> list[Message]:
+        """Last N: read to the end keeping N lines, then hand them out (then follow, if asked)."""
+        if self.backlog is None:
+            keep: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=max(self.last or 0, 0))
+            while not self.source.drained:
+                item = self.source.next_line(timeout, False)
+                if item is not None and item[1].strip():
+                    keep.append(item)
+            self.backlog = collections.deque(self._parse(n, line) for n, line in keep)
+        out = [self.backlog.popleft() for _ in range(min(max_messages, len(self.backlog)))]
+        if not self.backlog:
+            self.last = None
+            self.start_line = self.source.line_no + 1
+            if not self.follow:
+                self.exhausted = True
+        return out
+
+    def close(self) -> None:
+        self.source.close()

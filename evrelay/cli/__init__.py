@@ -1,0 +1,28 @@
+"""The command line: `main()` is the `evrelay` console script.
+
+`--version` is answered before the CLI framework is imported, so scripts that probe for
+evrelay pay only for a bare interpreter start.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args in (["--version"], ["-V"]):
+        from evrelay import __version__
+
+        sys.stdout.write(f"evrelay {__version__}\n")
+        return
+    if "_EVRELAY_COMPLETE" in os.environ:
+        # A completion request from the scripts in completions/: typer registers its
+        # shell classes only for apps with its own --install-completion, which we hide.
+        from typer._completion_classes import completion_init
+
+        completion_init()
+    from evrelay.cli.app import app
+
+    app(args=args, prog_name="evrelay")

@@ -1,0 +1,99 @@
+"""The `evrelay` command: composes the command modules and maps errors to exit codes.
+
+`EvrelayGroup.invoke` is the ONE place where exceptions become exit statuses
+(CONTRACT.md §4): evrelay's own errors print one line on stderr (`-v` adds the traceback),
+Ctrl-C is 130, a closed stdout pipe (`| head`) ends quietly, and anything unexpected is
+reported as an internal error without a traceback unless `-v` was given.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from evrelay import __version__
+from evrelay.cli import completion, config_cmd, publish, tail
+from evrelay.cli.common import RUNTIME
+from evrelay.errors import EvrelayError, ExitCode
+
+
+def report_error(exc: BaseException, *, verbose: bool) -> None:
+    if verbose:
+        traceback.print_exception(exc, file=sys.stderr)
+    if isinstance(exc, EvrelayError):
+        sys.stderr.write(f"evrelay: error: {exc.message}\n")
+        if exc.hint:
+            sys.stderr.write(f"evrelay: hint: {exc.hint}\n")
+    else:
+        sys.stderr.write(f"evrelay: internal error: {type(exc).__name__}: {exc}\n")
+        if not verbose:
+            sys.stderr.write("evrelay: this is a bug in evrelay; run again with -v for the traceback\n")
+    sys.stderr.flush()
+
+
+def _silence_stdout() -> None:
+    # The reader of our stdout has gone; point stdout at /dev/null so that the final
+    # flush at interpreter exit does not raise a second BrokenPipeError.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+class EvrelayGroup(TyperGroup):
+    def invoke(self, ctx: Any) -> Any:
+        RUNTIME.verbose = False
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.exceptions.TyperException):
+            raise
+        except EvrelayError as exc:
+            report_error(exc, verbose=RUNTIME.verbose)
+            raise typer.Exit(int(exc.exit_code)) from None
+        except KeyboardInterrupt:
+            sys.stderr.write("evrelay: interrupted\n")
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        except BrokenPipeError:
+            _silence_stdout()
+            raise typer.Exit(int(ExitCode.SUCCESS)) from None
+        except Exception as exc:
+            report_error(exc, verbose=RUNTIME.verbose)
+            raise typer.Exit(int(ExitCode.FAILURE)) from None
+
+
+app = typer.Typer(
+    name="evrelay",
+    cls=EvrelayGroup,
+    help="Publish, tail, bridge, replay and ack events on Kafka, Redis Streams, a local store and JSONL files.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"evrelay {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """evrelay: one tool and one syntax for event streams.
+
+    ADDRESS is PROFILE, PROFILE:NAME, NAME (in the default profile), kafka://HOST:PORT/TOPIC,
+    redis://[USER:PASS@]HOST:PORT[/DB]/STREAM, file:PATH or - (stdin/stdout, JSONL).
+    """
+
+
+app.command("publish", no_args_is_help=True)(publish.publish)
+app.command("tail", no_args_is_help=True)(tail.tail)
+app.add_typer(config_cmd.app, name="config")
+app.command("completion", no_args_is_help=True)(completion.completion)

@@ -1,0 +1,179 @@
+"""What every command shares: the option spellings of CONTRACT.md §2 and the `Session`.
+
+A `Session` is one command invocation's view of the world (httpie's Environment): the
+config and profile in use, how chatty to be, and the stderr reporter. Commands create one,
+resolve addresses and open backends through it, and never touch a client library.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from functools import cached_property
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from evrelay.errors import UsageError
+
+if TYPE_CHECKING:
+    from evrelay.addresses import Address
+    from evrelay.backends.base import Backend
+    from evrelay.config import Config
+    from evrelay.positions import StreamPosition
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+
+def complete_address(incomplete: str) -> list[str]:
+    """Shell completion for ADDRESS: profile names (as PROFILE and PROFILE:), and `-`."""
+    try:
+        from evrelay.config import load_config
+
+        profiles = sorted(load_config().profiles)
+    except Exception:  # completion must never print an error into the user's shell
+        profiles = []
+    candidates = [*profiles, *(f"{p}:" for p in profiles), "-", "file:"]
+    return [c for c in candidates if c.startswith(incomplete)]
+
+
+# --- the shared options (same spelling on every command that takes them) ---------------
+
+ConfigOption = Annotated[
+    Optional[str],
+    typer.Option("--config", metavar="PATH", help="Config file (else $EVRELAY_CONFIG, ./evrelay.toml, ~/.config/evrelay/config.toml).", show_default=False),
+]
+ProfileOption = Annotated[
+    Optional[str],
+    typer.Option("--profile", metavar="NAME", help="Profile for bare names (else $EVRELAY_PROFILE, then the config's default_profile).", show_default=False),
+]
+AddressArgument = Annotated[
+    str,
+    typer.Argument(metavar="ADDRESS", help="PROFILE, PROFILE:NAME, NAME, kafka://..., redis://..., file:PATH or -.", autocompletion=complete_address, show_default=False),
+]
+VerboseOption = Annotated[bool, typer.Option("-v", "--verbose", help="More detail on stderr (client logs, tracebacks).")]
+QuietOption = Annotated[bool, typer.Option("-q", "--quiet", help="No summary or progress on stderr.")]
+GroupOption = Annotated[Optional[str], typer.Option("-g", "--group", metavar="GROUP", help="Read as this consumer group.", show_default=False)]
+ConsumerOption = Annotated[
+    Optional[str],
+    typer.Option("--consumer", metavar="NAME", help="Consumer name within the group (default: evrelay-HOSTNAME; keep it stable so a restart re-reads its own pending messages).", show_default=False),
+]
+FromOption = Annotated[Optional[str], typer.Option("--from", metavar="POSITION", help="Start: beginning, end, stored, OFFSET, P:OFFSET,..., ID, RFC 3339 time, -15m.", show_default=False)]
+ToOption = Annotated[Optional[str], typer.Option("--to", metavar="POSITION", help="Stop after this position or time (inclusive).", show_default=False)]
+CountOption = Annotated[Optional[int], typer.Option("-n", "--count", metavar="N", min=0, help="Number of messages.", show_default=False)]
+FollowOption = Annotated[bool, typer.Option("-f", "--follow", help="Keep waiting for new messages.")]
+TimeoutOption = Annotated[Optional[str], typer.Option("--timeout", metavar="DURATION", help="Give up after this long (10s, 2m); also bounds connecting.", show_default=False)]
+IdleTimeoutOption = Annotated[Optional[str], typer.Option("--idle-timeout", metavar="DURATION", help="Stop when nothing arrived for this long.", show_default=False)]
+OutputOption = Annotated[Optional[str], typer.Option("-o", "--output", metavar="MODE", help="pretty (default on a terminal), json (default otherwise) or raw.", show_default=False)]
+FormatOption = Annotated[Optional[str], typer.Option("--format", metavar="TEMPLATE", help="Python format template, e.g. '{partition}:{offset} {key} {value}'.", show_default=False)]
+KeyOption = Annotated[Optional[str], typer.Option("-k", "--key", metavar="KEY", help="Message key.", show_default=False)]
+HeaderOption = Annotated[Optional[list[str]], typer.Option("-H", "--header", metavar="NAME=VALUE", help="Header (repeatable; order and duplicates kept).", show_default=False)]
+PartitionOption = Annotated[Optional[list[int]], typer.Option("--partition", metavar="P", help="Kafka: only this partition (repeatable).", show_default=False)]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show what would happen; send nothing, ack nothing.")]
+YesOption = Annotated[bool, typer.Option("-y", "--yes", help="Do not ask for confirmation.")]
+
+
+class _Runtime:
+    """Process-wide flags the error mapper needs before/after a command's own code runs."""
+
+    verbose: bool = False
+
+
+RUNTIME = _Runtime()
+
+
+def default_consumer_name() -> str:
+    return f"evrelay-{socket.gethostname()}"
+
+
+def parse_duration(text: str | None, flag: str) -> float | None:
+    """Seconds from `--timeout`-style text, or None; UsageError naming the flag."""
+    if text is None:
+        return None
+    from evrelay.timestamps import parse_duration_seconds
+
+    try:
+        return parse_duration_seconds(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
+
+
+def parse_position_option(text: str | None, flag: str) -> StreamPosition | None:
+    if text is None:
+        return None
+    from evrelay.positions import parse_position
+
+    try:
+        return parse_position(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
+
+
+def parse_headers(pairs: list[str] | None) -> list[tuple[str, bytes]]:
+    headers: list[tuple[str, bytes]] = []
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UsageError(f"-H/--header expects NAME=VALUE, got {pair!r}")
+        headers.append((name, os.fsencode(value)))
+    return headers
+
+
+class Session:
+    """One command invocation: config, profile, verbosity, stderr, backends."""
+
+    def __init__(
+        self,
+        *,
+        config: str | None = None,
+        profile: str | None = None,
+        verbose: bool = False,
+        quiet: bool = False,
+        timeout: float | None = None,
+    ) -> None:
+        self.config_option = config
+        self.profile = profile
+        self.verbose = verbose
+        self.quiet = quiet
+        self.timeout = timeout
+        RUNTIME.verbose = verbose
+
+    @cached_property
+    def config(self) -> Config:
+        from evrelay.config import load_config
+
+        return load_config(self.config_option)
+
+    @property
+    def connect_timeout(self) -> float:
+        return self.timeout if self.timeout is not None else DEFAULT_CONNECT_TIMEOUT
+
+    def address(self, text: str) -> Address:
+        from evrelay.addresses import resolve_address
+
+        return resolve_address(text, self.config, profile=self.profile)
+
+    def backend(self, address: Address) -> Backend:
+        """The (not yet opened) backend for an address; use it as a context manager."""
+        from evrelay.addresses import open_backend
+        from evrelay.backends.base import BackendSettings
+
+        settings = BackendSettings(timeout=self.connect_timeout, verbose=self.verbose, warn=self.warn)
+        return open_backend(address, settings)
+
+    # --- stderr ------------------------------------------------------------------------
+
+    def info(self, text: str) -> None:
+        """A summary or progress line; silenced by -q."""
+        if not self.quiet:
+            sys.stderr.write(f"{text}\n")
+            sys.stderr.flush()
+
+    def warn(self, text: str) -> None:
+        sys.stderr.write(f"evrelay: warning: {text}\n")
+        sys.stderr.flush()
+
+    def debug(self, text: str) -> None:
+        if self.verbose:
+            sys.stderr.write(f"evrelay: {text}\n")
+            sys.stderr.flush()

@@ -1,0 +1,247 @@
+"""`evrelay config path|list|show|init|add|set|remove`: inspect and edit the profiles file.
+
+Edits are written with tomli-w (comments in an edited file are not kept) and re-read
+before they replace the old file. `show` and `list` mask every secret.
+"""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from evrelay.cli.common import ConfigOption, OutputOption, Session
+from evrelay.errors import ConfigError, UsageError
+
+app = typer.Typer(help="Show and edit connection profiles (the TOML config file).", no_args_is_help=True)
+
+KEY_ARGUMENT = typer.Argument(metavar="KEY", help="default_profile, PROFILE.KEY or PROFILE.options.CLIENT_KEY", show_default=False)
+
+
+def _target_file(config: str | None) -> Path:
+    from evrelay.config import candidate_paths, locate_config
+
+    located = locate_config(config)
+    if located is not None:
+        return located
+    return candidate_paths(config)[0][0] if config else candidate_paths(None)[-1][0]
+
+
+def _load_document(path: Path) -> dict[str, Any]:
+    from evrelay.config import parse_config
+
+    if not path.exists():
+        return {}
+    text = path.read_text(encoding="utf-8")
+    parse_config(text, path)  # validates and reports line numbers
+    return tomllib.loads(text)
+
+
+def _parse_value(text: str) -> Any:
+    """A TOML literal when the text is one (42, true, [1, 2]), otherwise the text itself."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _split_key(key: str) -> tuple[str, list[str]]:
+    """`kafka.options.sasl.mechanism` -> ("kafka", ["options", "sasl.mechanism"])."""
+    if key == "default_profile":
+        return key, []
+    profile, _, rest = key.partition(".")
+    if not profile or not rest:
+        raise UsageError(f"KEY must be default_profile or PROFILE.KEY (e.g. kafka.topic), not {key!r}")
+    if rest.startswith("options."):
+        return profile, ["options", rest[len("options.") :]]
+    return profile, [rest]
+
+
+@app.command("path")
+def path_cmd(config: ConfigOption = None) -> None:
+    """Print the config file in use (or where `config init` would create one)."""
+    from evrelay.config import candidate_paths, locate_config
+
+    located = locate_config(config)
+    if located is not None:
+        sys.stdout.write(f"{located}\n")
+        return
+    target = _target_file(config)
+    sys.stdout.write(f"{target}\n")
+    sys.stderr.write("evrelay: no config file yet (built-in defaults: one 'local' profile); looked in:\n")
+    for candidate, source in candidate_paths(config):
+        sys.stderr.write(f"  {candidate}  ({source})\n")
+
+
+@app.command("list")
+def list_cmd(config: ConfigOption = None, output: OutputOption = None) -> None:
+    """List profiles: name, backend, default topic/stream, and where it points (masked)."""
+    import orjson
+
+    from evrelay.config import masked
+
+    session = Session(config=config)
+    cfg = session.config
+    rows = []
+    for name in sorted(cfg.profiles):
+        profile = cfg.profiles[name]
+        options = masked(profile.options)
+        target = options.get("url") or options.get("bootstrap_servers") or options.get("path") or ""
+        rows.append(
+            {
+                "name": name,
+                "backend": profile.backend,
+                "stream": profile.stream,
+                "target": str(target),
+                "default": name == cfg.default_profile,
+            }
+        )
+    if output == "json" or (output is None and not sys.stdout.isatty()):
+        for row in rows:
+            sys.stdout.write(orjson.dumps(row).decode() + "\n")
+        return
+    width = max(len(r["name"]) for r in rows) + 2
+    for row in rows:
+        mark = "*" if row["default"] else " "
+        stream = f"  {row['stream']}" if row["stream"] else ""
+        target = f"  {row['target']}" if row["target"] else ""
+        sys.stdout.write(f"{mark} {row['name']:<{width}}{row['backend']}{stream}{target}\n")
+
+
+@app.command("show")
+def show_cmd(
+    profile: Annotated[Optional[str], typer.Argument(metavar="PROFILE", help="Only this profile.", show_default=False)] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Print the configuration as TOML with every secret masked."""
+    import tomli_w
+
+    from evrelay.config import masked
+
+    session = Session(config=config)
+    cfg = session.config
+    sys.stderr.write(f"# {cfg.source}\n")
+    if profile is not None:
+        p = cfg.profile(profile)
+        table = {"backend": p.backend}
+        if p.stream:
+            table["stream" if p.backend != "kafka" else "topic"] = p.stream
+        if p.group:
+            table["group"] = p.group
+        table.update(p.options)
+        sys.stdout.write(tomli_w.dumps({"profiles": {profile: masked(table)}}))
+        return
+    document = dict(cfg.document) if cfg.document else {}
+    document.setdefault("default_profile", cfg.default_profile)
+    if not cfg.document:
+        document["profiles"] = {"local": {"backend": "local"}}
+    sys.stdout.write(tomli_w.dumps(masked(document)))
+
+
+@app.command("init")
+def init_cmd(
+    config: ConfigOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Create a starter config file with the local profile as default."""
+    from evrelay.config import candidate_paths, write_document
+
+    target = Path(config) if config else candidate_paths(None)[-1][0]
+    if target.exists() and not force:
+        raise ConfigError(f"{target} already exists; use --force to overwrite it")
+    write_document(target, {"default_profile": "local", "profiles": {"local": {"backend": "local"}}})
+    sys.stdout.write(f"{target}\n")
+
+
+@app.command("add")
+def add_cmd(
+    name: Annotated[str, typer.Argument(metavar="PROFILE", show_default=False)],
+    settings: Annotated[Optional[list[str]], typer.Argument(metavar="KEY=VALUE", help="Profile keys, e.g. bootstrap_servers=localhost:9092 topic=orders options.sasl.mechanism=PLAIN", show_default=False)] = None,
+    backend: Annotated[str, typer.Option("--backend", "-b", metavar="BACKEND", help="kafka, redis, local, file or a plug-in.", show_default=False)] = "",
+    config: ConfigOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing profile.")] = False,
+) -> None:
+    """Add a profile, e.g. `evrelay config add kafka -b kafka bootstrap_servers=localhost:9092`."""
+    from evrelay import backends
+    from evrelay.config import write_document
+
+    if not backend:
+        raise UsageError("--backend is required (kafka, redis, local, file or a plug-in)")
+    if backend not in backends.backend_names():
+        backends.load_backend_class(backend)  # raises with a did-you-mean
+    path = _target_file(config)
+    document = _load_document(path)
+    profiles = document.setdefault("profiles", {})
+    if name in profiles and not force:
+        raise ConfigError(f"profile {name!r} already exists in {path}; use --force to replace it")
+    table: dict[str, Any] = {"backend": backend}
+    for setting in settings or []:
+        key, sep, value = setting.partition("=")
+        if not sep or not key:
+            raise UsageError(f"expected KEY=VALUE, got {setting!r}")
+        _, parts = _split_key(f"{name}.{key}")
+        if len(parts) == 2:
+            table.setdefault("options", {})[parts[1]] = _parse_value(value)
+        else:
+            table[parts[0]] = _parse_value(value)
+    profiles[name] = table
+    write_document(path, document)
+    sys.stderr.write(f"added profile {name!r} to {path}\n")
+
+
+@app.command("set")
+def set_cmd(
+    key: Annotated[str, KEY_ARGUMENT],
+    value: Annotated[str, typer.Argument(metavar="VALUE", show_default=False)],
+    config: ConfigOption = None,
+) -> None:
+    """Set one key: `evrelay config set kafka.topic orders`, `... set default_profile kafka`."""
+    from evrelay.config import write_document
+
+    path = _target_file(config)
+    document = _load_document(path)
+    profile, parts = _split_key(key)
+    if not parts:
+        document["default_profile"] = value
+    else:
+        table = document.setdefault("profiles", {}).get(profile)
+        if table is None:
+            raise ConfigError(f"no profile {profile!r} in {path}; create it with `evrelay config add {profile} -b BACKEND`")
+        if len(parts) == 2:
+            table.setdefault("options", {})[parts[1]] = _parse_value(value)
+        else:
+            table[parts[0]] = _parse_value(value)
+    write_document(path, document)
+    sys.stderr.write(f"set {key} in {path}\n")
+
+
+@app.command("remove")
+def remove_cmd(
+    key: Annotated[str, typer.Argument(metavar="PROFILE[.KEY]", help="A profile, or one key of it.", show_default=False)],
+    config: ConfigOption = None,
+) -> None:
+    """Remove a profile, or one key of a profile (`kafka.group`, `kafka.options.sasl.password`)."""
+    from evrelay.config import write_document
+
+    path = _target_file(config)
+    if not path.exists():
+        raise ConfigError(f"no config file at {path}")
+    document = _load_document(path)
+    profiles = document.get("profiles", {})
+    name, _, rest = key.partition(".")
+    if name not in profiles:
+        raise ConfigError(f"no profile {name!r} in {path}")
+    if not rest:
+        del profiles[name]
+    else:
+        _, parts = _split_key(key)
+        table = profiles[name]
+        container = table.get("options", {}) if len(parts) == 2 else table
+        if parts[-1] not in container:
+            raise ConfigError(f"profile {name!r} in {path} has no key {rest!r}")
+        del container[parts[-1]]
+    write_document(path, document)
+    sys.stderr.write(f"removed {key} from {path}\n")

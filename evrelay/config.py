@@ -1,0 +1,224 @@
+"""Configuration: finding, reading and writing the TOML profiles file (CONTRACT.md §5).
+
+Lookup order: `--config`, `$EVRELAY_CONFIG`, `./evrelay.toml`,
+`$XDG_CONFIG_HOME/evrelay/config.toml` (`~/.config/evrelay/config.toml`). With no file at
+all the configuration is a single embedded `local` profile, so evrelay works out of the box.
+
+Values may refer to the environment as `${VAR}` (`$${` is a literal `${`); references are
+resolved only for the profile in use, so an unset variable in another profile is harmless.
+Secrets never leave this module unmasked through `masked()`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evrelay.errors import ConfigError
+
+PROFILE_KEYS = frozenset({"backend", "topic", "stream", "group"})
+DEFAULT_PROFILE = "local"
+_VAR = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SECRET_KEY = re.compile(r"pass|secret|token|credential|api[_.-]?key|private|jaas|\bpem\b|\.pem$", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")
+MASK = "********"
+
+
+def xdg_config_home() -> Path:
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+
+
+def xdg_data_home() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+
+
+def candidate_paths(explicit: str | os.PathLike[str] | None = None) -> list[tuple[Path, str]]:
+    """Every place a config file is looked for, in order, with where the idea came from."""
+    paths: list[tuple[Path, str]] = []
+    if explicit:
+        paths.append((Path(explicit), "--config"))
+    env = os.environ.get("EVRELAY_CONFIG")
+    if env:
+        paths.append((Path(env), "$EVRELAY_CONFIG"))
+    paths.append((Path("evrelay.toml"), "./evrelay.toml"))
+    paths.append((xdg_config_home() / "evrelay" / "config.toml", "$XDG_CONFIG_HOME"))
+    return paths
+
+
+def locate_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The config file in use, or None. A file named by --config or $EVRELAY_CONFIG must exist."""
+    for path, source in candidate_paths(explicit):
+        if path.is_file():
+            return path
+        if source in ("--config", "$EVRELAY_CONFIG"):
+            raise ConfigError(f"config file {path} (from {source}) does not exist")
+    return None
+
+
+def is_secret_key(key: str) -> bool:
+    return bool(_SECRET_KEY.search(key))
+
+
+def mask_url(text: str) -> str:
+    """`redis://user:pw@host` -> `redis://user:********@host`."""
+    return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}@", text)
+
+
+def masked(value: Any, key: str = "") -> Any:
+    """A copy of a config value with every secret replaced (secret keys, URL passwords)."""
+    if isinstance(value, dict):
+        return {k: masked(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [masked(v, key) for v in value]
+    if isinstance(value, str):
+        if key and is_secret_key(key):
+            return MASK
+        return mask_url(value)
+    return value
+
+
+def interpolate(value: Any, where: str) -> Any:
+    """Resolve `${VAR}` in strings (recursively); raises ConfigError for unset variables."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        escaped, name = match.groups()
+        if escaped:
+            return "${" + name + "}"
+        if name not in os.environ:
+            raise ConfigError(f"{where} refers to ${{{name}}}, which is not set in the environment")
+        return os.environ[name]
+
+    return _VAR.sub(replace, value)
+
+
+@dataclass(slots=True)
+class Profile:
+    """One `[profiles.NAME]` table, as written (not yet interpolated)."""
+
+    name: str
+    backend: str
+    stream: str | None = None
+    group: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    line: int | None = None
+    implicit: bool = False
+
+    def resolved_options(self, source: str) -> dict[str, Any]:
+        return interpolate(self.options, f"{source}: profile {self.name!r}")
+
+
+@dataclass(slots=True)
+class Config:
+    path: Path | None
+    default_profile: str
+    profiles: dict[str, Profile]
+    document: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        return str(self.path) if self.path else "built-in defaults"
+
+    def where(self, profile: Profile) -> str:
+        if self.path is None or profile.implicit:
+            return f"profile {profile.name!r} (built in)"
+        line = f", line {profile.line}" if profile.line else ""
+        return f"{self.path}{line}: profile {profile.name!r}"
+
+    def profile(self, name: str) -> Profile:
+        try:
+            return self.profiles[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, list(self.profiles), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            known = ", ".join(sorted(self.profiles)) or "none"
+            raise ConfigError(f"unknown profile {name!r} in {self.source}{hint} (profiles: {known})") from None
+
+
+def _table_line(text: str, dotted: str) -> int | None:
+    name = re.escape(dotted).replace(r"\.", r"[ \t]*\.[ \t]*")
+    pattern = re.compile(rf"^[ \t]*\[[ \t]*{name}[ \t]*\]", re.MULTILINE)
+    match = pattern.search(text)
+    if match is None:
+        quoted = dotted.split(".", 1)
+        if len(quoted) == 2:
+            pattern = re.compile(
+                rf'^[ \t]*\[[ \t]*{re.escape(quoted[0])}[ \t]*\.[ \t]*"{re.escape(quoted[1])}"[ \t]*\]', re.MULTILINE
+            )
+            match = pattern.search(text)
+    return text.count("\n", 0, match.start()) + 1 if match else None
+
+
+def parse_config(text: str, path: Path | None) -> Config:
+    where = str(path) if path else "<config>"
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: invalid TOML: {exc}") from None
+    default = document.get("default_profile", DEFAULT_PROFILE)
+    if not isinstance(default, str):
+        raise ConfigError(f"{where}: default_profile must be a string")
+    unknown_top = set(document) - {"default_profile", "profiles"}
+    if unknown_top:
+        raise ConfigError(
+            f"{where}: unknown top-level key(s) {', '.join(sorted(unknown_top))}; profiles go under [profiles.NAME]"
+        )
+    raw_profiles = document.get("profiles", {})
+    if not isinstance(raw_profiles, dict):
+        raise ConfigError(f"{where}: 'profiles' must be a table of [profiles.NAME] tables")
+    profiles: dict[str, Profile] = {}
+    for name, table in raw_profiles.items():
+        line = _table_line(text, f"profiles.{name}")
+        at = f"{where}{f', line {line}' if line else ''}: profile {name!r}"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{at} must be a table")
+        backend = table.get("backend")
+        if backend is None:
+            raise ConfigError(f"{at} has no 'backend' key (kafka, redis, local, file or a plug-in)")
+        if not isinstance(backend, str):
+            raise ConfigError(f"{at}: 'backend' must be a string")
+        if "topic" in table and "stream" in table:
+            raise ConfigError(f"{at} sets both 'topic' and 'stream'; they are the same thing, keep one")
+        stream = table.get("topic", table.get("stream"))
+        group = table.get("group")
+        for key, value in (("topic/stream", stream), ("group", group)):
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{at}: {key!r} must be a string")
+        options = {k: v for k, v in table.items() if k not in PROFILE_KEYS}
+        profiles[name] = Profile(name, backend, stream, group, options, line)
+    if DEFAULT_PROFILE not in profiles:
+        profiles[DEFAULT_PROFILE] = Profile(DEFAULT_PROFILE, "local", implicit=True)
+    return Config(path, default, profiles, document)
+
+
+def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
+    path = locate_config(explicit)
+    if path is None:
+        return Config(None, DEFAULT_PROFILE, {DEFAULT_PROFILE: Profile(DEFAULT_PROFILE, "local", implicit=True)})
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    return parse_config(text, path)
+
+
+def write_document(path: Path, document: dict[str, Any]) -> None:
+    """Write a config document with tomli-w (comments in the old file are not kept)."""
+    import tomli_w
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = tomli_w.dumps(document)
+    parse_config(data, path)  # never write a file we could not read back
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(data, encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,240 @@
+"""The message model every backend and command shares, and its JSONL envelope codec.
+
+A `Message` holds the payload exactly as bytes: value and key are never decoded on the way
+through, headers are an ordered list of `(name, bytes)` pairs with duplicates kept. Text
+appears only when a message is written as a JSON envelope (CONTRACT.md §3): valid UTF-8
+goes out as a string, anything else as base64, so `tail -o json | publish --input json`
+reproduces every byte.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from evrelay.timestamps import format_ms, parse_rfc3339
+
+if TYPE_CHECKING:
+    from evrelay.backends.base import Consumer
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a message lives in its backend.
+
+    Kafka: `stream` is the topic, `partition` the partition and `id` the offset (int).
+    Redis, local and file: `stream` is the stream (or file), `id` the entry ID, no partition.
+    """
+
+    backend: str
+    stream: str
+    id: str | int
+    partition: int | None = None
+
+    def __str__(self) -> str:
+        if self.partition is not None:
+            return f"{self.partition}:{self.id}"
+        return str(self.id)
+
+    @property
+    def coordinates(self) -> str:
+        """`kafka/orders/2/1234` or `redis/orders/1700000000000-0`: the provenance form."""
+        if self.partition is not None:
+            return f"{self.backend}/{self.stream}/{self.partition}/{self.id}"
+        return f"{self.backend}/{self.stream}/{self.id}"
+
+
+@dataclass(slots=True, eq=False)
+class Message:
+    """One message: raw bytes plus where it came from, ackable when read as a group.
+
+    `ack()` and `reject()` act on the consumer that delivered the message (as taskiq's
+    AckableMessage carries its ack callable); on a message that was not read from a
+    group they do nothing.
+    """
+
+    value: bytes
+    key: bytes | None = None
+    headers: Headers = field(default_factory=list)
+    timestamp: int | None = None
+    position: Position | None = None
+    receipt: Consumer | None = field(default=None, repr=False)
+
+    def ack(self) -> None:
+        if self.receipt is not None:
+            self.receipt.ack([self])
+
+    def reject(self) -> None:
+        if self.receipt is not None:
+            self.receipt.reject([self])
+
+    def same_content(self, other: Message) -> bool:
+        return self.value == other.value and self.key == other.key and self.headers == other.headers
+
+
+class EnvelopeError(ValueError):
+    """A JSON envelope is malformed; the text says which field and why."""
+
+
+# --- encoding ----------------------------------------------------------------------------
+
+
+def _text_or_b64(data: bytes, text_field: str, b64_field: str, out: dict[str, Any]) -> None:
+    try:
+        out[text_field] = data.decode("utf-8")
+    except UnicodeDecodeError:
+        out[b64_field] = base64.b64encode(data).decode("ascii")
+
+
+def envelope_dict(message: Message) -> dict[str, Any]:
+    """The CONTRACT §3 envelope of a message, as a dict ready for JSON."""
+    out: dict[str, Any] = {}
+    _text_or_b64(message.value, "value", "value_b64", out)
+    if message.key is not None:
+        _text_or_b64(message.key, "key", "key_b64", out)
+    headers = []
+    for name, value in message.headers:
+        try:
+            headers.append([name, value.decode("utf-8")])
+        except UnicodeDecodeError:
+            headers.append([name, {"b64": base64.b64encode(value).decode("ascii")}])
+    out["headers"] = headers
+    if message.timestamp is not None:
+        out["timestamp"] = format_ms(message.timestamp)
+    position = message.position
+    if position is not None:
+        out["backend"] = position.backend
+        if position.partition is not None:
+            out["topic"] = position.stream
+            out["partition"] = position.partition
+            out["offset"] = position.id
+        else:
+            out["stream"] = position.stream
+            out["id"] = position.id
+    return out
+
+
+def encode_envelope(message: Message) -> bytes:
+    """One JSONL line (with its newline) for the message."""
+    return orjson.dumps(envelope_dict(message), option=orjson.OPT_APPEND_NEWLINE)
+
+
+# --- decoding ----------------------------------------------------------------------------
+
+
+def _payload(obj: dict[str, Any], text_field: str, b64_field: str, required: bool) -> bytes | None:
+    if text_field in obj and b64_field in obj:
+        raise EnvelopeError(f"has both {text_field!r} and {b64_field!r}; give one")
+    if b64_field in obj:
+        encoded = obj[b64_field]
+        if not isinstance(encoded, str):
+            raise EnvelopeError(f"{b64_field!r} must be a base64 string")
+        try:
+            return base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise EnvelopeError(f"{b64_field!r} is not valid base64") from None
+    if text_field in obj:
+        text = obj[text_field]
+        if text is None:
+            return None if not required else b""
+        if isinstance(text, str):
+            return text.encode("utf-8")
+        # A JSON object or number as the value is sent as its compact JSON text: handy for
+        # hand-written input like {"value": {"id": 1}}.
+        return orjson.dumps(text)
+    if required:
+        raise EnvelopeError(f"has neither {text_field!r} nor {b64_field!r}")
+    return None
+
+
+def _headers(raw: Any) -> Headers:
+    if raw is None:
+        return []
+    if isinstance(raw, dict):
+        raw = list(raw.items())
+    if not isinstance(raw, list):
+        raise EnvelopeError("'headers' must be an array of [name, value] pairs")
+    headers: Headers = []
+    for index, pair in enumerate(raw):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], str)):
+            raise EnvelopeError(f"headers[{index}] must be a [name, value] pair with a string name")
+        name, value = pair
+        if isinstance(value, str):
+            headers.append((name, value.encode("utf-8")))
+        elif isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
+            try:
+                headers.append((name, base64.b64decode(value["b64"], validate=True)))
+            except (binascii.Error, ValueError):
+                raise EnvelopeError(f"headers[{index}] is not valid base64") from None
+        elif value is None:
+            headers.append((name, b""))
+        else:
+            raise EnvelopeError(f"headers[{index}] value must be a string or {{\"b64\": ...}}")
+    return headers
+
+
+def _timestamp(raw: Any) -> int | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bool):
+        raise EnvelopeError("'timestamp' must be RFC 3339 text or epoch milliseconds")
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str):
+        try:
+            return parse_rfc3339(raw)
+        except ValueError as exc:
+            raise EnvelopeError(f"'timestamp': {exc}") from None
+    raise EnvelopeError("'timestamp' must be RFC 3339 text or epoch milliseconds")
+
+
+def _position(obj: dict[str, Any]) -> Position | None:
+    backend = obj.get("backend")
+    if not isinstance(backend, str):
+        return None
+    if "partition" in obj and "offset" in obj and isinstance(obj.get("topic"), str):
+        partition, offset = obj["partition"], obj["offset"]
+        if isinstance(partition, int) and isinstance(offset, int):
+            return Position(backend, obj["topic"], offset, partition)
+        raise EnvelopeError("'partition' and 'offset' must be integers")
+    if "id" in obj and isinstance(obj.get("stream"), str):
+        entry_id = obj["id"]
+        if isinstance(entry_id, (str, int)) and not isinstance(entry_id, bool):
+            return Position(backend, obj["stream"], entry_id)
+        raise EnvelopeError("'id' must be a string or an integer")
+    return None
+
+
+def message_from_envelope(obj: Any) -> Message:
+    """Build a Message from a decoded envelope object; raises EnvelopeError."""
+    if not isinstance(obj, dict):
+        raise EnvelopeError(f"expected a JSON object, got {type(obj).__name__}")
+    value = _payload(obj, "value", "value_b64", required=True)
+    assert value is not None
+    return Message(
+        value=value,
+        key=_payload(obj, "key", "key_b64", required=False),
+        headers=_headers(obj.get("headers")),
+        timestamp=_timestamp(obj.get("timestamp")),
+        position=_position(obj),
+    )
+
+
+def decode_envelope(line: bytes | str) -> Message:
+    """Parse one JSONL line into a Message; raises EnvelopeError naming the problem."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise EnvelopeError(f"not valid JSON ({exc})") from None
+    return message_from_envelope(obj)
+
+
+def encode_envelopes(messages: Sequence[Message]) -> bytes:
+    return b"".join(encode_envelope(m) for m in messages)

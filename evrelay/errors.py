@@ -1,0 +1,98 @@
+"""The one exception tree of evrelay and the exit codes it maps to (CONTRACT.md §4).
+
+Every error a user can cause or meet is an `EvrelayError` subclass carrying its exit
+code; `evrelay.cli.app` turns them into one line on stderr and that code, in one place.
+Backends translate their client library's exceptions into these before they escape.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    SUCCESS = 0
+    FAILURE = 1
+    USAGE = 2
+    UNAVAILABLE = 3
+    EXPECTATION = 4
+    INTERRUPTED = 130
+
+
+class EvrelayError(Exception):
+    """Base of every error evrelay reports to the user."""
+
+    exit_code: ExitCode = ExitCode.FAILURE
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(EvrelayError):
+    """The command line asks for something impossible (bad value, bad combination)."""
+
+    exit_code = ExitCode.USAGE
+
+
+class ConfigError(UsageError):
+    """The configuration file or a profile is broken or missing something."""
+
+
+class AddressError(UsageError):
+    """An ADDRESS could not be resolved to a backend and a topic/stream."""
+
+
+class UnknownBackendError(ConfigError):
+    """No backend is registered under the requested name."""
+
+
+class UnsupportedError(UsageError):
+    """The backend lacks a capability the command needs."""
+
+
+class InputError(EvrelayError):
+    """A line of input could not be turned into a message (exit 1: the data, not the invocation)."""
+
+
+class BackendUnavailable(EvrelayError):
+    """The backend could not be reached, or refused the credentials."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
+class ProducerTimeout(BackendUnavailable):
+    """Messages were queued but their delivery was not confirmed in time."""
+
+    def __init__(self, message: str, *, undelivered: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.undelivered = undelivered
+
+
+class DeliveryFailed(EvrelayError):
+    """The backend rejected some messages for good (too large, not authorised, ...)."""
+
+    def __init__(self, message: str, *, failed: int, delivered: int) -> None:
+        super().__init__(message)
+        self.failed = failed
+        self.delivered = delivered
+
+
+class NotFoundError(EvrelayError):
+    """A topic, stream or group the command needs does not exist."""
+
+
+class ExpectationFailed(EvrelayError):
+    """An expectation was not met: --expect, --timeout, a lag threshold, health --wait."""
+
+    exit_code = ExitCode.EXPECTATION
+
+
+class Interrupted(EvrelayError):
+    """The user pressed Ctrl-C (SIGINT)."""
+
+    exit_code = ExitCode.INTERRUPTED

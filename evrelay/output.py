@@ -1,0 +1,196 @@
+"""Writing messages to stdout: `-o json`, `-o raw`, `-o pretty`, `--format TEMPLATE`.
+
+Writers take whole batches and flush after each one, so a following reader shows messages
+as they arrive and a group reader can ack exactly what has reached stdout. Data goes to
+stdout only; everything else (summaries, warnings, errors) goes to stderr through
+`evrelay.cli.common.Session`.
+"""
+
+from __future__ import annotations
+
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import IO, Any
+
+import orjson
+
+from evrelay.envelope import Message, encode_envelope
+from evrelay.errors import UsageError
+from evrelay.timestamps import format_ms
+
+OUTPUT_MODES = ("pretty", "json", "raw")
+TEMPLATE_FIELDS = (
+    "value",
+    "key",
+    "headers",
+    "timestamp",
+    "ts_ms",
+    "backend",
+    "topic",
+    "stream",
+    "partition",
+    "offset",
+    "id",
+    "position",
+)
+
+
+class MessageWriter(ABC):
+    def __init__(self, out: IO[bytes] | None = None) -> None:
+        self.out = out if out is not None else sys.stdout.buffer
+
+    @abstractmethod
+    def render(self, messages: Sequence[Message]) -> bytes: ...
+
+    def write(self, messages: Sequence[Message]) -> None:
+        """Write and flush a batch; raises BrokenPipeError when the reader has gone."""
+        self.out.write(self.render(messages))
+        self.out.flush()
+
+
+class JsonWriter(MessageWriter):
+    def render(self, messages: Sequence[Message]) -> bytes:
+        return b"".join([encode_envelope(m) for m in messages])
+
+
+class RawWriter(MessageWriter):
+    def render(self, messages: Sequence[Message]) -> bytes:
+        return b"".join([m.value + b"\n" for m in messages])
+
+
+def _text(data: bytes | None) -> str:
+    # surrogateescape keeps undecodable bytes, so the template output is byte-exact.
+    return "" if data is None else data.decode("utf-8", "surrogateescape")
+
+
+class HeaderView:
+    """`{headers}` in a template: JSON pairs; `{headers[name]}`: that header's last value."""
+
+    def __init__(self, headers: list[tuple[str, bytes]]) -> None:
+        self.headers = headers
+
+    def __getitem__(self, name: str) -> str:
+        for header, value in reversed(self.headers):
+            if header == name:
+                return _text(value)
+        return ""
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    def __str__(self) -> str:
+        return orjson.dumps([[n, _text(v).encode("utf-8", "surrogateescape").decode("utf-8", "replace")] for n, v in self.headers]).decode()
+
+
+def template_fields(message: Message) -> dict[str, Any]:
+    position = message.position
+    kafka = position is not None and position.partition is not None
+    return {
+        "value": _text(message.value),
+        "key": _text(message.key),
+        "headers": HeaderView(message.headers),
+        "timestamp": format_ms(message.timestamp) if message.timestamp is not None else "",
+        "ts_ms": message.timestamp if message.timestamp is not None else "",
+        "backend": position.backend if position else "",
+        "topic": position.stream if position and kafka else "",
+        "stream": position.stream if position else "",
+        "partition": position.partition if position and kafka else "",
+        "offset": position.id if position and kafka else "",
+        "id": position.id if position else "",
+        "position": str(position) if position else "",
+    }
+
+
+def _unescape(template: str) -> str:
+    return template.replace("\\\\", "\0").replace("\\n", "\n").replace("\\t", "\t").replace("\0", "\\")
+
+
+class TemplateWriter(MessageWriter):
+    """`--format '{partition}:{offset} {key} {value}'` (Python format syntax, one line each)."""
+
+    def __init__(self, template: str, out: IO[bytes] | None = None) -> None:
+        super().__init__(out)
+        self.template = _unescape(template)
+        probe = Message(b"v", b"k", [("h", b"1")], 0)
+        try:
+            self.template.format_map(template_fields(probe))
+        except KeyError as exc:
+            raise UsageError(
+                f"--format: unknown field {{{exc.args[0]}}}; fields: {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}"
+            ) from None
+        except (ValueError, IndexError, AttributeError) as exc:
+            raise UsageError(f"--format: bad template {template!r}: {exc}") from None
+
+    def render(self, messages: Sequence[Message]) -> bytes:
+        return "".join(self.template.format_map(template_fields(m)) + "\n" for m in messages).encode(
+            "utf-8", "surrogateescape"
+        )
+
+
+class PrettyWriter(MessageWriter):
+    """For people at a terminal: a dim line of coordinates, then the value, JSON highlighted."""
+
+    def __init__(self, out: IO[bytes] | None = None, color: bool | None = None) -> None:
+        super().__init__(out)
+        from rich.console import Console
+
+        self.console = Console(file=sys.stdout, force_terminal=color, highlight=False, soft_wrap=True)
+
+    def render(self, messages: Sequence[Message]) -> bytes:  # pragma: no cover - write() is used
+        raise NotImplementedError
+
+    def write(self, messages: Sequence[Message]) -> None:
+        from rich.json import JSON
+        from rich.text import Text
+
+        for message in messages:
+            meta = Text()
+            position = message.position
+            if position is not None:
+                meta.append(f"{position.stream} ", style="bold cyan")
+                meta.append(str(position), style="cyan")
+            if message.timestamp is not None:
+                meta.append(f"  {format_ms(message.timestamp)}", style="dim")
+            if message.key is not None:
+                meta.append("  key=", style="dim")
+                meta.append(_shown(message.key), style="yellow")
+            for name, value in message.headers:
+                meta.append(f"  {name}=", style="dim")
+                meta.append(_shown(value), style="magenta")
+            self.console.print(meta)
+            body = _shown(message.value)
+            stripped = body.lstrip()
+            if stripped[:1] in ("{", "["):
+                try:
+                    self.console.print(JSON(body))
+                    continue
+                except ValueError:
+                    pass
+            self.console.print(Text(body))
+        self.console.file.flush()
+
+
+def _shown(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return repr(data)[2:-1]
+
+
+def make_writer(mode: str | None, template: str | None, *, stdout_is_tty: bool | None = None) -> MessageWriter:
+    """The writer for `-o MODE` / `--format`; the default is pretty on a terminal, else json."""
+    if template is not None:
+        if mode is not None:
+            raise UsageError("give either -o/--output or --format, not both")
+        return TemplateWriter(template)
+    if mode is None:
+        tty = sys.stdout.isatty() if stdout_is_tty is None else stdout_is_tty
+        mode = "pretty" if tty else "json"
+    if mode == "json":
+        return JsonWriter()
+    if mode == "raw":
+        return RawWriter()
+    if mode == "pretty":
+        return PrettyWriter()
+    raise UsageError(f"-o/--output must be one of {', '.join(OUTPUT_MODES)}, not {mode!r}")

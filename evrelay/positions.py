@@ -1,0 +1,154 @@
+"""The one position syntax for `--from`/`--to` on every backend (CONTRACT.md §2).
+
+`parse_position` turns text into one of the small value types below; each backend then
+maps them onto its own coordinates (Kafka offsets per partition, stream IDs, ...) and
+refuses, with a clear message, the forms that mean nothing to it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from evrelay.timestamps import now_ms, parse_duration_ms, parse_rfc3339
+
+
+@dataclass(frozen=True, slots=True)
+class Beginning:
+    def __str__(self) -> str:
+        return "beginning"
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    def __str__(self) -> str:
+        return "end"
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """The consumer group's committed position."""
+
+    def __str__(self) -> str:
+        return "stored"
+
+
+@dataclass(frozen=True, slots=True)
+class Offset:
+    """A bare number: a Kafka offset in every partition, or a stream ID's millisecond part."""
+
+    offset: int
+
+    def __str__(self) -> str:
+        return str(self.offset)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionOffsets:
+    """`PARTITION:OFFSET[,...]`: Kafka offsets for the named partitions only."""
+
+    offsets: tuple[tuple[int, int], ...]
+
+    def __str__(self) -> str:
+        return ",".join(f"{p}:{o}" for p, o in self.offsets)
+
+    def as_dict(self) -> dict[int, int]:
+        return dict(self.offsets)
+
+
+@dataclass(frozen=True, slots=True)
+class EntryId:
+    """A Redis/local stream entry ID `MILLISECONDS-SEQUENCE`."""
+
+    entry_id: str
+
+    def __str__(self) -> str:
+        return self.entry_id
+
+    @property
+    def parts(self) -> tuple[int, int]:
+        ms, seq = self.entry_id.split("-")
+        return int(ms), int(seq)
+
+
+@dataclass(frozen=True, slots=True)
+class AtTime:
+    """An absolute or relative time, resolved to epoch milliseconds when parsed."""
+
+    ms: int
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True, slots=True)
+class Last:
+    """The last `count` messages: tail's default start (not user syntax)."""
+
+    count: int
+
+    def __str__(self) -> str:
+        return f"last {self.count}"
+
+
+StreamPosition = Beginning | End | Stored | Offset | PartitionOffsets | EntryId | AtTime | Last
+
+_ALIASES: dict[str, StreamPosition] = {
+    "beginning": Beginning(),
+    "earliest": Beginning(),
+    "start": Beginning(),
+    "oldest": Beginning(),
+    "end": End(),
+    "latest": End(),
+    "newest": End(),
+    "stored": Stored(),
+    "committed": Stored(),
+}
+_RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?(?:ms|s|m|h|d|w))$")
+_ENTRY_ID = re.compile(r"^\d+-\d+$")
+_PARTITION_OFFSETS = re.compile(r"^\d+:\d+(?:,\d+:\d+)*$")
+
+POSITION_FORMS = (
+    "beginning, end, stored, an offset (42), PARTITION:OFFSET[,...] (0:42,1:7), "
+    "a stream ID (1700000000000-0), an RFC 3339 time (2026-11-22T10:00:00Z) "
+    "or a relative time (-15m, -2h, -1d)"
+)
+
+
+def parse_position(text: str, *, now: int | None = None) -> StreamPosition:
+    """Parse `--from`/`--to` text; raises ValueError naming the accepted forms."""
+    candidate = text.strip()
+    lowered = candidate.lower()
+    if lowered in _ALIASES:
+        return _ALIASES[lowered]
+    if candidate.isdigit():
+        return Offset(int(candidate))
+    if _ENTRY_ID.match(candidate):
+        return EntryId(candidate)
+    if _PARTITION_OFFSETS.match(candidate):
+        pairs = tuple((int(p), int(o)) for p, o in (item.split(":") for item in candidate.split(",")))
+        if len({p for p, _ in pairs}) != len(pairs):
+            raise ValueError(f"{text!r} names a partition twice")
+        return PartitionOffsets(pairs)
+    relative = _RELATIVE.match(candidate)
+    if relative:
+        base = now_ms() if now is None else now
+        return AtTime(base - parse_duration_ms(relative.group(1)), candidate)
+    if re.match(r"^\d{4}-\d{2}-\d{2}", candidate):
+        try:
+            return AtTime(parse_rfc3339(candidate), candidate)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+    raise ValueError(f"{text!r} is not a position; use {POSITION_FORMS}")
+
+
+def entry_id_bounds(position: StreamPosition) -> tuple[int, int] | None:
+    """For stream-ID backends: the (ms, seq) a position names, or None for symbolic ones."""
+    if isinstance(position, EntryId):
+        return position.parts
+    if isinstance(position, Offset):
+        return position.offset, 0
+    if isinstance(position, AtTime):
+        return position.ms, 0
+    return None

@@ -1,0 +1,75 @@
+"""Shared fixtures: an isolated environment per test, and running the real CLI.
+
+Every test gets its own XDG directories and working directory, so it never sees the
+developer's config or local store, and nothing leaks between tests.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    (home / "data").mkdir(parents=True)
+    (home / "config").mkdir()
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.delenv("EVRELAY_CONFIG", raising=False)
+    monkeypatch.delenv("EVRELAY_PROFILE", raising=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return work
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def out(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+    @property
+    def err(self) -> str:
+        return self.stderr.decode("utf-8", "replace")
+
+    def lines(self) -> list[bytes]:
+        return self.stdout.splitlines()
+
+
+def evrelay(*args: str, input: bytes | str | None = None, env: dict[str, str] | None = None, timeout: float = 60, cwd: str | None = None) -> Run:
+    """Run the real `evrelay` CLI in a subprocess (stdin, stdout, stderr kept apart)."""
+    if isinstance(input, str):
+        input = input.encode()
+    full_env = dict(os.environ)
+    full_env.pop("CI_NO_COLOR", None)
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full_env.get("PYTHONPATH")]))
+    if env:
+        full_env.update(env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "evrelay", *args],
+        input=input if input is not None else b"",
+        capture_output=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=cwd,
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def cli():
+    return evrelay

@@ -1,0 +1,67 @@
+"""The envelope codec and the position syntax, as pure functions."""
+
+from __future__ import annotations
+
+import pytest
+
+from evrelay.envelope import EnvelopeError, Message, Position, decode_envelope, encode_envelope, envelope_dict
+from evrelay.positions import AtTime, Beginning, End, EntryId, Offset, PartitionOffsets, Stored, parse_position
+from evrelay.timestamps import format_ms, parse_duration_ms, parse_rfc3339
+
+
+def test_envelope_round_trip_binary_and_text():
+    message = Message(b"\xff\x00", "ключ".encode(), [("a", b"1"), ("a", b"\x80"), ("b", b"")], 1_700_000_000_123,
+                      Position("kafka", "orders", 42, 3))
+    line = encode_envelope(message)
+    assert line.endswith(b"\n")
+    data = envelope_dict(message)
+    assert data["value_b64"] == "/wA=" and data["key"] == "ключ"
+    assert data["headers"] == [["a", "1"], ["a", {"b64": "gA=="}], ["b", ""]]
+    assert data["timestamp"] == "2023-11-14T22:13:20.123Z"
+    assert (data["topic"], data["partition"], data["offset"]) == ("orders", 3, 42)
+    back = decode_envelope(line)
+    assert back.same_content(message) and back.timestamp == message.timestamp and back.position == message.position
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("[1]", "expected a JSON object"),
+        ("{}", "neither 'value' nor 'value_b64'"),
+        ('{"value_b64": "!!"}', "not valid base64"),
+        ('{"value": "x", "headers": [["a"]]}', "headers[0]"),
+        ('{"value": "x", "headers": "h"}', "array of [name, value] pairs"),
+        ('{"value": "x", "timestamp": "yesterday"}', "RFC 3339"),
+        ('{"value": "x"', "not valid JSON"),
+    ],
+)
+def test_envelope_errors_explain_themselves(line, reason):
+    with pytest.raises(EnvelopeError, match=reason.replace("[", r"\[").replace("]", r"\]")):
+        decode_envelope(line)
+
+
+def test_envelope_conveniences():
+    assert decode_envelope('{"value": {"a": 1}}').value == b'{"a":1}'
+    assert decode_envelope('{"value": "x", "headers": {"h": "1"}}').headers == [("h", b"1")]
+    assert decode_envelope('{"value": "x", "timestamp": 5}').timestamp == 5
+
+
+def test_positions():
+    assert parse_position("beginning") == Beginning() and parse_position("earliest") == Beginning()
+    assert parse_position("end") == End() and parse_position("stored") == Stored()
+    assert parse_position("42") == Offset(42)
+    assert parse_position("1700000000000-3") == EntryId("1700000000000-3")
+    assert parse_position("0:5,2:7") == PartitionOffsets(((0, 5), (2, 7)))
+    assert parse_position("2026-11-22T10:00:00Z") == AtTime(parse_rfc3339("2026-11-22T10:00:00Z"), "2026-11-22T10:00:00Z")
+    assert parse_position("-15m", now=1_000_000_000).ms == 1_000_000_000 - 900_000
+    assert parse_position("-1d", now=100_000_000).ms == 100_000_000 - 86_400_000
+    for bad in ("tomorrow", "0:1,0:2", "-5", "1:2:3"):
+        with pytest.raises(ValueError):
+            parse_position(bad)
+
+
+def test_time_helpers():
+    assert format_ms(0) == "1970-01-01T00:00:00.000Z"
+    assert parse_rfc3339("2026-11-22T10:00:00+01:00") == parse_rfc3339("2026-11-22T09:00:00Z")
+    assert parse_rfc3339("2026-11-22T10:00:00") == parse_rfc3339("2026-11-22T10:00:00Z")
+    assert parse_duration_ms("1.5s") == 1500 and parse_duration_ms("2") == 2000 and parse_duration_ms("250ms") == 250

@@ -1,0 +1,102 @@
+"""A third-party backend registered through the `evrelay.backends` entry-point group."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import evrelay
+
+PLUGIN = '''
+"""A toy plug-in backend: one JSONL file per stream in a directory."""
+import os
+from evrelay.backends.base import Backend, Capability, Consumer, DeliveryReport, Producer
+from evrelay.envelope import Position, decode_envelope, encode_envelope
+
+
+class MemoProducer(Producer):
+    def __init__(self, path):
+        self.path, self.report = path, DeliveryReport()
+
+    def send(self, messages):
+        with open(self.path, "ab") as f:
+            f.write(b"".join(encode_envelope(m) for m in messages))
+        self.report.delivered += len(messages)
+
+    def flush(self, timeout=None):
+        report, self.report = self.report, DeliveryReport()
+        return report
+
+
+class MemoConsumer(Consumer):
+    def __init__(self, path, stream):
+        with open(path, "rb") as f:
+            self.pending = [decode_envelope(line) for line in f if line.strip()]
+        for n, m in enumerate(self.pending):
+            m.position = Position("memo", stream, n)
+
+    def read(self, max_messages, timeout):
+        out, self.pending = self.pending[:max_messages], self.pending[max_messages:]
+        self.exhausted = not self.pending
+        return out
+
+
+class MemoBackend(Backend):
+    name = "memo"
+    capabilities = frozenset({Capability.PUBLISH, Capability.READ})
+    option_names = frozenset({"dir"})
+    url_schemes = ("memo",)
+
+    @classmethod
+    def options_from_url(cls, url):
+        rest = url[len("memo://"):]
+        directory, _, stream = rest.rpartition("/")
+        return {"dir": directory}, stream
+
+    def producer(self, stream):
+        return MemoProducer(os.path.join(self.options["dir"], stream))
+
+    def consumer(self, spec):
+        return MemoConsumer(os.path.join(self.options["dir"], spec.stream), spec.stream)
+'''
+
+
+@pytest.fixture
+def plugin_path(tmp_path: Path) -> str:
+    site = tmp_path / "site"
+    (site / "evrelay_memo").mkdir(parents=True)
+    (site / "evrelay_memo" / "__init__.py").write_text(PLUGIN)
+    dist = site / "evrelay_memo-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: evrelay-memo\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(textwrap.dedent("""\
+        [evrelay.backends]
+        memo = evrelay_memo:MemoBackend
+    """))
+    return str(site)
+
+
+def test_plugin_backend_from_a_profile_and_from_its_url(plugin_path, tmp_path):
+    store = tmp_path / "memo"
+    store.mkdir()
+    Path("evrelay.toml").write_text(f'[profiles.m]\nbackend = "memo"\ndir = "{store}"\n')
+    env = {"PYTHONPATH": plugin_path}
+    sent = evrelay("publish", "m:notes", "-k", "k1", "first", "second", env=env)
+    assert sent.returncode == 0, sent.err
+    assert "published 2 message(s) to m:notes" in sent.err
+    got = evrelay("tail", "m:notes", "--from", "beginning", "-o", "raw", env=env)
+    assert got.returncode == 0, got.err
+    assert got.lines() == [b"first", b"second"]
+    via_url = evrelay("tail", f"memo://{store}/notes", "--from", "beginning", "--format", "{backend} {id} {value}", env=env)
+    assert via_url.lines() == [b"memo 0 first", b"memo 1 second"]
+    refused = evrelay("tail", "m:notes", "-g", "grp", env=env)
+    assert refused.returncode == 2 and "memo backend does not support consumer groups" in refused.err
+
+
+def test_without_the_plugin_the_backend_is_unknown():
+    Path("evrelay.toml").write_text('[profiles.m]\nbackend = "memo"\n')
+    run = evrelay("tail", "m:notes")
+    assert run.returncode == 2
+    assert "unknown backend 'memo'" in run.err and "evrelay.backends" in run.err
