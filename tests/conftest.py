@@ -73,3 +73,52 @@ def evrelay(*args: str, input: bytes | str | None = None, env: dict[str, str] | 
 @pytest.fixture
 def cli():
     return evrelay
+
+
+# --- real servers (started once per session, on free ports) -----------------------------
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def start_server(factory):
+    """Start a server, or skip the test where it cannot run; in CI a missing server fails."""
+    from tests.servers import ServerUnavailable
+
+    try:
+        return factory().start()
+    except ServerUnavailable as exc:
+        if _in_ci():
+            pytest.fail(f"CI=true and a test server is missing: {exc}")
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def kafka_server():
+    from tests.servers import KafkaServer
+
+    server = start_server(KafkaServer)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    from tests.servers import RedisServer
+
+    server = start_server(RedisServer)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def kcat():
+    """The kcat command line (a client we did not write); in CI its absence fails."""
+    from tests.servers import ServerUnavailable, kcat_command
+
+    try:
+        return kcat_command()
+    except ServerUnavailable as exc:
+        if _in_ci():
+            pytest.fail(f"CI=true and kcat is missing: {exc}")
+        pytest.skip(str(exc))

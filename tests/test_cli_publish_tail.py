@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from tests.conftest import REPO, evrelay
 
@@ -207,8 +208,8 @@ def test_stdio_and_file_addresses():
     assert envelope["value"] == "hello" and envelope["key"] == "k"
     assert evrelay("publish", "file:dump.jsonl", "a", "b").returncode == 0
     assert evrelay("tail", "file:dump.jsonl", "-o", "raw").lines() == [b"a", b"b"]
-    piped = evrelay("tail", "-", "-o", "raw", input=(Path_dump := open("dump.jsonl", "rb").read()))
-    assert piped.lines() == [b"a", b"b"], Path_dump
+    piped = evrelay("tail", "-", "-o", "raw", input=Path("dump.jsonl").read_bytes())
+    assert piped.lines() == [b"a", b"b"]
 
 
 def test_version():

@@ -59,6 +59,20 @@ def test_address_forms():
         resolve_address("nats://host/subject", config)
 
 
+def test_inline_urls():
+    config = load_config()
+    kafka = resolve_address("kafka://h1:9092,h2:9093/orders?client.id=me", config)
+    assert (kafka.backend, kafka.stream) == ("kafka", "orders")
+    assert kafka.options == {"bootstrap_servers": "h1:9092,h2:9093", "options": {"client.id": "me"}}
+    redis = resolve_address("redis://user:pw@host:6380/2/orders%3Aeu", config)
+    assert (redis.backend, redis.stream, redis.options["url"]) == ("redis", "orders:eu", "redis://user:pw@host:6380/2")
+    assert redis.display == "redis://user:********@host:6380/2/orders%3Aeu"
+    tls = resolve_address("rediss://host/s", config)
+    assert (tls.backend, tls.options["url"], tls.stream) == ("redis", "rediss://host", "s")
+    with pytest.raises(AddressError):
+        resolve_address("redis://host/not-a-db/s", config)
+
+
 def test_profile_without_default_stream_says_how_to_name_one():
     write("evrelay.toml", CONFIG)
     run = evrelay("tail", "other")

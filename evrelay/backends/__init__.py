@@ -28,10 +28,12 @@ ENTRY_POINT_GROUP = "evrelay.backends"
 BUILTIN_BACKENDS: dict[str, str] = {
     "local": "evrelay.backends.local:LocalBackend",
     "file": "evrelay.backends.jsonl:JsonlBackend",
+    "kafka": "evrelay.backends.kafka:KafkaBackend",
+    "redis": "evrelay.backends.redis_streams:RedisStreamsBackend",
 }
 
 # URL schemes of inline addresses (`kafka://host/topic`) and the backend that parses them.
-BUILTIN_SCHEMES: dict[str, str] = {}
+BUILTIN_SCHEMES: dict[str, str] = {"kafka": "kafka", "redis": "redis", "rediss": "redis"}
 
 
 @cache

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import os
-import select
 import sys
 import time
 from collections.abc import Sequence
@@ -38,12 +37,11 @@ from evrelay.backends.base import (
 )
 from evrelay.envelope import EnvelopeError, decode_envelope, encode_envelope
 from evrelay.errors import BackendUnavailable, InputError, NotFoundError, UnsupportedError, UsageError
+from evrelay.lines import STDIO, LineReader
 from evrelay.positions import AtTime, Beginning, End, Last, Offset, StreamPosition
 from evrelay.timestamps import now_ms
 
-STDIO = "-"
 _CHUNK = 1 << 16
-_FOLLOW_POLL = 0.1
 
 
 class JsonlBackend(Backend):
@@ -122,77 +120,12 @@ class JsonlProducer(Producer):
         self._file = None
 
 
-class _LineSource:
-    """Lines from a file or a pipe, one at a time, never blocking longer than asked.
-
-    A regular file is read with plain reads (EOF only means "nothing more yet" when
-    following); stdin may be a pipe or a terminal, so its descriptor is polled with
-    select() and its EOF is final.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        if path == STDIO:
-            self.fd = sys.stdin.fileno()
-            self.closes = False
-        else:
-            try:
-                self.fd = os.open(path, os.O_RDONLY)
-            except OSError as exc:
-                raise BackendUnavailable(f"cannot open {path}: {exc.strerror}") from None
-            self.closes = True
-        self.pollable = path == STDIO
-        self.pending: collections.deque[bytes] = collections.deque()
-        self.partial = b""
-        self.eof = False
-        self.line_no = 0
-
-    @property
-    def drained(self) -> bool:
-        """Nothing buffered and the end of the input reached."""
-        return self.eof and not self.pending and not self.partial
-
-    def next_line(self, timeout: float, follow: bool) -> tuple[int, bytes] | None:
-        if not self.pending:
-            self._fill(timeout, follow)
-        if not self.pending:
-            return None
-        self.line_no += 1
-        return self.line_no, self.pending.popleft()
-
-    def _fill(self, timeout: float, follow: bool) -> None:
-        if self.eof and (self.pollable or not follow):
-            return
-        if self.pollable:
-            ready, _, _ = select.select([self.fd], [], [], timeout)
-            if not ready:
-                return
-        chunk = os.read(self.fd, _CHUNK)
-        if not chunk:
-            self.eof = True
-            if self.partial and (self.pollable or not follow):
-                # The last line has no newline and nothing can follow it.
-                self.pending.append(self.partial)
-                self.partial = b""
-            elif follow and not self.pollable:
-                time.sleep(min(timeout, _FOLLOW_POLL))
-            return
-        self.eof = False
-        lines = (self.partial + chunk).split(b"\n")
-        self.partial = lines.pop()
-        self.pending.extend(lines)
-
-    def close(self) -> None:
-        if self.closes:
-            os.close(self.fd)
-
-
 class JsonlConsumer(Consumer):
     def __init__(self, path: str, spec: ReadSpec) -> None:
         self.path = path
         self.stream = "stdin" if path == STDIO else path
         self.spec = spec
-        self.source = _LineSource(path)
+        self.source = LineReader(path)
         self.follow = spec.follow
         self.start_line, self.start_time, self.last = self._start(spec.start)
         self.stop_line, self.stop_time = self._stop(spec.stop)

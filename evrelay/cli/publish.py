@@ -32,6 +32,11 @@ INPUT_MODES = ("lines", "json", "raw")
 BATCH_SIZE = 2000
 
 
+STALLED = None
+"""Yielded by `_messages` when stdin has nothing new for a moment: send what is queued."""
+STALL_SECONDS = 0.05
+
+
 def _messages(
     values: list[str] | None,
     mode: str,
@@ -39,9 +44,11 @@ def _messages(
     headers: list[tuple[str, bytes]],
     skipped: list[str],
     skip_invalid: bool,
-) -> Iterator[Message]:
-    """Messages from arguments or stdin; InputError naming the line of a bad one."""
+) -> Iterator[Message | None]:
+    """Messages from arguments or stdin, and STALLED whenever stdin pauses;
+    InputError naming the line of a bad one."""
     from evrelay.envelope import EnvelopeError, Message, decode_envelope
+    from evrelay.lines import STDIO, LineReader
 
     def build(number: int, data: bytes, where: str) -> Message | None:
         if mode == "json":
@@ -66,13 +73,16 @@ def _messages(
             if message is not None:
                 yield message
         return
-    stdin = sys.stdin.buffer
     if mode == "raw":
-        yield Message(stdin.read(), key, list(headers))
+        yield Message(sys.stdin.buffer.read(), key, list(headers))
         return
-    for number, line in enumerate(stdin, 1):
-        if line.endswith(b"\n"):
-            line = line[:-1]
+    reader = LineReader(STDIO)
+    while not reader.drained:
+        item = reader.next_line(STALL_SECONDS, follow=False)
+        if item is None:
+            yield STALLED
+            continue
+        number, line = item
         if not line or (mode == "json" and not line.strip()):
             continue
         message = build(number, line, "stdin line")
@@ -120,11 +130,12 @@ def publish(
             queued = 0
             input_error: InputError | None = None
             interrupted = False
-            batch = []
+            batch: list[Message] = []
             try:
                 for message in _messages(values, input_mode, key_bytes, headers, skipped, skip_invalid):
-                    batch.append(message)
-                    if len(batch) >= BATCH_SIZE:
+                    if message is not STALLED:
+                        batch.append(message)
+                    if batch and (message is STALLED or len(batch) >= BATCH_SIZE):
                         producer.send(batch)
                         queued += len(batch)
                         batch = []

@@ -130,7 +130,9 @@ def tail(
         )
         backend.require(*required_capabilities(spec, follow=follow), command="tail")
         with backend.consumer(spec) as reader:
-            if group_name and from_ is not None and getattr(reader, "created", None) is False:
+            if group_name and reader.created:
+                session.info(f"evrelay: created consumer group {group_name!r} on {source.display} at {group_start}")
+            if group_name and from_ is not None and reader.created is False:
                 session.warn(
                     f"group {group_name!r} already exists, so --from {from_} was not applied; "
                     f"`evrelay replay {address} -g {group_name} --from {from_}` moves it"

@@ -1,0 +1,665 @@
+"""`redis`: Redis Streams through redis-py (with hiredis when installed).
+
+Features
+    Publishing as pipelined XADD in batches, `MAXLEN ~ max_len` when the profile sets
+    it. Plain reads with XRANGE / XREVRANGE (the last N) / blocking XREAD (`-f`); every
+    position form, times mapped to stream IDs (they are milliseconds). Consumer groups
+    with XREADGROUP: the group is created at `--from` when missing (MKSTREAM), a reader
+    first re-reads its own pending entries, acks are XACK after output; pending entries
+    (XPENDING) and claiming idle ones (XAUTOCLAIM). A group that vanished (a server
+    restarted without persistence) is reported, never silently recreated.
+
+Field mapping (round-trips exactly, binary included)
+    value      -> field `value` (always first)
+    key        -> field `key` (only when there is one)
+    headers    -> one field `h:NAME` per header, in order, duplicates kept
+    timestamp  -> the entry ID's milliseconds (Redis assigns it; a given timestamp is not kept)
+    An entry written by another program with any other fields is shown as a JSON object
+    of its fields (`{"b64": ...}` for binary values; a list of [name, value] pairs when a
+    name repeats), so it is readable and nothing is dropped.
+
+Connection string
+    redis://[USER:PASSWORD@]HOST:PORT[/DB]/STREAM, rediss://... for TLS
+
+Options
+    url       "redis://[user:password@]host:port[/db]" (rediss:// for TLS)
+    max_len   approximate trimming on publish (XADD MAXLEN ~)
+    options   a table passed to redis-py's Redis.from_url (e.g. ssl_ca_certs)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import orjson
+
+from evrelay.backends.base import (
+    Backend,
+    Capability,
+    Consumer,
+    DeliveryFailure,
+    DeliveryReport,
+    GroupInfo,
+    GroupSeekPlan,
+    GroupSeekStep,
+    Health,
+    Message,
+    PartitionInfo,
+    PendingEntry,
+    Position,
+    Producer,
+    ReadSpec,
+    StreamInfo,
+)
+from evrelay.config import mask_url
+from evrelay.errors import (
+    AddressError,
+    BackendUnavailable,
+    ConfigError,
+    EvrelayError,
+    NotFoundError,
+    UnsupportedError,
+    UsageError,
+)
+from evrelay.positions import (
+    AtTime,
+    Beginning,
+    End,
+    EntryId,
+    Last,
+    Offset,
+    PartitionOffsets,
+    Stored,
+    StreamPosition,
+)
+
+VALUE_FIELD = b"value"
+KEY_FIELD = b"key"
+HEADER_PREFIX = b"h:"
+MAX_SEQ = 18446744073709551615
+# The raw commands whose replies must keep duplicate field names (redis-py turns them into dicts).
+_RAW_REPLIES = ("XRANGE", "XREVRANGE", "XREAD", "XREADGROUP", "XAUTOCLAIM", "XCLAIM", "XPENDING", "XINFO GROUPS", "XINFO STREAM")
+
+
+def parse_stream_id(raw: bytes | str) -> tuple[int, int]:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def format_stream_id(ms: int, seq: int) -> str:
+    return f"{ms}-{seq}"
+
+
+def id_before(ms: int, seq: int) -> str:
+    """The ID just before ms-seq: XGROUP CREATE/SETID name the last *delivered* ID."""
+    if seq > 0:
+        return f"{ms}-{seq - 1}"
+    if ms > 0:
+        return f"{ms - 1}-{MAX_SEQ}"
+    return "0-0"
+
+
+def encode_fields(message: Message) -> list[bytes | str]:
+    fields: list[bytes | str] = [VALUE_FIELD, message.value]
+    if message.key is not None:
+        fields += [KEY_FIELD, message.key]
+    for name, value in message.headers:
+        fields += [HEADER_PREFIX + name.encode("utf-8"), value]
+    return fields
+
+
+def _json_text(value: bytes) -> Any:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        import base64
+
+        return {"b64": base64.b64encode(value).decode("ascii")}
+
+
+def decode_fields(fields: list[bytes]) -> tuple[bytes, bytes | None, list[tuple[str, bytes]]]:
+    """(value, key, headers) from an entry's flat [name, value, ...] field list."""
+    names = fields[0::2]
+    if names and names[0] == VALUE_FIELD:
+        key: bytes | None = None
+        headers: list[tuple[str, bytes]] = []
+        ours = True
+        for index in range(2, len(fields), 2):
+            name = fields[index]
+            if name == KEY_FIELD and index == 2:
+                key = fields[index + 1]
+            elif name.startswith(HEADER_PREFIX):
+                try:
+                    headers.append((name[2:].decode("utf-8"), fields[index + 1]))
+                except UnicodeDecodeError:
+                    ours = False
+                    break
+            else:
+                ours = False
+                break
+        if ours:
+            return fields[1], key, headers
+    # Written by another program: all its fields, readably, as JSON.
+    pairs = [(fields[i].decode("utf-8", "replace"), _json_text(fields[i + 1])) for i in range(0, len(fields) - 1, 2)]
+    if len({name for name, _ in pairs}) == len(pairs):
+        return orjson.dumps(dict(pairs)), None, []
+    return orjson.dumps([list(pair) for pair in pairs]), None, []
+
+
+class RedisStreamsBackend(Backend):
+    name = "redis"
+    stream_noun = "stream"
+    url_schemes = ("redis", "rediss")
+    option_names = frozenset({"url", "max_len", "options"})
+    secret_options = frozenset({"url"})
+    capabilities = frozenset(
+        {
+            Capability.PUBLISH,
+            Capability.READ,
+            Capability.FOLLOW,
+            Capability.GROUPS,
+            Capability.PENDING,
+            Capability.CLAIM,
+            Capability.SEEK_POSITION,
+            Capability.SEEK_TIME,
+            Capability.GROUP_SEEK,
+            Capability.INSPECT,
+        }
+    )
+
+    def __init__(self, options: dict[str, Any], settings: Any = None) -> None:
+        super().__init__(options, settings)
+        url = self.options.get("url")
+        if not url or not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("a redis profile needs url = \"redis://[user:password@]host:port[/db]\" (rediss:// for TLS)")
+        self.url = url
+        max_len = self.options.get("max_len")
+        if max_len is not None and (not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1):
+            raise ConfigError(f"redis option max_len must be a positive integer, not {max_len!r}")
+        self.max_len: int | None = max_len
+        extra = self.options.get("options") or {}
+        if not isinstance(extra, dict):
+            raise ConfigError("redis 'options' must be a table of redis-py connection settings")
+        self.client_options = dict(extra)
+        self._client: Any = None
+
+    @classmethod
+    def options_from_url(cls, url: str) -> tuple[dict[str, Any], str | None]:
+        parts = urlsplit(url)
+        if not parts.netloc:
+            raise AddressError(f"{mask_url(url)!r}: expected redis://[USER:PASS@]HOST:PORT[/DB]/STREAM")
+        segments = [s for s in parts.path.split("/") if s]
+        stream = unquote(segments.pop()) if segments else None
+        if len(segments) > 1 or (segments and not segments[0].isdigit()):
+            raise AddressError(f"{mask_url(url)!r}: the path is [/DB]/STREAM with a numeric DB")
+        path = f"/{segments[0]}" if segments else ""
+        return {"url": urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))}, stream
+
+    @property
+    def where(self) -> str:
+        parts = urlsplit(self.url)
+        host = parts.hostname or "localhost"
+        return f"{host}:{parts.port or 6379}"
+
+    def describe(self) -> str:
+        return f"redis {mask_url(self.url)}"
+
+    # --- connection --------------------------------------------------------------------
+
+    def open(self) -> None:
+        if self._client is not None:
+            return
+        import redis
+
+        timeout = self.settings.timeout
+        try:
+            client = redis.Redis.from_url(
+                self.url,
+                socket_connect_timeout=timeout,
+                socket_timeout=max(timeout, 5.0) + 5.0,
+                # RESP2 replies have one shape on every server version (RESP3 turns XREAD
+                # into maps); the raw callbacks below rely on it.
+                protocol=2,
+                **self.client_options,
+            )
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"redis url {mask_url(self.url)!r}: {exc}") from None
+        for command in _RAW_REPLIES:
+            client.set_response_callback(command, lambda response, **_: response)
+        self._client = client
+        self.call(client.ping)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self.open()
+        return self._client
+
+    def translate(self, exc: Exception, what: str = "") -> EvrelayError:
+        """A redis-py exception as an evrelay error (credentials and reachability -> exit 3)."""
+        import redis
+
+        detail = f" ({what})" if what else ""
+        if isinstance(exc, redis.AuthenticationError) or (
+            isinstance(exc, redis.ResponseError) and str(exc).startswith(("NOAUTH", "WRONGPASS", "NOPERM"))
+        ):
+            return BackendUnavailable(f"Redis at {self.where} refused the credentials{detail}: {exc}")
+        if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+            return BackendUnavailable(
+                f"Redis at {self.where} could not be reached{detail}: {exc}",
+                hint="is redis-server running, and is the url right?",
+            )
+        message = str(exc)
+        if message.startswith("NOGROUP"):
+            return NotFoundError(f"Redis{detail}: {message}")
+        if message.startswith("WRONGTYPE"):
+            return UsageError(f"Redis{detail}: that key is not a stream ({message})")
+        return EvrelayError(f"Redis{detail}: {message}")
+
+    def call(self, fn: Any, *args: Any, what: str = "", **kwargs: Any) -> Any:
+        import redis
+
+        try:
+            return fn(*args, **kwargs)
+        except redis.RedisError as exc:
+            raise self.translate(exc, what) from None
+
+    def command(self, *args: Any, what: str = "") -> Any:
+        return self.call(self.client.execute_command, *args, what=what or str(args[0]))
+
+    def health_check(self) -> Health:
+        started = time.perf_counter()
+        try:
+            self.command("PING")
+            version = self.command("INFO", "server").get("redis_version", "?")
+        except BackendUnavailable as exc:
+            return Health(False, exc.message)
+        return Health(True, f"redis {version} at {self.where}", (time.perf_counter() - started) * 1000)
+
+    # --- streams -------------------------------------------------------------------------
+
+    def key_type(self, stream: str) -> str:
+        kind = self.command("TYPE", stream)
+        return kind.decode() if isinstance(kind, bytes) else str(kind)
+
+    def require_stream(self, stream: str) -> None:
+        kind = self.key_type(stream)
+        if kind == "none":
+            raise NotFoundError(f"Redis stream {stream!r} does not exist on {self.where}")
+        if kind != "stream":
+            raise UsageError(f"Redis key {stream!r} on {self.where} is a {kind}, not a stream")
+
+    def last_id(self, stream: str) -> tuple[int, int] | None:
+        rows = self.command("XREVRANGE", stream, "+", "-", "COUNT", 1)
+        return parse_stream_id(rows[0][0]) if rows else None
+
+    def to_message(self, stream: str, entry: list[Any], receipt: Consumer | None = None) -> Message:
+        entry_id, fields = entry[0], entry[1]
+        text_id = entry_id.decode()
+        value, key, headers = decode_fields(fields or [])
+        return Message(value, key, headers, int(text_id.partition("-")[0]), Position("redis", stream, text_id), receipt)
+
+    def start_id(self, stream: str, position: StreamPosition) -> tuple[str, bool]:
+        """(ID, inclusive) where a plain read starts."""
+        if isinstance(position, Beginning):
+            return "-", True
+        if isinstance(position, End):
+            last = self.last_id(stream)
+            return (format_stream_id(*last) if last else "0-0"), False
+        if isinstance(position, EntryId):
+            return position.entry_id, True
+        if isinstance(position, (Offset, AtTime)):
+            return str(position.offset if isinstance(position, Offset) else position.ms), True
+        if isinstance(position, Stored):
+            raise UsageError("--from stored needs a consumer group (-g GROUP)")
+        if isinstance(position, PartitionOffsets):
+            raise UnsupportedError("Redis streams have no partitions; use an entry ID such as 1700000000000-0")
+        raise UsageError(f"--from {position} does not apply to Redis streams")
+
+    def stop_id(self, stream: str, position: StreamPosition) -> str:
+        if isinstance(position, End):
+            last = self.last_id(stream)
+            return format_stream_id(*last) if last else "0-0"
+        if isinstance(position, EntryId):
+            return position.entry_id
+        if isinstance(position, (Offset, AtTime)):
+            return str(position.offset if isinstance(position, Offset) else position.ms)
+        raise UsageError(f"--to {position} does not apply; use end, an entry ID or a time")
+
+    def group_start_id(self, stream: str, position: StreamPosition) -> str:
+        """XGROUP CREATE's ID (the last delivered one) for a group that should start at position."""
+        if isinstance(position, (Beginning, Stored)):
+            return "0"
+        if isinstance(position, End):
+            return "$"
+        if isinstance(position, EntryId):
+            return id_before(*position.parts)
+        if isinstance(position, (Offset, AtTime)):
+            return id_before(position.offset if isinstance(position, Offset) else position.ms, 0)
+        if isinstance(position, Last):
+            rows = self.command("XREVRANGE", stream, "+", "-", "COUNT", max(position.count, 1))
+            return id_before(*parse_stream_id(rows[-1][0])) if rows and position.count > 0 else "$"
+        raise UsageError(f"--from {position} cannot place a Redis consumer group")
+
+    # --- producing and consuming -------------------------------------------------------------
+
+    def producer(self, stream: str) -> Producer:
+        return RedisProducer(self, stream)
+
+    def consumer(self, spec: ReadSpec) -> Consumer:
+        if spec.partitions:
+            raise UnsupportedError("Redis streams have no partitions (--partition)")
+        if spec.group:
+            return RedisGroupConsumer(self, spec)
+        if not spec.follow or self.key_type(spec.stream) not in ("none", "stream"):
+            self.require_stream(spec.stream)
+        return RedisConsumer(self, spec)
+
+    # --- groups --------------------------------------------------------------------------
+
+    def create_group(self, stream: str, group: str, start: StreamPosition) -> bool:
+        import redis
+
+        start_id = self.group_start_id(stream, start)
+        try:
+            self.client.execute_command("XGROUP", "CREATE", stream, group, start_id, "MKSTREAM")
+            return True
+        except redis.ResponseError as exc:
+            if str(exc).startswith("BUSYGROUP"):
+                return False
+            raise self.translate(exc, f"creating group {group!r}") from None
+        except redis.RedisError as exc:
+            raise self.translate(exc, f"creating group {group!r}") from None
+
+    def raw_group_infos(self, stream: str) -> list[dict[str, Any]]:
+        self.require_stream(stream)
+        infos = []
+        for row in self.command("XINFO", "GROUPS", stream):
+            info = {}
+            for i in range(0, len(row) - 1, 2):
+                key = row[i].decode() if isinstance(row[i], bytes) else row[i]
+                value = row[i + 1]
+                info[key] = value.decode() if isinstance(value, bytes) else value
+            infos.append(info)
+        return infos
+
+    def group_last_delivered(self, stream: str, group: str) -> str:
+        for info in self.raw_group_infos(stream):
+            if info["name"] == group:
+                return info["last-delivered-id"]
+        raise NotFoundError(f"group {group!r} does not exist on Redis stream {stream!r}")
+
+    def count_between(self, stream: str, after: str, upto: str) -> int:
+        """Entries with after < id <= upto (paged XRANGE; IDs only are transferred)."""
+        count, cursor = 0, f"({after}"
+        while True:
+            rows = self.command("XRANGE", stream, cursor, upto, "COUNT", 10000)
+            count += len(rows)
+            if len(rows) < 10000:
+                return count
+            cursor = "(" + rows[-1][0].decode()
+
+    def group_infos(self, stream: str) -> list[GroupInfo]:
+        infos = []
+        last = self.last_id(stream)
+        last_text = format_stream_id(*last) if last else "0-0"
+        for info in self.raw_group_infos(stream):
+            lag = info.get("lag")
+            if lag is None:
+                lag = self.count_between(stream, info["last-delivered-id"], last_text)
+            infos.append(GroupInfo(info["name"], info["consumers"], info["pending"], lag, info["last-delivered-id"]))
+        return infos
+
+    def pending(self, stream: str, group: str, *, consumer: str | None = None, count: int = 100) -> list[PendingEntry]:
+        args: list[Any] = ["XPENDING", stream, group, "-", "+", count]
+        if consumer is not None:
+            args.append(consumer)
+        rows = self.command(*args, what=f"pending entries of group {group!r}")
+        return [
+            PendingEntry(Position("redis", stream, row[0].decode()), row[1].decode("utf-8", "replace"), int(row[2]), int(row[3]))
+            for row in rows
+        ]
+
+    def claim(self, stream: str, group: str, consumer: str, *, min_idle_ms: int, count: int = 100) -> list[Message]:
+        claimed: list[Message] = []
+        cursor = "0-0"
+        while len(claimed) < count:
+            reply = self.command(
+                "XAUTOCLAIM", stream, group, consumer, min_idle_ms, cursor, "COUNT", count - len(claimed),
+                what=f"claiming for group {group!r}",
+            )
+            cursor = reply[0].decode()
+            claimed += [self.to_message(stream, entry) for entry in reply[1] if entry and entry[1] is not None]
+            if cursor == "0-0":
+                break
+        return claimed
+
+    def ack(self, stream: str, group: str, positions: Sequence[Position]) -> int:
+        ids = [str(p.id) for p in positions]
+        if not ids:
+            return 0
+        return int(self.command("XACK", stream, group, *ids, what=f"acking for group {group!r}"))
+
+    def plan_group_seek(self, stream: str, group: str, target: StreamPosition) -> GroupSeekPlan:
+        current = self.group_last_delivered(stream, group)
+        new = self.group_start_id(stream, target)
+        if new == "$":
+            last = self.last_id(stream)
+            new = format_stream_id(*last) if last else "0-0"
+        new = new if "-" in new else f"{new}-0"
+        old_key, new_key = parse_stream_id(current), parse_stream_id(new)
+        if new_key < old_key:
+            affected = self.count_between(stream, new, current)
+        else:
+            affected = -self.count_between(stream, current, new)
+        return GroupSeekPlan(stream, group, target, [GroupSeekStep(None, current, new, affected)], native=new)
+
+    def apply_group_seek(self, plan: GroupSeekPlan) -> None:
+        self.command("XGROUP", "SETID", plan.stream, plan.group, plan.native, what=f"moving group {plan.group!r}")
+
+    # --- inspection --------------------------------------------------------------------
+
+    def list_streams(self) -> list[StreamInfo]:
+        names: list[str] = []
+        cursor = 0
+        while True:
+            cursor, keys = self.command("SCAN", cursor, "TYPE", "stream", "COUNT", 1000)
+            names += [k.decode("utf-8", "replace") for k in keys]
+            if int(cursor) == 0:
+                break
+        return [self.stream_summary(name) for name in sorted(set(names))]
+
+    def stream_summary(self, stream: str) -> StreamInfo:
+        length = int(self.command("XLEN", stream))
+        first = self.command("XRANGE", stream, "-", "+", "COUNT", 1)
+        last = self.command("XREVRANGE", stream, "+", "-", "COUNT", 1)
+        first_id = first[0][0].decode() if first else None
+        last_id = last[0][0].decode() if last else None
+        part = PartitionInfo(
+            None,
+            length,
+            first_id,
+            last_id,
+            parse_stream_id(first_id)[0] if first_id else None,
+            parse_stream_id(last_id)[0] if last_id else None,
+        )
+        return StreamInfo(stream, length, [part])
+
+    def stream_info(self, stream: str) -> StreamInfo:
+        self.require_stream(stream)
+        info = self.stream_summary(stream)
+        info.groups = self.group_infos(stream)
+        return info
+
+
+class RedisProducer(Producer):
+    """Pipelined XADD: each send() is one round trip; its replies are the confirmations."""
+
+    def __init__(self, backend: RedisStreamsBackend, stream: str) -> None:
+        self.backend = backend
+        self.stream = stream
+        self._report = DeliveryReport()
+        backend.open()
+        trim = ["MAXLEN", "~", backend.max_len] if backend.max_len else []
+        self._prefix = ["XADD", stream, *trim, "*"]
+
+    def send(self, messages: Sequence[Message]) -> None:
+        import redis
+
+        if not messages:
+            return
+        pipe = self.backend.client.pipeline(transaction=False)
+        for message in messages:
+            pipe.execute_command(*self._prefix, *encode_fields(message))
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        except redis.RedisError as exc:
+            raise self.backend.translate(exc, f"XADD to {self.stream!r}") from None
+        for message, reply in zip(messages, replies, strict=True):
+            if isinstance(reply, Exception):
+                error = self.backend.translate(reply, "XADD")
+                transient = isinstance(error, BackendUnavailable)
+                self._report.failures.append(DeliveryFailure(message, error.message, permanent=not transient))
+            else:
+                self._report.delivered += 1
+
+    def flush(self, timeout: float | None = None) -> DeliveryReport:
+        report, self._report = self._report, DeliveryReport()
+        return report
+
+
+class RedisConsumer(Consumer):
+    """A plain read: XRANGE pages up to the stop ID, then (with -f) blocking XREAD."""
+
+    def __init__(self, backend: RedisStreamsBackend, spec: ReadSpec) -> None:
+        self.backend = backend
+        self.stream = spec.stream
+        self.follow = spec.follow
+        self.backlog: list[Message] = []
+        if isinstance(spec.start, Last):
+            rows = backend.command("XREVRANGE", self.stream, "+", "-", "COUNT", max(spec.start.count, 0)) if spec.start.count else []
+            self.backlog = [backend.to_message(self.stream, row) for row in reversed(rows)]
+            last = backend.last_id(self.stream)
+            self.cursor, self.inclusive = (format_stream_id(*last) if last else "0-0"), False
+        else:
+            self.cursor, self.inclusive = backend.start_id(self.stream, spec.start)
+        stop = spec.stop if spec.stop is not None else (None if spec.follow else End())
+        self.stop = backend.stop_id(self.stream, stop) if stop is not None else None
+        if self.stop is not None:
+            bound = parse_stream_id(self.stop) if "-" in self.stop else (int(self.stop), MAX_SEQ)
+            self.stop_key: tuple[int, int] | None = bound
+            self.backlog = [m for m in self.backlog if parse_stream_id(str(m.position.id)) <= bound]  # type: ignore[union-attr]
+        else:
+            self.stop_key = None
+
+    def read(self, max_messages: int, timeout: float) -> list[Message]:
+        if self.backlog:
+            out, self.backlog = self.backlog[:max_messages], self.backlog[max_messages:]
+            return out
+        if self.exhausted:
+            return []
+        rows = self._range(max_messages)
+        if not rows and self.follow and (self.stop_key is None or parse_stream_id(self._cursor_id()) < self.stop_key):
+            rows = self._block(max_messages, timeout)
+        messages = [self.backend.to_message(self.stream, row) for row in rows]
+        if self.stop_key is not None:
+            kept = [m for m in messages if parse_stream_id(str(m.position.id)) <= self.stop_key]  # type: ignore[union-attr]
+            if len(kept) < len(messages):
+                self.exhausted = True
+            messages = kept
+        if rows:
+            self.cursor, self.inclusive = rows[-1][0].decode(), False
+        if not rows and not self.follow:
+            self.exhausted = True
+        return messages
+
+    def _cursor_id(self) -> str:
+        return self.cursor if self.cursor != "-" else "0-0"
+
+    def _range(self, count: int) -> list[Any]:
+        start = self.cursor if self.inclusive else f"({self.cursor}"
+        end = self.stop if self.stop is not None else "+"
+        if self.cursor == "-":
+            start = "-"
+        return self.backend.command("XRANGE", self.stream, start, end, "COUNT", count)
+
+    def _block(self, count: int, timeout: float) -> list[Any]:
+        cursor = self._cursor_id() if not self.inclusive else id_before(*parse_stream_id(self._cursor_id()))
+        reply = self.backend.command(
+            "XREAD", "COUNT", count, "BLOCK", max(int(timeout * 1000), 1), "STREAMS", self.stream, cursor
+        )
+        if not reply:
+            return []
+        return reply[0][1]
+
+
+class RedisGroupConsumer(Consumer):
+    """XREADGROUP: own pending entries first (from 0), then new ones (`>`); XACK on ack."""
+
+    def __init__(self, backend: RedisStreamsBackend, spec: ReadSpec) -> None:
+        self.backend = backend
+        self.stream = spec.stream
+        self.group = spec.group or ""
+        self.consumer = spec.consumer_name or "evrelay"
+        self.follow = spec.follow
+        if spec.stop is not None:
+            raise UnsupportedError("--to is not supported with a consumer group; use -n or --idle-timeout")
+        self.created = backend.create_group(self.stream, self.group, spec.start)
+        self.pending_cursor: str | None = "0-0"
+
+    def _xreadgroup(self, cursor: str, count: int, block_ms: int | None) -> list[Any]:
+        args: list[Any] = ["XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count]
+        if block_ms is not None:
+            args += ["BLOCK", block_ms]
+        args += ["STREAMS", self.stream, cursor]
+        try:
+            reply = self.backend.command(*args, what=f"reading as group {self.group!r}")
+        except NotFoundError:
+            raise NotFoundError(
+                f"consumer group {self.group!r} on Redis stream {self.stream!r} no longer exists "
+                f"(was the server restarted without persistence, or the stream deleted?); "
+                "not recreating it, which could skip data: create it again with `evrelay tail -g GROUP --from ...`"
+            ) from None
+        return reply[0][1] if reply else []
+
+    def read(self, max_messages: int, timeout: float) -> list[Message]:
+        if self.exhausted:
+            return []
+        if self.pending_cursor is not None:
+            rows = self._xreadgroup(self.pending_cursor, max_messages, None)
+            if rows:
+                self.pending_cursor = rows[-1][0].decode()
+                gone = [row[0].decode() for row in rows if row[1] is None]
+                if gone:
+                    # Trimmed away while pending: nothing left to deliver, so clear them.
+                    self.backend.settings.warn(
+                        f"redis: {len(gone)} pending entr(ies) of group {self.group!r} were deleted from the stream; acking them"
+                    )
+                    self.backend.command("XACK", self.stream, self.group, *gone)
+                messages = [self.backend.to_message(self.stream, row, self) for row in rows if row[1] is not None]
+                if messages:
+                    return messages
+            else:
+                self.pending_cursor = None
+        rows = self._xreadgroup(">", max_messages, max(int(timeout * 1000), 1) if self.follow else None)
+        if not rows and not self.follow:
+            self.exhausted = True
+        return [self.backend.to_message(self.stream, row, self) for row in rows]
+
+    def ack(self, messages: Sequence[Message]) -> None:
+        ids = [str(m.position.id) for m in messages if m.position is not None]
+        if ids:
+            self.backend.command("XACK", self.stream, self.group, *ids, what=f"acking for group {self.group!r}")
+
+    def reject(self, messages: Sequence[Message]) -> None:
+        """Redis has no negative ack: the entries stay pending for this consumer, which
+        re-reads them on its next start, or another consumer claims them (XAUTOCLAIM)."""

@@ -1,0 +1,203 @@
+"""Redis Streams through the CLI against a real redis-server: foreign entries, interop with
+redis-py and redis-cli, groups with pending and claim, trimming, failures."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from evrelay.backends.base import BackendSettings
+from evrelay.backends.redis_streams import RedisStreamsBackend
+from tests.conftest import REPO, evrelay
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def stream():
+    return f"s-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def raw(redis_server):
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url, protocol=2)
+    # Field lists as the server sends them (redis-py would fold duplicates into a dict).
+    client.set_response_callback("XRANGE", lambda response, **_: response)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def profile(redis_server, stream):
+    Path("evrelay.toml").write_text(
+        f'default_profile = "r"\n[profiles.r]\nbackend = "redis"\nurl = "{redis_server.url}"\nstream = "{stream}"\n'
+    )
+    return "r"
+
+
+def envelopes(run) -> list[dict]:
+    assert run.returncode == 0, run.err
+    return [json.loads(line) for line in run.lines()]
+
+
+def redis_cli(server, *args: str) -> str:
+    binary = shutil.which("redis-cli")
+    if binary is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("CI=true and redis-cli is missing (apt-get install redis-tools)")
+        pytest.skip("redis-cli is not installed")
+    return subprocess.run([binary, "-p", str(server.port), *args], capture_output=True, check=True, timeout=10).stdout.decode("utf-8", "replace")
+
+
+def test_foreign_entries_are_shown_readably(redis_server, raw, stream, profile):
+    raw.xadd(stream, {"order": "42", "amount": "9.99"})
+    raw.execute_command("XADD", stream, "*", "blob", b"\xff\xfe", "n", "1")
+    raw.execute_command("XADD", stream, "*", "tag", "a", "tag", "b")
+    raw.execute_command("XADD", stream, "*", "value", "only")
+    redis_cli(redis_server, "XADD", stream, "*", "from", "redis-cli")
+    got = envelopes(evrelay("tail", profile, "--from", "beginning"))
+    assert [json.loads(e["value"]) for e in got[:3]] == [
+        {"order": "42", "amount": "9.99"},
+        {"blob": {"b64": base64.b64encode(b"\xff\xfe").decode()}, "n": "1"},
+        [["tag", "a"], ["tag", "b"]],
+    ]
+    assert got[3]["value"] == "only"
+    assert json.loads(got[4]["value"]) == {"from": "redis-cli"}
+    assert all(e["stream"] == stream and e["backend"] == "redis" for e in got)
+
+
+def test_what_evrelay_publishes_reads_back_exactly_with_redis_py_and_redis_cli(redis_server, raw, stream, profile):
+    line = {"value_b64": base64.b64encode(b"\x00\xffbin").decode(), "key": "k1",
+            "headers": [["h", "1"], ["h", {"b64": base64.b64encode(b"\x81").decode()}], ["z", "2"]]}
+    assert evrelay("publish", profile, "--input", "json", input=json.dumps(line)).returncode == 0
+    assert evrelay("publish", profile, "plain").returncode == 0
+    entries = raw.execute_command("XRANGE", stream, "-", "+")
+    assert [fields for _, fields in entries] == [
+        [b"value", b"\x00\xffbin", b"key", b"k1", b"h:h", b"1", b"h:h", b"\x81", b"h:z", b"2"],
+        [b"value", b"plain"],
+    ]
+    assert "plain" in redis_cli(redis_server, "XRANGE", stream, "-", "+")
+    # and back through evrelay, byte for byte
+    first = envelopes(evrelay("tail", profile, "--from", "beginning"))[0]
+    assert (first["value_b64"], first["key"], first["headers"]) == (line["value_b64"], "k1", line["headers"])
+
+
+def test_inline_url_with_db_and_stream(redis_server, stream):
+    url = f"redis://127.0.0.1:{redis_server.port}/3/{stream}"
+    assert evrelay("publish", url, "in-db-3").returncode == 0
+    assert evrelay("tail", url, "-o", "raw").stdout == b"in-db-3\n"
+    assert evrelay("tail", f"redis://127.0.0.1:{redis_server.port}/{stream}").returncode == 1  # db 0: not there
+
+
+def test_positions_and_times_map_to_ids(profile):
+    evrelay("publish", profile, "a", "b")
+    time.sleep(1.1)
+    evrelay("publish", profile, "c")
+    got = envelopes(evrelay("tail", profile, "--from", "beginning"))
+    ids = [e["id"] for e in got]
+    assert envelopes(evrelay("tail", profile, "--from", "-1s")) == got[2:]
+    assert [e["value"] for e in envelopes(evrelay("tail", profile, "--from", ids[1], "--to", ids[2]))] == ["b", "c"]
+    assert [e["value"] for e in envelopes(evrelay("tail", profile, "--to", got[1]["timestamp"]))] == ["a", "b"]
+    assert [e["value"] for e in envelopes(evrelay("tail", profile, "-n", "2"))] == ["b", "c"]
+    assert envelopes(evrelay("tail", profile, "--from", "end")) == []
+    assert evrelay("tail", profile, "--from", "0:1").returncode == 2
+
+
+def test_max_len_trims_approximately(redis_server, raw, stream):
+    Path("evrelay.toml").write_text(f'[profiles.r]\nbackend = "redis"\nurl = "{redis_server.url}"\nmax_len = 10\n')
+    evrelay("publish", f"r:{stream}", input="".join(f"{i}\n" for i in range(2000)))
+    assert 10 <= raw.xlen(stream) < 2000
+
+
+def test_follow_wakes_on_new_entries(redis_server, profile, raw, stream):
+    raw.xadd(stream, {"value": "old"})
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "evrelay", "tail", profile, "-f", "--from", "end", "-o", "raw", "--idle-timeout", "5s"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        time.sleep(1.0)
+        raw.xadd(stream, {"value": "new"})
+        assert proc.stdout.readline() == b"new\n"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_group_read_ack_pending_and_claim_after_a_killed_reader(redis_server, profile, stream):
+    evrelay("publish", profile, *[f"j{i}" for i in range(6)])
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    # A reader that prints but never acks (and then dies) leaves its entries pending.
+    proc = subprocess.Popen([sys.executable, "-m", "evrelay", "tail", profile, "-g", "workers", "--consumer", "doomed",
+                             "-n", "4", "--no-ack", "-f", "-o", "raw"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    lines = [proc.stdout.readline() for _ in range(4)]
+    assert lines == [b"j0\n", b"j1\n", b"j2\n", b"j3\n"]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    backend = RedisStreamsBackend({"url": redis_server.url}, BackendSettings())
+    with backend:
+        pending = backend.pending(stream, "workers")
+        assert [(p.consumer, p.deliveries) for p in pending] == [("doomed", 1)] * 4
+        claimed = backend.claim(stream, "workers", "rescuer", min_idle_ms=0)
+        assert [m.value for m in claimed] == [b"j0", b"j1", b"j2", b"j3"]
+        assert {p.consumer for p in backend.pending(stream, "workers")} == {"rescuer"}
+        assert backend.ack(stream, "workers", [m.position for m in claimed[:3]]) == 3
+        assert [str(p.position) for p in backend.pending(stream, "workers")] == [str(claimed[3].position)]
+    # Another consumer of the group gets only what was never delivered.
+    rest = evrelay("tail", profile, "-g", "workers", "--consumer", "other", "-o", "raw")
+    assert rest.lines() == [b"j4", b"j5"]
+
+
+def test_group_creation_is_announced_and_a_vanished_group_is_an_error(redis_server, raw, profile, stream):
+    evrelay("publish", profile, "x")
+    first = evrelay("tail", profile, "-g", "g1", "-o", "raw")
+    assert first.stdout == b"x\n" and "created consumer group 'g1'" in first.err
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "evrelay", "tail", profile, "-g", "g1", "-f", "-o", "raw"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    time.sleep(1.5)
+    raw.execute_command("XGROUP", "DESTROY", stream, "g1")
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 1
+    assert b"no longer exists" in err and b"not recreating it" in err
+    groups = raw.execute_command("XINFO", "GROUPS", stream)
+    assert groups == [], "the group must not be recreated behind the user's back"
+
+
+def test_unreachable_server_exits_3():
+    started = time.monotonic()
+    run = evrelay("tail", "redis://127.0.0.1:1/s", "--timeout", "2s")
+    assert run.returncode == 3 and run.stdout == b""
+    assert time.monotonic() - started < 8
+    assert run.err.startswith("evrelay: error: Redis at 127.0.0.1:1 could not be reached")
+    assert "Traceback" not in run.err
+
+
+def test_refused_credentials_exit_3_and_never_print_the_password(redis_server, raw, stream):
+    raw.execute_command("ACL", "SETUSER", "alice", "on", ">right-password", "~*", "+@all")
+    good = f"redis://alice:right-password@127.0.0.1:{redis_server.port}/0/{stream}"
+    assert evrelay("publish", good, "ok").returncode == 0
+    bad = f"redis://alice:wrong-password@127.0.0.1:{redis_server.port}/0/{stream}"
+    for args in (["tail", bad], ["publish", bad, "x"], ["tail", bad, "-v"]):
+        run = evrelay(*args)
+        assert run.returncode == 3, run.err
+        assert "refused the credentials" in run.err
+        assert "wrong-password" not in run.err + run.out
+    Path("evrelay.toml").write_text(
+        f'[profiles.r]\nbackend = "redis"\nurl = "redis://alice:${{RPW}}@127.0.0.1:{redis_server.port}/0"\nstream = "{stream}"\n'
+    )
+    run = evrelay("tail", "r", "-o", "raw", env={"RPW": "right-password"})
+    assert run.stdout == b"ok\n", run.err
+    shown = evrelay("config", "show", "r", env={"RPW": "right-password"})
+    assert "right-password" not in shown.out + shown.err
