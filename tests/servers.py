@@ -157,6 +157,11 @@ class RedisServer(Server):
             time.sleep(0.05)
         raise TimeoutError(f"redis-server on {self.port} never answered PING")
 
+    def restart(self) -> RedisServer:
+        """Start again on the same port and data directory (after stop() or kill())."""
+        self.stop()
+        return self.start()
+
     def __exit__(self, *exc: object) -> None:
         super().__exit__(*exc)
         shutil.rmtree(self.dir, ignore_errors=True)

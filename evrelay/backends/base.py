@@ -242,6 +242,15 @@ class Consumer(ABC):
     def reject(self, messages: Sequence[Message]) -> None:
         """Give messages back: they stay pending / uncommitted and will be delivered again."""
 
+    def keepalive(self) -> None:
+        """Called while the caller cannot take messages (its sink is down): keep the group
+        membership alive without fetching more. Default: nothing to do."""
+
+    def claim_idle(self, min_idle_ms: int, count: int) -> list[Message]:
+        """Take over group messages other consumers left pending for `min_idle_ms`
+        (dead readers), ackable through this consumer. Default: none (no such thing)."""
+        return []
+
     def close(self) -> None:
         pass
 

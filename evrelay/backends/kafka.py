@@ -256,7 +256,6 @@ class KafkaBackend(Backend):
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": 6000,
                 "heartbeat.interval.ms": 1500,
-                "max.poll.interval.ms": 10000,
                 "fetch.wait.max.ms": 100,
                 "queued.max.messages.kbytes": 16384,
                 **overrides,
@@ -409,13 +408,26 @@ class KafkaBackend(Backend):
             client.close()
         return self._scan(topic, starts, until_time=position.ms)
 
+    def commit_start(self, client: Any, topic: str, offsets: dict[int, int], group: str) -> bool:
+        """Commit a new group's start; False when the group already has live members (a
+        concurrent reader created it first: its start stands, and ours must not override)."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        try:
+            client.commit(offsets=[TopicPartition(topic, p, o) for p, o in sorted(offsets.items())], asynchronous=False)
+            return True
+        except KafkaException as exc:
+            if _error_name(exc.args[0]) in ("UNKNOWN_MEMBER_ID", "ILLEGAL_GENERATION", "REBALANCE_IN_PROGRESS"):
+                return False
+            raise EvrelayError(f"creating group {group!r} on {topic!r} failed: {exc.args[0].str()}") from None
+
     def commit_offsets(self, client: Any, topic: str, offsets: dict[int, int], group: str) -> None:
         from confluent_kafka import KafkaException, TopicPartition
 
         try:
             client.commit(offsets=[TopicPartition(topic, p, o) for p, o in sorted(offsets.items())], asynchronous=False)
         except KafkaException as exc:
-            raise EvrelayError(f"committing offsets for group {group!r} on {topic!r} failed: {exc.args[0]}") from None
+            raise EvrelayError(f"committing offsets for group {group!r} on {topic!r} failed: {exc.args[0].str()}") from None
 
     # --- groups and inspection (used by the replay/ack/inspection commands) ---------------
 
@@ -430,8 +442,6 @@ class KafkaBackend(Backend):
 
     def ack(self, stream: str, group: str, positions: Sequence[Position]) -> int:
         """Kafka acks are cumulative per partition: commit the highest offset given, +1."""
-        from confluent_kafka import KafkaException, TopicPartition
-
         highest: dict[int, int] = {}
         for position in positions:
             if position.partition is None:
@@ -441,9 +451,7 @@ class KafkaBackend(Backend):
             return 0
         client = self.new_consumer(group)
         try:
-            client.commit(offsets=[TopicPartition(stream, p, o + 1) for p, o in sorted(highest.items())], asynchronous=False)
-        except KafkaException as exc:
-            raise EvrelayError(f"committing offsets for group {group!r} failed: {exc.args[0]}") from None
+            self.commit_offsets(client, stream, {p: o + 1 for p, o in highest.items()}, group)
         finally:
             client.close()
         return len(positions)
@@ -544,15 +552,9 @@ class KafkaBackend(Backend):
         return GroupSeekPlan(stream, group, target, steps, native=target_offsets)
 
     def apply_group_seek(self, plan: GroupSeekPlan) -> None:
-        from confluent_kafka import KafkaException, TopicPartition
-
         client = self.new_consumer(plan.group)
         try:
-            client.commit(
-                offsets=[TopicPartition(plan.stream, p, o) for p, o in sorted(plan.native.items())], asynchronous=False
-            )
-        except KafkaException as exc:
-            raise EvrelayError(f"moving group {plan.group!r} failed: {exc.args[0]}") from None
+            self.commit_offsets(client, plan.stream, plan.native, plan.group)
         finally:
             client.close()
 
@@ -611,6 +613,8 @@ class KafkaProducer(Producer):
         self.client.poll(0)
 
     def _produce_one(self, produce: Any, message: Message, callback: Any) -> None:
+        from confluent_kafka import KafkaException
+
         while True:
             try:
                 produce(
@@ -625,6 +629,13 @@ class KafkaProducer(Producer):
                 return
             except BufferError:
                 self.client.poll(0.05)  # the local queue is full: let deliveries drain it
+            except KafkaException as exc:
+                # Refused before it left (e.g. MSG_SIZE_TOO_LARGE): this message only.
+                error = exc.args[0]
+                name = _error_name(error)
+                transient = name in _TRANSIENT_CODES
+                self._report.failures.append(DeliveryFailure(message, f"{name}: {error.str()}", permanent=not transient))
+                return
 
     def _produce_batch(self, batch: list[dict[str, Any]]) -> None:
         from confluent_kafka import KafkaError
@@ -922,9 +933,12 @@ class KafkaGroupConsumer(_KafkaReader):
                 # once, so the group keeps this start even if it reads nothing now.
                 start = spec.start if not isinstance(spec.start, Stored) else Beginning()
                 offsets = backend.resolve_offsets(self.topic, unset, start)
-                backend.commit_offsets(self.client, self.topic, offsets, self.group)
+                if not backend.commit_start(self.client, self.topic, offsets, self.group):
+                    self.created = False  # another member created and joined it first
             self.assigned: set[int] = set()
             self.ever_assigned = False
+            self.paused = False
+            self.stash: list[Message] = []
             self.client.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         except BaseException:
             self.client.close()
@@ -957,9 +971,23 @@ class KafkaGroupConsumer(_KafkaReader):
             self.exhausted = True
 
     def read(self, max_messages: int, timeout: float) -> list[Message]:
+        if self.paused:
+            self.client.resume(self.client.assignment())
+            self.paused = False
+        if self.stash:
+            out, self.stash = self.stash[:max_messages], self.stash[max_messages:]
+            return out
         if self.exhausted:
             return []
         return self._convert(self._poll(max_messages, timeout), self)
+
+    def keepalive(self) -> None:
+        """Stay in the group (max.poll.interval.ms) without taking more: pause, then poll.
+        A message that still arrives (a partition assigned meanwhile) is kept for read()."""
+        if not self.paused:
+            self.client.pause(self.client.assignment())
+            self.paused = True
+        self.stash += self._convert(self._poll(100, 0), self)
 
     def ack(self, messages: Sequence[Message]) -> None:
         from confluent_kafka import KafkaException, TopicPartition

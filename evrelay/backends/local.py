@@ -197,16 +197,33 @@ class LocalBackend(Backend):
     def open(self) -> None:
         if self._db is not None:
             return
+        timeout = max(self.settings.timeout, 30.0)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(
-                self.path, timeout=max(self.settings.timeout, 30.0), isolation_level=None, check_same_thread=False
-            )
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(SCHEMA)
+            db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
         except (sqlite3.Error, OSError) as exc:
             raise BackendUnavailable(f"cannot open the local store {self.path}: {exc}") from None
+        # Several processes may create the store at the same moment; switching to WAL and
+        # creating tables can then report "locked" without waiting, so retry until timeout.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("BEGIN IMMEDIATE")
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute("COMMIT")
+                break
+            except sqlite3.OperationalError as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                contended = "locked" in str(exc) or "busy" in str(exc)
+                if not contended or time.monotonic() > deadline:
+                    db.close()
+                    raise BackendUnavailable(f"cannot open the local store {self.path}: {exc}") from None
+                time.sleep(0.05)
         self._db = db
 
     def close(self) -> None:
@@ -696,6 +713,12 @@ class LocalGroupConsumer(Consumer):
     def ack(self, messages: Sequence[Message]) -> None:
         if messages:
             self.backend.ack(self.stream, self.group, [m.position for m in messages if m.position is not None])
+
+    def claim_idle(self, min_idle_ms: int, count: int) -> list[Message]:
+        claimed = self.backend.claim(self.stream, self.group, self.consumer, min_idle_ms=min_idle_ms, count=count)
+        for message in claimed:
+            message.receipt = self
+        return claimed
 
     def reject(self, messages: Sequence[Message]) -> None:
         if not messages:

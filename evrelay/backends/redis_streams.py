@@ -660,6 +660,12 @@ class RedisGroupConsumer(Consumer):
         if ids:
             self.backend.command("XACK", self.stream, self.group, *ids, what=f"acking for group {self.group!r}")
 
+    def claim_idle(self, min_idle_ms: int, count: int) -> list[Message]:
+        claimed = self.backend.claim(self.stream, self.group, self.consumer, min_idle_ms=min_idle_ms, count=count)
+        for message in claimed:
+            message.receipt = self
+        return claimed
+
     def reject(self, messages: Sequence[Message]) -> None:
         """Redis has no negative ack: the entries stay pending for this consumer, which
         re-reads them on its next start, or another consumer claims them (XAUTOCLAIM)."""

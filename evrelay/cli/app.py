@@ -17,15 +17,17 @@ import typer
 from typer.core import TyperGroup
 
 from evrelay import __version__
-from evrelay.cli import completion, config_cmd, publish, tail
+from evrelay.cli import bridge, completion, config_cmd, publish, tail
 from evrelay.cli.common import RUNTIME
-from evrelay.errors import EvrelayError, ExitCode
+from evrelay.errors import EvrelayError, ExitCode, Interrupted
 
 
 def report_error(exc: BaseException, *, verbose: bool) -> None:
     if verbose:
         traceback.print_exception(exc, file=sys.stderr)
-    if isinstance(exc, EvrelayError):
+    if isinstance(exc, Interrupted):
+        sys.stderr.write(f"evrelay: {exc.message}\n")
+    elif isinstance(exc, EvrelayError):
         sys.stderr.write(f"evrelay: error: {exc.message}\n")
         if exc.hint:
             sys.stderr.write(f"evrelay: hint: {exc.hint}\n")
@@ -95,5 +97,6 @@ def root(
 
 app.command("publish", no_args_is_help=True)(publish.publish)
 app.command("tail", no_args_is_help=True)(tail.tail)
+bridge.register(app)
 app.add_typer(config_cmd.app, name="config")
 app.command("completion", no_args_is_help=True)(completion.completion)

@@ -1,0 +1,202 @@
+"""`evrelay bridge SOURCE SINK` (or `'SOURCE->SINK'`): relay at-least-once until stopped."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import signal
+import sys
+import time
+from typing import Annotated, Optional
+
+import typer
+
+from evrelay.cli.common import (
+    ConfigOption,
+    ConsumerOption,
+    DryRunOption,
+    FollowOption,
+    FormatOption,
+    FromOption,
+    GroupOption,
+    IdleTimeoutOption,
+    OutputOption,
+    ProfileOption,
+    QuietOption,
+    Session,
+    TimeoutOption,
+    VerboseOption,
+    complete_address,
+    default_consumer_name,
+    parse_duration,
+    parse_position_option,
+)
+from evrelay.errors import Interrupted, UsageError
+
+DEFAULT_WINDOW = 1000
+DEFAULT_CLAIM_IDLE = "5m"
+
+
+def split_endpoints(source: str, sink: str | None) -> tuple[str, str]:
+    """`bridge A B` or `bridge 'A->B'`; explain a `>` eaten by the shell."""
+    if sink is None:
+        if "->" in source:
+            left, _, right = source.partition("->")
+            if left and right:
+                return left, right
+        if source.endswith("-") and source != "-":
+            raise UsageError(
+                f"{source!r} ends in '-': the shell probably read `{source}>SINK` as {source!r} with stdout "
+                f"redirected to a file named SINK (check for that file); write `evrelay bridge {source[:-1]} SINK` "
+                f"or quote it: `evrelay bridge '{source}>SINK'`"
+            )
+        raise UsageError("bridge needs a SOURCE and a SINK: `evrelay bridge SOURCE SINK` or `evrelay bridge 'SOURCE->SINK'`")
+    if "->" in source:
+        raise UsageError("give `SOURCE SINK` or `'SOURCE->SINK'`, not both")
+    return source, sink
+
+
+def default_group(sink_backend: str, sink_stream: str) -> str:
+    """One group per destination: two copies of the same bridge share the work, while
+    bridges to different sinks each get every message."""
+    return "evrelay-bridge-" + re.sub(r"[^A-Za-z0-9._-]+", "_", f"{sink_backend}-{sink_stream}")
+
+
+class ProgressLine:
+    """A self-overwriting progress line on stderr (terminals only), at most twice a second."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.next_draw = 0.0
+        self.drawn = False
+
+    def __call__(self, stats) -> None:
+        if not self.enabled or time.monotonic() < self.next_draw:
+            return
+        self.next_draw = time.monotonic() + 0.5
+        sys.stderr.write(f"\r\x1b[Kbridged {stats.delivered} message(s), {stats.rate:,.0f}/s, {stats.retries} retries")
+        sys.stderr.flush()
+        self.drawn = True
+
+    def clear(self) -> None:
+        if self.drawn:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+def bridge(
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="Where to read (or 'SOURCE->SINK').", autocompletion=complete_address, show_default=False)],
+    sink: Annotated[Optional[str], typer.Argument(metavar="SINK", help="Where to write.", autocompletion=complete_address, show_default=False)] = None,
+    group: GroupOption = None,
+    consumer: ConsumerOption = None,
+    from_: FromOption = None,
+    count: Annotated[Optional[int], typer.Option("-n", "--count", metavar="N", min=1, help="Stop after N messages.", show_default=False)] = None,
+    idle_timeout: IdleTimeoutOption = None,
+    dead_letter: Annotated[Optional[str], typer.Option("--dead-letter", metavar="ADDRESS", help="Send messages the sink rejects for good here (error in headers) instead of stopping.", show_default=False)] = None,
+    dry_run: DryRunOption = False,
+    window: Annotated[int, typer.Option("--window", metavar="N", min=1, help="Messages in flight at once: read, sent, confirmed, then acked together.")] = DEFAULT_WINDOW,
+    claim_idle: Annotated[str, typer.Option("--claim-idle", metavar="DURATION", help="Redis/local: take over group messages another consumer left pending this long (0: never).")] = DEFAULT_CLAIM_IDLE,
+    follow: FollowOption = False,
+    output: OutputOption = None,
+    template: FormatOption = None,
+    timeout: TimeoutOption = None,
+    config: ConfigOption = None,
+    profile: ProfileOption = None,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Relay messages from SOURCE to SINK at-least-once, until stopped or --count/--idle-timeout.
+
+    A message is acked at its source only after the sink confirmed it. Sources with
+    consumer groups (kafka, redis, local) are read as a group (default
+    evrelay-bridge-<sink>), resuming where it stopped; several bridges with the same
+    group share the work. Each message gets an evrelay-source header with its source
+    coordinates. SIGTERM exits 0 and SIGINT 130, both after acking what was delivered.
+
+    \b
+    Examples:
+      evrelay bridge kafka:orders redis:orders
+      evrelay bridge 'kafka:orders->redis:orders' --idle-timeout 30s
+      evrelay bridge redis:orders kafka:orders-copy --dead-letter file:rejected.jsonl
+      evrelay bridge kafka:orders - --dry-run -n 5
+    """
+    from evrelay.backends.base import Capability, ReadSpec
+    from evrelay.output import make_writer
+    from evrelay.positions import Beginning
+    from evrelay.relay import Relay, StopFlag
+
+    source_text, sink_text = split_endpoints(source, sink)
+    session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
+    idle_seconds = parse_duration(idle_timeout, "--idle-timeout")
+    claim_seconds = parse_duration(claim_idle, "--claim-idle")
+    start = parse_position_option(from_, "--from") or Beginning()
+    src = session.address(source_text)
+    dst = session.address(sink_text)
+    writer = make_writer(output, template) if dry_run else None
+
+    with contextlib.ExitStack() as stack:
+        src_backend = stack.enter_context(session.backend(src))
+        src_backend.require(Capability.READ, command="bridge")
+        src_stream = src.require_stream(src_backend.stream_noun)
+        sink_producer = None
+        dst_backend = None
+        if not dry_run:
+            dst_backend = stack.enter_context(session.backend(dst))
+            dst_backend.require(Capability.PUBLISH, command="bridge")
+            dst_stream = dst.require_stream(dst_backend.stream_noun)
+            if dst_backend.name == src_backend.name and dst_backend.options == src_backend.options and dst_stream == src_stream:
+                raise UsageError(f"{source_text} and {sink_text} are the same {src_backend.stream_noun}: that would relay into itself")
+            sink_producer = stack.enter_context(dst_backend.producer(dst_stream))
+        else:
+            dst_stream = dst.stream or "-"
+        grouped = src_backend.supports(Capability.GROUPS) and not dry_run
+        if group and not src_backend.supports(Capability.GROUPS):
+            src_backend.require(Capability.GROUPS, command="bridge -g")
+        group_name = (group or src.group or default_group(dst.backend, dst_stream)) if grouped else None
+        spec = ReadSpec(
+            stream=src_stream,
+            start=start,
+            follow=grouped or follow,
+            group=group_name,
+            consumer_name=(consumer or default_consumer_name()) if grouped else None,
+        )
+        dead_producer = None
+        if dead_letter is not None and not dry_run:
+            dead = session.address(dead_letter)
+            dead_backend = stack.enter_context(session.backend(dead))
+            dead_backend.require(Capability.PUBLISH, command="--dead-letter")
+            dead_producer = stack.enter_context(dead_backend.producer(dead.require_stream(dead_backend.stream_noun)))
+        reader = stack.enter_context(src_backend.consumer(spec))
+        if group_name and reader.created:
+            session.info(f"evrelay: created consumer group {group_name!r} on {src.display} at {start}")
+        progress = ProgressLine(sys.stderr.isatty() and not quiet)
+        stop = stack.enter_context(StopFlag())
+        relay = Relay(
+            reader,
+            sink_producer,
+            sink_label=dst.display,
+            dead_letter=dead_producer,
+            emit=writer.write if writer is not None else None,
+            stop=stop,
+            warn=session.warn,
+            progress=progress,
+            claim_idle_ms=int(claim_seconds * 1000) if grouped and claim_seconds else None,
+        )
+        try:
+            stats = relay.run(limit=count, idle_timeout=idle_seconds, window=window)
+        finally:
+            progress.clear()
+    verb = "would bridge" if dry_run else "bridged"
+    positions = ", ".join(sorted(stats.last_positions.values())) or "none"
+    note = f"; {stats.dead_lettered} dead-lettered" if stats.dead_lettered else ""
+    reason = f" ({stats.stop_reason.value})" if stats.stop_reason else ""
+    session.info(
+        f"{verb} {stats.delivered} message(s) from {src.display} to {dst.display} in {stats.elapsed:.1f}s "
+        f"({stats.rate:,.0f} msg/s){note}; {stats.acked} acked; last acked: {positions}{reason}"
+    )
+    if stop.signal == signal.SIGINT:
+        raise Interrupted(f"interrupted; {stats.acked} message(s) were delivered and acked before stopping")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bridge", no_args_is_help=True)(bridge)

@@ -1,0 +1,319 @@
+"""The relay engine behind `bridge` (and `replay`): move messages from a consumer to a
+producer at-least-once.
+
+The rule that makes it at-least-once: a batch (the in-flight window) is read, sent, and
+confirmed by the sink before anything of it is acked at the source. A crash can therefore
+only repeat the window in flight, never lose it. While the sink (or source) is unreachable
+the batch is retried with capped exponential backoff; nothing is read meanwhile, so memory
+never grows past the window. A message the sink rejects for good goes to the dead-letter
+producer, with the error in its headers, or stops the relay with a clear error.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from evrelay.backends.base import Consumer, DeliveryFailure, Message, Producer, StopReason
+from evrelay.errors import BackendUnavailable, DeliveryFailed
+
+PROVENANCE_HEADER = "evrelay-source"
+ERROR_HEADER = "evrelay-error"
+SINK_HEADER = "evrelay-sink"
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM: the relay finishes its window, acks, and returns.
+
+    A second SIGINT while stopping abandons the window at once (KeyboardInterrupt)."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __enter__(self) -> StopFlag:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Capped exponential backoff: 0.5s, 1s, 2s, ... up to `cap`, reset after a success."""
+
+    initial: float = 0.5
+    cap: float = 30.0
+    current: float = 0.0
+
+    def next(self) -> float:
+        self.current = self.initial if self.current == 0 else min(self.current * 2, self.cap)
+        return self.current
+
+    def reset(self) -> None:
+        self.current = 0.0
+
+
+@dataclass(slots=True)
+class RelayStats:
+    started: float = field(default_factory=time.monotonic)
+    read: int = 0
+    delivered: int = 0
+    dead_lettered: int = 0
+    acked: int = 0
+    retries: int = 0
+    last_positions: dict[tuple[str, int | None], str] = field(default_factory=dict)
+    stop_reason: StopReason | None = None
+    first_read_at: float | None = None
+    last_done_at: float | None = None
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def rate(self) -> float:
+        """Messages per second while there was work: from the first read to the last
+        delivery (waiting for data, or for --idle-timeout, does not dilute it)."""
+        if self.first_read_at is None or self.last_done_at is None or self.last_done_at <= self.first_read_at:
+            return 0.0
+        return self.delivered / (self.last_done_at - self.first_read_at)
+
+
+class Abandoned(Exception):
+    """Stopping was requested while a window could not be delivered: it is not acked."""
+
+
+class Relay:
+    def __init__(
+        self,
+        consumer: Consumer,
+        sink: Producer | None,
+        *,
+        sink_label: str,
+        dead_letter: Producer | None = None,
+        emit: Callable[[Sequence[Message]], None] | None = None,
+        ack: bool = True,
+        provenance: bool = True,
+        stop: Callable[[], bool] = lambda: False,
+        warn: Callable[[str], None] = lambda text: None,
+        progress: Callable[[RelayStats], None] | None = None,
+        confirm_timeout: float = 5.0,
+        grace: float = 15.0,
+        backoff: Backoff | None = None,
+        claim_idle_ms: int | None = None,
+        claim_every: float = 30.0,
+    ) -> None:
+        """`sink` None with `emit` set is a dry run: messages are shown, not sent or acked."""
+        self.consumer = consumer
+        self.sink = sink
+        self.sink_label = sink_label
+        self.dead_letter = dead_letter
+        self.emit = emit
+        self.ack = ack and sink is not None
+        self.provenance = provenance
+        self.stop = stop
+        self.warn = warn
+        self.progress = progress
+        self.confirm_timeout = confirm_timeout
+        self.grace = grace
+        self.backoff = backoff or Backoff()
+        self.claim_idle_ms = claim_idle_ms
+        self.claim_every = claim_every
+        self.stats = RelayStats()
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def run(self, *, limit: int | None = None, idle_timeout: float | None = None, window: int = 1000) -> RelayStats:
+        stats = self.stats
+        next_claim = time.monotonic() + self.claim_every
+        idle_since = time.monotonic()
+        while True:
+            if self.stop():
+                stats.stop_reason = StopReason.STOPPED
+                break
+            if limit is not None and stats.read >= limit:
+                stats.stop_reason = StopReason.LIMIT
+                break
+            if self.consumer.exhausted:
+                stats.stop_reason = StopReason.END_OF_DATA
+                break
+            if idle_timeout is not None and time.monotonic() - idle_since >= idle_timeout:
+                stats.stop_reason = StopReason.IDLE
+                break
+            want = window if limit is None else min(window, limit - stats.read)
+            try:
+                batch: list[Message] = []
+                if self.claim_idle_ms is not None and time.monotonic() >= next_claim:
+                    next_claim = time.monotonic() + self.claim_every
+                    batch = self.consumer.claim_idle(self.claim_idle_ms, want)
+                    if batch:
+                        self.warn(f"took over {len(batch)} message(s) left pending by another consumer")
+                if not batch:
+                    batch = self._read(want)
+                if batch:
+                    idle_since = time.monotonic()
+                    if stats.first_read_at is None:
+                        stats.first_read_at = idle_since
+                    stats.read += len(batch)
+                    self._handle(batch)
+                    stats.last_done_at = time.monotonic()
+            except Abandoned:
+                stats.stop_reason = StopReason.STOPPED
+                break
+            self._report_progress()
+        return stats
+
+    def _read(self, want: int) -> list[Message]:
+        try:
+            batch = self.consumer.read(want, 0.5)
+        except BackendUnavailable as exc:
+            self._wait_out(f"source: {exc.message}")
+            return []
+        self.backoff.reset()
+        return batch
+
+    def _report_progress(self) -> None:
+        if self.progress is not None:
+            self.progress(self.stats)
+
+    # --- one window --------------------------------------------------------------------
+
+    def _handle(self, batch: list[Message]) -> None:
+        if self.sink is None:
+            if self.emit is not None:
+                self.emit([self._outgoing(m) for m in batch])
+            self.stats.delivered += len(batch)
+            return
+        safe, poison = self._deliver(batch)
+        if self.ack and safe:
+            self.consumer.ack(safe)
+            self.stats.acked += len(safe)
+            for message in safe:
+                position = message.position
+                if position is not None:
+                    self.stats.last_positions[(position.stream, position.partition)] = position.coordinates
+        if poison is not None:
+            message, failure = poison
+            where = message.position.coordinates if message.position else "a message"
+            raise DeliveryFailed(
+                f"{where} was rejected by {self.sink_label} for good ({failure.reason}); "
+                f"{len(safe)} message(s) of this batch before it were delivered and acked, "
+                "it and the rest of the batch were not acked and will be read again; "
+                "give --dead-letter ADDRESS to divert such messages and keep going",
+                failed=1,
+                delivered=self.stats.delivered,
+            )
+
+    def _outgoing(self, message: Message) -> Message:
+        headers = list(message.headers)
+        if self.provenance and message.position is not None:
+            headers.append((PROVENANCE_HEADER, message.position.coordinates.encode()))
+        return replace(message, headers=headers, position=None, receipt=None)
+
+    def _deliver(self, batch: list[Message]) -> tuple[list[Message], tuple[Message, DeliveryFailure] | None]:
+        """Send until every message is delivered or dead-lettered; returns the messages
+        safe to ack and, when one was rejected for good with no dead-letter, that one
+        (then only the messages before it are safe)."""
+        assert self.sink is not None
+        outgoing = [self._outgoing(m) for m in batch]
+        waiting = list(range(len(batch)))
+        rejected: dict[int, DeliveryFailure] = {}
+        while waiting:
+            failures = self._send_and_confirm(self.sink, [outgoing[i] for i in waiting], "sink")
+            self.backoff.reset()
+            retry = []
+            failed_ids = {id(f.message): f for f in failures}
+            for i in waiting:
+                failure = failed_ids.get(id(outgoing[i]))
+                if failure is None:
+                    self.stats.delivered += 1
+                elif failure.permanent:
+                    rejected[i] = failure
+                else:
+                    retry.append(i)
+            if retry:
+                self.stats.retries += 1
+                self._wait_out(f"sink: {len(retry)} message(s) not delivered ({failed_ids[id(outgoing[retry[0]])].reason})")
+            waiting = retry
+        if not rejected:
+            return batch, None
+        if self.dead_letter is None:
+            first = min(rejected)
+            return batch[:first], (batch[first], rejected[first])
+        letters = [
+            replace(
+                outgoing[i],
+                headers=[*outgoing[i].headers, (ERROR_HEADER, rejected[i].reason.encode()), (SINK_HEADER, self.sink_label.encode())],
+            )
+            for i in sorted(rejected)
+        ]
+        while letters:
+            failures = self._send_and_confirm(self.dead_letter, letters, "dead-letter")
+            if any(f.permanent for f in failures):
+                bad = next(f for f in failures if f.permanent)
+                raise DeliveryFailed(
+                    f"the dead-letter sink rejected a message too ({bad.reason}); stopping without acking it",
+                    failed=len(failures),
+                    delivered=self.stats.delivered,
+                )
+            self.stats.dead_lettered += len(letters) - len(failures)
+            letters = [f.message for f in failures]
+            if letters:
+                self._wait_out(f"dead-letter: {len(letters)} message(s) not delivered ({failures[0].reason})")
+        self.warn(f"{len(rejected)} message(s) rejected by {self.sink_label} went to the dead-letter address")
+        return batch, None
+
+    def _send_and_confirm(self, producer: Producer, messages: list[Message], role: str) -> list[DeliveryFailure]:
+        """Send, then flush until every message is resolved; BackendUnavailable is waited out."""
+        while True:
+            try:
+                producer.send(messages)
+                report = producer.flush(self.confirm_timeout)
+                failures = list(report.failures)
+                stop_deadline: float | None = None
+                while report.pending:
+                    # Queued in the client, not yet confirmed: keep waiting, never re-send
+                    # (a re-send would duplicate what the client is still delivering).
+                    if self.stop() and stop_deadline is None:
+                        stop_deadline = time.monotonic() + self.grace
+                    if stop_deadline is not None and time.monotonic() > stop_deadline:
+                        raise Abandoned
+                    self.consumer.keepalive()
+                    report = producer.flush(self.confirm_timeout)
+                    failures += report.failures
+                return failures
+            except BackendUnavailable as exc:
+                self.stats.retries += 1
+                self._wait_out(f"{role}: {exc.message}")
+
+    def _wait_out(self, why: str) -> None:
+        """Back off before a retry, keeping the source session alive; stop if asked."""
+        if self.stop():
+            raise Abandoned
+        delay = self.backoff.next()
+        self.warn(f"{why}; retrying in {delay:g}s (nothing is acked meanwhile)")
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline:
+            if self.stop():
+                raise Abandoned
+            self.consumer.keepalive()
+            time.sleep(min(0.2, max(deadline - time.monotonic(), 0)))

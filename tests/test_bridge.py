@@ -1,0 +1,345 @@
+"""`bridge` against real servers: crashes, outages, signals, scale-out, poison messages.
+
+The figures these tests measure (messages, kills, duplicates) are printed with -s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, evrelay
+from tests.servers import RedisServer
+from tests.test_contract_kafka import create_topic
+
+WINDOW = 1000
+
+
+def spawn(*args: str, log: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.Popen([sys.executable, "-m", "evrelay", *args], stdout=subprocess.DEVNULL,
+                            stderr=log.open("ab"), env=env)
+
+
+def produce_kafka(bootstrap: str, topic: str, count: int, prefix: str = "m") -> list[bytes]:
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    values = [f"{prefix}-{i:06d}".encode() for i in range(count)]
+    for i, value in enumerate(values):
+        while True:
+            try:
+                producer.produce(topic, value=value, key=str(i % 17).encode())
+                break
+            except BufferError:
+                producer.poll(0.1)
+    assert producer.flush(30) == 0
+    return values
+
+
+def consume_kafka(bootstrap: str, topic: str) -> list:
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "verify", "enable.partition.eof": True})
+    partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+    consumer.assign([TopicPartition(topic, p, -2) for p in partitions])
+    got, eof = [], set()
+    deadline = time.monotonic() + 60
+    while len(eof) < len(partitions) and time.monotonic() < deadline:
+        for message in consumer.consume(10000, 0.5):
+            if message.error() is None:
+                got.append(message)
+            elif message.error().code() == KafkaError._PARTITION_EOF:
+                eof.add(message.partition())
+    consumer.close()
+    return got
+
+
+def redis_values(url: str, stream: str) -> list[bytes]:
+    import redis
+
+    client = redis.Redis.from_url(url, protocol=2)
+    client.set_response_callback("XRANGE", lambda response, **_: response)
+    values, cursor = [], "-"
+    while True:
+        rows = client.execute_command("XRANGE", stream, cursor, "+", "COUNT", 10000)
+        values += [fields[1] for _, fields in rows]
+        if len(rows) < 10000:
+            break
+        cursor = "(" + rows[-1][0].decode()
+    client.close()
+    return values
+
+
+def redis_len(url: str, stream: str) -> int:
+    import redis
+
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=1) as client:
+            return int(client.xlen(stream))
+    except redis.RedisError:
+        return -1
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def check_delivery(sent: list[bytes], received: list[bytes], *, max_duplicates: int, label: str) -> int:
+    counts = Counter(received)
+    missing = set(sent) - set(counts)
+    assert not missing, f"{label}: {len(missing)} message(s) lost, e.g. {sorted(missing)[:3]}"
+    duplicates = len(received) - len(set(received))
+    print(f"\n{label}: {len(sent)} messages, {len(received)} received, {duplicates} duplicates")
+    assert duplicates <= max_duplicates, f"{label}: {duplicates} duplicates > window {max_duplicates}"
+    return duplicates
+
+
+@pytest.mark.kafka
+@pytest.mark.redis
+@pytest.mark.slow
+def test_kill_9_kafka_to_redis_loses_nothing(kafka_server, redis_server, tmp_path):
+    topic = create_topic(kafka_server.bootstrap, f"crash-{uuid.uuid4().hex[:6]}", partitions=3)
+    stream = f"crash-{uuid.uuid4().hex[:6]}"
+    sent = produce_kafka(kafka_server.bootstrap, topic, 30000)
+    log = tmp_path / "bridge.log"
+    args = ["bridge", f"kafka://{kafka_server.bootstrap}/{topic}", f"redis://127.0.0.1:{redis_server.port}/0/{stream}",
+            "--idle-timeout", "20s", "--window", str(WINDOW), "-q"]
+    kills = 0
+    for threshold in sorted(random.sample(range(3000, 24000), 2)):
+        proc = spawn(*args, log=log)
+        wait_until(lambda t=threshold, p=proc: redis_len(redis_server.url, stream) >= t or p.poll() is not None, 120, "progress")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        print(f"\nkilled with {redis_len(redis_server.url, stream)} message(s) in the sink")
+    final = spawn(*args, log=log)
+    assert final.wait(timeout=300) == 0, log.read_text()
+    print(f"kills: {kills}")
+    check_delivery(sent, redis_values(redis_server.url, stream), max_duplicates=kills * WINDOW, label="kafka->redis kill -9")
+
+
+@pytest.mark.kafka
+@pytest.mark.redis
+@pytest.mark.slow
+def test_kill_9_redis_to_kafka_loses_nothing(kafka_server, redis_server, tmp_path):
+    import redis
+
+    stream = f"crash-{uuid.uuid4().hex[:6]}"
+    topic = create_topic(kafka_server.bootstrap, f"crash-{uuid.uuid4().hex[:6]}", partitions=2)
+    client = redis.Redis.from_url(redis_server.url)
+    sent = [f"r-{i:06d}".encode() for i in range(30000)]
+    for start in range(0, len(sent), 5000):
+        pipe = client.pipeline(transaction=False)
+        for value in sent[start : start + 5000]:
+            pipe.xadd(stream, {"value": value})
+        pipe.execute()
+    log = tmp_path / "bridge.log"
+    args = ["bridge", f"redis://127.0.0.1:{redis_server.port}/0/{stream}", f"kafka://{kafka_server.bootstrap}/{topic}",
+            "--idle-timeout", "5s", "--window", str(WINDOW), "-q"]
+    ids = [row[0] for row in client.xrange(stream, "-", "+")]
+
+    def delivered_past(index: int) -> bool:
+        groups = client.xinfo_groups(stream)
+        return bool(groups) and tuple(map(int, groups[0]["last-delivered-id"].split(b"-"))) >= tuple(map(int, ids[index].split(b"-")))
+
+    kills = 0
+    for threshold in sorted(random.sample(range(3000, 24000), 2)):
+        proc = spawn(*args, log=log)
+        wait_until(lambda t=threshold, p=proc: delivered_past(t) or p.poll() is not None, 120, "progress")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        print(f"\nkilled after the group passed entry {threshold}")
+    final = spawn(*args, log=log)
+    assert final.wait(timeout=300) == 0, log.read_text()
+    print(f"kills: {kills}")
+    received = [m.value() for m in consume_kafka(kafka_server.bootstrap, topic)]
+    check_delivery(sent, received, max_duplicates=kills * WINDOW, label="redis->kafka kill -9")
+    (group,) = client.xinfo_groups(stream)
+    assert group["pending"] == 0, "everything delivered must be acked"
+
+
+@pytest.mark.kafka
+@pytest.mark.redis
+@pytest.mark.slow
+def test_sink_outage_is_waited_out_and_the_source_never_runs_ahead(kafka_server, tmp_path):
+    from confluent_kafka import Consumer, TopicPartition
+
+    topic = create_topic(kafka_server.bootstrap, f"outage-{uuid.uuid4().hex[:6]}", partitions=1)
+    sent = produce_kafka(kafka_server.bootstrap, topic, 20000)
+    stream = "outage"
+    log = tmp_path / "bridge.log"
+    with RedisServer(persistent=True) as sink:
+        group = "outage-group"
+        proc = spawn("bridge", f"kafka://{kafka_server.bootstrap}/{topic}", f"redis://127.0.0.1:{sink.port}/0/{stream}",
+                     "-g", group, "--idle-timeout", "20s", "--window", "500", log=log)
+        wait_until(lambda: redis_len(sink.url, stream) >= 3000, 120, "first deliveries")
+        sink.kill()  # the sink dies (its AOF is fsync'd on every write)
+        time.sleep(1.0)
+        probe = Consumer({"bootstrap.servers": kafka_server.bootstrap, "group.id": group})
+        committed = probe.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
+        probe.close()
+        time.sleep(3.0)
+        assert proc.poll() is None, "the bridge must wait out the outage, not exit"
+        sink.restart()
+        held = redis_values(sink.url, stream)
+        # Every message the source has acked (offsets below the commit) is in the sink.
+        assert set(sent[:committed]) <= set(held), "the source position ran ahead of the sink"
+        print(f"\noutage: committed offset {committed} while the sink held {len(held)} message(s)")
+        assert proc.wait(timeout=300) == 0, log.read_text()
+        check_delivery(sent, redis_values(sink.url, stream), max_duplicates=500, label="sink outage")
+    text = log.read_text()
+    assert "retrying in" in text and "nothing is acked meanwhile" in text
+    assert "Traceback" not in text
+
+
+@pytest.mark.kafka
+@pytest.mark.redis
+def test_sigterm_then_restart_gives_no_loss_and_no_duplicates(kafka_server, redis_server, tmp_path):
+    topic = create_topic(kafka_server.bootstrap, f"term-{uuid.uuid4().hex[:6]}", partitions=2)
+    stream = f"term-{uuid.uuid4().hex[:6]}"
+    sent = produce_kafka(kafka_server.bootstrap, topic, 20000)
+    log = tmp_path / "bridge.log"
+    args = ["bridge", f"kafka://{kafka_server.bootstrap}/{topic}", f"redis://127.0.0.1:{redis_server.port}/0/{stream}",
+            "--idle-timeout", "15s", "--window", "500"]
+    proc = spawn(*args, log=log)
+    wait_until(lambda: redis_len(redis_server.url, stream) >= 2000, 120, "progress")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0, log.read_text()
+    assert "bridged" in log.read_text() and "(stopped)" in log.read_text()
+    assert 0 < redis_len(redis_server.url, stream) < len(sent)
+    assert spawn(*args, log=log).wait(timeout=300) == 0, log.read_text()
+    check_delivery(sent, redis_values(redis_server.url, stream), max_duplicates=0, label="SIGTERM + restart")
+
+
+def test_sigint_exits_130_after_acking(tmp_path):
+    evrelay("publish", "int-src", input="".join(f"{i}\n" for i in range(100)))
+    log = tmp_path / "bridge.log"
+    proc = spawn("bridge", "int-src", "int-dst", log=log)
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130, log.read_text()
+    text = log.read_text()
+    assert "interrupted; 100 message(s) were delivered and acked" in text
+    assert len(evrelay("tail", "int-dst", "--from", "beginning", "-o", "raw").lines()) == 100
+    assert evrelay("bridge", "int-src", "int-dst", "--idle-timeout", "1s").returncode == 0
+    assert len(evrelay("tail", "int-dst", "--from", "beginning", "-o", "raw").lines()) == 100
+
+
+@pytest.mark.kafka
+@pytest.mark.redis
+def test_two_bridges_in_one_group_split_kafka_partitions(kafka_server, redis_server, tmp_path):
+    topic = create_topic(kafka_server.bootstrap, f"scale-{uuid.uuid4().hex[:6]}", partitions=4)
+    stream = f"scale-{uuid.uuid4().hex[:6]}"
+    args = ["bridge", f"kafka://{kafka_server.bootstrap}/{topic}", f"redis://127.0.0.1:{redis_server.port}/0/{stream}",
+            "--idle-timeout", "20s"]
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    procs = [spawn(*args, log=logs[0]), spawn(*args, log=logs[1])]
+    time.sleep(12)  # both join the group before data arrives
+    sent = produce_kafka(kafka_server.bootstrap, topic, 20000)
+    for proc, log in zip(procs, logs, strict=True):
+        assert proc.wait(timeout=300) == 0, log.read_text()
+    check_delivery(sent, redis_values(redis_server.url, stream), max_duplicates=2 * WINDOW, label="two kafka bridges")
+    work = [int(log.read_text().split("bridged ")[1].split(" ")[0]) for log in logs]
+    print(f"work split: {work}")
+    assert all(n > 0 for n in work), f"both bridges must do work: {work}"
+
+
+@pytest.mark.redis
+def test_two_bridges_in_one_group_split_a_redis_stream(redis_server, tmp_path):
+    import redis
+
+    stream = f"scale-{uuid.uuid4().hex[:6]}"
+    client = redis.Redis.from_url(redis_server.url)
+    client.xadd(stream, {"value": "warm-up"})
+    args = ["bridge", f"redis://127.0.0.1:{redis_server.port}/0/{stream}", "local:scaled", "--idle-timeout", "4s",
+            "--window", "200"]
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    procs = [spawn(*args, "--consumer", "a", log=logs[0]), spawn(*args, "--consumer", "b", log=logs[1])]
+    time.sleep(1.5)
+    sent = [b"warm-up"] + [f"v-{i:05d}".encode() for i in range(20000)]
+    for start in range(1, len(sent), 1000):
+        pipe = client.pipeline(transaction=False)
+        for value in sent[start : start + 1000]:
+            pipe.xadd(stream, {"value": value})
+        pipe.execute()
+        time.sleep(0.02)
+    for proc, log in zip(procs, logs, strict=True):
+        assert proc.wait(timeout=120) == 0, log.read_text()
+    received = evrelay("tail", "scaled", "--from", "beginning", "-o", "raw").lines()
+    check_delivery(sent, received, max_duplicates=0, label="two redis bridges")
+    work = [int(log.read_text().split("bridged ")[1].split(" ")[0]) for log in logs]
+    print(f"work split: {work}")
+    assert all(n > 0 for n in work), work
+
+
+@pytest.mark.kafka
+def test_poison_message_stops_the_bridge_or_goes_to_the_dead_letter(kafka_server, tmp_path):
+    topic = create_topic(kafka_server.bootstrap, f"poison-{uuid.uuid4().hex[:6]}")
+    Path("evrelay.toml").write_text(
+        f'[profiles.k]\nbackend = "kafka"\nbootstrap_servers = "{kafka_server.bootstrap}"\ntopic = "{topic}"\n'
+        '[profiles.k.options]\n"message.max.bytes" = 10000\n'
+    )
+    big = "x" * 20000
+    evrelay("publish", "poison-src", "one", "two", big, "four", "five")
+    stopped = evrelay("bridge", "poison-src", "k", "--idle-timeout", "3s")
+    assert stopped.returncode == 1, stopped.err
+    assert "rejected by k for good" in stopped.err and "MSG_SIZE_TOO_LARGE" in stopped.err
+    assert "--dead-letter" in stopped.err and "Traceback" not in stopped.err
+    rescued = evrelay("bridge", "poison-src", "k", "--idle-timeout", "3s", "--dead-letter", "file:dead.jsonl")
+    assert rescued.returncode == 0, rescued.err
+    assert "1 message(s) rejected by k went to the dead-letter address" in rescued.err
+    delivered = {m.value() for m in consume_kafka(kafka_server.bootstrap, topic)}
+    assert delivered == {b"one", b"two", b"four", b"five"}
+    (letter,) = [json.loads(line) for line in Path("dead.jsonl").read_text().splitlines()]
+    headers = dict(letter["headers"])
+    assert letter["value"] == big and "MSG_SIZE_TOO_LARGE" in headers["evrelay-error"]
+    assert headers["evrelay-source"].startswith("local/poison-src/") and headers["evrelay-sink"] == "k"
+    # everything is acked now: another run has nothing to do
+    again = evrelay("bridge", "poison-src", "k", "--idle-timeout", "1s")
+    assert again.returncode == 0 and "bridged 0 message(s)" in again.err
+
+
+def test_dry_run_sends_and_acks_nothing():
+    evrelay("publish", "dry-src", "a", "b")
+    run = evrelay("bridge", "dry-src", "dry-dst", "--dry-run", "-o", "json")
+    assert run.returncode == 0, run.err
+    shown = [json.loads(line) for line in run.lines()]
+    assert [e["value"] for e in shown] == ["a", "b"]
+    assert shown[0]["headers"][0][0] == "evrelay-source"
+    assert "would bridge 2 message(s)" in run.err
+    assert evrelay("tail", "dry-dst").returncode == 1  # never written
+    real = evrelay("bridge", "dry-src", "dry-dst", "--idle-timeout", "1s")
+    assert "bridged 2 message(s)" in real.err  # nothing was acked by the dry run
+
+
+def test_provenance_header_and_every_local_file_stdio_pair(tmp_path):
+    evrelay("publish", "pv-src", "-k", "k", "-H", "h=1", "payload")
+    assert evrelay("bridge", "pv-src", "file:out.jsonl", "--idle-timeout", "1s").returncode == 0
+    (line,) = Path("out.jsonl").read_text().splitlines()
+    envelope = json.loads(line)
+    assert envelope["key"] == "k" and envelope["headers"][0] == ["h", "1"]
+    assert envelope["headers"][1][0] == "evrelay-source" and envelope["headers"][1][1].startswith("local/pv-src/")
+    # file -> local, - -> local, local -> -
+    assert evrelay("bridge", "file:out.jsonl", "pv-copy").returncode == 0
+    assert evrelay("tail", "pv-copy", "-o", "raw").stdout == b"payload\n"
+    assert evrelay("bridge", "-", "pv-stdin", input=Path("out.jsonl").read_bytes()).returncode == 0
+    assert evrelay("tail", "pv-stdin", "-o", "raw").stdout == b"payload\n"
+    out = evrelay("bridge", "pv-src", "-", "-g", "to-stdout", "--idle-timeout", "1s")
+    assert json.loads(out.stdout)["value"] == "payload"
