@@ -86,6 +86,10 @@ class NotFoundError(EvrelayError):
     """A topic, stream or group the command needs does not exist."""
 
 
+class GroupBusyError(EvrelayError):
+    """A consumer group cannot be changed while it has live members."""
+
+
 class ExpectationFailed(EvrelayError):
     """An expectation was not met: --expect, --timeout, a lag threshold, health --wait."""
 

@@ -194,3 +194,41 @@ def make_writer(mode: str | None, template: str | None, *, stdout_is_tty: bool |
     if mode == "pretty":
         return PrettyWriter()
     raise UsageError(f"-o/--output must be one of {', '.join(OUTPUT_MODES)}, not {mode!r}")
+
+
+# --- records (inspection commands) -----------------------------------------------------
+
+RECORD_MODES = ("table", "json")
+
+
+def record_mode(mode: str | None) -> str:
+    """`-o table|json` for inspection output; default: a table on a terminal, else JSON."""
+    if mode is None:
+        return "table" if sys.stdout.isatty() else "json"
+    if mode not in RECORD_MODES:
+        raise UsageError(f"-o/--output must be one of {', '.join(RECORD_MODES)} here, not {mode!r}")
+    return mode
+
+
+def write_records(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]], mode: str, *, title: str | None = None) -> None:
+    """Rows as JSON lines, or as a table with the given (key, heading) columns."""
+    out = sys.stdout.buffer
+    if mode == "json":
+        out.write(b"".join(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE) for row in rows))
+        out.flush()
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
+    for _, heading in columns:
+        table.add_column(heading)
+    for row in rows:
+        table.add_row(*("" if row.get(key) is None else str(row.get(key)) for key, _ in columns))
+    Console(file=sys.stdout, highlight=False, soft_wrap=True).print(table)
+
+
+def write_record(record: dict[str, Any]) -> None:
+    """One JSON object on one line (a document too nested for a single table)."""
+    sys.stdout.buffer.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+    sys.stdout.flush()

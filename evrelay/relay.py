@@ -11,11 +11,9 @@ producer, with the error in its headers, or stops the relay with a clear error.
 
 from __future__ import annotations
 
-import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from evrelay.backends.base import Consumer, DeliveryFailure, Message, Producer, StopReason
 from evrelay.errors import BackendUnavailable, DeliveryFailed
@@ -23,37 +21,6 @@ from evrelay.errors import BackendUnavailable, DeliveryFailed
 PROVENANCE_HEADER = "evrelay-source"
 ERROR_HEADER = "evrelay-error"
 SINK_HEADER = "evrelay-sink"
-
-
-class StopFlag:
-    """Set by SIGINT/SIGTERM: the relay finishes its window, acks, and returns.
-
-    A second SIGINT while stopping abandons the window at once (KeyboardInterrupt)."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    @property
-    def requested(self) -> bool:
-        return self.signal is not None
-
-    def __call__(self) -> bool:
-        return self.requested
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        if self.signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signal = signum
-
-    def __enter__(self) -> StopFlag:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
 
 
 @dataclass(slots=True)
@@ -98,6 +65,56 @@ class RelayStats:
         return self.delivered / (self.last_done_at - self.first_read_at)
 
 
+class Pacer:
+    """Replays at the original spacing of the messages' timestamps, `speed` times faster;
+    `speed` None is as fast as possible. Splits batches where it has to wait."""
+
+    def __init__(self, speed: float | None, stop: Callable[[], bool] = lambda: False) -> None:
+        self.speed = speed
+        self.stop = stop
+        self.first_ts: int | None = None
+        self.first_wall = 0.0
+
+    def chunks(self, batch: list[Message]) -> Iterator[list[Message]]:
+        if self.speed is None:
+            yield batch
+            return
+        chunk: list[Message] = []
+        for message in batch:
+            if message.timestamp is not None:
+                if self.first_ts is None:
+                    self.first_ts, self.first_wall = message.timestamp, time.monotonic()
+                due = self.first_wall + (message.timestamp - self.first_ts) / 1000 / self.speed
+                if due > time.monotonic():
+                    if chunk:
+                        yield chunk
+                        chunk = []
+                    while not self.stop() and time.monotonic() < due:
+                        time.sleep(min(0.2, due - time.monotonic()))
+                    if self.stop():
+                        raise Abandoned
+            chunk.append(message)
+        if chunk:
+            yield chunk
+
+
+def parse_pace(text: str) -> float | None:
+    """`max` -> None, `original` -> 1.0, `10x` / `0.5x` -> 10.0 / 0.5."""
+    lowered = text.strip().lower()
+    if lowered == "max":
+        return None
+    if lowered == "original":
+        return 1.0
+    if lowered.endswith("x"):
+        try:
+            speed = float(lowered[:-1])
+        except ValueError:
+            speed = 0.0
+        if speed > 0:
+            return speed
+    raise ValueError(f"{text!r} is not a pace: use max, original or Nx (e.g. 10x, 0.5x)")
+
+
 class Abandoned(Exception):
     """Stopping was requested while a window could not be delivered: it is not acked."""
 
@@ -121,6 +138,7 @@ class Relay:
         backoff: Backoff | None = None,
         claim_idle_ms: int | None = None,
         claim_every: float = 30.0,
+        pacer: Pacer | None = None,
     ) -> None:
         """`sink` None with `emit` set is a dry run: messages are shown, not sent or acked."""
         self.consumer = consumer
@@ -138,6 +156,7 @@ class Relay:
         self.backoff = backoff or Backoff()
         self.claim_idle_ms = claim_idle_ms
         self.claim_every = claim_every
+        self.pacer = pacer or Pacer(None)
         self.stats = RelayStats()
 
     # --- the loop ----------------------------------------------------------------------
@@ -198,6 +217,10 @@ class Relay:
     # --- one window --------------------------------------------------------------------
 
     def _handle(self, batch: list[Message]) -> None:
+        for chunk in self.pacer.chunks(batch):
+            self._handle_chunk(chunk)
+
+    def _handle_chunk(self, batch: list[Message]) -> None:
         if self.sink is None:
             if self.emit is not None:
                 self.emit([self._outgoing(m) for m in batch])

@@ -215,3 +215,18 @@ def test_stdio_and_file_addresses():
 def test_version():
     run = evrelay("--version")
     assert run.returncode == 0 and run.out.startswith("evrelay ")
+
+
+def test_tail_follow_stops_cleanly_on_sigterm_and_sigint():
+    import signal
+
+    evrelay("publish", "sig", "x")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    for signum, code in ((signal.SIGTERM, 0), (signal.SIGINT, 130)):
+        proc = subprocess.Popen([sys.executable, "-m", "evrelay", "tail", "sig", "-f", "-g", "sig-group", "-o", "raw"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        time.sleep(1.5)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=15)
+        assert proc.returncode == code, err
+        assert b"Traceback" not in err

@@ -38,6 +38,7 @@ __all__ = [
     "DeliveryFailure",
     "DeliveryReport",
     "GroupInfo",
+    "GroupLag",
     "GroupSeekPlan",
     "GroupSeekStep",
     "Health",
@@ -163,6 +164,20 @@ class StreamInfo:
     length: int | None
     partitions: list[PartitionInfo] = field(default_factory=list)
     groups: list[GroupInfo] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class GroupLag:
+    """Where a group stands on one partition (Kafka) or on the whole stream."""
+
+    partition: int | None
+    position: str | None
+    """Committed (Kafka) or last-delivered (Redis, local) position; None: nothing yet."""
+    end: str | None
+    lag: int
+    """Messages after the position: not yet delivered to the group."""
+    pending: int | None = None
+    """Delivered but not acked (Redis, local); None where there is no such thing (Kafka)."""
 
 
 @dataclass(slots=True)
@@ -390,6 +405,11 @@ class Backend(ABC):
         raise NotImplementedError
 
     def group_infos(self, stream: str) -> list[GroupInfo]:
+        self.require(Capability.GROUPS)
+        raise NotImplementedError
+
+    def group_lag(self, stream: str, group: str) -> list[GroupLag]:
+        """The group's position, the end and the lag, per partition or for the stream."""
         self.require(Capability.GROUPS)
         raise NotImplementedError
 

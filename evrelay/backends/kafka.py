@@ -39,6 +39,7 @@ from evrelay.backends.base import (
     DeliveryFailure,
     DeliveryReport,
     GroupInfo,
+    GroupLag,
     GroupSeekPlan,
     GroupSeekStep,
     Health,
@@ -54,6 +55,7 @@ from evrelay.errors import (
     BackendUnavailable,
     ConfigError,
     EvrelayError,
+    GroupBusyError,
     NotFoundError,
     UnsupportedError,
     UsageError,
@@ -93,6 +95,7 @@ _TRANSIENT_CODES = {
     "COORDINATOR_NOT_AVAILABLE",
     "_QUEUE_FULL",
 }
+_ACTIVE_GROUP_STATES = {"stable", "preparing_rebalance", "completing_rebalance"}
 _AUTH_CODES = {
     "_AUTHENTICATION",
     "SASL_AUTHENTICATION_FAILED",
@@ -441,20 +444,71 @@ class KafkaBackend(Backend):
         return {tp.partition: tp.offset for tp in found}
 
     def ack(self, stream: str, group: str, positions: Sequence[Position]) -> int:
-        """Kafka acks are cumulative per partition: commit the highest offset given, +1."""
-        highest: dict[int, int] = {}
+        """Kafka acks are cumulative per partition: from the group's committed offset, the
+        offsets given without a gap are acked and the commit moves past the last of them.
+        Returns how many of `positions` are now acked (at or below the new commit)."""
+        given: dict[int, set[int]] = {}
         for position in positions:
             if position.partition is None:
                 raise UsageError(f"{position} is not a Kafka position (PARTITION:OFFSET)")
-            highest[position.partition] = max(highest.get(position.partition, -1), int(position.id))
-        if not highest:
+            given.setdefault(position.partition, set()).add(int(position.id))
+        if not given:
             return 0
         client = self.new_consumer(group)
         try:
-            self.commit_offsets(client, stream, {p: o + 1 for p, o in highest.items()}, group)
+            self.topic_partitions(client, stream)
+            committed = self.committed(client, stream, sorted(given), group)
+            moves: dict[int, int] = {}
+            acked = 0
+            for partition, offsets in given.items():
+                current = committed.get(partition, OFFSET_INVALID)
+                if current < 0:
+                    current = min(offsets)  # nothing committed yet: start at the lowest given
+                nxt = current
+                while nxt in offsets:
+                    nxt += 1
+                if nxt > current:
+                    moves[partition] = nxt
+                acked += sum(1 for offset in offsets if offset < nxt)
+            if moves:
+                self.commit_offsets(client, stream, moves, group)
         finally:
             client.close()
-        return len(positions)
+        return acked
+
+    def group_lag(self, stream: str, group: str) -> list[GroupLag]:
+        partitions, lows, ends = self.topic_extent(stream)
+        rows = self._lag_rows(stream, group, partitions, lows, ends)
+        if rows is None:
+            raise NotFoundError(f"consumer group {group!r} has no committed offsets on Kafka topic {stream!r}")
+        return rows
+
+    def topic_extent(self, stream: str) -> tuple[list[int], dict[int, int], dict[int, int]]:
+        """Partitions, low watermarks and true ends (by EOF, not the high watermark)."""
+        client = self.new_consumer(None)
+        try:
+            partitions = self.topic_partitions(client, stream)
+            lows = {p: self.watermarks(client, stream, p)[0] for p in partitions}
+        finally:
+            client.close()
+        return partitions, lows, self.end_offsets(stream, partitions)
+
+    def _lag_rows(
+        self, stream: str, group: str, partitions: list[int], lows: dict[int, int], ends: dict[int, int]
+    ) -> list[GroupLag] | None:
+        client = self.new_consumer(group)
+        try:
+            committed = self.committed(client, stream, partitions, group)
+        finally:
+            client.close()
+        if all(offset < 0 for offset in committed.values()):
+            return None
+        rows = []
+        for p in partitions:
+            position = committed.get(p, OFFSET_INVALID)
+            start = position if position >= 0 else lows[p]
+            rows.append(GroupLag(p, str(position) if position >= 0 else None, str(ends[p]), max(ends[p] - start, 0)))
+        return rows
 
     def list_streams(self) -> list[StreamInfo]:
         metadata = self.metadata(self.admin())
@@ -465,50 +519,43 @@ class KafkaBackend(Backend):
         ]
 
     def stream_info(self, stream: str) -> StreamInfo:
-        client = self.new_consumer(None)
-        try:
-            partitions = self.topic_partitions(client, stream)
-            parts = []
-            total = 0
-            for partition in partitions:
-                low, high = self.watermarks(client, stream, partition)
-                total += max(high - low, 0)
-                parts.append(PartitionInfo(partition, high - low, str(low), str(high)))
-        finally:
-            client.close()
-        return StreamInfo(stream, total, parts, self.group_infos(stream))
+        partitions, lows, ends = self.topic_extent(stream)
+        parts = [PartitionInfo(p, max(ends[p] - lows[p], 0), str(lows[p]), str(ends[p])) for p in partitions]
+        groups = self._group_infos(stream, partitions, lows, ends)
+        return StreamInfo(stream, sum(part.length or 0 for part in parts), parts, groups)
 
     def group_infos(self, stream: str) -> list[GroupInfo]:
+        return self._group_infos(stream, *self.topic_extent(stream))
+
+    def _group_infos(self, stream: str, partitions: list[int], lows: dict[int, int], ends: dict[int, int]) -> list[GroupInfo]:
+        """Groups with committed offsets on this topic: members, state and total lag."""
         from confluent_kafka import KafkaException
 
-        admin = self.admin()
         try:
-            listing = admin.list_consumer_groups(request_timeout=self.settings.timeout).result()
-            names = sorted(g.group_id for g in listing.valid)
+            listing = self.admin().list_consumer_groups(request_timeout=self.settings.timeout).result()
         except KafkaException as exc:
             raise self.unavailable("listing consumer groups", exc) from None
         infos = []
-        client = self.new_consumer(None)
-        try:
-            partitions = self.topic_partitions(client, stream)
-            ends = {p: self.watermarks(client, stream, p)[1] for p in partitions}
-            for name in names:
-                probe = self.new_consumer(name)
-                try:
-                    committed = self.committed(probe, stream, partitions, name)
-                finally:
-                    probe.close()
-                if all(o < 0 for o in committed.values()):
-                    continue
-                lag = sum(max(ends[p] - o, 0) for p, o in committed.items() if o >= 0)
-                position = ",".join(f"{p}:{o}" for p, o in sorted(committed.items()) if o >= 0)
-                members, state = self.group_members(name)
-                infos.append(GroupInfo(name, members, None, lag, position, state))
-        finally:
-            client.close()
+        for name in sorted(g.group_id for g in listing.valid):
+            rows = self._lag_rows(stream, name, partitions, lows, ends)
+            if rows is None:
+                continue  # no offsets on this topic: a group of another topic
+            members, state = self.group_members(name)
+            position = ",".join(f"{r.partition}:{r.position}" for r in rows if r.position is not None)
+            infos.append(GroupInfo(name, members, None, sum(r.lag for r in rows), position, state))
         return infos
 
+    @staticmethod
+    def _busy(group: str, members: int | None) -> GroupBusyError:
+        count = f"{members} " if members else ""
+        return GroupBusyError(
+            f"consumer group {group!r} has {count}live member(s); stop them before moving it "
+            "(Kafka only lets an empty group's offsets be changed)"
+        )
+
     def group_members(self, group: str) -> tuple[int | None, str | None]:
+        """(members, state). Some brokers report an active group with no member list:
+        then members is None and the state tells."""
         from confluent_kafka import KafkaException
 
         try:
@@ -516,45 +563,45 @@ class KafkaBackend(Backend):
         except KafkaException:
             return None, None
         state = getattr(described.state, "name", str(described.state)).lower()
-        return len(described.members), state
+        members = len(described.members)
+        if not members and state in _ACTIVE_GROUP_STATES:
+            return None, state
+        return members, state
 
     def plan_group_seek(self, stream: str, group: str, target: StreamPosition) -> GroupSeekPlan:
         _entry_id_refused(target)
-        members, _state = self.group_members(group)
-        if members:
-            raise UsageError(
-                f"consumer group {group!r} has {members} live member(s); stop them before moving it "
-                "(Kafka only lets an empty group's offsets be changed)"
-            )
+        members, state = self.group_members(group)
+        if members or state in _ACTIVE_GROUP_STATES:
+            raise self._busy(group, members)
         client = self.new_consumer(group)
         try:
             partitions = self.topic_partitions(client, stream)
             current = self.committed(client, stream, partitions, group)
-            target_offsets = {}
-            for partition, (offset, minimum) in self.start_offsets(client, stream, partitions, target).items():
-                low, high = self.watermarks(client, stream, partition)
-                if offset == OFFSET_BEGINNING:
-                    offset = low
-                elif offset == OFFSET_END:
-                    offset = high
-                if minimum is not None:
-                    offset = max(low, min(minimum, high))
-                target_offsets[partition] = offset
-            steps = []
-            for partition in partitions:
-                old = current.get(partition, OFFSET_INVALID)
-                new = target_offsets[partition]
-                low, high = self.watermarks(client, stream, partition)
-                old_effective = old if old >= 0 else low
-                steps.append(GroupSeekStep(partition, str(old) if old >= 0 else "none", str(new), old_effective - new))
+            lows = {p: self.watermarks(client, stream, p)[0] for p in partitions}
         finally:
             client.close()
+        if isinstance(target, Stored):
+            raise UsageError("moving a group to 'stored' changes nothing; give a position or a time")
+        if isinstance(target, PartitionOffsets):  # only the partitions named move
+            missing = sorted(set(target.as_dict()) - set(partitions))
+            if missing:
+                raise UsageError(f"topic {stream!r} has no partition {missing[0]}")
+            partitions = sorted(target.as_dict())
+        target_offsets = self.resolve_offsets(stream, partitions, target)
+        steps = []
+        for partition in partitions:
+            old = current.get(partition, OFFSET_INVALID)
+            new = target_offsets[partition]
+            old_effective = old if old >= 0 else lows[partition]
+            steps.append(GroupSeekStep(partition, str(old) if old >= 0 else "none", str(new), old_effective - new))
         return GroupSeekPlan(stream, group, target, steps, native=target_offsets)
 
     def apply_group_seek(self, plan: GroupSeekPlan) -> None:
         client = self.new_consumer(plan.group)
         try:
-            self.commit_offsets(client, plan.stream, plan.native, plan.group)
+            # A member that joined after the plan was made: the broker refuses the commit.
+            if not self.commit_start(client, plan.stream, plan.native, plan.group):
+                raise self._busy(plan.group, None)
         finally:
             client.close()
 

@@ -36,6 +36,7 @@ from evrelay.backends.base import (
     Consumer,
     DeliveryReport,
     GroupInfo,
+    GroupLag,
     GroupSeekPlan,
     GroupSeekStep,
     Health,
@@ -372,6 +373,13 @@ class LocalBackend(Backend):
             position = format_id(last_ms, last_seq) if last_ms >= 0 else "0-0"
             infos.append(GroupInfo(name, consumers, pending, lag, position))
         return infos
+
+    def group_lag(self, stream: str, group: str) -> list[GroupLag]:
+        cursor = self._require_group(stream, group)
+        last = self.last_id(stream)
+        pending = self.db.execute("SELECT count(*) FROM pending WHERE stream = ? AND grp = ?", (stream, group)).fetchone()[0]
+        end = format_id(*last) if last != BEFORE_ALL else None
+        return [GroupLag(None, _show_cursor(cursor), end, self.count_between(stream, cursor), pending)]
 
     def pending(self, stream: str, group: str, *, consumer: str | None = None, count: int = 100) -> list[PendingEntry]:
         self._require_group(stream, group)

@@ -43,6 +43,7 @@ from evrelay.backends.base import (
     DeliveryFailure,
     DeliveryReport,
     GroupInfo,
+    GroupLag,
     GroupSeekPlan,
     GroupSeekStep,
     Health,
@@ -418,6 +419,18 @@ class RedisStreamsBackend(Backend):
                 lag = self.count_between(stream, info["last-delivered-id"], last_text)
             infos.append(GroupInfo(info["name"], info["consumers"], info["pending"], lag, info["last-delivered-id"]))
         return infos
+
+    def group_lag(self, stream: str, group: str) -> list[GroupLag]:
+        for info in self.raw_group_infos(stream):
+            if info["name"] != group:
+                continue
+            last = self.last_id(stream)
+            end = format_stream_id(*last) if last else None
+            lag = info.get("lag")
+            if lag is None:  # Redis < 7, or a lag Redis cannot compute after deletions
+                lag = self.count_between(stream, info["last-delivered-id"], end or "0-0")
+            return [GroupLag(None, info["last-delivered-id"], end, int(lag), int(info["pending"]))]
+        raise NotFoundError(f"group {group!r} does not exist on Redis stream {stream!r}")
 
     def pending(self, stream: str, group: str, *, consumer: str | None = None, count: int = 100) -> list[PendingEntry]:
         args: list[Any] = ["XPENDING", stream, group, "-", "+", count]

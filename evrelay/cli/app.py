@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from evrelay import __version__
-from evrelay.cli import bridge, completion, config_cmd, publish, tail
+from evrelay.cli import ack, bridge, completion, config_cmd, inspect, publish, replay, tail
 from evrelay.cli.common import RUNTIME
 from evrelay.errors import EvrelayError, ExitCode, Interrupted
 
@@ -98,5 +98,8 @@ def root(
 app.command("publish", no_args_is_help=True)(publish.publish)
 app.command("tail", no_args_is_help=True)(tail.tail)
 bridge.register(app)
+replay.register(app)
+ack.register(app)
+inspect.register(app)
 app.add_typer(config_cmd.app, name="config")
 app.command("completion", no_args_is_help=True)(completion.completion)

@@ -24,6 +24,7 @@ from evrelay.cli.common import (
     ProfileOption,
     QuietOption,
     Session,
+    StopFlag,
     TimeoutOption,
     VerboseOption,
     complete_address,
@@ -123,7 +124,7 @@ def bridge(
     from evrelay.backends.base import Capability, ReadSpec
     from evrelay.output import make_writer
     from evrelay.positions import Beginning
-    from evrelay.relay import Relay, StopFlag
+    from evrelay.relay import Relay
 
     source_text, sink_text = split_endpoints(source, sink)
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))

@@ -8,10 +8,11 @@ resolve addresses and open backends through it, and never touch a client library
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 from functools import cached_property
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -177,3 +178,34 @@ class Session:
         if self.verbose:
             sys.stderr.write(f"evrelay: {text}\n")
             sys.stderr.flush()
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM: the relay finishes its window, acks, and returns.
+
+    A second SIGINT while stopping abandons the window at once (KeyboardInterrupt)."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __enter__(self) -> StopFlag:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)

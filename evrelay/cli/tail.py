@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from typing import Annotated, Optional
 
@@ -22,6 +23,7 @@ from evrelay.cli.common import (
     ProfileOption,
     QuietOption,
     Session,
+    StopFlag,
     TimeoutOption,
     ToOption,
     VerboseOption,
@@ -29,7 +31,7 @@ from evrelay.cli.common import (
     parse_duration,
     parse_position_option,
 )
-from evrelay.errors import ExpectationFailed, UsageError
+from evrelay.errors import ExpectationFailed, Interrupted, UsageError
 
 DEFAULT_LAST = 10
 DEFAULT_EXPECT_TIMEOUT = 30.0
@@ -137,13 +139,20 @@ def tail(
                     f"group {group_name!r} already exists, so --from {from_} was not applied; "
                     f"`evrelay replay {address} -g {group_name} --from {from_}` moves it"
                 )
-            for batch in reader.batches(limit=limit, deadline=deadline, idle_timeout=idle_seconds, batch_size=500):
-                writer.write(batch)
-                received += len(batch)
-                if group_name and not no_ack:
-                    reader.ack(batch)
+            # SIGTERM (and Ctrl-C) end the read between batches, so the consumer closes
+            # cleanly: acks done, group left (a Kafka group is free to move at once).
+            with StopFlag() as stop:
+                for batch in reader.batches(
+                    limit=limit, deadline=deadline, idle_timeout=idle_seconds, batch_size=500, should_stop=stop
+                ):
+                    writer.write(batch)
+                    received += len(batch)
+                    if group_name and not no_ack:
+                        reader.ack(batch)
             reason = reader.stop_reason
     session.debug(f"read {received} message(s) from {source.display}; stopped: {reason.value if reason else 'done'}")
+    if stop.signal == signal.SIGINT:
+        raise Interrupted(f"interrupted after {received} message(s)")
     if expect is not None and received < expect:
         raise ExpectationFailed(
             f"expected {expect} message(s) from {source.display}, got {received} within {deadline_seconds:g}s"

@@ -1,0 +1,163 @@
+"""`evrelay ack ADDRESS -g GROUP [ID...]`: acknowledge, list pending, claim idle messages."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from evrelay.cli.common import (
+    AddressArgument,
+    ConfigOption,
+    ConsumerOption,
+    FormatOption,
+    GroupOption,
+    OutputOption,
+    ProfileOption,
+    QuietOption,
+    Session,
+    TimeoutOption,
+    VerboseOption,
+    default_consumer_name,
+    parse_duration,
+)
+from evrelay.errors import InputError, UsageError
+
+if TYPE_CHECKING:
+    from evrelay.envelope import Position
+
+
+def positions_from_ids(texts: list[str], backend_name: str, stream: str) -> list[Position]:
+    """`1700000000000-0` (Redis, local) or `PARTITION:OFFSET[,...]` (Kafka) as positions."""
+    from evrelay.envelope import Position
+    from evrelay.positions import EntryId, PartitionOffsets, parse_position
+
+    positions = []
+    for text in texts:
+        try:
+            parsed = parse_position(text)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, PartitionOffsets):
+            positions += [Position(backend_name, stream, offset, partition) for partition, offset in parsed.offsets]
+        elif isinstance(parsed, EntryId):
+            positions.append(Position(backend_name, stream, parsed.entry_id))
+        else:
+            raise UsageError(f"{text!r} is not a message ID: use an entry ID (1700000000000-0) or, for Kafka, PARTITION:OFFSET")
+    return positions
+
+
+def positions_from_stdin(backend_name: str, stream: str) -> list[Position]:
+    """Positions of the JSON envelopes on stdin (e.g. from `tail -g G --no-ack -o json`)."""
+    from evrelay.envelope import EnvelopeError, decode_envelope
+
+    positions = []
+    for number, line in enumerate(sys.stdin.buffer, 1):
+        if not line.strip():
+            continue
+        try:
+            message = decode_envelope(line)
+        except EnvelopeError as exc:
+            raise InputError(f"stdin line {number}: {exc}") from None
+        position = message.position
+        if position is None:
+            raise InputError(f"stdin line {number}: the envelope has no position (stream and id, or topic, partition and offset)")
+        if position.backend != backend_name or position.stream != stream:
+            raise InputError(
+                f"stdin line {number}: the envelope is from {position.backend} {position.stream!r}, not {backend_name} {stream!r}"
+            )
+        positions.append(position)
+    return positions
+
+
+def ack(
+    address: AddressArgument,
+    ids: Annotated[Optional[list[str]], typer.Argument(metavar="ID", help="Entry IDs (1700000000000-0) or Kafka PARTITION:OFFSET; without IDs, JSON envelopes are read from stdin.", show_default=False)] = None,
+    group: GroupOption = None,
+    list_pending: Annotated[bool, typer.Option("--list", help="List pending messages (id, consumer, idle, deliveries); for Kafka, the lag.")] = False,
+    claim: Annotated[bool, typer.Option("--claim", help="Take over messages pending longer than --min-idle and print them.")] = False,
+    min_idle: Annotated[str, typer.Option("--min-idle", metavar="DURATION", help="With --claim: how long a message must have been pending.")] = "1m",
+    consumer: ConsumerOption = None,
+    count: Annotated[int, typer.Option("-n", "--count", metavar="N", min=1, help="With --list/--claim: at most N messages.")] = 100,
+    output: OutputOption = None,
+    template: FormatOption = None,
+    timeout: TimeoutOption = None,
+    config: ConfigOption = None,
+    profile: ProfileOption = None,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Acknowledge messages for a consumer group, list what is pending, or claim idle ones.
+
+    IDs come from the arguments or, without any, from JSON envelopes on stdin, so
+    `evrelay tail A -g G --no-ack -o json | ... | evrelay ack A -g G` acks exactly what
+    made it through the pipeline.
+
+    Kafka acks are cumulative per partition: committing an offset acks everything before
+    it. evrelay commits, per partition, the highest offset reached without a gap from the
+    group's committed position; offsets after a gap stay unacked (and are reported).
+
+    \b
+    Examples:
+      evrelay ack redis:orders -g billing 1700000000000-0 1700000000000-1
+      evrelay ack kafka:orders -g billing 0:41 1:17
+      evrelay ack redis:orders -g billing --list
+      evrelay ack redis:orders -g billing --claim --min-idle 5m --consumer rescuer
+    """
+    from evrelay.backends.base import Capability
+    from evrelay.cli.inspect import group_for
+    from evrelay.output import make_writer, record_mode, write_records
+
+    if list_pending and claim:
+        raise UsageError("give --list or --claim, not both")
+    if (list_pending or claim) and ids:
+        raise UsageError("IDs are for acking; --list and --claim take none")
+    session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
+    idle_ms = int((parse_duration(min_idle, "--min-idle") or 0) * 1000)
+    target = session.address(address)
+    with session.backend(target) as backend:
+        backend.require(Capability.GROUPS, command="ack")
+        stream = target.require_stream(backend.stream_noun)
+        group_name = group_for(session, target, group, "ack")
+        if list_pending:
+            mode = record_mode(output)
+            if backend.supports(Capability.PENDING):
+                rows = [
+                    {"id": str(p.position), "consumer": p.consumer, "idle_ms": p.idle_ms, "deliveries": p.deliveries}
+                    for p in backend.pending(stream, group_name, consumer=consumer, count=count)
+                ]
+                write_records(rows, [("id", "ID"), ("consumer", "CONSUMER"), ("idle_ms", "IDLE MS"), ("deliveries", "DELIVERIES")], mode)
+                session.info(f"{len(rows)} pending message(s) for group {group_name!r} on {target.display}")
+            else:
+                rows = [asdict(r) for r in backend.group_lag(stream, group_name)]
+                write_records(rows, [("partition", "PARTITION"), ("position", "COMMITTED"), ("end", "END"), ("lag", "LAG")], mode)
+                session.info(
+                    f"{backend.name} keeps no per-message pending list: group {group_name!r} is "
+                    f"{sum(r['lag'] for r in rows)} message(s) behind"
+                )
+            return
+        if claim:
+            backend.require(Capability.CLAIM, command="ack --claim")
+            writer = make_writer(output, template)
+            name = consumer or default_consumer_name()
+            claimed = backend.claim(stream, group_name, name, min_idle_ms=idle_ms, count=count)
+            if claimed:
+                writer.write(claimed)
+            session.info(f"claimed {len(claimed)} message(s) pending for {min_idle} or more, now owned by {name!r}")
+            return
+        positions = positions_from_ids(ids, backend.name, stream) if ids else positions_from_stdin(backend.name, stream)
+        acked = backend.ack(stream, group_name, positions) if positions else 0
+    session.info(f"acked {acked} of {len(positions)} message(s) for group {group_name!r} on {target.display}")
+    if acked < len(positions):
+        why = (
+            "an earlier offset of their partition was not acked (Kafka acks are cumulative)"
+            if backend.name == "kafka"
+            else "they were not pending (already acked, or not delivered to this group)"
+        )
+        session.warn(f"{len(positions) - acked} message(s) not acked: {why}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ack", no_args_is_help=True)(ack)

@@ -1,0 +1,284 @@
+"""Inspection: `ls`, `info`, `groups`, `health`, `lag`. Tables on a terminal, JSON for scripts."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from evrelay.cli.common import (
+    AddressArgument,
+    ConfigOption,
+    GroupOption,
+    OutputOption,
+    ProfileOption,
+    QuietOption,
+    Session,
+    TimeoutOption,
+    VerboseOption,
+    complete_address,
+    parse_duration,
+)
+from evrelay.errors import BackendUnavailable, ExpectationFailed, UsageError
+
+if TYPE_CHECKING:
+    from evrelay.addresses import Address
+
+ProfileArgument = Annotated[
+    Optional[str],
+    typer.Argument(metavar="PROFILE", help="A profile (default: the default profile) or a kafka:// / redis:// URL.", autocompletion=complete_address, show_default=False),
+]
+
+
+def _time(ms: int | None) -> str | None:
+    from evrelay.timestamps import format_ms
+
+    return format_ms(ms) if ms is not None else None
+
+
+def resolve_profile(session: Session, name: str | None) -> Address:
+    """A whole profile (no stream needed) or an inline URL."""
+    import os
+
+    if name is not None and "://" in name:
+        return session.address(name)
+    chosen = name or session.profile or os.environ.get("EVRELAY_PROFILE") or session.config.default_profile
+    session.config.profile(chosen)  # unknown profile: exit 2 with a did-you-mean
+    return session.address(chosen)
+
+
+def group_for(session: Session, address: Address, group: str | None, command: str) -> str:
+    chosen = group or address.group
+    if not chosen:
+        raise UsageError(f"{command} needs a consumer group: -g GROUP (or `group` in the profile)")
+    return chosen
+
+
+def ls(
+    profile_name: ProfileArgument = None,
+    output: OutputOption = None,
+    timeout: TimeoutOption = None,
+    config: ConfigOption = None,
+    profile: ProfileOption = None,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """List the topics or streams of a profile, with partitions or length.
+
+    \b
+    Examples:
+      evrelay ls kafka
+      evrelay ls redis -o json
+    """
+    from evrelay.backends.base import Capability
+    from evrelay.output import record_mode, write_records
+
+    session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
+    mode = record_mode(output)
+    target = resolve_profile(session, profile_name)
+    with session.backend(target) as backend:
+        backend.require(Capability.INSPECT, command="ls")
+        streams = backend.list_streams()
+    rows = [
+        {
+            "name": info.name,
+            "partitions": len(info.partitions) if backend.name == "kafka" else None,
+            "length": info.length,
+        }
+        for info in streams
+    ]
+    columns = [("name", backend.stream_noun.upper()), ("partitions" if backend.name == "kafka" else "length", "PARTITIONS" if backend.name == "kafka" else "LENGTH")]
+    write_records(rows, columns, mode)
+
+
+def info(
+    address: AddressArgument,
+    output: OutputOption = None,
+    timeout: TimeoutOption = None,
+    config: ConfigOption = None,
+    profile: ProfileOption = None,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Show a topic or stream: per partition low/high offsets (Kafka) or length, first and
+    last ID and time (Redis, local); and its consumer groups.
+
+    \b
+    Examples:
+      evrelay info kafka:orders
+      evrelay info redis:orders -o json
+    """
+    from evrelay.backends.base import Capability
+    from evrelay.output import record_mode, write_record, write_records
+
+    session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
+    mode = record_mode(output)
+    source = session.address(address)
+    with session.backend(source) as backend:
+        backend.require(Capability.INSPECT, command="info")
+        stream = source.require_stream(backend.stream_noun)
+        details = backend.stream_info(stream)
+    kafka = backend.name == "kafka"
+    parts = [
+        {
+            "partition": p.partition,
+            "length": p.length,
+            "low" if kafka else "first": p.first,
+            "high" if kafka else "last": p.last,
+            **({} if kafka else {"first_time": _time(p.first_time), "last_time": _time(p.last_time)}),
+        }
+        for p in details.partitions
+    ]
+    groups = [asdict(g) for g in details.groups]
+    if mode == "json":
+        write_record({"backend": backend.name, "stream": details.name, "length": details.length, "partitions": parts, "groups": groups})
+        return
+    columns = (
+        [("partition", "PARTITION"), ("low", "LOW"), ("high", "HIGH"), ("length", "MESSAGES")]
+        if kafka
+        else [("length", "LENGTH"), ("first", "FIRST ID"), ("first_time", "FIRST TIME"), ("last", "LAST ID"), ("last_time", "LAST TIME")]
+    )
+    write_records(parts, columns, mode, title=f"{backend.stream_noun} {details.name} ({details.length} messages)")
+    write_records(groups, GROUP_COLUMNS, mode, title=f"groups ({len(groups)})")
+
+
+GROUP_COLUMNS = [
+    ("name", "GROUP"),
+    ("consumers", "MEMBERS"),
+    ("pending", "PENDING"),
+    ("lag", "LAG"),
+    ("position", "POSITION"),
+    ("state", "STATE"),
+]
+
+
+def groups(
+    address: AddressArgument,
+    output: OutputOption = None,
+    timeout: TimeoutOption = None,
+    config: ConfigOption = None,
+    profile: ProfileOption = None,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """List the consumer groups of a topic or stream: members, pending, lag, position.
+
+    \b
+    Examples:
+      evrelay groups redis:orders
+    """
+    from evrelay.backends.base import Capability
+    from evrelay.output import record_mode, write_records
+
+    session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
+    mode = record_mode(output)
+    source = session.address(address)
+    with session.backend(source) as backend:
+        backend.require(Capability.GROUPS, command="groups")
+        stream = source.require_stream(backend.stream_noun)
+        rows = [asdict(g) for g in backend.group_infos(stream)]
+    write_records(rows, GROUP_COLUMNS, mode)
+
+
+def health(
+    profiles: Annotated[Optional[list[str]], typer.Argument(metavar="PROFILE", help="Profiles or URLs to check (default: every profile in the config).", autocompletion=complete_address, show_default=False)] = None,
+    wait: Annotated[Optional[str], typer.Option("--wait", metavar="DURATION", help="Keep checking until all are healthy, for at most this long (exit 4 if not).", show_default=False)] = None,
+    output: OutputOption = None,
+    timeout: TimeoutOption = None,
+    config: ConfigOption = None,
+    profile: ProfileOption = None,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Check that backends answer: exit 0 healthy, 3 unreachable, 4 still not healthy after --wait.
+
+    \b
+    Examples:
+      evrelay health kafka redis --wait 60s     # CI: wait for the services to come up
+    """
+    from evrelay.backends.base import Health
+    from evrelay.output import record_mode, write_records
+
+    wait_seconds = parse_duration(wait, "--wait")
+    check_timeout = parse_duration(timeout, "--timeout") or (min(wait_seconds, 5.0) if wait_seconds else 5.0)
+    session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=check_timeout)
+    mode = record_mode(output)
+    names = profiles or sorted(session.config.profiles)
+    targets = [(name, resolve_profile(session, name)) for name in names]
+    deadline = time.monotonic() + wait_seconds if wait_seconds else None
+
+    def check(target: Address) -> Health:
+        try:
+            with session.backend(target) as backend:
+                return backend.health_check()
+        except BackendUnavailable as exc:
+            return Health(False, exc.message)
+
+    results = {name: check(target) for name, target in targets}
+    while deadline is not None and not all(r.healthy for r in results.values()) and time.monotonic() < deadline:
+        time.sleep(min(0.5, max(deadline - time.monotonic(), 0)))
+        for name, target in targets:
+            if not results[name].healthy:
+                results[name] = check(target)
+    rows = [
+        {
+            "profile": name,
+            "backend": target.backend,
+            "healthy": results[name].healthy,
+            "latency_ms": round(results[name].latency_ms, 1) if results[name].latency_ms is not None else None,
+            "detail": results[name].detail,
+        }
+        for name, target in targets
+    ]
+    write_records(rows, [("profile", "PROFILE"), ("backend", "BACKEND"), ("healthy", "HEALTHY"), ("latency_ms", "MS"), ("detail", "DETAIL")], mode)
+    unhealthy = [name for name, result in results.items() if not result.healthy]
+    if unhealthy:
+        if deadline is not None:
+            raise ExpectationFailed(f"still not healthy after --wait {wait}: {', '.join(unhealthy)}")
+        raise BackendUnavailable(f"not healthy: {', '.join(unhealthy)}")
+
+
+def lag(
+    address: AddressArgument,
+    group: GroupOption = None,
+    max_lag: Annotated[Optional[int], typer.Option("--max", metavar="N", min=0, help="Exit 4 when the total lag is over N.", show_default=False)] = None,
+    output: OutputOption = None,
+    timeout: TimeoutOption = None,
+    config: ConfigOption = None,
+    profile: ProfileOption = None,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Show how far a consumer group is behind; with --max N, exit 4 when it is more than N.
+
+    \b
+    Examples:
+      evrelay lag kafka:orders -g billing --max 1000    # a CI gate
+    """
+    from evrelay.backends.base import Capability
+    from evrelay.output import record_mode, write_records
+
+    session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
+    mode = record_mode(output)
+    source = session.address(address)
+    with session.backend(source) as backend:
+        backend.require(Capability.GROUPS, command="lag")
+        stream = source.require_stream(backend.stream_noun)
+        group_name = group_for(session, source, group, "lag")
+        rows = [asdict(r) for r in backend.group_lag(stream, group_name)]
+    total = sum(r["lag"] for r in rows)
+    columns = [("partition", "PARTITION"), ("position", "POSITION"), ("end", "END"), ("lag", "LAG"), ("pending", "PENDING")]
+    write_records(rows, columns, mode)
+    session.info(f"lag of group {group_name!r} on {source.display}: {total}")
+    if max_lag is not None and total > max_lag:
+        raise ExpectationFailed(f"group {group_name!r} on {source.display} is {total} message(s) behind, over --max {max_lag}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ls")(ls)
+    app.command("info", no_args_is_help=True)(info)
+    app.command("groups", no_args_is_help=True)(groups)
+    app.command("health")(health)
+    app.command("lag", no_args_is_help=True)(lag)

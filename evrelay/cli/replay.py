@@ -1,0 +1,157 @@
+"""`evrelay replay`: copy a range into a sink, or move a consumer group to a position or time."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict
+from typing import Annotated, Optional
+
+import typer
+
+from evrelay.cli.common import (
+    ConfigOption,
+    DryRunOption,
+    FormatOption,
+    GroupOption,
+    OutputOption,
+    ProfileOption,
+    QuietOption,
+    Session,
+    StopFlag,
+    TimeoutOption,
+    ToOption,
+    VerboseOption,
+    YesOption,
+    complete_address,
+    parse_duration,
+    parse_position_option,
+)
+from evrelay.errors import EvrelayError, UsageError
+
+
+def replay(
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="Where the range (or the group) is.", autocompletion=complete_address, show_default=False)],
+    sink: Annotated[Optional[str], typer.Argument(metavar="SINK", help="Where to copy the range (omit with -g).", autocompletion=complete_address, show_default=False)] = None,
+    from_: Annotated[str, typer.Option("--from", metavar="POSITION", help="Start: a position or time (beginning, 0:42, 1700000000000-0, 2026-11-22T10:00:00Z, -1h).", show_default=False)] = ...,  # type: ignore[assignment]
+    to: ToOption = None,
+    group: GroupOption = None,
+    pace: Annotated[str, typer.Option("--pace", metavar="PACE", help="max (as fast as possible), original (the original spacing) or Nx (N times faster).")] = "max",
+    dry_run: DryRunOption = False,
+    yes: YesOption = False,
+    output: OutputOption = None,
+    template: FormatOption = None,
+    timeout: TimeoutOption = None,
+    config: ConfigOption = None,
+    profile: ProfileOption = None,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Re-deliver a range into SINK, or (with -g) move a consumer group to a position or time.
+
+    SOURCE SINK --from X [--to Y]: copy the messages from X to Y (inclusive; default: the
+    current end) into SINK, keeping value, key, headers and, where the sink can, the
+    original timestamp. --pace original/Nx keeps the original spacing (N times faster).
+
+    SOURCE -g GROUP --from X: rewind (or advance) the group so it reads again from X. The
+    plan (current -> new position, messages affected) is shown and confirmed on a
+    terminal; --yes applies it without asking, --dry-run only shows it. Kafka groups must
+    have no live members.
+
+    \b
+    Examples:
+      evrelay replay redis:orders kafka:orders-replay --from -2h --to -1h
+      evrelay replay kafka:orders file:incident.jsonl --from 2026-11-22T10:00:00Z --to 2026-11-22T10:05:00Z
+      evrelay replay kafka:orders -g billing --from -1h --yes
+    """
+    session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
+    start = parse_position_option(from_, "--from")
+    stop = parse_position_option(to, "--to")
+    assert start is not None
+    if group and sink:
+        raise UsageError("give SINK (copy a range) or -g GROUP (move a group), not both")
+    if group:
+        if to is not None:
+            raise UsageError("--to does not apply when moving a group (-g); the group moves to --from")
+        _move_group(session, source, group, start, dry_run=dry_run, yes=yes, output=output)
+        return
+    if sink is None:
+        raise UsageError("replay needs a SINK to copy into, or -g GROUP to move a group")
+    _copy_range(session, source, sink, start, stop, pace=pace, dry_run=dry_run, output=output, template=template)
+
+
+def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: str, dry_run: bool, output, template) -> None:
+    import contextlib
+
+    from evrelay.backends.base import Capability, ReadSpec
+    from evrelay.cli.tail import required_capabilities
+    from evrelay.output import make_writer
+    from evrelay.relay import Pacer, Relay, parse_pace
+
+    try:
+        speed = parse_pace(pace)
+    except ValueError as exc:
+        raise UsageError(f"--pace: {exc}") from None
+    src = session.address(source)
+    dst = session.address(sink)
+    writer = make_writer(output, template) if dry_run else None
+    with contextlib.ExitStack() as stack:
+        src_backend = stack.enter_context(session.backend(src))
+        spec = ReadSpec(stream=src.require_stream(src_backend.stream_noun), start=start, stop=stop)
+        src_backend.require(*required_capabilities(spec, follow=False), command="replay")
+        producer = None
+        if not dry_run:
+            dst_backend = stack.enter_context(session.backend(dst))
+            dst_backend.require(Capability.PUBLISH, command="replay")
+            if not dst_backend.supports(Capability.KEEP_TIMESTAMP):
+                session.debug(f"{dst_backend.name} does not keep timestamps; the copies get new ones")
+            producer = stack.enter_context(dst_backend.producer(dst.require_stream(dst_backend.stream_noun)))
+        reader = stack.enter_context(src_backend.consumer(spec))
+        stop_flag = stack.enter_context(StopFlag())
+        relay = Relay(
+            reader,
+            producer,
+            sink_label=dst.display,
+            emit=writer.write if writer is not None else None,
+            provenance=False,
+            ack=False,
+            stop=stop_flag,
+            warn=session.warn,
+            pacer=Pacer(speed, stop_flag),
+        )
+        stats = relay.run()
+    verb = "would replay" if dry_run else "replayed"
+    session.info(f"{verb} {stats.delivered} message(s) from {src.display} ({start} .. {stop or 'end'}) to {dst.display} in {stats.elapsed:.1f}s")
+    if stop_flag.signal is not None:
+        from evrelay.errors import Interrupted
+
+        raise Interrupted(f"interrupted after {stats.delivered} message(s)")
+
+
+def _move_group(session: Session, source: str, group: str, target, *, dry_run: bool, yes: bool, output) -> None:
+    from evrelay.backends.base import Capability
+    from evrelay.output import record_mode, write_records
+
+    mode = record_mode(output)
+    src = session.address(source)
+    with session.backend(src) as backend:
+        backend.require(Capability.GROUP_SEEK, command="replay -g")
+        stream = src.require_stream(backend.stream_noun)
+        plan = backend.plan_group_seek(stream, group, target)
+        rows = [asdict(step) for step in plan.steps]
+        columns = [("partition", "PARTITION"), ("current", "CURRENT"), ("new", "NEW"), ("affected", "MESSAGES AGAIN (+) / SKIPPED (-)")]
+        write_records(rows, columns, mode, title=f"move group {group!r} on {src.display} to {target}")
+        if dry_run:
+            session.info("dry run: nothing changed")
+            return
+        if not yes:
+            if not sys.stdin.isatty():
+                raise UsageError("refusing to move the group without confirmation: stdin is not a terminal; add --yes")
+            if not typer.confirm(f"Move group {group!r}?", default=False, err=True):
+                raise EvrelayError("not moved (declined)")
+        backend.apply_group_seek(plan)
+    total = sum(step.affected or 0 for step in plan.steps)
+    session.info(f"moved group {group!r} on {src.display} to {target}: {total:+d} message(s) to be delivered again")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("replay", no_args_is_help=True)(replay)
