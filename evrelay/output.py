@@ -56,7 +56,9 @@ class JsonWriter(MessageWriter):
 
 class RawWriter(MessageWriter):
     def render(self, messages: Sequence[Message]) -> bytes:
-        return b"".join([m.value + b"\n" for m in messages])
+        if not messages:
+            return b""
+        return b"\n".join([m.value for m in messages]) + b"\n"
 
 
 def _text(data: bytes | None) -> str:

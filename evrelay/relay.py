@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from evrelay.backends.base import Consumer, DeliveryFailure, Message, Producer, StopReason
 from evrelay.errors import BackendUnavailable, DeliveryFailed
@@ -162,44 +162,68 @@ class Relay:
     # --- the loop ----------------------------------------------------------------------
 
     def run(self, *, limit: int | None = None, idle_timeout: float | None = None, window: int = 1000) -> RelayStats:
+        """Relay until stopped, `limit` messages, the end of a non-follow source, or
+        `idle_timeout` seconds without a message.
+
+        One window is with the sink while the next is read from the source: send k, read
+        k+1, confirm and ack k, send k+1. The window read ahead is not sent before k is
+        confirmed, so a crash repeats at most one window in the sink; what was read ahead
+        is unacked and simply read again."""
         stats = self.stats
-        next_claim = time.monotonic() + self.claim_every
-        idle_since = time.monotonic()
-        while True:
-            if self.stop():
-                stats.stop_reason = StopReason.STOPPED
-                break
-            if limit is not None and stats.read >= limit:
-                stats.stop_reason = StopReason.LIMIT
-                break
-            if self.consumer.exhausted:
-                stats.stop_reason = StopReason.END_OF_DATA
-                break
-            if idle_timeout is not None and time.monotonic() - idle_since >= idle_timeout:
-                stats.stop_reason = StopReason.IDLE
-                break
-            want = window if limit is None else min(window, limit - stats.read)
-            try:
-                batch: list[Message] = []
-                if self.claim_idle_ms is not None and time.monotonic() >= next_claim:
-                    next_claim = time.monotonic() + self.claim_every
-                    batch = self.consumer.claim_idle(self.claim_idle_ms, want)
-                    if batch:
-                        self.warn(f"took over {len(batch)} message(s) left pending by another consumer")
-                if not batch:
-                    batch = self._read(want)
+        self._next_claim = time.monotonic() + self.claim_every
+        self._idle_since = time.monotonic()
+        overlap = self.pacer.speed is None
+        in_flight: tuple[list[Message], list[Message], bool] | None = None
+        try:
+            while True:
+                reason = self._end_reason(limit, idle_timeout)
+                batch = [] if reason else self._next_batch(limit, window)
+                if in_flight is not None:
+                    self._complete(*in_flight)
+                    in_flight = None
                 if batch:
-                    idle_since = time.monotonic()
-                    if stats.first_read_at is None:
-                        stats.first_read_at = idle_since
-                    stats.read += len(batch)
-                    self._handle(batch)
-                    stats.last_done_at = time.monotonic()
-            except Abandoned:
-                stats.stop_reason = StopReason.STOPPED
-                break
-            self._report_progress()
+                    if overlap:
+                        in_flight = self._start(batch)
+                    else:
+                        for chunk in self.pacer.chunks(batch):
+                            started = self._start(chunk)
+                            if started is not None:
+                                self._complete(*started)
+                elif reason:
+                    stats.stop_reason = reason
+                    break
+                self._report_progress()
+        except Abandoned:
+            stats.stop_reason = StopReason.STOPPED
         return stats
+
+    def _end_reason(self, limit: int | None, idle_timeout: float | None) -> StopReason | None:
+        if self.stop():
+            return StopReason.STOPPED
+        if limit is not None and self.stats.read >= limit:
+            return StopReason.LIMIT
+        if self.consumer.exhausted:
+            return StopReason.END_OF_DATA
+        if idle_timeout is not None and time.monotonic() - self._idle_since >= idle_timeout:
+            return StopReason.IDLE
+        return None
+
+    def _next_batch(self, limit: int | None, window: int) -> list[Message]:
+        want = window if limit is None else min(window, limit - self.stats.read)
+        batch: list[Message] = []
+        if self.claim_idle_ms is not None and time.monotonic() >= self._next_claim:
+            self._next_claim = time.monotonic() + self.claim_every
+            batch = self.consumer.claim_idle(self.claim_idle_ms, want)
+            if batch:
+                self.warn(f"took over {len(batch)} message(s) left pending by another consumer")
+        if not batch:
+            batch = self._read(want)
+        if batch:
+            self._idle_since = time.monotonic()
+            if self.stats.first_read_at is None:
+                self.stats.first_read_at = self._idle_since
+            self.stats.read += len(batch)
+        return batch
 
     def _read(self, want: int) -> list[Message]:
         try:
@@ -216,17 +240,37 @@ class Relay:
 
     # --- one window --------------------------------------------------------------------
 
-    def _handle(self, batch: list[Message]) -> None:
-        for chunk in self.pacer.chunks(batch):
-            self._handle_chunk(chunk)
-
-    def _handle_chunk(self, batch: list[Message]) -> None:
+    def _start(self, batch: list[Message]) -> tuple[list[Message], list[Message], bool] | None:
+        """Hand a window to the sink without waiting: (batch, what was sent, sent?).
+        A dry run shows it instead, and there is nothing to complete."""
+        provenance = self.provenance
+        outgoing = [
+            Message(
+                m.value,
+                m.key,
+                [*m.headers, (PROVENANCE_HEADER, m.position.coordinates.encode())]
+                if provenance and m.position is not None
+                else list(m.headers),
+                m.timestamp,
+            )
+            for m in batch
+        ]
         if self.sink is None:
             if self.emit is not None:
-                self.emit([self._outgoing(m) for m in batch])
+                self.emit(outgoing)
             self.stats.delivered += len(batch)
-            return
-        safe, poison = self._deliver(batch)
+            self.stats.last_done_at = time.monotonic()
+            return None
+        try:
+            self.sink.send(outgoing)
+            sent = True
+        except BackendUnavailable:
+            sent = False  # _complete() waits out the outage and sends again
+        return batch, outgoing, sent
+
+    def _complete(self, batch: list[Message], outgoing: list[Message], sent: bool) -> None:
+        """Confirm a window (retrying, dead-lettering), then ack it at the source."""
+        safe, poison = self._deliver(batch, outgoing, sent)
         if self.ack and safe:
             self.consumer.ack(safe)
             self.stats.acked += len(safe)
@@ -234,6 +278,7 @@ class Relay:
                 position = message.position
                 if position is not None:
                     self.stats.last_positions[(position.stream, position.partition)] = position.coordinates
+        self.stats.last_done_at = time.monotonic()
         if poison is not None:
             message, failure = poison
             where = message.position.coordinates if message.position else "a message"
@@ -246,22 +291,19 @@ class Relay:
                 delivered=self.stats.delivered,
             )
 
-    def _outgoing(self, message: Message) -> Message:
-        headers = list(message.headers)
-        if self.provenance and message.position is not None:
-            headers.append((PROVENANCE_HEADER, message.position.coordinates.encode()))
-        return replace(message, headers=headers, position=None, receipt=None)
-
-    def _deliver(self, batch: list[Message]) -> tuple[list[Message], tuple[Message, DeliveryFailure] | None]:
-        """Send until every message is delivered or dead-lettered; returns the messages
-        safe to ack and, when one was rejected for good with no dead-letter, that one
-        (then only the messages before it are safe)."""
+    def _deliver(
+        self, batch: list[Message], outgoing: list[Message], sent: bool
+    ) -> tuple[list[Message], tuple[Message, DeliveryFailure] | None]:
+        """Until every message is delivered or dead-lettered; returns the messages safe to
+        ack and, when one was rejected for good with no dead-letter, that one (then only
+        the messages before it are safe)."""
         assert self.sink is not None
-        outgoing = [self._outgoing(m) for m in batch]
         waiting = list(range(len(batch)))
         rejected: dict[int, DeliveryFailure] = {}
+        already_sent = sent
         while waiting:
-            failures = self._send_and_confirm(self.sink, [outgoing[i] for i in waiting], "sink")
+            failures = self._send_and_confirm(self.sink, [outgoing[i] for i in waiting], "sink", already_sent=already_sent)
+            already_sent = False
             self.backoff.reset()
             retry = []
             failed_ids = {id(f.message): f for f in failures}
@@ -283,9 +325,11 @@ class Relay:
             first = min(rejected)
             return batch[:first], (batch[first], rejected[first])
         letters = [
-            replace(
-                outgoing[i],
-                headers=[*outgoing[i].headers, (ERROR_HEADER, rejected[i].reason.encode()), (SINK_HEADER, self.sink_label.encode())],
+            Message(
+                outgoing[i].value,
+                outgoing[i].key,
+                [*outgoing[i].headers, (ERROR_HEADER, rejected[i].reason.encode()), (SINK_HEADER, self.sink_label.encode())],
+                outgoing[i].timestamp,
             )
             for i in sorted(rejected)
         ]
@@ -305,11 +349,16 @@ class Relay:
         self.warn(f"{len(rejected)} message(s) rejected by {self.sink_label} went to the dead-letter address")
         return batch, None
 
-    def _send_and_confirm(self, producer: Producer, messages: list[Message], role: str) -> list[DeliveryFailure]:
-        """Send, then flush until every message is resolved; BackendUnavailable is waited out."""
+    def _send_and_confirm(
+        self, producer: Producer, messages: list[Message], role: str, *, already_sent: bool = False
+    ) -> list[DeliveryFailure]:
+        """Send (unless already sent), then flush until every message is resolved;
+        BackendUnavailable is waited out and everything unconfirmed sent again."""
         while True:
             try:
-                producer.send(messages)
+                if not already_sent:
+                    producer.send(messages)
+                already_sent = False
                 report = producer.flush(self.confirm_timeout)
                 failures = list(report.failures)
                 stop_deadline: float | None = None

@@ -227,6 +227,6 @@ def test_tail_follow_stops_cleanly_on_sigterm_and_sigint():
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         time.sleep(1.5)
         proc.send_signal(signum)
-        out, err = proc.communicate(timeout=15)
+        _, err = proc.communicate(timeout=15)
         assert proc.returncode == code, err
         assert b"Traceback" not in err

@@ -224,3 +224,14 @@ def test_publish_flushes_and_reports_on_ctrl_c(kafka_server, topic):
     assert proc.returncode == 130, err
     assert b"500 message(s) were published" in err
     assert len(consume_directly(kafka_server.bootstrap, topic, 500)) == 500
+
+
+def test_options_librdkafka_rejects_are_a_config_error(kafka_server):
+    Path("evrelay.toml").write_text(
+        f'[profiles.k]\nbackend = "kafka"\nbootstrap_servers = "{kafka_server.bootstrap}"\n'
+        '[profiles.k.options]\n"fetch.max.bytes" = 10\n"no.such.setting" = 1\n'
+    )
+    for args in (["tail", "k:x"], ["publish", "k:x", "v"]):
+        run = evrelay(*args)
+        assert run.returncode == 2, run.err
+        assert "librdkafka rejected the Kafka options" in run.err and "Traceback" not in run.err

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from evrelay.envelope import Message, Position
+from evrelay.envelope import Headers, Message, Position
 from evrelay.errors import AddressError, ProducerTimeout, UnsupportedError
 from evrelay.positions import Beginning, StreamPosition
 
@@ -213,6 +213,12 @@ class Producer(ABC):
     @abstractmethod
     def send(self, messages: Sequence[Message]) -> None:
         """Queue messages for delivery (it may start sending at once)."""
+
+    def send_values(self, values: Sequence[bytes], key: bytes | None = None, headers: Headers | None = None) -> None:
+        """Queue plain values sharing one key and header set (publish's line input),
+        confirmed by flush() like send(); a failure then names the value, not a source
+        message. Backends override it to skip building a Message per value."""
+        self.send([Message(value, key, list(headers or ())) for value in values])
 
     @abstractmethod
     def flush(self, timeout: float | None = None) -> DeliveryReport:

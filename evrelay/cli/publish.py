@@ -32,62 +32,69 @@ INPUT_MODES = ("lines", "json", "raw")
 BATCH_SIZE = 2000
 
 
-STALLED = None
-"""Yielded by `_messages` when stdin has nothing new for a moment: send what is queued."""
 STALL_SECONDS = 0.05
+"""How long stdin may pause before what was read is sent (so slow pipes are not held back)."""
 
 
-def _messages(
+def _value_batches(values: list[str] | None, mode: str) -> Iterator[list[bytes]]:
+    """Plain values from the arguments, or stdin one per line (empty lines skipped) or
+    whole (raw), in batches sent as soon as they are read."""
+    from evrelay.lines import STDIO, LineReader
+
+    if values:
+        yield [os.fsencode(value) for value in values]
+        return
+    if mode == "raw":
+        yield [sys.stdin.buffer.read()]
+        return
+    reader = LineReader(STDIO)
+    while not reader.drained:
+        _, lines = reader.take_lines(BATCH_SIZE, STALL_SECONDS, follow=False)
+        if lines:
+            yield [line for line in lines if line]
+
+
+def _envelope_batches(
     values: list[str] | None,
-    mode: str,
     key: bytes | None,
     headers: list[tuple[str, bytes]],
     skipped: list[str],
     skip_invalid: bool,
-) -> Iterator[Message | None]:
-    """Messages from arguments or stdin, and STALLED whenever stdin pauses;
-    InputError naming the line of a bad one."""
-    from evrelay.envelope import EnvelopeError, Message, decode_envelope
+) -> Iterator[list[Message]]:
+    """Messages from JSON envelopes (arguments or stdin lines). A bad line ends the
+    iteration with InputError naming it, after the batch of good lines before it."""
+    from evrelay.envelope import EnvelopeError, decode_envelope
     from evrelay.lines import STDIO, LineReader
 
-    def build(number: int, data: bytes, where: str) -> Message | None:
-        if mode == "json":
+    def convert(first: int, lines: list[bytes], where: str) -> Iterator[list[Message]]:
+        batch: list[Message] = []
+        for number, line in enumerate(lines, first):
+            if not line.strip():
+                continue
             try:
-                message = decode_envelope(data)
+                message = decode_envelope(line)
             except EnvelopeError as exc:
                 if skip_invalid:
                     skipped.append(f"{where} {number}: {exc}")
-                    return None
+                    continue
+                yield batch
                 raise InputError(f"{where} {number}: {exc}") from None
             message.position = None
             if key is not None:
                 message.key = key
             if headers:
                 message.headers = message.headers + headers
-            return message
-        return Message(data, key, list(headers))
+            batch.append(message)
+        yield batch
 
     if values:
-        for number, value in enumerate(values, 1):
-            message = build(number, os.fsencode(value), "argument")
-            if message is not None:
-                yield message
-        return
-    if mode == "raw":
-        yield Message(sys.stdin.buffer.read(), key, list(headers))
+        yield from convert(1, [os.fsencode(v) for v in values], "argument")
         return
     reader = LineReader(STDIO)
     while not reader.drained:
-        item = reader.next_line(STALL_SECONDS, follow=False)
-        if item is None:
-            yield STALLED
-            continue
-        number, line = item
-        if not line or (mode == "json" and not line.strip()):
-            continue
-        message = build(number, line, "stdin line")
-        if message is not None:
-            yield message
+        first, lines = reader.take_lines(BATCH_SIZE, STALL_SECONDS, follow=False)
+        if lines:
+            yield from convert(first, lines, "stdin line")
 
 
 def publish(
@@ -130,22 +137,21 @@ def publish(
             queued = 0
             input_error: InputError | None = None
             interrupted = False
-            batch: list[Message] = []
             try:
-                for message in _messages(values, input_mode, key_bytes, headers, skipped, skip_invalid):
-                    if message is not STALLED:
-                        batch.append(message)
-                    if batch and (message is STALLED or len(batch) >= BATCH_SIZE):
-                        producer.send(batch)
-                        queued += len(batch)
-                        batch = []
+                if input_mode == "json":
+                    for batch in _envelope_batches(values, key_bytes, headers, skipped, skip_invalid):
+                        if batch:
+                            producer.send(batch)
+                            queued += len(batch)
+                else:
+                    for plain in _value_batches(values, input_mode):
+                        if plain:
+                            producer.send_values(plain, key_bytes, headers)
+                            queued += len(plain)
             except InputError as exc:
                 input_error = exc
             except KeyboardInterrupt:
                 interrupted = True
-            if batch:
-                producer.send(batch)
-                queued += len(batch)
             report = producer.flush(session.timeout)
     elapsed = time.perf_counter() - started
     for line in skipped:

@@ -143,7 +143,7 @@ def tail(
             # cleanly: acks done, group left (a Kafka group is free to move at once).
             with StopFlag() as stop:
                 for batch in reader.batches(
-                    limit=limit, deadline=deadline, idle_timeout=idle_seconds, batch_size=500, should_stop=stop
+                    limit=limit, deadline=deadline, idle_timeout=idle_seconds, batch_size=500 if group_name else 5000, should_stop=stop
                 ):
                     writer.write(batch)
                     received += len(batch)

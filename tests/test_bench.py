@@ -1,0 +1,24 @@
+"""The README's benchmark command keeps working (a tiny run: correctness, not speed)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+@pytest.mark.kafka
+@pytest.mark.redis
+@pytest.mark.slow
+def test_benchmark_runs_and_reports_every_measure():
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--messages", "2000", "--repeat", "1", "--memory-messages", "20000"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for measure in ("publish to Kafka", "tail from Kafka", "publish to Redis", "bridge Kafka → Redis",
+                    "`evrelay --version`", "`evrelay tail --help`", "peak RSS"):
+        assert measure in proc.stdout, proc.stdout
