@@ -75,7 +75,7 @@ def test_max_len_trims_oldest(tmp_path):
 
 
 def test_ids_stay_monotonic_when_the_clock_goes_back(tmp_path, monkeypatch):
-    import evrelay.backends.local as local
+    import evrelay.backends.local.producer as local
 
     with LocalBackend({"path": str(tmp_path / "c.db")}) as backend:
         monkeypatch.setattr(local, "now_ms", lambda: 2_000_000_000_000)

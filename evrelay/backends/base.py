@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from evrelay.envelope import Headers, Message, Position
-from evrelay.errors import AddressError, ProducerTimeout, UnsupportedError
+from evrelay.errors import AddressError, ConfigError, ProducerTimeout, UnsupportedError
 from evrelay.positions import Beginning, StreamPosition
 
 __all__ = [
@@ -349,6 +349,20 @@ class Backend(ABC):
     def __init__(self, options: Mapping[str, Any], settings: BackendSettings | None = None) -> None:
         self.options = dict(options)
         self.settings = settings or BackendSettings()
+
+    # --- profile options ------------------------------------------------------------------
+
+    def positive_int_option(self, name: str) -> int | None:
+        value = self.options.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ConfigError(f"{self.name} option {name} must be a positive integer, not {value!r}")
+        return value
+
+    def table_option(self, name: str, what: str) -> dict[str, Any]:
+        value = self.options.get(name) or {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{self.name} option {name!r} must be a table of {what}")
+        return {str(k): v for k, v in value.items()}
 
     # --- life cycle --------------------------------------------------------------------
 

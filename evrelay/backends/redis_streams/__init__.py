@@ -29,20 +29,15 @@ Options
 
 from __future__ import annotations
 
-import collections
 import time
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-import orjson
-
 from evrelay.backends.base import (
     Backend,
     Capability,
     Consumer,
-    DeliveryFailure,
-    DeliveryReport,
     GroupInfo,
     GroupLag,
     GroupSeekPlan,
@@ -55,6 +50,12 @@ from evrelay.backends.base import (
     Producer,
     ReadSpec,
     StreamInfo,
+)
+from evrelay.backends.redis_streams.fields import (
+    decode_fields,
+    format_stream_id,
+    id_before,
+    parse_stream_id,
 )
 from evrelay.config import mask_url
 from evrelay.errors import (
@@ -78,78 +79,8 @@ from evrelay.positions import (
     StreamPosition,
 )
 
-VALUE_FIELD = b"value"
-KEY_FIELD = b"key"
-HEADER_PREFIX = b"h:"
-MAX_SEQ = 18446744073709551615
 # The raw commands whose replies must keep duplicate field names (redis-py turns them into dicts).
 _RAW_REPLIES = ("XRANGE", "XREVRANGE", "XREAD", "XREADGROUP", "XAUTOCLAIM", "XCLAIM", "XPENDING", "XINFO GROUPS", "XINFO STREAM")
-
-
-def parse_stream_id(raw: bytes | str) -> tuple[int, int]:
-    text = raw.decode() if isinstance(raw, bytes) else raw
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def format_stream_id(ms: int, seq: int) -> str:
-    return f"{ms}-{seq}"
-
-
-def id_before(ms: int, seq: int) -> str:
-    """The ID just before ms-seq: XGROUP CREATE/SETID name the last *delivered* ID."""
-    if seq > 0:
-        return f"{ms}-{seq - 1}"
-    if ms > 0:
-        return f"{ms - 1}-{MAX_SEQ}"
-    return "0-0"
-
-
-def encode_fields(message: Message) -> list[bytes | str]:
-    fields: list[bytes | str] = [VALUE_FIELD, message.value]
-    if message.key is not None:
-        fields += [KEY_FIELD, message.key]
-    for name, value in message.headers:
-        fields += [HEADER_PREFIX + name.encode("utf-8"), value]
-    return fields
-
-
-def _json_text(value: bytes) -> Any:
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        import base64
-
-        return {"b64": base64.b64encode(value).decode("ascii")}
-
-
-def decode_fields(fields: list[bytes]) -> tuple[bytes, bytes | None, list[tuple[str, bytes]]]:
-    """(value, key, headers) from an entry's flat [name, value, ...] field list."""
-    names = fields[0::2]
-    if names and names[0] == VALUE_FIELD:
-        key: bytes | None = None
-        headers: list[tuple[str, bytes]] = []
-        ours = True
-        for index in range(2, len(fields), 2):
-            name = fields[index]
-            if name == KEY_FIELD and index == 2:
-                key = fields[index + 1]
-            elif name.startswith(HEADER_PREFIX):
-                try:
-                    headers.append((name[2:].decode("utf-8"), fields[index + 1]))
-                except UnicodeDecodeError:
-                    ours = False
-                    break
-            else:
-                ours = False
-                break
-        if ours:
-            return fields[1], key, headers
-    # Written by another program: all its fields, readably, as JSON.
-    pairs = [(fields[i].decode("utf-8", "replace"), _json_text(fields[i + 1])) for i in range(0, len(fields) - 1, 2)]
-    if len({name for name, _ in pairs}) == len(pairs):
-        return orjson.dumps(dict(pairs)), None, []
-    return orjson.dumps([list(pair) for pair in pairs]), None, []
 
 
 class RedisStreamsBackend(Backend):
@@ -179,14 +110,8 @@ class RedisStreamsBackend(Backend):
         if not url or not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("a redis profile needs url = \"redis://[user:password@]host:port[/db]\" (rediss:// for TLS)")
         self.url = url
-        max_len = self.options.get("max_len")
-        if max_len is not None and (not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1):
-            raise ConfigError(f"redis option max_len must be a positive integer, not {max_len!r}")
-        self.max_len: int | None = max_len
-        extra = self.options.get("options") or {}
-        if not isinstance(extra, dict):
-            raise ConfigError("redis 'options' must be a table of redis-py connection settings")
-        self.client_options = dict(extra)
+        self.max_len = self.positive_int_option("max_len")
+        self.client_options = self.table_option("options", "redis-py connection settings")
         self._client: Any = None
 
     @classmethod
@@ -355,11 +280,15 @@ class RedisStreamsBackend(Backend):
     # --- producing and consuming -------------------------------------------------------------
 
     def producer(self, stream: str) -> Producer:
+        from evrelay.backends.redis_streams.producer import RedisProducer
+
         return RedisProducer(self, stream)
 
     def consumer(self, spec: ReadSpec) -> Consumer:
         if spec.partitions:
             raise UnsupportedError("Redis streams have no partitions (--partition)")
+        from evrelay.backends.redis_streams.consumers import RedisConsumer, RedisGroupConsumer
+
         if spec.group:
             return RedisGroupConsumer(self, spec)
         if not spec.follow or self.key_type(spec.stream) not in ("none", "stream"):
@@ -513,306 +442,3 @@ class RedisStreamsBackend(Backend):
         info = self.stream_summary(stream)
         info.groups = self.group_infos(stream)
         return info
-
-
-def _bulk(data: bytes) -> bytes:
-    return b"$%d\r\n%s\r\n" % (len(data), data)
-
-
-class RedisProducer(Producer):
-    """Pipelined XADD. send() writes one packed batch of commands on a connection of its
-    own; flush() reads the replies, one per message, which are the confirmations. Writing
-    before reading lets a relay prepare its next batch while Redis works on this one; at
-    most MAX_UNCONFIRMED replies are left unread, so an endless publish stays bounded.
-
-    The RESP encoding is done here (the XADD prefix once, two bulk strings per field)
-    rather than by redis-py's pipeline, whose per-command bookkeeping costs more than the
-    server's work (measured: ~4x slower for 300k XADDs)."""
-
-    MAX_UNCONFIRMED = 20000
-
-    def __init__(self, backend: RedisStreamsBackend, stream: str) -> None:
-        self.backend = backend
-        self.stream = stream
-        self._report = DeliveryReport()
-        backend.open()
-        trim = [b"MAXLEN", b"~", str(backend.max_len).encode()] if backend.max_len else []
-        prefix = [b"XADD", stream.encode("utf-8"), *trim, b"*"]
-        self._prefix_len = len(prefix)
-        self._prefix = b"".join(_bulk(part) for part in prefix) + _bulk(VALUE_FIELD)
-        self._value_command = b"*%d\r\n" % (self._prefix_len + 2) + self._prefix
-        self._header_names: dict[str, bytes] = {}
-        self._conn: Any = None
-        # Batches written but not yet confirmed: (messages, or plain values), in order.
-        self._unconfirmed: collections.deque[Sequence[Message] | Sequence[bytes]] = collections.deque()
-        self._unconfirmed_count = 0
-
-    def _connection(self) -> Any:
-        if self._conn is None:
-            pool = self.backend.client.connection_pool
-            try:
-                self._conn = self.backend.call(pool.get_connection, what="connecting")
-            except TypeError:  # redis-py < 6 wants a command name
-                self._conn = self.backend.call(pool.get_connection, "XADD", what="connecting")
-        return self._conn
-
-    def _drop_connection(self) -> None:
-        # Outcomes read before the failure are superseded: the caller sends it all again.
-        self._report = DeliveryReport()
-        self._unconfirmed.clear()
-        self._unconfirmed_count = 0
-        if self._conn is not None:
-            self._conn.disconnect()
-            self.backend.client.connection_pool.release(self._conn)
-            self._conn = None
-
-    def _command(self, message: Message) -> bytes:
-        """One XADD in RESP, in the field layout of encode_fields()."""
-        value = message.value
-        key = message.key
-        headers = message.headers
-        if key is None and not headers:
-            return self._value_command + b"$%d\r\n%s\r\n" % (len(value), value)
-        parts = [b"$%d\r\n%s\r\n" % (len(value), value)]
-        if key is not None:
-            parts.append(b"$3\r\nkey\r\n$%d\r\n%s\r\n" % (len(key), key))
-        names = self._header_names
-        for name, header in headers:
-            encoded = names.get(name)
-            if encoded is None:
-                encoded = names[name] = _bulk(HEADER_PREFIX + name.encode("utf-8"))
-            parts.append(encoded + b"$%d\r\n%s\r\n" % (len(header), header))
-        return b"*%d\r\n" % (self._prefix_len + 2 * len(parts)) + self._prefix + b"".join(parts)
-
-    def send(self, messages: Sequence[Message]) -> None:
-        if messages:
-            self._write(b"".join([self._command(m) for m in messages]), messages)
-
-    def send_values(self, values: Sequence[bytes], key: bytes | None = None, headers: Any = None) -> None:
-        if key is not None or headers:
-            super().send_values(values, key, headers)
-            return
-        if values:
-            head = self._value_command
-            self._write(b"".join([head + b"$%d\r\n%s\r\n" % (len(v), v) for v in values]), values)
-
-    def _write(self, payload: bytes, batch: Sequence[Message] | Sequence[bytes]) -> None:
-        import redis
-
-        if self._unconfirmed_count + len(batch) > self.MAX_UNCONFIRMED:
-            self._confirm()
-        try:
-            self._connection().send_packed_command([payload])
-        except redis.RedisError as exc:
-            self._drop_connection()
-            raise self.backend.translate(exc, f"XADD to {self.stream!r}") from None
-        self._unconfirmed.append(batch)
-        self._unconfirmed_count += len(batch)
-
-    def _confirm(self) -> None:
-        """Read the replies of everything written: successes and per-message errors."""
-        import redis
-
-        if not self._unconfirmed:
-            return
-        try:
-            replies = self._read_replies(self._unconfirmed_count)
-        except (redis.RedisError, OSError) as exc:
-            # Replies lost mid-way: the connection's state is unknown, never reuse it. What
-            # was not confirmed is reported by the exception (the caller sends it again).
-            self._drop_connection()
-            if isinstance(exc, OSError):
-                exc = redis.ConnectionError(str(exc))
-            raise self.backend.translate(exc, f"XADD to {self.stream!r}") from None
-        replies_iter = iter(replies)
-        for batch in self._unconfirmed:
-            for item in batch:
-                reply = next(replies_iter)
-                if isinstance(reply, Exception):
-                    error = self.backend.translate(reply, "XADD")
-                    failed = item if isinstance(item, Message) else Message(item)
-                    self._report.failures.append(
-                        DeliveryFailure(failed, error.message, permanent=not isinstance(error, BackendUnavailable))
-                    )
-                else:
-                    self._report.delivered += 1
-        self._unconfirmed.clear()
-        self._unconfirmed_count = 0
-
-    def _read_replies(self, count: int) -> list[Any]:
-        """`count` replies, error replies as exception objects. With hiredis, parsed in
-        bulk straight off the socket (a Python call per reply through redis-py costs
-        more than Redis's own work for an XADD); otherwise through redis-py."""
-        import redis
-
-        conn = self._conn
-        sock = getattr(conn, "_sock", None)
-        try:
-            import hiredis
-        except ImportError:
-            hiredis = None
-        if hiredis is None or sock is None:
-            replies: list[Any] = []
-            for _ in range(count):
-                try:
-                    replies.append(conn.read_response())
-                except redis.ResponseError as exc:
-                    replies.append(exc)
-            return replies
-        reader = hiredis.Reader(replyError=redis.ResponseError)
-        replies = []
-        while len(replies) < count:
-            data = sock.recv(1 << 18)
-            if not data:
-                raise redis.ConnectionError("connection closed by the server")
-            reader.feed(data)
-            while True:
-                reply = reader.gets()
-                if reply is False:
-                    break
-                replies.append(reply)
-        return replies
-
-    def flush(self, timeout: float | None = None) -> DeliveryReport:
-        self._confirm()
-        report, self._report = self._report, DeliveryReport()
-        return report
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self.backend.client.connection_pool.release(self._conn)
-            self._conn = None
-
-
-class RedisConsumer(Consumer):
-    """A plain read: XRANGE pages up to the stop ID, then (with -f) blocking XREAD."""
-
-    def __init__(self, backend: RedisStreamsBackend, spec: ReadSpec) -> None:
-        self.backend = backend
-        self.stream = spec.stream
-        self.follow = spec.follow
-        self.backlog: list[Message] = []
-        if isinstance(spec.start, Last):
-            rows = backend.command("XREVRANGE", self.stream, "+", "-", "COUNT", max(spec.start.count, 0)) if spec.start.count else []
-            self.backlog = [backend.to_message(self.stream, row) for row in reversed(rows)]
-            last = backend.last_id(self.stream)
-            self.cursor, self.inclusive = (format_stream_id(*last) if last else "0-0"), False
-        else:
-            self.cursor, self.inclusive = backend.start_id(self.stream, spec.start)
-        stop = spec.stop if spec.stop is not None else (None if spec.follow else End())
-        self.stop = backend.stop_id(self.stream, stop) if stop is not None else None
-        if self.stop is not None:
-            bound = parse_stream_id(self.stop) if "-" in self.stop else (int(self.stop), MAX_SEQ)
-            self.stop_key: tuple[int, int] | None = bound
-            self.backlog = [m for m in self.backlog if parse_stream_id(str(m.position.id)) <= bound]  # type: ignore[union-attr]
-        else:
-            self.stop_key = None
-
-    def read(self, max_messages: int, timeout: float) -> list[Message]:
-        if self.backlog:
-            out, self.backlog = self.backlog[:max_messages], self.backlog[max_messages:]
-            return out
-        if self.exhausted:
-            return []
-        rows = self._range(max_messages)
-        if not rows and self.follow and (self.stop_key is None or parse_stream_id(self._cursor_id()) < self.stop_key):
-            rows = self._block(max_messages, timeout)
-        messages = [self.backend.to_message(self.stream, row) for row in rows]
-        if self.stop_key is not None:
-            kept = [m for m in messages if parse_stream_id(str(m.position.id)) <= self.stop_key]  # type: ignore[union-attr]
-            if len(kept) < len(messages):
-                self.exhausted = True
-            messages = kept
-        if rows:
-            self.cursor, self.inclusive = rows[-1][0].decode(), False
-        if not rows and not self.follow:
-            self.exhausted = True
-        return messages
-
-    def _cursor_id(self) -> str:
-        return self.cursor if self.cursor != "-" else "0-0"
-
-    def _range(self, count: int) -> list[Any]:
-        start = self.cursor if self.inclusive else f"({self.cursor}"
-        end = self.stop if self.stop is not None else "+"
-        if self.cursor == "-":
-            start = "-"
-        return self.backend.command("XRANGE", self.stream, start, end, "COUNT", count)
-
-    def _block(self, count: int, timeout: float) -> list[Any]:
-        cursor = self._cursor_id() if not self.inclusive else id_before(*parse_stream_id(self._cursor_id()))
-        reply = self.backend.command(
-            "XREAD", "COUNT", count, "BLOCK", max(int(timeout * 1000), 1), "STREAMS", self.stream, cursor
-        )
-        if not reply:
-            return []
-        return reply[0][1]
-
-
-class RedisGroupConsumer(Consumer):
-    """XREADGROUP: own pending entries first (from 0), then new ones (`>`); XACK on ack."""
-
-    def __init__(self, backend: RedisStreamsBackend, spec: ReadSpec) -> None:
-        self.backend = backend
-        self.stream = spec.stream
-        self.group = spec.group or ""
-        self.consumer = spec.consumer_name or "evrelay"
-        self.follow = spec.follow
-        if spec.stop is not None:
-            raise UnsupportedError("--to is not supported with a consumer group; use -n or --idle-timeout")
-        self.created = backend.create_group(self.stream, self.group, spec.start)
-        self.pending_cursor: str | None = "0-0"
-
-    def _xreadgroup(self, cursor: str, count: int, block_ms: int | None) -> list[Any]:
-        args: list[Any] = ["XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count]
-        if block_ms is not None:
-            args += ["BLOCK", block_ms]
-        args += ["STREAMS", self.stream, cursor]
-        try:
-            reply = self.backend.command(*args, what=f"reading as group {self.group!r}")
-        except NotFoundError:
-            raise NotFoundError(
-                f"consumer group {self.group!r} on Redis stream {self.stream!r} no longer exists "
-                f"(was the server restarted without persistence, or the stream deleted?); "
-                "not recreating it, which could skip data: create it again with `evrelay tail -g GROUP --from ...`"
-            ) from None
-        return reply[0][1] if reply else []
-
-    def read(self, max_messages: int, timeout: float) -> list[Message]:
-        if self.exhausted:
-            return []
-        if self.pending_cursor is not None:
-            rows = self._xreadgroup(self.pending_cursor, max_messages, None)
-            if rows:
-                self.pending_cursor = rows[-1][0].decode()
-                gone = [row[0].decode() for row in rows if row[1] is None]
-                if gone:
-                    # Trimmed away while pending: nothing left to deliver, so clear them.
-                    self.backend.settings.warn(
-                        f"redis: {len(gone)} pending entr(ies) of group {self.group!r} were deleted from the stream; acking them"
-                    )
-                    self.backend.command("XACK", self.stream, self.group, *gone)
-                messages = [self.backend.to_message(self.stream, row, self) for row in rows if row[1] is not None]
-                if messages:
-                    return messages
-            else:
-                self.pending_cursor = None
-        rows = self._xreadgroup(">", max_messages, max(int(timeout * 1000), 1) if self.follow else None)
-        if not rows and not self.follow:
-            self.exhausted = True
-        return [self.backend.to_message(self.stream, row, self) for row in rows]
-
-    def ack(self, messages: Sequence[Message]) -> None:
-        ids = [str(m.position.id) for m in messages if m.position is not None]
-        if ids:
-            self.backend.command("XACK", self.stream, self.group, *ids, what=f"acking for group {self.group!r}")
-
-    def claim_idle(self, min_idle_ms: int, count: int) -> list[Message]:
-        claimed = self.backend.claim(self.stream, self.group, self.consumer, min_idle_ms=min_idle_ms, count=count)
-        for message in claimed:
-            message.receipt = self
-        return claimed
-
-    def reject(self, messages: Sequence[Message]) -> None:
-        """Redis has no negative ack: the entries stay pending for this consumer, which
-        re-reads them on its next start, or another consumer claims them (XAUTOCLAIM)."""

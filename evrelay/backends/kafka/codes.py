@@ -1,0 +1,66 @@
+"""Shared by the Kafka backend's modules: special offsets, error-code classes, logging."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from evrelay.errors import UsageError
+from evrelay.positions import EntryId, StreamPosition
+
+OFFSET_BEGINNING = -2
+OFFSET_END = -1
+OFFSET_INVALID = -1001
+
+# Transient delivery errors: sending again later can succeed (outages, timeouts, leader moves).
+TRANSIENT_CODES = {
+    "_MSG_TIMED_OUT",
+    "_TIMED_OUT",
+    "_TRANSPORT",
+    "_ALL_BROKERS_DOWN",
+    "_RESOLVE",
+    "_PURGE_QUEUE",
+    "_PURGE_INFLIGHT",
+    "REQUEST_TIMED_OUT",
+    "NOT_LEADER_FOR_PARTITION",
+    "NOT_LEADER_OR_FOLLOWER",
+    "LEADER_NOT_AVAILABLE",
+    "NOT_ENOUGH_REPLICAS",
+    "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
+    "NETWORK_EXCEPTION",
+    "COORDINATOR_NOT_AVAILABLE",
+    "_QUEUE_FULL",
+}
+ACTIVE_GROUP_STATES = {"stable", "preparing_rebalance", "completing_rebalance"}
+AUTH_CODES = {
+    "_AUTHENTICATION",
+    "SASL_AUTHENTICATION_FAILED",
+    "TOPIC_AUTHORIZATION_FAILED",
+    "GROUP_AUTHORIZATION_FAILED",
+    "CLUSTER_AUTHORIZATION_FAILED",
+    "_SSL",
+}
+
+
+def client_logger(verbose: bool) -> logging.Logger:
+    """librdkafka logs through this logger: to stderr with -v, nowhere otherwise."""
+    logger = logging.getLogger("evrelay.librdkafka")
+    logger.propagate = False
+    if not logger.handlers:
+        handler: logging.Handler = logging.StreamHandler() if verbose else logging.NullHandler()
+        handler.setFormatter(logging.Formatter("librdkafka: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.CRITICAL + 1)
+    return logger
+
+
+def error_name(err: Any) -> str:
+    try:
+        return err.name()
+    except Exception:
+        return str(err)
+
+
+def refuse_entry_id(position: StreamPosition) -> None:
+    if isinstance(position, EntryId):
+        raise UsageError(f"{position} is a stream ID; Kafka positions are offsets (42) or PARTITION:OFFSET (0:42)")

@@ -1,0 +1,163 @@
+"""Redis consumers: XRANGE/XREAD for plain reads, XREADGROUP for consumer groups."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from evrelay.backends.base import (
+    Consumer,
+    Message,
+    ReadSpec,
+)
+from evrelay.backends.redis_streams.fields import (
+    MAX_SEQ,
+    format_stream_id,
+    id_before,
+    parse_stream_id,
+)
+from evrelay.errors import (
+    NotFoundError,
+    UnsupportedError,
+)
+from evrelay.positions import (
+    End,
+    Last,
+)
+
+if TYPE_CHECKING:
+    from evrelay.backends.redis_streams import RedisStreamsBackend
+
+
+class RedisConsumer(Consumer):
+    """A plain read: XRANGE pages up to the stop ID, then (with -f) blocking XREAD."""
+
+    def __init__(self, backend: RedisStreamsBackend, spec: ReadSpec) -> None:
+        self.backend = backend
+        self.stream = spec.stream
+        self.follow = spec.follow
+        self.backlog: list[Message] = []
+        if isinstance(spec.start, Last):
+            rows = backend.command("XREVRANGE", self.stream, "+", "-", "COUNT", max(spec.start.count, 0)) if spec.start.count else []
+            self.backlog = [backend.to_message(self.stream, row) for row in reversed(rows)]
+            last = backend.last_id(self.stream)
+            self.cursor, self.inclusive = (format_stream_id(*last) if last else "0-0"), False
+        else:
+            self.cursor, self.inclusive = backend.start_id(self.stream, spec.start)
+        stop = spec.stop if spec.stop is not None else (None if spec.follow else End())
+        self.stop = backend.stop_id(self.stream, stop) if stop is not None else None
+        if self.stop is not None:
+            bound = parse_stream_id(self.stop) if "-" in self.stop else (int(self.stop), MAX_SEQ)
+            self.stop_key: tuple[int, int] | None = bound
+            self.backlog = [m for m in self.backlog if parse_stream_id(str(m.position.id)) <= bound]  # type: ignore[union-attr]
+        else:
+            self.stop_key = None
+
+    def read(self, max_messages: int, timeout: float) -> list[Message]:
+        if self.backlog:
+            out, self.backlog = self.backlog[:max_messages], self.backlog[max_messages:]
+            return out
+        if self.exhausted:
+            return []
+        rows = self._range(max_messages)
+        if not rows and self.follow and (self.stop_key is None or parse_stream_id(self._cursor_id()) < self.stop_key):
+            rows = self._block(max_messages, timeout)
+        messages = [self.backend.to_message(self.stream, row) for row in rows]
+        if self.stop_key is not None:
+            kept = [m for m in messages if parse_stream_id(str(m.position.id)) <= self.stop_key]  # type: ignore[union-attr]
+            if len(kept) < len(messages):
+                self.exhausted = True
+            messages = kept
+        if rows:
+            self.cursor, self.inclusive = rows[-1][0].decode(), False
+        if not rows and not self.follow:
+            self.exhausted = True
+        return messages
+
+    def _cursor_id(self) -> str:
+        return self.cursor if self.cursor != "-" else "0-0"
+
+    def _range(self, count: int) -> list[Any]:
+        start = self.cursor if self.inclusive else f"({self.cursor}"
+        end = self.stop if self.stop is not None else "+"
+        if self.cursor == "-":
+            start = "-"
+        return self.backend.command("XRANGE", self.stream, start, end, "COUNT", count)
+
+    def _block(self, count: int, timeout: float) -> list[Any]:
+        cursor = self._cursor_id() if not self.inclusive else id_before(*parse_stream_id(self._cursor_id()))
+        reply = self.backend.command(
+            "XREAD", "COUNT", count, "BLOCK", max(int(timeout * 1000), 1), "STREAMS", self.stream, cursor
+        )
+        if not reply:
+            return []
+        return reply[0][1]
+
+
+class RedisGroupConsumer(Consumer):
+    """XREADGROUP: own pending entries first (from 0), then new ones (`>`); XACK on ack."""
+
+    def __init__(self, backend: RedisStreamsBackend, spec: ReadSpec) -> None:
+        self.backend = backend
+        self.stream = spec.stream
+        self.group = spec.group or ""
+        self.consumer = spec.consumer_name or "evrelay"
+        self.follow = spec.follow
+        if spec.stop is not None:
+            raise UnsupportedError("--to is not supported with a consumer group; use -n or --idle-timeout")
+        self.created = backend.create_group(self.stream, self.group, spec.start)
+        self.pending_cursor: str | None = "0-0"
+
+    def _xreadgroup(self, cursor: str, count: int, block_ms: int | None) -> list[Any]:
+        args: list[Any] = ["XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count]
+        if block_ms is not None:
+            args += ["BLOCK", block_ms]
+        args += ["STREAMS", self.stream, cursor]
+        try:
+            reply = self.backend.command(*args, what=f"reading as group {self.group!r}")
+        except NotFoundError:
+            raise NotFoundError(
+                f"consumer group {self.group!r} on Redis stream {self.stream!r} no longer exists "
+                f"(was the server restarted without persistence, or the stream deleted?); "
+                "not recreating it, which could skip data: create it again with `evrelay tail -g GROUP --from ...`"
+            ) from None
+        return reply[0][1] if reply else []
+
+    def read(self, max_messages: int, timeout: float) -> list[Message]:
+        if self.exhausted:
+            return []
+        if self.pending_cursor is not None:
+            rows = self._xreadgroup(self.pending_cursor, max_messages, None)
+            if rows:
+                self.pending_cursor = rows[-1][0].decode()
+                gone = [row[0].decode() for row in rows if row[1] is None]
+                if gone:
+                    # Trimmed away while pending: nothing left to deliver, so clear them.
+                    self.backend.settings.warn(
+                        f"redis: {len(gone)} pending entr(ies) of group {self.group!r} were deleted from the stream; acking them"
+                    )
+                    self.backend.command("XACK", self.stream, self.group, *gone)
+                messages = [self.backend.to_message(self.stream, row, self) for row in rows if row[1] is not None]
+                if messages:
+                    return messages
+            else:
+                self.pending_cursor = None
+        rows = self._xreadgroup(">", max_messages, max(int(timeout * 1000), 1) if self.follow else None)
+        if not rows and not self.follow:
+            self.exhausted = True
+        return [self.backend.to_message(self.stream, row, self) for row in rows]
+
+    def ack(self, messages: Sequence[Message]) -> None:
+        ids = [str(m.position.id) for m in messages if m.position is not None]
+        if ids:
+            self.backend.command("XACK", self.stream, self.group, *ids, what=f"acking for group {self.group!r}")
+
+    def claim_idle(self, min_idle_ms: int, count: int) -> list[Message]:
+        claimed = self.backend.claim(self.stream, self.group, self.consumer, min_idle_ms=min_idle_ms, count=count)
+        for message in claimed:
+            message.receipt = self
+        return claimed
+
+    def reject(self, messages: Sequence[Message]) -> None:
+        """Redis has no negative ack: the entries stay pending for this consumer, which
+        re-reads them on its next start, or another consumer claims them (XAUTOCLAIM)."""
