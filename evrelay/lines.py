@@ -81,7 +81,10 @@ class LineReader:
             ready, _, _ = select.select([self.fd], [], [], timeout)
             if not ready:
                 return
-        chunk = os.read(self.fd, _CHUNK)
+        try:
+            chunk = os.read(self.fd, _CHUNK)
+        except OSError as exc:
+            raise BackendUnavailable(f"reading {self.path} failed: {exc.strerror}") from None
         self.lines, self.index = [], 0
         if not chunk:
             self.eof = True

@@ -230,3 +230,13 @@ def test_tail_follow_stops_cleanly_on_sigterm_and_sigint():
         _, err = proc.communicate(timeout=15)
         assert proc.returncode == code, err
         assert b"Traceback" not in err
+
+
+def test_file_addresses_that_cannot_work_are_clear_errors(tmp_path):
+    directory = evrelay("tail", f"file:{tmp_path}")
+    assert directory.returncode == 2 and "is a directory" in directory.err
+    evrelay("publish", "fsrc", "x")
+    unwritable = evrelay("bridge", "fsrc", f"file:{tmp_path}/missing/dir/out.jsonl", "--idle-timeout", "1s")
+    assert unwritable.returncode == 3 and "cannot open" in unwritable.err
+    for run in (directory, unwritable):
+        assert "Traceback" not in run.err and "internal error" not in run.err

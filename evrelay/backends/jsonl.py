@@ -79,6 +79,8 @@ class JsonlBackend(Backend):
         path = spec.stream or self.path
         if path != STDIO and not os.path.exists(path):
             raise NotFoundError(f"file {path} does not exist")
+        if path != STDIO and os.path.isdir(path):
+            raise UsageError(f"{path} is a directory, not a JSONL file")
         return JsonlConsumer(path, spec)
 
 
@@ -87,6 +89,7 @@ class JsonlProducer(Producer):
         self.path = path
         self._report = DeliveryReport()
         self._file: IO[bytes] | None = None
+        self._target()  # a file that cannot be opened is reported now, before anything is read
 
     def _target(self) -> IO[bytes]:
         if self._file is None:
