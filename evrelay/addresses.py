@@ -93,7 +93,7 @@ def resolve_address(text: str, config: Config, *, profile: str | None = None) ->
 def _from_profile(text: str, config: Config, name: str, stream: str | None) -> Address:
     profile = config.profile(name)
     where = config.where(profile)
-    options = profile.resolved_options(where.rsplit(": profile", 1)[0])
+    options = profile.resolved_options(where)
     return Address(
         text,
         profile.backend,

@@ -82,12 +82,13 @@ def masked(value: Any, key: str = "") -> Any:
     return value
 
 
-def interpolate(value: Any, where: str) -> Any:
-    """Resolve `${VAR}` in strings (recursively); raises ConfigError for unset variables."""
+def interpolate(value: Any, where: str, key: str = "") -> Any:
+    """Resolve `${VAR}` in strings (recursively); raises ConfigError for unset variables,
+    naming `where` (file, line, profile) and the key."""
     if isinstance(value, dict):
-        return {k: interpolate(v, f"{where}.{k}") for k, v in value.items()}
+        return {k: interpolate(v, where, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [interpolate(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [interpolate(v, where, f"{key}[{i}]") for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 
@@ -96,7 +97,7 @@ def interpolate(value: Any, where: str) -> Any:
         if escaped:
             return "${" + name + "}"
         if name not in os.environ:
-            raise ConfigError(f"{where} refers to ${{{name}}}, which is not set in the environment")
+            raise ConfigError(f"{where}: {key or 'a value'} refers to ${{{name}}}, which is not set in the environment")
         return os.environ[name]
 
     return _VAR.sub(replace, value)
@@ -114,8 +115,9 @@ class Profile:
     line: int | None = None
     implicit: bool = False
 
-    def resolved_options(self, source: str) -> dict[str, Any]:
-        return interpolate(self.options, f"{source}: profile {self.name!r}")
+    def resolved_options(self, where: str) -> dict[str, Any]:
+        """Options with ${VAR} resolved; `where` (file, line, profile) prefixes errors."""
+        return interpolate(self.options, where)
 
 
 @dataclass(slots=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -75,9 +74,6 @@ class Message:
     def reject(self) -> None:
         if self.receipt is not None:
             self.receipt.reject([self])
-
-    def same_content(self, other: Message) -> bool:
-        return self.value == other.value and self.key == other.key and self.headers == other.headers
 
 
 class EnvelopeError(ValueError):
@@ -236,6 +232,3 @@ def decode_envelope(line: bytes | str) -> Message:
         raise EnvelopeError(f"not valid JSON ({exc})") from None
     return message_from_envelope(obj)
 
-
-def encode_envelopes(messages: Sequence[Message]) -> bytes:
-    return b"".join(encode_envelope(m) for m in messages)

@@ -142,13 +142,3 @@ def parse_position(text: str, *, now: int | None = None) -> StreamPosition:
             raise ValueError(str(exc)) from None
     raise ValueError(f"{text!r} is not a position; use {POSITION_FORMS}")
 
-
-def entry_id_bounds(position: StreamPosition) -> tuple[int, int] | None:
-    """For stream-ID backends: the (ms, seq) a position names, or None for symbolic ones."""
-    if isinstance(position, EntryId):
-        return position.parts
-    if isinstance(position, Offset):
-        return position.offset, 0
-    if isinstance(position, AtTime):
-        return position.ms, 0
-    return None

@@ -104,7 +104,7 @@ def test_env_interpolation(monkeypatch):
     with pytest.raises(ConfigError, match=r"\$\{DB_DIR\}, which is not set"):
         resolve_address("p", load_config())
     config = parse_config('[profiles.p]\nbackend = "local"\npath = "$${LITERAL}"\n', None)
-    assert config.profiles["p"].resolved_options("x")["path"] == "${LITERAL}"
+    assert config.profiles["p"].resolved_options("profile 'p'")["path"] == "${LITERAL}"
 
 
 @pytest.mark.parametrize(

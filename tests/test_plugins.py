@@ -47,7 +47,6 @@ class MemoBackend(Backend):
     name = "memo"
     capabilities = frozenset({Capability.PUBLISH, Capability.READ})
     option_names = frozenset({"dir"})
-    url_schemes = ("memo",)
 
     @classmethod
     def options_from_url(cls, url):

@@ -201,3 +201,25 @@ def test_refused_credentials_exit_3_and_never_print_the_password(redis_server, r
     assert run.stdout == b"ok\n", run.err
     shown = evrelay("config", "show", "r", env={"RPW": "right-password"})
     assert "right-password" not in shown.out + shown.err
+
+
+def test_the_fast_xadd_encoder_writes_the_documented_field_layout(redis_server):
+    """RedisProducer encodes XADD itself for speed; it must say exactly what
+    encode_fields() (the documented mapping) says, binary and duplicates included."""
+    from evrelay.backends.redis_streams.fields import encode_fields
+    from evrelay.envelope import Message
+
+    def resp(*parts: bytes) -> bytes:
+        return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+
+    backend = RedisStreamsBackend({"url": redis_server.url, "max_len": 50}, BackendSettings())
+    with backend:
+        producer = backend.producer("layout")
+        for message in (
+            Message(b"v"),
+            Message(b"\xff\x00", b"\xfe", [("a", b"1"), ("a", b"\x80"), ("\u00e9", b"")]),
+            Message(b"", None, [("only", b"header")]),
+        ):
+            fields = [f if isinstance(f, bytes) else f.encode() for f in encode_fields(message)]
+            assert producer._command(message) == resp(b"XADD", b"layout", b"MAXLEN", b"~", b"50", b"*", *fields)
+        producer.close()

@@ -334,17 +334,15 @@ class Consumer(ABC):
 class Backend(ABC):
     """One connection to one backend, opened from a profile's options.
 
-    Subclasses set `name`, `capabilities`, `option_names` (the profile keys they accept),
-    and, when addresses like `scheme://...` should reach them, `url_schemes` and
-    `options_from_url`.
+    Subclasses set `name`, `capabilities` and `option_names` (the profile keys they
+    accept); `options_from_url` when `NAME://...` addresses should reach them (the URL
+    scheme is the name they are registered under).
     """
 
     name: ClassVar[str]
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     option_names: ClassVar[frozenset[str]] = frozenset()
-    secret_options: ClassVar[frozenset[str]] = frozenset()
     stream_noun: ClassVar[str] = "stream"
-    url_schemes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: Mapping[str, Any], settings: BackendSettings | None = None) -> None:
         self.options = dict(options)

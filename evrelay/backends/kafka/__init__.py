@@ -77,7 +77,6 @@ from evrelay.positions import (
 class KafkaBackend(Backend):
     name = "kafka"
     stream_noun = "topic"
-    url_schemes = ("kafka",)
     option_names = frozenset({"bootstrap_servers", "options"})
     capabilities = frozenset(
         {

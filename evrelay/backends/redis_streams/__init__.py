@@ -86,9 +86,7 @@ _RAW_REPLIES = ("XRANGE", "XREVRANGE", "XREAD", "XREADGROUP", "XAUTOCLAIM", "XCL
 class RedisStreamsBackend(Backend):
     name = "redis"
     stream_noun = "stream"
-    url_schemes = ("redis", "rediss")
     option_names = frozenset({"url", "max_len", "options"})
-    secret_options = frozenset({"url"})
     capabilities = frozenset(
         {
             Capability.PUBLISH,
