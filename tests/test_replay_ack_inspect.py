@@ -245,3 +245,11 @@ def test_ls_info_groups(config, kafka_server):
     table = evrelay("groups", f"r:{stream}", "-o", "table")
     assert "readers" in table.out and "PENDING" in table.out
     assert evrelay("info", "file:x.jsonl").returncode == 2  # files have no inspection
+
+
+def test_health_never_echoes_a_password_from_a_url():
+    for mode in ("json", "table"):
+        run = evrelay("health", "redis://me:s3cret-pw@127.0.0.1:1/0", "--timeout", "1s", "-o", mode)
+        assert run.returncode == 3
+        assert "s3cret-pw" not in run.out + run.err
+        assert "********" in run.out

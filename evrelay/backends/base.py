@@ -39,6 +39,7 @@ __all__ = [
     "DeliveryReport",
     "GroupInfo",
     "GroupLag",
+    "GroupReader",
     "GroupSeekPlan",
     "GroupSeekStep",
     "Health",
@@ -329,6 +330,27 @@ class Consumer(ABC):
                 received += len(batch)
                 last_arrival = time.monotonic()
                 yield batch
+
+
+class GroupReader(Consumer):
+    """A group consumer whose acks and claims are the backend's own `ack` and `claim`
+    (Redis, local): subclasses set backend, stream, group and consumer."""
+
+    backend: Backend
+    stream: str
+    group: str
+    consumer: str
+
+    def ack(self, messages: Sequence[Message]) -> None:
+        positions = [m.position for m in messages if m.position is not None]
+        if positions:
+            self.backend.ack(self.stream, self.group, positions)
+
+    def claim_idle(self, min_idle_ms: int, count: int) -> list[Message]:
+        claimed = self.backend.claim(self.stream, self.group, self.consumer, min_idle_ms=min_idle_ms, count=count)
+        for message in claimed:
+            message.receipt = self
+        return claimed
 
 
 class Backend(ABC):

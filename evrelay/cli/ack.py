@@ -147,6 +147,8 @@ def ack(
                 writer.write(claimed)
             session.info(f"claimed {len(claimed)} message(s) pending for {min_idle} or more, now owned by {name!r}")
             return
+        if not ids and sys.stdin.isatty():
+            raise UsageError("give message IDs, or pipe JSON envelopes in (e.g. from `evrelay tail ... -g GROUP --no-ack -o json`)")
         positions = positions_from_ids(ids, backend.name, stream) if ids else positions_from_stdin(backend.name, stream)
         acked = backend.ack(stream, group_name, positions) if positions else 0
     session.info(f"acked {acked} of {len(positions)} message(s) for group {group_name!r} on {target.display}")

@@ -217,6 +217,7 @@ def health(
             return Health(False, exc.message)
 
     results = {name: check(target) for name, target in targets}
+    shown = {name: target.display for name, target in targets}
     while deadline is not None and not all(r.healthy for r in results.values()) and time.monotonic() < deadline:
         time.sleep(min(0.5, max(deadline - time.monotonic(), 0)))
         for name, target in targets:
@@ -224,7 +225,7 @@ def health(
                 results[name] = check(target)
     rows = [
         {
-            "profile": name,
+            "profile": target.display,  # a URL argument may carry a password
             "backend": target.backend,
             "healthy": results[name].healthy,
             "latency_ms": round(results[name].latency_ms, 1) if results[name].latency_ms is not None else None,
@@ -233,7 +234,7 @@ def health(
         for name, target in targets
     ]
     write_records(rows, [("profile", "PROFILE"), ("backend", "BACKEND"), ("healthy", "HEALTHY"), ("latency_ms", "MS"), ("detail", "DETAIL")], mode)
-    unhealthy = [name for name, result in results.items() if not result.healthy]
+    unhealthy = [shown[name] for name, result in results.items() if not result.healthy]
     if unhealthy:
         if deadline is not None:
             raise ExpectationFailed(f"still not healthy after --wait {wait}: {', '.join(unhealthy)}")

@@ -39,6 +39,19 @@ if TYPE_CHECKING:
     from evrelay.backends.kafka import KafkaBackend
 
 
+def record_to_message(record: Any, topic: str, receipt: Consumer | None) -> Message:
+    """A confluent-kafka record as a Message (a null value or header value is empty bytes)."""
+    headers = record.headers()
+    return Message(
+        record.value() or b"",
+        record.key(),
+        [(name, value if value is not None else b"") for name, value in headers] if headers else [],
+        record.timestamp()[1],
+        Position("kafka", topic, record.offset(), record.partition()),
+        receipt,
+    )
+
+
 class _PartitionState:
     __slots__ = ("done", "max_offset", "max_time", "min_offset", "min_time", "skip_until_eof")
 
@@ -111,17 +124,7 @@ class _KafkaReader(Consumer):
                 ):
                     self._finish(partition)
                     continue
-            headers = record.headers()
-            out.append(
-                Message(
-                    record.value() or b"",
-                    record.key(),
-                    [(name, value if value is not None else b"") for name, value in headers] if headers else [],
-                    timestamp,
-                    Position("kafka", topic, offset, partition),
-                    receipt,
-                )
-            )
+            out.append(record_to_message(record, topic, receipt))
             if state is not None and state.max_offset is not None and offset >= state.max_offset:
                 self._finish(partition)
         return out
@@ -140,27 +143,15 @@ class _KafkaReader(Consumer):
         )
 
     def _convert_plain(self, raw: list[Any], receipt: Consumer | None) -> list[Message]:
-        """The common case, no partition filters active: the per-message hot loop of tail
-        and bridge, kept to attribute calls and one allocation per object."""
+        """The common case, no partition filters active: the hot loop of tail and bridge."""
         topic = self.topic
         out: list[Message] = []
-        append = out.append
         for record in raw:
             error = record.error()
-            if error is not None:
+            if error is None:
+                out.append(record_to_message(record, topic, receipt))
+            else:
                 self._on_error(record, error)
-                continue
-            headers = record.headers()
-            append(
-                Message(
-                    record.value() or b"",
-                    record.key(),
-                    [(name, value if value is not None else b"") for name, value in headers] if headers else [],
-                    record.timestamp()[1],
-                    Position("kafka", topic, record.offset(), record.partition()),
-                    receipt,
-                )
-            )
         return out
 
     def _on_error(self, record: Any, error: Any) -> None:

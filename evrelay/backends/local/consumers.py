@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from evrelay.backends.base import (
     Consumer,
+    GroupReader,
     Message,
     ReadSpec,
 )
@@ -87,7 +88,7 @@ class LocalConsumer(Consumer):
         return rows
 
 
-class LocalGroupConsumer(Consumer):
+class LocalGroupConsumer(GroupReader):
     """A consumer-group read: own pending entries first, then new ones, each handed out once."""
 
     def __init__(self, backend: LocalBackend, spec: ReadSpec) -> None:
@@ -169,16 +170,6 @@ class LocalGroupConsumer(Consumer):
         if len(rows) < limit and not self.spec.follow and not self.recovering:
             self.exhausted = True
         return rows
-
-    def ack(self, messages: Sequence[Message]) -> None:
-        if messages:
-            self.backend.ack(self.stream, self.group, [m.position for m in messages if m.position is not None])
-
-    def claim_idle(self, min_idle_ms: int, count: int) -> list[Message]:
-        claimed = self.backend.claim(self.stream, self.group, self.consumer, min_idle_ms=min_idle_ms, count=count)
-        for message in claimed:
-            message.receipt = self
-        return claimed
 
     def reject(self, messages: Sequence[Message]) -> None:
         if not messages:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from evrelay.backends.base import (
     Consumer,
+    GroupReader,
     Message,
     ReadSpec,
 )
@@ -94,7 +95,7 @@ class RedisConsumer(Consumer):
         return reply[0][1]
 
 
-class RedisGroupConsumer(Consumer):
+class RedisGroupConsumer(GroupReader):
     """XREADGROUP: own pending entries first (from 0), then new ones (`>`); XACK on ack."""
 
     def __init__(self, backend: RedisStreamsBackend, spec: ReadSpec) -> None:
@@ -146,17 +147,6 @@ class RedisGroupConsumer(Consumer):
         if not rows and not self.follow:
             self.exhausted = True
         return [self.backend.to_message(self.stream, row, self) for row in rows]
-
-    def ack(self, messages: Sequence[Message]) -> None:
-        ids = [str(m.position.id) for m in messages if m.position is not None]
-        if ids:
-            self.backend.command("XACK", self.stream, self.group, *ids, what=f"acking for group {self.group!r}")
-
-    def claim_idle(self, min_idle_ms: int, count: int) -> list[Message]:
-        claimed = self.backend.claim(self.stream, self.group, self.consumer, min_idle_ms=min_idle_ms, count=count)
-        for message in claimed:
-            message.receipt = self
-        return claimed
 
     def reject(self, messages: Sequence[Message]) -> None:
         """Redis has no negative ack: the entries stay pending for this consumer, which
