@@ -9,6 +9,7 @@ machine needs nothing started by hand.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -178,10 +179,12 @@ def nats_binary() -> str:
 
 
 class NatsServer(Server):
-    """nats-server with JetStream, its store in a temporary directory (kept across restart())."""
+    """nats-server with JetStream, its store in a temporary directory (kept across restart());
+    with `user` and `password`, clients must log in."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, user: str | None = None, password: str | None = None) -> None:
         self.binary = nats_binary()
+        self.user, self.password = user, password
         self.dir = tempfile.mkdtemp(prefix="evrelay-nats-")
         super().__init__()
 
@@ -190,7 +193,10 @@ class NatsServer(Server):
         return f"nats://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        return [self.binary, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", self.dir]
+        cmd = [self.binary, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", self.dir]
+        if self.user is not None:
+            cmd += ["--user", self.user, "--pass", self.password or ""]
+        return cmd
 
     def start(self) -> NatsServer:
         super().start()
@@ -200,7 +206,9 @@ class NatsServer(Server):
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
                     sock.recv(4096)
-                    sock.sendall(b'CONNECT {"verbose":false,"headers":true,"no_responders":true}\r\n'
+                    login = {"user": self.user, "pass": self.password} if self.user is not None else {}
+                    connect = {"verbose": False, "headers": True, "no_responders": True, **login}
+                    sock.sendall(b"CONNECT " + json.dumps(connect).encode() + b"\r\n"
                                  b"SUB _probe 1\r\nPUB $JS.API.INFO _probe 0\r\n\r\nPING\r\n")
                     reply = b""
                     while b"MSG _probe" not in reply and b"HMSG _probe" not in reply:

@@ -74,6 +74,7 @@ class NatsConnection:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
         self.nc: Any = None
+        self.last_error: Exception | None = None
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -102,6 +103,11 @@ class NatsConnection:
             # it (URL included) on stderr; evrelay reports failures itself, as one line.
             return None
 
+        async def remember(error: Exception) -> None:
+            # A refused login reaches only this callback; connect() then fails with
+            # "no servers", so the reason is kept for the message.
+            self.last_error = error
+
         async def connect() -> Any:
             return await nats.connect(
                 servers=[self.url],
@@ -110,7 +116,7 @@ class NatsConnection:
                 allow_reconnect=True,
                 max_reconnect_attempts=5,
                 reconnect_time_wait=0.5,
-                error_cb=quiet,
+                error_cb=remember,
                 disconnected_cb=quiet,
                 reconnected_cb=quiet,
                 closed_cb=quiet,
@@ -127,7 +133,7 @@ class NatsConnection:
             raise self.connect_error(exc) from None
 
     def connect_error(self, exc: Exception) -> EvrelayError:
-        text = f"{type(exc).__name__}: {exc}".lower()
+        text = f"{type(exc).__name__}: {exc} {type(self.last_error).__name__}: {self.last_error}".lower()
         if "authoriz" in text or "authentication" in text or "permission" in text:
             return BackendUnavailable(f"NATS at {self.where} refused the credentials")
         if isinstance(exc, TypeError):
