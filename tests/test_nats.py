@@ -406,3 +406,17 @@ def test_tricky_messages_round_trip_byte_exact_through_every_backend(request, na
 
     back = [decode_envelope(line) for line in evrelay("tail", last, "-o", "json").lines()]
     assert [(m.value, m.key, m.headers) for m in back] == [(m.value, m.key, m.headers) for m in AWKWARD]
+
+
+def test_group_names_nats_does_not_allow_still_work(address, tmp_path):
+    """A bridge's default group (`evrelay-bridge-file-copy.jsonl`) or `-g team.billing`
+    contain dots, which JetStream consumer names may not: they map to a durable name."""
+    assert evrelay("publish", address, "a", "b").returncode == 0
+    assert evrelay("tail", address, "-g", "team.billing", "-n", "1", "-o", "raw").out == "a\n"
+    assert [g["name"] for g in envelopes(evrelay("groups", address, "-o", "json"))] == ["team.billing"]
+    lag = envelopes(evrelay("lag", address, "-g", "team.billing", "-o", "json"))
+    assert lag[0]["lag"] == 1
+    copy = tmp_path / "copy.jsonl"
+    run = evrelay("bridge", address, f"file:{copy}", "--idle-timeout", "1s")
+    assert run.returncode == 0, run.err
+    assert [json.loads(line)["value"] for line in copy.read_text().splitlines()] == ["a", "b"]

@@ -33,6 +33,7 @@ Options
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import Sequence
@@ -70,6 +71,7 @@ from evrelay.timestamps import format_ms, parse_duration_seconds, parse_rfc3339
 
 # Stream and consumer names: no white space, dots, wildcards or path separators.
 _NAME = re.compile(r"[^\s.*>/\\]+")
+_DISALLOWED = re.compile(r"[\s.*>/\\]")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -78,6 +80,25 @@ def valid_name(name: str, what: str) -> str:
     if not _NAME.fullmatch(name) or len(name) > 255:
         raise UsageError(f"{name!r} is not a valid NATS {what} name (no spaces, dots, '*', '>' or slashes)")
     return name
+
+
+def durable_name(group: str) -> str:
+    """The JetStream consumer name of a group: the group name itself when NATS allows it;
+    otherwise (`evrelay-bridge-file-copy.jsonl`) its disallowed characters become `_`,
+    plus a short hash of the name so that two groups never share a consumer."""
+    if _NAME.fullmatch(group) and len(group) <= 200:
+        return group
+    digest = hashlib.sha1(group.encode("utf-8")).hexdigest()[:8]
+    return f"{_DISALLOWED.sub('_', group)[:180]}-{digest}"
+
+
+GROUP_DESCRIPTION = "evrelay group: "
+
+
+def group_name(info: dict[str, Any]) -> str:
+    """The group a durable consumer serves (see durable_name)."""
+    description = info.get("config", {}).get("description") or ""
+    return description[len(GROUP_DESCRIPTION) :] if description.startswith(GROUP_DESCRIPTION) else info["name"]
 
 
 def ms_from_rfc3339(text: str | None) -> int | None:
@@ -345,22 +366,23 @@ class NatsBackend(Backend):
 
     def create_group(self, stream: str, group: str, start: StreamPosition) -> bool:
         """Create the durable consumer when missing; True when this call created it."""
-        valid_name(group, "consumer group")
-        if self.conn.consumer_info(stream, group) is not None:
+        name = durable_name(group)
+        if self.conn.consumer_info(stream, name) is not None:
             return False
-        config = self.group_config(group, self.deliver_config(stream, start))
+        config = self.group_config(name, self.deliver_config(stream, start))
+        if name != group:
+            config["description"] = GROUP_DESCRIPTION + group
         try:
-            self.conn.call(f"CONSUMER.DURABLE.CREATE.{stream}.{group}", {"stream_name": stream, "config": config})
+            self.conn.call(f"CONSUMER.DURABLE.CREATE.{stream}.{name}", {"stream_name": stream, "config": config})
         except JetStreamError:
-            if self.conn.consumer_info(stream, group) is not None:
+            if self.conn.consumer_info(stream, name) is not None:
                 return False  # another reader created it at the same moment
             raise
         return True
 
     def group_consumer_info(self, stream: str, group: str) -> dict[str, Any]:
         valid_name(stream, "stream")
-        valid_name(group, "consumer group")
-        info = self.conn.consumer_info(stream, group)
+        info = self.conn.consumer_info(stream, durable_name(group))
         if info is None:
             raise NotFoundError(f"group {group!r} does not exist on NATS stream {stream!r}")
         return info
@@ -385,7 +407,7 @@ class NatsBackend(Backend):
     def group_infos(self, stream: str) -> list[GroupInfo]:
         return [
             GroupInfo(
-                info["name"],
+                group_name(info),
                 None,
                 int(info.get("num_ack_pending", 0)),
                 int(info.get("num_pending", 0)),
@@ -428,7 +450,7 @@ class NatsBackend(Backend):
     async def _ack_sequences(self, stream: str, group: str, sequences: list[int]) -> None:
         nc = self.conn.nc
         for seq in sequences:
-            await nc.publish(f"$JS.ACK.{stream}.{group}.1.{seq}.{seq}.{time.time_ns()}.0", b"+ACK")
+            await nc.publish(f"$JS.ACK.{stream}.{durable_name(group)}.1.{seq}.{seq}.{time.time_ns()}.0", b"+ACK")
         await nc.flush(self.settings.timeout)
 
     def claim(self, stream: str, group: str, consumer: str, *, min_idle_ms: int, count: int = 100) -> list[Message]:
@@ -445,7 +467,7 @@ class NatsBackend(Backend):
                 f"NATS redelivers a message only after the group's ack_wait ({ack_wait_ms / 1000:g}s); "
                 "messages pending for less than that cannot be claimed yet"
             )
-        session = PullSession(self.conn, stream, group)
+        session = PullSession(self.conn, stream, durable_name(group))
         claimed: list[Message] = []
         try:
             self.conn.run(session.start())
@@ -507,9 +529,10 @@ class NatsBackend(Backend):
         for field in ("opt_start_seq", "opt_start_time"):
             config.pop(field, None)
         config.update({"deliver_policy": "by_start_sequence", "opt_start_seq": max(plan.native["start_seq"], 1)})
-        self.conn.call(f"CONSUMER.DELETE.{plan.stream}.{plan.group}", what=f"moving group {plan.group!r}")
+        name = durable_name(plan.group)
+        self.conn.call(f"CONSUMER.DELETE.{plan.stream}.{name}", what=f"moving group {plan.group!r}")
         self.conn.call(
-            f"CONSUMER.DURABLE.CREATE.{plan.stream}.{plan.group}",
+            f"CONSUMER.DURABLE.CREATE.{plan.stream}.{name}",
             {"stream_name": plan.stream, "config": config},
             what=f"moving group {plan.group!r}",
         )

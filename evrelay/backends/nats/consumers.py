@@ -273,6 +273,8 @@ class NatsGroupConsumer(Consumer):
     close() gives back what it still holds."""
 
     def __init__(self, backend: NatsBackend, spec: ReadSpec) -> None:
+        from evrelay.backends.nats import durable_name
+
         if spec.stop is not None:
             raise UnsupportedError("--to is not supported with a consumer group; use -n or --idle-timeout")
         self.backend = backend
@@ -282,7 +284,7 @@ class NatsGroupConsumer(Consumer):
         self.created = backend.create_group(self.stream, self.group, spec.start)
         info = backend.group_consumer_info(self.stream, self.group)
         ack_wait = int(info.get("config", {}).get("ack_wait", 30_000_000_000)) / 1e9
-        self.session = PullSession(backend.conn, self.stream, self.group)
+        self.session = PullSession(backend.conn, self.stream, durable_name(self.group))
         backend.conn.run(self.session.start(keep_in_progress=max(ack_wait / 3, 0.2)), what=f"joining group {self.group}")
 
     def read(self, max_messages: int, timeout: float) -> list[Message]:
