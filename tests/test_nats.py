@@ -420,3 +420,37 @@ def test_group_names_nats_does_not_allow_still_work(address, tmp_path):
     run = evrelay("bridge", address, f"file:{copy}", "--idle-timeout", "1s")
     assert run.returncode == 0, run.err
     assert [json.loads(line)["value"] for line in copy.read_text().splitlines()] == ["a", "b"]
+
+
+def test_an_unconfirmed_message_stays_pending_across_flushes_until_its_ack_comes(stream):
+    """A flush that times out must not forget what it was waiting for: the relay flushes
+    again while anything is pending and acks the source when nothing is."""
+    import signal
+
+    from evrelay.backends.base import BackendSettings, Message
+    from evrelay.backends.nats import NatsBackend
+    from evrelay.backends.nats.producer import NatsProducer
+
+    with NatsServer() as server, NatsBackend({"url": server.url, "create": True}, BackendSettings(timeout=5)) as backend:
+        producer = backend.producer(stream)
+        assert isinstance(producer, NatsProducer)
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGSTOP)
+        try:
+            producer.send([Message(b"held up")])
+            assert producer.flush(0.5).pending == 1
+            assert producer.flush(0.5).pending == 1
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+        report = producer.flush(10)
+        assert (report.delivered, report.pending, report.failures) == (1, 0, [])
+        producer.UNCONFIRMED_AFTER = 0.2
+        server.proc.send_signal(signal.SIGSTOP)
+        try:
+            producer.send([Message(b"never confirmed")])
+            time.sleep(0.3)
+            report = producer.flush(0.2)
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+        assert report.pending == 0 and len(report.failures) == 1 and not report.failures[0].permanent
+        producer.close()

@@ -75,6 +75,8 @@ class NatsConnection:
         self.thread: threading.Thread | None = None
         self.nc: Any = None
         self.last_error: Exception | None = None
+        self.reconnects = 0
+        """How many times nats-py has reconnected: what was in flight before may be lost."""
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -103,6 +105,9 @@ class NatsConnection:
             # it (URL included) on stderr; evrelay reports failures itself, as one line.
             return None
 
+        async def reconnected() -> None:
+            self.reconnects += 1
+
         async def remember(error: Exception) -> None:
             # A refused login reaches only this callback; connect() then fails with
             # "no servers", so the reason is kept for the message.
@@ -114,17 +119,21 @@ class NatsConnection:
                 name=self.name,
                 connect_timeout=min(self.timeout, 10.0),
                 allow_reconnect=True,
-                max_reconnect_attempts=5,
+                # A few attempts to connect at first (a refused login or a wrong port fails
+                # fast); once connected, unlimited (below) to ride out a server restart.
+                max_reconnect_attempts=3,
                 reconnect_time_wait=0.5,
                 error_cb=remember,
                 disconnected_cb=quiet,
-                reconnected_cb=quiet,
+                reconnected_cb=reconnected,
                 closed_cb=quiet,
                 **self.client_options,
             )
 
         try:
             self.nc = self.run(connect(), self.timeout + 5, "connecting")
+            # nats-py reads its options at every reconnect; requests time out meanwhile.
+            self.nc.options["max_reconnect_attempts"] = -1
         except BackendUnavailable:
             self.close()
             raise
@@ -152,6 +161,10 @@ class NatsConnection:
                 self.run(nc.close(), 5, "closing")
             except Exception:  # closing a broken connection must not hide the real error
                 pass
+        try:
+            self.run(self._cancel_tasks(), 5, "closing")
+        except Exception:
+            pass
         loop, self.loop = self.loop, None
         loop.call_soon_threadsafe(loop.stop)
         if self.thread is not None:
@@ -159,6 +172,15 @@ class NatsConnection:
             self.thread = None
         if not loop.is_running():
             loop.close()
+
+    @staticmethod
+    async def _cancel_tasks() -> None:
+        """End what is left on the loop (a connect still retrying), so nothing is
+        destroyed while pending when the loop stops."""
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- requests ------------------------------------------------------------------------
 

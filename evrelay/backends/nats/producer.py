@@ -3,12 +3,16 @@
 Each message goes out as a core NATS publish with a reply subject of its own under one
 inbox; the stream's acknowledgement (`{"stream": ..., "seq": ...}` or an error) arrives
 there. send() only writes; flush() waits for the acknowledgements, which are the
-confirmations evrelay reports.
+confirmations evrelay reports. A message stays pending across flushes until its
+acknowledgement comes, or until the connection was lost and re-made after it went out,
+or UNCONFIRMED_AFTER passed without one (the server may never have stored it): then it
+is a failure that sending again can fix.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,13 +27,16 @@ if TYPE_CHECKING:
 
 
 class NatsProducer(Producer):
+    UNCONFIRMED_AFTER = 30.0
+    """Seconds after which a message still not acknowledged counts as not delivered."""
+
     def __init__(self, backend: NatsBackend, stream: str, subject: str) -> None:
         self.backend = backend
         self.stream = stream
         self.subject = subject
         self.conn = backend.conn
         self.report = DeliveryReport()
-        self.waiting: dict[str, Message] = {}
+        self.waiting: dict[str, tuple[Message, float, int]] = {}
         self.counter = 0
         self.sub: Any = None
         self.inbox = ""
@@ -41,8 +48,9 @@ class NatsProducer(Producer):
         self.sub = await self.conn.nc.subscribe(self.inbox + ".*", cb=self._on_ack)
 
     async def _on_ack(self, msg: Any) -> None:
-        message = self.waiting.pop(msg.subject.rsplit(".", 1)[1], None)
-        if message is not None:
+        entry = self.waiting.pop(msg.subject.rsplit(".", 1)[1], None)
+        if entry is not None:
+            message = entry[0]
             status = (msg.headers or {}).get("Status") if not msg.data else None
             if status == "503":
                 self.report.failures.append(
@@ -76,7 +84,7 @@ class NatsProducer(Producer):
                 continue
             self.counter += 1
             token = str(self.counter)
-            self.waiting[token] = message
+            self.waiting[token] = (message, time.monotonic(), self.conn.reconnects)
             try:
                 await publish(
                     self.subject,
@@ -91,7 +99,9 @@ class NatsProducer(Producer):
                     DeliveryFailure(message, f"larger than the server's max_payload ({limit} bytes)", permanent=True)
                 )
             except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError, nats.errors.StaleConnectionError):
-                del self.waiting[token]
+                # The caller sends everything again: outcomes of this attempt are superseded.
+                self.waiting.clear()
+                self.report = DeliveryReport()
                 raise BackendUnavailable(f"lost the connection to NATS at {self.backend.where} while publishing") from None
 
     def send(self, messages: Sequence[Message]) -> None:
@@ -99,17 +109,27 @@ class NatsProducer(Producer):
 
     async def _flush(self, timeout: float) -> DeliveryReport:
         assert self.settled is not None
-        await self.conn.nc.flush(timeout)
+        # No nc.flush() here: nats-py's flusher task writes what publish() queued, and a
+        # PING round trip would only add a way to time out.
         if self.waiting:
             self.settled.clear()
             try:
                 await asyncio.wait_for(self.settled.wait(), timeout)
             except TimeoutError:
                 pass
+        expired = time.monotonic() - self.UNCONFIRMED_AFTER
+        for token, (message, sent_at, reconnects) in list(self.waiting.items()):
+            if reconnects < self.conn.reconnects:
+                reason = f"the connection to NATS at {self.backend.where} was lost before the stream acknowledged it"
+            elif sent_at < expired:
+                reason = f"not acknowledged by the stream within {self.UNCONFIRMED_AFTER:g}s"
+            else:
+                continue
+            del self.waiting[token]
+            self.report.failures.append(DeliveryFailure(message, reason, permanent=False))
         report, self.report = self.report, DeliveryReport()
+        # Still unconfirmed: reported as pending now, and counted by a later flush.
         report.pending = len(self.waiting)
-        # Confirmations that arrive after this are not counted twice.
-        self.waiting.clear()
         return report
 
     def flush(self, timeout: float | None = None) -> DeliveryReport:
