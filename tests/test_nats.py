@@ -133,6 +133,23 @@ def test_follow_from_end_sees_a_new_message_and_expect_gates(address):
     assert run.returncode == 4
 
 
+def test_follow_waits_for_a_stream_that_does_not_exist_yet(address):
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "evrelay", "tail", address, "-f", "-o", "raw", "--expect", "2", "--timeout", "30s"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )
+    time.sleep(2.0)
+    assert follower.poll() is None, follower.communicate()[1]
+    assert evrelay("publish", address, "first", "second").returncode == 0
+    out, err = follower.communicate(timeout=60)
+    assert follower.returncode == 0, err
+    assert out.split() == [b"first", b"second"]
+
+
 def test_key_headers_and_binary_survive_a_json_round_trip(address):
     lines = [
         {"value_b64": base64.b64encode(b"\xff\x00bin").decode(), "key_b64": base64.b64encode(b"\xfe").decode(),

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +25,7 @@ from evrelay.backends.base import Consumer, Message, ReadSpec
 from evrelay.backends.nats.connection import JetStreamError
 from evrelay.backends.nats.mapping import reply_metadata
 from evrelay.errors import NotFoundError, UnsupportedError
-from evrelay.positions import End
+from evrelay.positions import Beginning, End, Last
 
 if TYPE_CHECKING:
     from evrelay.backends.nats import NatsBackend
@@ -201,7 +203,19 @@ class NatsStreamConsumer(Consumer):
         self.follow = spec.follow
         self.session: PullSession | None = None
         self.last_seq = 0
-        state = backend.stream_state(self.stream)
+        self.spec = spec
+        try:
+            state = backend.stream_state(self.stream)
+        except NotFoundError:
+            if not spec.follow:
+                raise
+            # -f on a stream that does not exist yet waits for it (as with Redis).
+            self.stop_seq = self.stop_ms = None
+            return
+        self._begin(state)
+
+    def _begin(self, state: dict[str, Any]) -> None:
+        spec, backend = self.spec, self.backend
         stop = spec.stop if spec.stop is not None else (None if spec.follow else End())
         self.stop_seq, self.stop_ms = backend.stop_bound(stop, state) if stop is not None else (None, None)
         config = backend.deliver_config(self.stream, spec.start, state)
@@ -223,8 +237,20 @@ class NatsStreamConsumer(Consumer):
             raise NotFoundError(f"cannot read NATS stream {self.stream!r}: {exc.message}") from None
 
     def read(self, max_messages: int, timeout: float) -> list[Message]:
-        if self.exhausted or self.session is None:
+        if self.exhausted:
             return []
+        if self.session is None:
+            try:
+                state = self.backend.stream_state(self.stream)
+                if isinstance(self.spec.start, (End, Last)):
+                    # Waited for since before it existed: everything in it is new.
+                    self.spec = dataclasses.replace(self.spec, start=Beginning())
+                self._begin(state)
+            except NotFoundError:
+                time.sleep(min(timeout, 0.5))
+                return []
+            if self.session is None:
+                return []
         wait = timeout if self.follow else 0.0
         try:
             msgs, nothing = self.backend.conn.run(
