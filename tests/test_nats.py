@@ -227,7 +227,9 @@ def test_group_no_ack_then_ack_by_envelope_and_by_claim(address):
     first = taken.stdout.splitlines()[0] + b"\n"
     run = evrelay("ack", address, "-g", "billing", input=first)
     assert run.returncode == 0 and "acked 1 of 1" in run.err
-    # The two left unacked were given back when tail exited: a claim takes them now.
+    # The two left unacked are due for redelivery once given back by tail, or at the
+    # latest after the group's ack_wait (2s): then a claim takes them.
+    time.sleep(2.5)
     claimed = evrelay("ack", address, "-g", "billing", "--claim", "--min-idle", "2s", "-o", "json")
     assert [e["value"] for e in envelopes(claimed)] == ["b", "c"]
     assert evrelay("ack", address, "-g", "billing", "--claim", "--min-idle", "2s", "-o", "json").out == ""
@@ -448,11 +450,19 @@ def test_an_unconfirmed_message_stays_pending_across_flushes_until_its_ack_comes
     from evrelay.backends.nats import NatsBackend
     from evrelay.backends.nats.producer import NatsProducer
 
+    def freeze(server: NatsServer) -> None:
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{server.proc.pid}/stat").read_text().split(")")[-1].split()[0] != "T":
+            assert time.monotonic() < deadline, "nats-server did not stop"
+            time.sleep(0.01)
+
     with NatsServer() as server, NatsBackend({"url": server.url, "create": True}, BackendSettings(timeout=5)) as backend:
         producer = backend.producer(stream)
         assert isinstance(producer, NatsProducer)
         assert server.proc is not None
-        server.proc.send_signal(signal.SIGSTOP)
+        freeze(server)
         try:
             producer.send([Message(b"held up")])
             assert producer.flush(0.5).pending == 1
@@ -462,7 +472,7 @@ def test_an_unconfirmed_message_stays_pending_across_flushes_until_its_ack_comes
         report = producer.flush(10)
         assert (report.delivered, report.pending, report.failures) == (1, 0, [])
         producer.UNCONFIRMED_AFTER = 0.2
-        server.proc.send_signal(signal.SIGSTOP)
+        freeze(server)
         try:
             producer.send([Message(b"never confirmed")])
             time.sleep(0.3)

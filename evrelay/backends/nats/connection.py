@@ -41,6 +41,11 @@ def import_nats() -> Any:
     return nats
 
 
+def _is_refusal(error: Exception) -> bool:
+    text = f"{type(error).__name__}: {error}".lower()
+    return "authoriz" in text or "authentication" in text or "permission" in text
+
+
 class JetStreamError(EvrelayError):
     """The JetStream API answered with an error."""
 
@@ -109,9 +114,10 @@ class NatsConnection:
             self.reconnects += 1
 
         async def remember(error: Exception) -> None:
-            # A refused login reaches only this callback; connect() then fails with
-            # "no servers", so the reason is kept for the message.
-            self.last_error = error
+            # A refused login reaches only this callback (followed by other errors as the
+            # server hangs up); connect() then fails with "no servers", so it is kept.
+            if self.last_error is None or not _is_refusal(self.last_error):
+                self.last_error = error
 
         async def connect() -> Any:
             return await nats.connect(
@@ -142,8 +148,7 @@ class NatsConnection:
             raise self.connect_error(exc) from None
 
     def connect_error(self, exc: Exception) -> EvrelayError:
-        text = f"{type(exc).__name__}: {exc} {type(self.last_error).__name__}: {self.last_error}".lower()
-        if "authoriz" in text or "authentication" in text or "permission" in text:
+        if _is_refusal(exc) or (self.last_error is not None and _is_refusal(self.last_error)):
             return BackendUnavailable(f"NATS at {self.where} refused the credentials")
         if isinstance(exc, TypeError):
             return ConfigError(f"nats options: {exc}")

@@ -307,6 +307,8 @@ class NatsGroupConsumer(Consumer):
         self.stream = spec.stream
         self.group = spec.group or ""
         self.follow = spec.follow
+        # ReadSpec.release_on_close (False for `tail -g --no-ack`) where the interface has it.
+        self.release_on_close = getattr(spec, "release_on_close", True)
         self.created = backend.create_group(self.stream, self.group, spec.start)
         info = backend.group_consumer_info(self.stream, self.group)
         ack_wait = int(info.get("config", {}).get("ack_wait", 30_000_000_000)) / 1e9
@@ -356,12 +358,13 @@ class NatsGroupConsumer(Consumer):
         self.backend.conn.run(self.session.mark_in_progress())
 
     def close(self) -> None:
-        # Messages still held (not acked: --no-ack, or a relay stopping mid-window) are
-        # given back, so the next reader gets them first and at once; a reader that dies
-        # instead leaves them to JetStream's redelivery after the group's ack_wait.
+        # Messages still held (not acked: a relay stopping mid-window) are given back, so
+        # the next reader gets them first and at once, unless the read asked to keep them
+        # pending; a reader that dies leaves them to redelivery after the group's ack_wait.
         if self.backend._conn is not None:
             try:
-                self.backend.conn.run(self.session.acknowledge(list(self.session.held), b"-NAK"))
+                if self.release_on_close:
+                    self.backend.conn.run(self.session.acknowledge(list(self.session.held), b"-NAK"))
                 self.backend.conn.run(self.session.stop(), what="leaving the group")
             except Exception:
                 pass
