@@ -112,15 +112,6 @@ def redis_server():
 
 
 @pytest.fixture(scope="session")
-def nats_server():
-    from tests.servers import NatsServer
-
-    server = start_server(NatsServer)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
 def kcat():
     """The kcat command line (a client we did not write); in CI its absence fails."""
     from tests.servers import ServerUnavailable, kcat_command
@@ -131,3 +122,12 @@ def kcat():
         if _in_ci():
             pytest.fail(f"CI=true and kcat is missing: {exc}")
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def nats_server():
+    from tests.servers import NatsServer
+
+    server = start_server(NatsServer)
+    yield server
+    server.stop()
