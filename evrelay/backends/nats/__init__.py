@@ -431,9 +431,11 @@ class NatsBackend(Backend):
             )
         ]
 
-    def ack(self, stream: str, group: str, positions: Sequence[Position]) -> int:
+    def ack(self, stream: str, group: str, positions: Sequence[Position], *, force: bool = False) -> int:
         """Acks by stream sequence: JetStream matches an ack to the pending message by its
-        stream sequence (the other tokens of the ack subject are the delivery's details)."""
+        stream sequence (the other tokens of the ack subject are the delivery's details).
+        Acks are per message, so `force` (skip unacked messages, for cumulative acks) has
+        nothing to allow."""
         sequences = []
         for position in positions:
             try:
