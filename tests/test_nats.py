@@ -88,6 +88,10 @@ def test_unknown_option_and_bad_names_are_usage_errors(nats_server, address, str
     assert run.returncode == 2 and "not a valid NATS stream name" in run.err
     run = evrelay("tail", f"{nats_server.url}/{stream}", "--from", "1700000000000-0")
     assert run.returncode == 2
+    run = evrelay("tail", f"{nats_server.url}/{stream}", "--from", "stored")
+    assert run.returncode == 2 and "needs a consumer group" in run.err
+    run = evrelay("tail", f"{nats_server.url}/{stream}?max_ack_pending=lots")
+    assert run.returncode == 2 and "max_ack_pending" in run.err
 
 
 def test_tail_every_position_form(address, stream):

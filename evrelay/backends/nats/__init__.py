@@ -153,12 +153,11 @@ class NatsBackend(Backend):
         self.storage = storage
         self.ack_wait = self.seconds_option("ack_wait", 30.0)
         self.max_ack_pending = self.positive_int_option("max_ack_pending") or 100_000
-        if isinstance(self.options.get("max_ack_pending"), str):
-            self.max_ack_pending = int(self.options["max_ack_pending"])
         self.client_options = self.table_option("options", "nats-py connect() settings")
         self._conn: NatsConnection | None = None
 
     def positive_int_option(self, name: str) -> int | None:
+        # Options from an address's query string arrive as text.
         value = self.options.get(name)
         if isinstance(value, str) and value.isdigit() and int(value) > 0:
             return int(value)

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 from evrelay.backends.base import Consumer, Message, ReadSpec
 from evrelay.backends.nats.connection import JetStreamError
 from evrelay.backends.nats.mapping import reply_metadata
-from evrelay.errors import NotFoundError, UnsupportedError
-from evrelay.positions import Beginning, End, Last
+from evrelay.errors import NotFoundError, UnsupportedError, UsageError
+from evrelay.positions import Beginning, End, Last, Stored
 
 if TYPE_CHECKING:
     from evrelay.backends.nats import NatsBackend
@@ -204,6 +204,8 @@ class NatsStreamConsumer(Consumer):
         self.session: PullSession | None = None
         self.last_seq = 0
         self.spec = spec
+        if isinstance(spec.start, Stored):
+            raise UsageError("--from stored needs a consumer group (-g GROUP)")
         try:
             state = backend.stream_state(self.stream)
         except NotFoundError:
