@@ -485,3 +485,26 @@ def test_an_unconfirmed_message_stays_pending_across_flushes_until_its_ack_comes
             server.proc.send_signal(signal.SIGCONT)
         assert report.pending == 0 and len(report.failures) == 1 and not report.failures[0].permanent
         producer.close()
+
+
+def test_a_stream_made_by_another_program_with_wildcard_subjects(nats_server):
+    name = f"ORDERS{uuid.uuid4().hex[:6]}"
+
+    async def create(nc):
+        await nc.jetstream().add_stream(name=name, subjects=[f"{name}.>"])
+
+    run_nats(nats_server.url, create)
+    address = f"{nats_server.url}/{name}"
+    run = evrelay("publish", address, "x")
+    assert run.returncode == 2 and f"{name}.>" in run.err and "subject" in run.err
+    assert evrelay("publish", f"{address}?subject={name}.new", "created").returncode == 0
+    assert evrelay("publish", f"{address}?subject={name}.paid", "paid").returncode == 0
+    assert evrelay("tail", address, "-o", "raw").out.split() == ["created", "paid"]
+
+
+def test_a_message_over_the_servers_max_payload_is_refused_by_name(address):
+    big = "x" * (1024 * 1024 + 1)
+    run = evrelay("publish", address, "--input", "raw", input=big)
+    assert run.returncode == 1, run.err
+    assert "max_payload" in run.err and "Traceback" not in run.err
+    assert evrelay("publish", address, "small").returncode == 0
