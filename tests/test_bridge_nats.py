@@ -192,7 +192,7 @@ def test_sigterm_then_restart_from_nats_gives_no_loss_and_no_duplicates(nats_ser
 
 @pytest.mark.redis
 @pytest.mark.slow
-def test_a_nats_sink_restarting_mid_run_is_waited_out_and_nothing_is_lost(redis_server, tmp_path):
+def test_a_nats_sink_restarting_mid_run_is_waited_out_and_nothing_is_lost(nats_server, redis_server, tmp_path):
     import redis
 
     stream = f"outage-{uuid.uuid4().hex[:6]}"

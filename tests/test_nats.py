@@ -322,7 +322,7 @@ def test_ls_info_groups_lag_and_health(nats_server, address, stream):
     assert health.returncode == 0 and "JetStream" in envelopes(health)[0]["detail"]
 
 
-def test_health_wait_until_the_server_comes_up():
+def test_health_wait_until_the_server_comes_up(nats_server):  # nats_server: skip where nats-server is missing
     import subprocess
     import sys
 
@@ -445,7 +445,7 @@ def test_group_names_nats_does_not_allow_still_work(address, tmp_path):
     assert [json.loads(line)["value"] for line in copy.read_text().splitlines()] == ["a", "b"]
 
 
-def test_an_unconfirmed_message_stays_pending_across_flushes_until_its_ack_comes(stream):
+def test_an_unconfirmed_message_stays_pending_across_flushes_until_its_ack_comes(nats_server, stream):
     """A flush that times out must not forget what it was waiting for: the relay flushes
     again while anything is pending and acks the source when nothing is."""
     import signal
