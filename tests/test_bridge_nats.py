@@ -47,13 +47,16 @@ def nats_values(url: str, stream: str) -> list[bytes]:
                 stream=stream,
                 consumer=(await js.add_consumer(stream, ack_policy="none", inactive_threshold=30.0)).name,
             )
+            expected = (await js.stream_info(stream)).state.messages
             out: list[bytes] = []
-            while True:
+            deadline = time.monotonic() + 120
+            while len(out) < expected and time.monotonic() < deadline:
                 try:
                     msgs = await sub.fetch(1000, timeout=2)
-                except nats.errors.TimeoutError:
-                    return out
+                except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
+                    continue
                 out += [m.data for m in msgs]
+            return out
         finally:
             await nc.close()
 
