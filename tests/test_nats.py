@@ -508,3 +508,31 @@ def test_a_message_over_the_servers_max_payload_is_refused_by_name(address):
     assert run.returncode == 1, run.err
     assert "max_payload" in run.err and "Traceback" not in run.err
     assert evrelay("publish", address, "small").returncode == 0
+
+
+def test_caught_up_only_when_the_server_says_there_is_nothing(nats_server, stream):
+    """What --idle-timeout counts as idleness (issue 12): an answered empty read, not a
+    read that brought messages, nor one the server never answered (an outage)."""
+    import signal
+
+    from evrelay.backends.base import BackendSettings, Message, ReadSpec
+    from evrelay.backends.nats import NatsBackend
+    from evrelay.positions import Beginning
+
+    with NatsServer() as server, NatsBackend({"url": server.url, "create": True}, BackendSettings(timeout=1)) as backend:
+        with backend.producer(stream) as producer:
+            assert producer.publish([Message(b"a"), Message(b"b")], timeout=10).ok
+        for spec in (ReadSpec(stream, start=Beginning(), follow=True), ReadSpec(stream, group="g", follow=True)):
+            with backend.consumer(spec) as consumer:
+                assert len(consumer.read(10, 0.3)) == 2
+                assert not consumer.caught_up
+                assert consumer.read(10, 0.3) == []
+                assert consumer.caught_up
+                consumer.ack([])
+                assert server.proc is not None
+                server.proc.send_signal(signal.SIGSTOP)
+                try:
+                    assert consumer.read(10, 0.3) == []
+                    assert not consumer.caught_up
+                finally:
+                    server.proc.send_signal(signal.SIGCONT)

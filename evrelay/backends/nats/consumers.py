@@ -143,7 +143,8 @@ class PullSession:
 
     async def fetch(self, limit: int, wait: float) -> tuple[list[Any], bool]:
         """Up to `limit` deliveries, waiting at most `wait` seconds for the first; and
-        whether the server said it had nothing at all to deliver."""
+        whether the server said it had nothing at all to deliver (a 404 to the immediate
+        request, or the waiting one expiring: a 408 from the server, not a local timeout)."""
         out: list[Any] = []
         self._take(out, limit)
         if len(out) >= limit:
@@ -153,8 +154,8 @@ class PullSession:
         if out or wait < 0.01:
             return self._handed_out(out), not out and status == "404"
         request = await self._request({"batch": 1, "expires": int(wait * 1e9)})
-        await self._collect(request, out, 1, wait + 0.5)
-        return self._handed_out(out), False
+        status = await self._collect(request, out, 1, wait + 0.5)
+        return self._handed_out(out), not out and status == "408"
 
     def _handed_out(self, msgs: list[Any]) -> list[Any]:
         if self.progress_task is not None:
@@ -193,7 +194,20 @@ class PullSession:
                 pass
 
 
-class NatsStreamConsumer(Consumer):
+class CaughtUp:
+    """`caught_up` for the idle timeout: the server answered the last read and had nothing
+    more (an unreachable server, or a read that returned messages, is not idleness)."""
+
+    backend: NatsBackend
+    answered_empty = False
+
+    @property
+    def caught_up(self) -> bool:
+        conn = self.backend._conn
+        return self.answered_empty and conn is not None and bool(getattr(conn.nc, "is_connected", False))
+
+
+class NatsStreamConsumer(CaughtUp, Consumer):
     """A plain read: an ephemeral consumer (no acks) from the start position, ended at the
     stop position (or, without -f, the stream's last message when the read began)."""
 
@@ -266,6 +280,7 @@ class NatsStreamConsumer(Consumer):
                 self.config.pop("opt_start_time", None)
             self._start_session()
             return []
+        self.answered_empty = not msgs and nothing
         out: list[Message] = []
         pending = None
         for msg in msgs:
@@ -294,7 +309,7 @@ class NatsStreamConsumer(Consumer):
                 pass
 
 
-class NatsGroupConsumer(Consumer):
+class NatsGroupConsumer(CaughtUp, Consumer):
     """A member of a consumer group: pulls from the durable consumer named after the group;
     ack() acks, reject() naks (delivered again at once), and while open the messages it
     holds are kept in progress so JetStream does not hand them to another member;
@@ -331,7 +346,8 @@ class NatsGroupConsumer(Consumer):
                 "server lost it); not recreating it, which could skip data: create it again with "
                 "`evrelay tail -g GROUP --from ...`"
             ) from None
-        if not msgs and nothing and not self.follow:
+        self.answered_empty = not msgs and nothing
+        if self.answered_empty and not self.follow:
             self.exhausted = True
         messages = [self.backend.to_message(msg, self.stream) for msg in msgs]
         for message in messages:
