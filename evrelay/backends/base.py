@@ -113,6 +113,9 @@ class DeliveryFailure:
     reason: str
     permanent: bool
     """True when sending again cannot help (too large, refused); False for outages."""
+    unfit: bool = False
+    """The message cannot be written in the sink's format (a Redis layout, a CloudEvents
+    content mode): the input is at fault, nothing of it was sent. Always permanent."""
 
 
 @dataclass(slots=True)
@@ -403,8 +406,16 @@ class Backend(ABC):
 
     @classmethod
     def options_from_url(cls, url: str) -> tuple[dict[str, Any], str | None]:
-        """Profile options and stream name for an inline `scheme://...` address."""
+        """Profile options and stream name for an inline `scheme://...` address (its
+        query string already cut off: see `options_from_query`)."""
         raise AddressError(f"the {cls.name} backend does not take URL addresses")
+
+    @classmethod
+    def options_from_query(cls, query: dict[str, str]) -> dict[str, Any]:
+        """Options from an address's query string (`?layout=taskiq`), laid over the
+        profile's and validated like them. By default each NAME is one of this backend's
+        option names, its value as text; backends convert types or route client settings."""
+        return dict(query)
 
     def describe(self) -> str:
         """A short, secret-free description of where this backend points."""
