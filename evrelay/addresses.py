@@ -115,7 +115,10 @@ def _with_query(address: Address, query: dict[str, str]) -> Address:
         cls = backends.load_backend_class(address.backend)
     except ConfigError as exc:
         raise ConfigError(f"{address.where}: {exc}", hint=exc.hint) from None
-    extra = cls.options_from_query(query)
+    try:
+        extra = cls.options_from_query(query)
+    except ConfigError as exc:
+        raise ConfigError(f"{address.where}: {exc}", hint=exc.hint) from None
     merged = dict(address.options)
     for name, value in extra.items():
         if isinstance(value, dict) and isinstance(merged.get(name), dict):

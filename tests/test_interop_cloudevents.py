@@ -206,3 +206,17 @@ def test_cloudevents_bad_input_is_a_usage_error_and_nothing_is_written(redis_ser
     client = redis.Redis.from_url(redis_server.url)
     assert client.exists(stream) == 0
     client.close()
+
+
+def test_pretty_output_summarises_cloudevents_and_decodes_json_in_fields(redis_server, names):
+    stream, _ = names
+    assert _django_backend(redis_server, stream).publish(_django_event())
+    pretty = evrelay("tail", f"{redis_server.url}/{stream}?layout=cloudevents", "-o", "pretty")
+    assert pretty.returncode == 0, pretty.err
+    assert "CloudEvent type=com.example.order.created source=/shop/orders id=" in pretty.out
+    assert "subject=order-7 time=2026-12-01T10:00:00.123000+00:00" in pretty.out
+    # Read without the layout, the entry is its fields; the JSON inside cloud_event is decoded.
+    plain = evrelay("tail", f"{redis_server.url}/{stream}", "-o", "pretty")
+    assert '"cloud_event": {' in plain.out and '"specversion": "1.0"' in plain.out
+    shown = evrelay("tail", f"{redis_server.url}/{stream}", "--format", "{fields[event_type]} {fields[source]}|{offset:08d}|")
+    assert shown.out == "com.example.order.created /shop/orders||\n"

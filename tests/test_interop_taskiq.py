@@ -118,6 +118,8 @@ def test_taskiq_layout_round_trip_through_tail_and_publish(redis_server):
     envelopes = [json.loads(line) for line in tail.lines()]
     assert [json.loads(e["value"])["task_name"] for e in envelopes] == [TASK, TASK]
     assert json.loads(envelopes[0]["value"])["labels"]["origin"] == "evrelay-test"
+    pretty = evrelay("tail", f"{redis_server.url}/{first}?layout=taskiq", "-o", "pretty", "-n", "1")
+    assert f'taskiq task {TASK} labels={{"origin":"evrelay-test"}} args=[2,2]' in pretty.out, pretty.out
     stripped = "".join(json.dumps({k: v for k, v in e.items() if k != "fields"}) + "\n" for e in envelopes)
     run = evrelay("publish", f"{redis_server.url}/{second}?layout=taskiq", "--input", "json", input=stripped)
     assert run.returncode == 0, run.err

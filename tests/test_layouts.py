@@ -212,3 +212,22 @@ def test_provenance_is_replaced_at_each_hop_and_can_be_left_out():
     run = evrelay("bridge", "a", "plain", "--idle-timeout", "1s", "-q", "--no-provenance")
     assert run.returncode == 0, run.err
     assert json.loads(evrelay("tail", "plain", "-o", "json").stdout)["headers"] == []
+
+
+@pytest.mark.kafka
+def test_format_specs_on_numeric_position_fields(kafka_server):
+    topic = f"fmt-{uuid.uuid4().hex[:8]}"
+    address = f"kafka://{kafka_server.bootstrap}/{topic}?partitioner=murmur2"
+    assert evrelay("publish", address, "-k", "same", "a", "b").returncode == 0
+    run = evrelay("tail", address, "--format", "{partition:>3}|{offset:08d}|{value}")
+    assert run.returncode == 0, run.err
+    partition = run.out.split("|")[0]
+    assert run.out == f"{partition}|00000000|a\n{partition}|00000001|b\n"
+    bad = evrelay("tail", address, "--format", "{value:08d}")
+    assert bad.returncode == 2 and "--format: bad template" in bad.err
+
+
+def test_a_bridge_into_the_same_stream_with_another_layout_is_refused(profile, stream):
+    run = evrelay("bridge", f"r:{stream}?layout=taskiq", f"r:{stream}", "--idle-timeout", "1s")
+    assert run.returncode == 2, run.err
+    assert "that would relay into itself" in run.err

@@ -421,6 +421,11 @@ class Backend(ABC):
         """A short, secret-free description of where this backend points."""
         return self.name
 
+    def location(self) -> tuple[Any, ...]:
+        """What identifies the system this backend reaches (not how it reads or writes
+        there): two backends with equal locations and stream names are the same stream."""
+        return (self.name, sorted(self.options.items(), key=lambda item: item[0]).__repr__())
+
     # --- capabilities ------------------------------------------------------------------
 
     def supports(self, capability: Capability) -> bool:

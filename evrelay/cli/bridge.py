@@ -151,7 +151,7 @@ def bridge(
             dst_backend = stack.enter_context(session.backend(dst))
             dst_backend.require(Capability.PUBLISH, command="bridge")
             dst_stream = dst.require_stream(dst_backend.stream_noun)
-            if dst_backend.name == src_backend.name and dst_backend.options == src_backend.options and dst_stream == src_stream:
+            if dst_backend.location() == src_backend.location() and dst_stream == src_stream:
                 raise UsageError(f"{source_text} and {sink_text} are the same {src_backend.stream_noun}: that would relay into itself")
             sink_producer = with_transform(stack.enter_context(dst_backend.producer(dst_stream)), transform)
         else:

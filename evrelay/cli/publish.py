@@ -176,7 +176,7 @@ def publish(
     if unfit:
         raise UsageError(
             f"{len(unfit)} of {queued} message(s) cannot be written to {where}: {unfit[0].reason}; "
-            f"{delivered} delivered, those were not sent"
+            f"{delivered} delivered; nothing of the refused ones was sent"
         )
     if report.failures:
         first = report.failures[0]

@@ -147,6 +147,9 @@ class RedisStreamsBackend(Backend):
         host = parts.hostname or "localhost"
         return f"{host}:{parts.port or 6379}"
 
+    def location(self) -> tuple[Any, ...]:
+        return (self.name, self.url)
+
     def describe(self) -> str:
         layout = "" if self.layout.name == "evrelay" else f", layout {self.layout.name}"
         return f"redis {mask_url(self.url)}{layout}"

@@ -135,7 +135,7 @@ class RedisProducer(Producer):
                 fitting.append(message)
             except LayoutError as exc:
                 self._report.failures.append(
-                    DeliveryFailure(message, f"not written to Redis stream {self.stream!r}: {exc}", permanent=True, unfit=True)
+                    DeliveryFailure(message, str(exc), permanent=True, unfit=True)
                 )
         if fitting:
             self._write(b"".join(commands), fitting)
