@@ -137,7 +137,7 @@ def _profile_address(text: str, base: str, config: Config, default: str) -> Addr
             close = difflib.get_close_matches(head, list(config.profiles), n=1)
             hint = f"; did you mean {close[0]}:{tail}?" if close else ""
             raise AddressError(
-                f"address {text!r}: {head!r} is not a profile in {config.source}{hint} "
+                f"address {mask_url(text)!r}: {head!r} is not a profile in {config.source}{hint} "
                 f"(profiles: {', '.join(sorted(config.profiles))})"
             )
         return _from_profile(text, config, head, tail or None)

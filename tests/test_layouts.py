@@ -231,3 +231,11 @@ def test_a_bridge_into_the_same_stream_with_another_layout_is_refused(profile, s
     run = evrelay("bridge", f"r:{stream}?layout=taskiq", f"r:{stream}", "--idle-timeout", "1s")
     assert run.returncode == 2, run.err
     assert "that would relay into itself" in run.err
+
+
+def test_secret_query_options_are_masked_wherever_the_address_is_printed():
+    run = evrelay("publish", "kafka://127.0.0.1:1/t?sasl.password=hunter2&client.id=me", "x", "--timeout", "1s", "-v")
+    assert run.returncode != 0
+    assert "hunter2" not in run.out + run.err
+    run = evrelay("tail", "nope:x?sasl.password=hunter2")
+    assert run.returncode == 2 and "hunter2" not in run.err, run.err
