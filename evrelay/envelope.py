@@ -119,8 +119,12 @@ def envelope_dict(message: Message) -> dict[str, Any]:
     position = message.position
     if position is not None:
         out["backend"] = position.backend
-    if message.fields is not None:
-        out["fields"] = [[_bytes_json(name), _bytes_json(value)] for name, value in message.fields]
+    fields = message.fields
+    if fields is not None:
+        try:  # the common case, all text, in one pass
+            out["fields"] = [[name.decode("utf-8"), value.decode("utf-8")] for name, value in fields]
+        except UnicodeDecodeError:
+            out["fields"] = [[_bytes_json(name), _bytes_json(value)] for name, value in fields]
     if position is not None:
         if position.partition is not None:
             out["topic"] = position.stream

@@ -239,3 +239,23 @@ def test_secret_query_options_are_masked_wherever_the_address_is_printed():
     assert "hunter2" not in run.out + run.err
     run = evrelay("tail", "nope:x?sasl.password=hunter2")
     assert run.returncode == 2 and "hunter2" not in run.err, run.err
+
+
+@pytest.mark.parametrize(
+    ("layout", "written"),
+    [
+        ("fields", {b"sku": b"A-1", b"qty": b"2", b"raw": b"\xff\x00"}),
+        ("value_field=payload,key_field=id", {b"payload": b'{"job": 1}', b"id": b"k-1", b"trace": b"t-1"}),
+    ],
+)
+def test_plain_field_layouts_round_trip_through_their_own_encoding(raw, profile, stream, layout, written):
+    """redis-py writes -> tail -o json -> publish (raw fields removed, so the layout encodes)
+    -> redis-py reads the same fields."""
+    raw.xadd(stream, written)
+    tail = evrelay("tail", f"r:{stream}?layout={layout}", "-o", "json")
+    (envelope,) = envelopes(tail)
+    del envelope["fields"]
+    run = evrelay("publish", f"r:{stream}-copy?layout={layout}", "--input", "json", input=json.dumps(envelope))
+    assert run.returncode == 0, run.err
+    (_, copied), = raw.xrange(f"{stream}-copy")
+    assert dict(zip(copied[0::2], copied[1::2], strict=True)) == written

@@ -60,6 +60,7 @@ from evrelay.backends.redis_streams.fields import (
     id_before,
     parse_stream_id,
 )
+from evrelay.backends.redis_streams.layouts import parse_layout
 from evrelay.config import mask_url
 from evrelay.errors import (
     AddressError,
@@ -113,8 +114,6 @@ class RedisStreamsBackend(Backend):
         self.url = url
         self.max_len = self.positive_int_option("max_len")
         self.client_options = self.table_option("options", "redis-py connection settings")
-        from evrelay.backends.redis_streams.layouts import parse_layout
-
         self.layout = parse_layout(self.options.get("layout"))
         self._client: Any = None
 
@@ -249,11 +248,9 @@ class RedisStreamsBackend(Backend):
         return parse_stream_id(rows[0][0]) if rows else None
 
     def to_message(self, stream: str, entry: list[Any], receipt: Consumer | None = None) -> Message:
-        from evrelay.backends.redis_streams.layouts import pairs
-
         entry_id, flat = entry[0], entry[1]
         text_id = entry_id.decode()
-        fields = pairs(flat or [])
+        fields = list(zip(flat[0::2], flat[1::2], strict=False)) if flat else []
         decoded = self.layout.decode(fields)
         if decoded.problem is not None:
             self.settings.warn(f"redis stream {stream!r} entry {text_id} {decoded.problem}; shown as its fields")
