@@ -63,6 +63,8 @@ def _structured_value(message: Message) -> dict[str, Any] | None:
 
 def structured_event(message: Message) -> tuple[dict[str, Any], Headers]:
     """(the event as a structured-mode JSON object, the headers that are not part of it)."""
+    if message.value is None:  # a Kafka tombstone
+        raise NotACloudEvent("a null value (tombstone) is not a CloudEvent")
     event = _structured_value(message)
     if event is not None:
         return event, [(n, v) for n, v in message.headers if n.lower() != "content-type"]

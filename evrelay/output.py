@@ -232,6 +232,8 @@ def payload_summary(message: Message) -> str | None:
     summary = cloudevents.summary(message)
     if summary is not None:
         return summary
+    if message.value is None:
+        return None
     task = _json_document(_shown(message.value))
     if isinstance(task, dict) and isinstance(task.get("task_name"), str) and "task_id" in task:
         parts = [f"taskiq task {task['task_name']}"]

@@ -33,6 +33,27 @@ def with_transform(producer: Producer, transform: Transform | None) -> Producer:
     return producer if transform is None else TransformingProducer(producer, transform)
 
 
+def previewing(
+    emit: Callable[[Sequence[Message]], None] | None, transform: Transform | None, warn: Callable[[str], None]
+) -> Callable[[Sequence[Message]], None] | None:
+    """A dry run's output showing messages as the conversion would send them; a refusal
+    is a warning (a real run would dead-letter the message or stop)."""
+    if emit is None or transform is None:
+        return emit
+
+    def show(messages: Sequence[Message]) -> None:
+        converted = []
+        for message in messages:
+            try:
+                converted.append(transform(message))
+            except ValueError as exc:
+                where = message.position.coordinates if message.position is not None else "a message"
+                warn(f"{where} would be refused: {exc}")
+        emit(converted)
+
+    return show
+
+
 class TransformingProducer(Producer):
     def __init__(self, inner: Producer, transform: Transform) -> None:
         self.inner = inner

@@ -77,3 +77,16 @@ def test_the_provenance_header_is_replaced_not_stacked():
     sink = FakeSink()
     Relay(FakeLog([stale]), sink, sink_label="fake:sink").run()
     assert sink.confirmed[0].headers == [("a", b"1"), ("b", b"2"), (PROVENANCE_HEADER, b"fake/src/0")]
+
+
+def test_a_dry_run_shows_the_converted_messages(tmp_path):
+    from tests.conftest import evrelay
+
+    source = tmp_path / "in.jsonl"
+    envelopes = [{"value": event(1).value.decode()}, {"value": "plain"}]
+    source.write_text("".join(json.dumps(e) + "\n" for e in envelopes))
+    run = evrelay("bridge", f"file:{source}", "file:out.jsonl", "--dry-run", "--cloudevents", "binary", "-o", "json")
+    assert run.returncode == 0, run.err
+    (shown,) = [json.loads(line) for line in run.lines()]
+    assert shown["value"] == '{"n":1}' and ["ce_id", "e1"] in shown["headers"]
+    assert "would be refused: not a CloudEvent" in run.err

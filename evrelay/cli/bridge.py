@@ -129,7 +129,7 @@ def bridge(
     from evrelay.output import make_writer
     from evrelay.positions import Beginning
     from evrelay.relay import Relay
-    from evrelay.transforms import message_transform, with_transform
+    from evrelay.transforms import message_transform, previewing, with_transform
 
     source_text, sink_text = split_endpoints(source, sink)
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
@@ -183,7 +183,7 @@ def bridge(
             sink_producer,
             sink_label=dst.display,
             dead_letter=dead_producer,
-            emit=writer.write if writer is not None else None,
+            emit=previewing(writer.write if writer is not None else None, transform, session.warn),
             provenance=not no_provenance,
             stop=stop,
             warn=session.warn,

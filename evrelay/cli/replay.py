@@ -90,7 +90,7 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
     from evrelay.cli.tail import required_capabilities
     from evrelay.output import make_writer
     from evrelay.relay import Pacer, Relay, parse_pace
-    from evrelay.transforms import message_transform, with_transform
+    from evrelay.transforms import message_transform, previewing, with_transform
 
     try:
         speed = parse_pace(pace)
@@ -117,7 +117,7 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
             reader,
             producer,
             sink_label=dst.display,
-            emit=writer.write if writer is not None else None,
+            emit=previewing(writer.write if writer is not None else None, transform, session.warn),
             provenance=False,
             ack=False,
             stop=stop_flag,
