@@ -101,6 +101,12 @@ def test_faststream_binary_format_agrees_with_faststream_itself():
     assert json.loads(decoded.value) == {"order": 8}
     assert dict(decoded.headers) == {"correlation_id": b"c-2", "content-type": b"application/json", "reply_to": b"replies", "x-trace": b"t2"}
 
+    older = layout.decode([(b"__data__", b'{"data": "{\\"order\\": 9}", "headers": {"correlation_id": "c-3"}}')])
+    assert (older.value, older.headers, older.problem) == (b'{"order": 9}', [("correlation_id", b"c-3")], None)
+    assert BinaryMessageFormatV1.parse(b'{"data": "{\\"order\\": 9}", "headers": {"correlation_id": "c-3"}}') == (
+        b'{"order": 9}', {"correlation_id": "c-3"},
+    )  # fmt: skip
+
     broken = layout.decode([(b"__data__", FaststreamLayout.IDENTITY + b"\x00\x01\xff\xff\xff\xff")])
     assert broken.problem and "does not decode" in broken.problem
     with pytest.raises(LayoutError, match="not UTF-8"):
