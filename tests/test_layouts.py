@@ -265,3 +265,16 @@ def test_plain_field_layouts_round_trip_through_their_own_encoding(raw, profile,
     assert run.returncode == 0, run.err
     (_, copied), = raw.xrange(f"{stream}-copy")
     assert dict(zip(copied[0::2], copied[1::2], strict=True)) == written
+
+
+def test_query_values_are_typed_like_config_values(raw, profile, stream):
+    from evrelay.addresses import open_backend, resolve_address
+    from evrelay.backends.base import BackendSettings
+    from evrelay.config import load_config
+
+    address = resolve_address(f"r:{stream}?max_len=5&layout=taskiq", load_config())
+    backend = open_backend(address, BackendSettings())
+    assert (backend.max_len, backend.layout.name, address.stream) == (5, "taskiq", stream)
+    assert evrelay("publish", "local:demo?max_len=3", "x").returncode == 0
+    bad = evrelay("publish", f"r:{stream}?max_len=lots", "x")
+    assert bad.returncode == 2 and "max_len must be a positive integer, not 'lots'" in bad.err

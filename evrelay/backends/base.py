@@ -356,6 +356,16 @@ class GroupReader(Consumer):
         return claimed
 
 
+def _query_value(text: str) -> Any:
+    import tomllib
+
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+    return value if isinstance(value, (int, float, bool)) else text
+
+
 class Backend(ABC):
     """One connection to one backend, opened from a profile's options.
 
@@ -412,10 +422,11 @@ class Backend(ABC):
 
     @classmethod
     def options_from_query(cls, query: dict[str, str]) -> dict[str, Any]:
-        """Options from an address's query string (`?layout=taskiq`), laid over the
-        profile's and validated like them. By default each NAME is one of this backend's
-        option names, its value as text; backends convert types or route client settings."""
-        return dict(query)
+        """Options from an address's query string (`?layout=taskiq&max_len=1000`), laid
+        over the profile's and validated like them. By default each NAME is one of this
+        backend's option names and a value that is a TOML number or boolean is one (as
+        `config set` reads values); backends override this to route client settings."""
+        return {name: _query_value(value) for name, value in query.items()}
 
     def describe(self) -> str:
         """A short, secret-free description of where this backend points."""

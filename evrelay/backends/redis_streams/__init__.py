@@ -130,16 +130,6 @@ class RedisStreamsBackend(Backend):
         # The query string was cut off by the address resolver: it never reaches redis-py.
         return {"url": urlunsplit((parts.scheme, parts.netloc, path, "", ""))}, stream
 
-    @classmethod
-    def options_from_query(cls, query: dict[str, str]) -> dict[str, Any]:
-        options: dict[str, Any] = dict(query)
-        if "max_len" in options:
-            try:
-                options["max_len"] = int(options["max_len"])
-            except ValueError:
-                raise ConfigError(f"redis option max_len must be a positive integer, not {query['max_len']!r}") from None
-        return options
-
     @property
     def where(self) -> str:
         parts = urlsplit(self.url)
