@@ -536,3 +536,9 @@ def test_caught_up_only_when_the_server_says_there_is_nothing(nats_server, strea
                     assert not consumer.caught_up
                 finally:
                     server.proc.send_signal(signal.SIGCONT)
+
+
+def test_bridging_a_stream_into_itself_is_refused_whatever_the_options(address, nats_server, stream):
+    assert evrelay("publish", address, "a").returncode == 0
+    run = evrelay("bridge", address, f"{nats_server.url}/{stream}", "--idle-timeout", "1s")
+    assert run.returncode == 2 and "into itself" in run.err

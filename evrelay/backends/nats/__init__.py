@@ -38,7 +38,7 @@ import re
 import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from evrelay.backends.base import (
     Backend,
@@ -190,14 +190,13 @@ class NatsBackend(Backend):
         if len(segments) > 1:
             raise AddressError(f"{mask_nats_url(url)!r}: the path is just /STREAM")
         stream = unquote(segments[0]) if segments else None
-        options: dict[str, Any] = {}
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
-            if key not in cls.option_names or key in ("url", "options"):
-                known = ", ".join(sorted(cls.option_names - {"url", "options"}))
-                raise AddressError(f"{mask_nats_url(url)!r}: unknown nats option {key!r} (known: {known})")
-            options[key] = value
-        options["url"] = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
-        return options, stream
+        # The query string (?create=true&subject=...) is read by the address layer, for
+        # every address form, and arrives as options like a profile's.
+        return {"url": urlunsplit((parts.scheme, parts.netloc, "", "", ""))}, stream
+
+    def location(self) -> tuple[Any, ...]:
+        # The server, not the options: ?create=true does not make another stream.
+        return (self.name, self.where)
 
     @property
     def where(self) -> str:
