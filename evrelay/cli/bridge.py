@@ -15,11 +15,15 @@ from evrelay.cli.common import (
     ConfigOption,
     ConsumerOption,
     DryRunOption,
+    FilterOption,
     FollowOption,
     FormatOption,
     FromOption,
     GroupOption,
     IdleTimeoutOption,
+    MapOption,
+    MatchHeaderOption,
+    MatchKeyOption,
     OutputOption,
     ProfileOption,
     QuietOption,
@@ -31,6 +35,7 @@ from evrelay.cli.common import (
     default_consumer_name,
     parse_duration,
     parse_position_option,
+    selection_from_options,
 )
 from evrelay.errors import Interrupted, UsageError
 
@@ -100,6 +105,10 @@ def bridge(
     follow: FollowOption = False,
     output: OutputOption = None,
     template: FormatOption = None,
+    filter_expr: FilterOption = None,
+    map_expr: MapOption = None,
+    match_key: MatchKeyOption = None,
+    match_header: MatchHeaderOption = None,
     timeout: TimeoutOption = None,
     config: ConfigOption = None,
     profile: ProfileOption = None,
@@ -113,6 +122,8 @@ def bridge(
     evrelay-bridge-<sink>), resuming where it stopped; several bridges with the same
     group share the work. Each message gets an evrelay-source header with its source
     coordinates. SIGTERM exits 0 and SIGINT 130, both after acking what was delivered.
+    Messages --filter/--match-* drop are acked with their window; one --filter/--map
+    fails on goes to --dead-letter (or stops the bridge, like a rejected message).
 
     \b
     Examples:
@@ -120,6 +131,7 @@ def bridge(
       evrelay bridge 'kafka:orders->redis:orders' --idle-timeout 30s
       evrelay bridge redis:orders kafka:orders-copy --dead-letter file:rejected.jsonl
       evrelay bridge kafka:orders - --dry-run -n 5
+      evrelay bridge kafka:orders redis:big-orders --filter '.value.total > 100' --dead-letter file:dlq.jsonl
     """
     from evrelay.backends.base import Capability, ReadSpec
     from evrelay.output import make_writer
@@ -134,6 +146,7 @@ def bridge(
     src = session.address(source_text)
     dst = session.address(sink_text)
     writer = make_writer(output, template) if dry_run else None
+    selection = selection_from_options(filter_expr, map_expr, match_key, match_header)
 
     with contextlib.ExitStack() as stack:
         src_backend = stack.enter_context(session.backend(src))
@@ -176,6 +189,8 @@ def bridge(
             reader,
             sink_producer,
             sink_label=dst.display,
+            source_label=src.display,
+            selection=selection,
             dead_letter=dead_producer,
             emit=writer.write if writer is not None else None,
             stop=stop,
@@ -189,7 +204,8 @@ def bridge(
             progress.clear()
     verb = "would bridge" if dry_run else "bridged"
     positions = ", ".join(sorted(stats.last_positions.values())) or "none"
-    note = f"; {stats.dead_lettered} dead-lettered" if stats.dead_lettered else ""
+    note = f"; {stats.filtered} filtered out" if selection is not None else ""
+    note += f"; {stats.dead_lettered} dead-lettered" if stats.dead_lettered else ""
     reason = f" ({stats.stop_reason.value})" if stats.stop_reason else ""
     session.info(
         f"{verb} {stats.delivered} message(s) from {src.display} to {dst.display} in {stats.elapsed:.1f}s "

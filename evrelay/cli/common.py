@@ -72,6 +72,30 @@ HeaderOption = Annotated[Optional[list[str]], typer.Option("-H", "--header", met
 PartitionOption = Annotated[Optional[list[int]], typer.Option("--partition", metavar="P", help="Kafka: only this partition (repeatable).", show_default=False)]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show what would happen; send nothing, ack nothing.")]
 YesOption = Annotated[bool, typer.Option("-y", "--yes", help="Do not ask for confirmation.")]
+FilterOption = Annotated[
+    Optional[str],
+    typer.Option("--filter", metavar="JQ", help="Keep a message when this jq expression is true; it sees the JSON envelope, .value parsed when it is JSON.", show_default=False),
+]
+MapOption = Annotated[
+    Optional[str],
+    typer.Option("--map", metavar="JQ", help="Rewrite the envelope with this jq expression (no output drops the message, several split it).", show_default=False),
+]
+MatchKeyOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--match-key", metavar="GLOB", help="Keep messages whose key matches this glob (repeatable: any of them).", show_default=False),
+]
+MatchHeaderOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--match-header", metavar="NAME=GLOB", help="Keep messages with a header NAME matching GLOB (repeatable: all of them).", show_default=False),
+]
+
+
+def selection_from_options(filter_expr, map_expr, match_keys, match_headers):
+    """The compiled --filter/--map/--match-* of a command, or None; a jq syntax error is a
+    usage error here, before anything is connected."""
+    from evrelay.selection import Selection
+
+    return Selection.from_options(filter_expr, map_expr, match_keys, match_headers)
 
 
 class _Runtime:

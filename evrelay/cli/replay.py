@@ -11,8 +11,12 @@ import typer
 from evrelay.cli.common import (
     ConfigOption,
     DryRunOption,
+    FilterOption,
     FormatOption,
     GroupOption,
+    MapOption,
+    MatchHeaderOption,
+    MatchKeyOption,
     OutputOption,
     ProfileOption,
     QuietOption,
@@ -25,6 +29,7 @@ from evrelay.cli.common import (
     complete_address,
     parse_duration,
     parse_position_option,
+    selection_from_options,
 )
 from evrelay.errors import EvrelayError, UsageError
 
@@ -40,6 +45,10 @@ def replay(
     yes: YesOption = False,
     output: OutputOption = None,
     template: FormatOption = None,
+    filter_expr: FilterOption = None,
+    map_expr: MapOption = None,
+    match_key: MatchKeyOption = None,
+    match_header: MatchHeaderOption = None,
     timeout: TimeoutOption = None,
     config: ConfigOption = None,
     profile: ProfileOption = None,
@@ -67,6 +76,8 @@ def replay(
     start = parse_position_option(from_, "--from")
     stop = parse_position_option(to, "--to")
     assert start is not None
+    if group and (filter_expr or map_expr or match_key or match_header):
+        raise UsageError("--filter/--map/--match-* select messages to copy; they do not apply when moving a group (-g)")
     if group and sink:
         raise UsageError("give SINK (copy a range) or -g GROUP (move a group), not both")
     if group:
@@ -76,10 +87,11 @@ def replay(
         return
     if sink is None:
         raise UsageError("replay needs a SINK to copy into, or -g GROUP to move a group")
-    _copy_range(session, source, sink, start, stop, pace=pace, dry_run=dry_run, output=output, template=template)
+    selection = selection_from_options(filter_expr, map_expr, match_key, match_header)
+    _copy_range(session, source, sink, start, stop, pace=pace, dry_run=dry_run, output=output, template=template, selection=selection)
 
 
-def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: str, dry_run: bool, output, template) -> None:
+def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: str, dry_run: bool, output, template, selection) -> None:
     import contextlib
 
     from evrelay.backends.base import Capability, ReadSpec
@@ -111,6 +123,8 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
             reader,
             producer,
             sink_label=dst.display,
+            source_label=src.display,
+            selection=selection,
             emit=writer.write if writer is not None else None,
             provenance=False,
             ack=False,
@@ -120,7 +134,8 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
         )
         stats = relay.run()
     verb = "would replay" if dry_run else "replayed"
-    session.info(f"{verb} {stats.delivered} message(s) from {src.display} ({start} .. {stop or 'end'}) to {dst.display} in {stats.elapsed:.1f}s")
+    note = f"; {stats.filtered} filtered out" if selection is not None else ""
+    session.info(f"{verb} {stats.delivered} message(s){note} from {src.display} ({start} .. {stop or 'end'}) to {dst.display} in {stats.elapsed:.1f}s")
     if stop_flag.signal is not None:
         from evrelay.errors import Interrupted
 
