@@ -253,6 +253,9 @@ class Consumer(ABC):
     stop_reason: StopReason | None = None
     created: bool | None = None
     """Group reads: True when this consumer created the group, False when it existed."""
+    cumulative_acks: bool = False
+    """True where acking a message also acks every earlier one of its partition (a Kafka
+    commit): a caller that leaves a message unacked must not ack past it."""
 
     @abstractmethod
     def read(self, max_messages: int, timeout: float) -> list[Message]:
