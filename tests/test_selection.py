@@ -175,3 +175,27 @@ def test_group_tail_acks_filtered_messages_and_replay_selects(redis_server):
     assert run.returncode == 0, run.err
     assert "replayed 1 message(s); 3 filtered out" in run.err
     assert evrelay("tail", copy, "-o", "raw").lines() == [b'{"id":2,"total":200}']
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        ".value.total > 100",
+        '.key == "customer-1" and .value.id',
+        '.headers[] | select(.[0] == "region") | .[1] | startswith("eu")',
+        "(keys | length) > 3",
+        '"\\(.key)" | test("^c")',
+        ".id != null or .offset != null",
+        '. as $m | $m.value | type == "object"',
+    ],
+)
+def test_a_filter_given_only_the_fields_it_names_decides_as_with_the_whole_envelope(expression):
+    from evrelay.selection import envelope_fields_used
+
+    trimmed = Selection(filter_expr=expression)
+    whole = Selection(filter_expr=expression)
+    whole.filter_program.fields = None
+    assert (trimmed.filter_program.fields is None) == (envelope_fields_used(expression) is None)
+    for messages in (batch(), [Message(b"\xff\x00", b"\xfe", [("h", b"\xff")], 1, Position("fake", "s", "1-0"))]):
+        a, b = trimmed.select(messages), whole.select(messages)
+        assert (a.origins, a.errors) == (b.origins, b.errors)

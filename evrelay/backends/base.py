@@ -179,6 +179,9 @@ class GroupLag:
     """Messages after the position: not yet delivered to the group."""
     pending: int | None = None
     """Delivered but not acked (Redis, local); None where there is no such thing (Kafka)."""
+    oldest_time: int | None = None
+    """Epoch ms of the oldest message the group has not finished with (pending, or not
+    yet delivered): `lag --max-age` compares its age. None when there is none."""
 
 
 @dataclass(slots=True)
@@ -452,7 +455,8 @@ class Backend(ABC):
         raise NotImplementedError
 
     def group_lag(self, stream: str, group: str) -> list[GroupLag]:
-        """The group's position, the end and the lag, per partition or for the stream."""
+        """The group's position, the end and the lag, per partition or for the stream,
+        with the time of the oldest message not yet finished (`oldest_time`)."""
         self.require(Capability.GROUPS)
         raise NotImplementedError
 

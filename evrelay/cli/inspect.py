@@ -245,6 +245,7 @@ def lag(
     address: AddressArgument,
     group: GroupOption = None,
     max_lag: Annotated[Optional[int], typer.Option("--max", metavar="N", min=0, help="Exit 4 when the total lag is over N.", show_default=False)] = None,
+    max_age: Annotated[Optional[str], typer.Option("--max-age", metavar="DURATION", help="Exit 4 when the oldest unconsumed message is older than this (5m, 1h).", show_default=False)] = None,
     output: OutputOption = None,
     timeout: TimeoutOption = None,
     config: ConfigOption = None,
@@ -252,29 +253,52 @@ def lag(
     verbose: VerboseOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Show how far a consumer group is behind; with --max N, exit 4 when it is more than N.
+    """Show how far a consumer group is behind, in messages and in time (the age of the
+    oldest message it has not finished: pending or not yet delivered).
+
+    With --max N, exit 4 when it is more than N messages behind; with --max-age DURATION,
+    when that oldest message is older than DURATION.
 
     \b
     Examples:
       evrelay lag kafka:orders -g billing --max 1000    # a CI gate
+      evrelay lag redis:orders -g billing --max-age 5m  # a cron check
     """
     from evrelay.backends.base import Capability
     from evrelay.output import record_mode, write_records
+    from evrelay.timestamps import format_duration, format_ms, now_ms
 
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
+    max_age_seconds = parse_duration(max_age, "--max-age")
     mode = record_mode(output)
     source = session.address(address)
     with session.backend(source) as backend:
         backend.require(Capability.GROUPS, command="lag")
         stream = source.require_stream(backend.stream_noun)
         group_name = group_for(session, source, group, "lag")
-        rows = [asdict(r) for r in backend.group_lag(stream, group_name)]
+        lags = backend.group_lag(stream, group_name)
+    now = now_ms()
+    rows = []
+    for row in lags:
+        record = asdict(row)
+        oldest = record.pop("oldest_time")
+        record["oldest"] = format_ms(oldest) if oldest is not None else None
+        record["age_s"] = round(max(now - oldest, 0) / 1000, 3) if oldest is not None else None
+        rows.append(record)
     total = sum(r["lag"] for r in rows)
-    columns = [("partition", "PARTITION"), ("position", "POSITION"), ("end", "END"), ("lag", "LAG"), ("pending", "PENDING")]
+    ages = [r["age_s"] for r in rows if r["age_s"] is not None]
+    oldest_age = max(ages) if ages else None
+    columns = [("partition", "PARTITION"), ("position", "POSITION"), ("end", "END"), ("lag", "LAG"), ("pending", "PENDING"), ("age_s", "AGE S")]
     write_records(rows, columns, mode)
-    session.info(f"lag of group {group_name!r} on {source.display}: {total}")
+    age_text = f", oldest unconsumed message {format_duration(oldest_age)} old" if oldest_age is not None else ", nothing unconsumed"
+    session.info(f"lag of group {group_name!r} on {source.display}: {total}{age_text}")
     if max_lag is not None and total > max_lag:
         raise ExpectationFailed(f"group {group_name!r} on {source.display} is {total} message(s) behind, over --max {max_lag}")
+    if max_age_seconds is not None and oldest_age is not None and oldest_age > max_age_seconds:
+        raise ExpectationFailed(
+            f"group {group_name!r} on {source.display} has a message {format_duration(oldest_age)} old not yet consumed, "
+            f"over --max-age {max_age}"
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -443,7 +443,7 @@ class KafkaBackend(Backend):
 
     def group_lag(self, stream: str, group: str) -> list[GroupLag]:
         partitions, lows, ends = self.topic_extent(stream)
-        rows = self._lag_rows(stream, group, partitions, lows, ends)
+        rows = self._lag_rows(stream, group, partitions, lows, ends, oldest=True)
         if rows is None:
             raise NotFoundError(f"consumer group {group!r} has no committed offsets on Kafka topic {stream!r}")
         return rows
@@ -459,7 +459,7 @@ class KafkaBackend(Backend):
         return partitions, lows, self.end_offsets(stream, partitions)
 
     def _lag_rows(
-        self, stream: str, group: str, partitions: list[int], lows: dict[int, int], ends: dict[int, int]
+        self, stream: str, group: str, partitions: list[int], lows: dict[int, int], ends: dict[int, int], *, oldest: bool = False
     ) -> list[GroupLag] | None:
         client = self.new_consumer(group)
         try:
@@ -469,11 +469,42 @@ class KafkaBackend(Backend):
         if all(offset < 0 for offset in committed.values()):
             return None
         rows = []
+        starts = {}
         for p in partitions:
             position = committed.get(p, OFFSET_INVALID)
             start = position if position >= 0 else lows[p]
+            if ends[p] > start:
+                starts[p] = start
             rows.append(GroupLag(p, str(position) if position >= 0 else None, str(ends[p]), max(ends[p] - start, 0)))
+        if oldest:
+            times = self.first_timestamps(stream, starts)
+            for row in rows:
+                row.oldest_time = times.get(row.partition)  # type: ignore[arg-type]
         return rows
+
+    def first_timestamps(self, topic: str, starts: dict[int, int]) -> dict[int, int]:
+        """The timestamp of the record at each partition's start offset (the first one
+        the group has not committed)."""
+        from confluent_kafka import TopicPartition
+
+        found: dict[int, int] = {}
+        if not starts:
+            return found
+        client = self.new_consumer(None)
+        try:
+            client.assign([TopicPartition(topic, p, o) for p, o in starts.items()])
+            deadline = time.monotonic() + max(self.settings.timeout, 10.0)
+            while len(found) < len(starts) and time.monotonic() < deadline:
+                for record in client.consume(num_messages=len(starts) * 100, timeout=0.5):
+                    partition = record.partition()
+                    if record.error() is None and partition not in found and record.offset() >= starts[partition]:
+                        found[partition] = record.timestamp()[1]
+            missing = sorted(set(starts) - set(found))
+            if missing:
+                raise self.unavailable(f"reading the oldest unconsumed record of {topic}[{missing[0]}] timed out")
+        finally:
+            client.close()
+        return found
 
     def list_streams(self) -> list[StreamInfo]:
         metadata = self.metadata(self.admin())

@@ -294,7 +294,13 @@ class LocalBackend(Backend):
         last = self.last_id(stream)
         pending = self.db.execute("SELECT count(*) FROM pending WHERE stream = ? AND grp = ?", (stream, group)).fetchone()[0]
         end = format_id(*last) if last != BEFORE_ALL else None
-        return [GroupLag(None, show_cursor(cursor), end, self.count_between(stream, cursor), pending)]
+        oldest = self.db.execute("SELECT min(ms) FROM pending WHERE stream = ? AND grp = ?", (stream, group)).fetchone()[0]
+        if oldest is None:
+            row = self.db.execute(
+                "SELECT ms FROM entries WHERE stream = ? AND (ms, seq) > (?, ?) ORDER BY ms, seq LIMIT 1", (stream, *cursor)
+            ).fetchone()
+            oldest = row[0] if row else None
+        return [GroupLag(None, show_cursor(cursor), end, self.count_between(stream, cursor), pending, oldest)]
 
     def pending(self, stream: str, group: str, *, consumer: str | None = None, count: int = 100) -> list[PendingEntry]:
         self._require_group(stream, group)

@@ -357,8 +357,18 @@ class RedisStreamsBackend(Backend):
             lag = info.get("lag")
             if lag is None:  # Redis < 7, or a lag Redis cannot compute after deletions
                 lag = self.count_between(stream, info["last-delivered-id"], end or "0-0")
-            return [GroupLag(None, info["last-delivered-id"], end, int(lag), int(info["pending"]))]
+            return [GroupLag(None, info["last-delivered-id"], end, int(lag), int(info["pending"]),
+                             self.oldest_unfinished(stream, group, info["last-delivered-id"]))]
         raise NotFoundError(f"group {group!r} does not exist on Redis stream {stream!r}")
+
+    def oldest_unfinished(self, stream: str, group: str, last_delivered: str) -> int | None:
+        """The entry time (its ID's milliseconds) of the oldest pending entry or, with
+        none pending, of the first entry not yet delivered."""
+        summary = self.command("XPENDING", stream, group, what=f"pending entries of group {group!r}")
+        if summary and summary[0] and summary[1] is not None:
+            return parse_stream_id(summary[1])[0]
+        rows = self.command("XRANGE", stream, f"({last_delivered}", "+", "COUNT", 1)
+        return parse_stream_id(rows[0][0])[0] if rows else None
 
     def pending(self, stream: str, group: str, *, consumer: str | None = None, count: int = 100) -> list[PendingEntry]:
         args: list[Any] = ["XPENDING", stream, group, "-", "+", count]
