@@ -64,6 +64,7 @@ class Capability(enum.Enum):
     SEEK_POSITION = "starting at a native position"
     SEEK_TIME = "starting at a time"
     GROUP_SEEK = "moving a consumer group (replay -g)"
+    GROUP_DELETE = "deleting a consumer group"
     KEEP_TIMESTAMP = "keeping the original timestamp"
     INSPECT = "inspection (ls, info, groups, lag)"
 
@@ -480,4 +481,16 @@ class Backend(ABC):
 
     def apply_group_seek(self, plan: GroupSeekPlan) -> None:
         self.require(Capability.GROUP_SEEK)
+        raise NotImplementedError
+
+    def group_delete_scope(self, stream: str, group: str) -> str:
+        """What deleting the group removes, for the confirmation (raises NotFoundError
+        when there is no such group, GroupBusyError when it cannot be deleted now)."""
+        self.require(Capability.GROUP_DELETE)
+        return f"consumer group {group!r} of {self.stream_noun} {stream!r}, with its position and pending messages"
+
+    def delete_group(self, stream: str, group: str) -> None:
+        """Delete the group: its position, pending list and consumers (NotFoundError
+        when there is no such group)."""
+        self.require(Capability.GROUP_DELETE)
         raise NotImplementedError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -18,10 +19,11 @@ from evrelay.cli.common import (
     Session,
     TimeoutOption,
     VerboseOption,
+    YesOption,
     complete_address,
     parse_duration,
 )
-from evrelay.errors import BackendUnavailable, ExpectationFailed, UsageError
+from evrelay.errors import BackendUnavailable, EvrelayError, ExpectationFailed, UsageError
 
 if TYPE_CHECKING:
     from evrelay.addresses import Address
@@ -156,6 +158,8 @@ GROUP_COLUMNS = [
 
 def groups(
     address: AddressArgument,
+    delete: Annotated[Optional[str], typer.Option("--delete", metavar="GROUP", help="Delete this consumer group (asks first; --yes in scripts).", show_default=False)] = None,
+    yes: YesOption = False,
     output: OutputOption = None,
     timeout: TimeoutOption = None,
     config: ConfigOption = None,
@@ -163,18 +167,39 @@ def groups(
     verbose: VerboseOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """List the consumer groups of a topic or stream: members, pending, lag, position.
+    """List the consumer groups of a topic or stream: members, pending, lag, position;
+    or delete one with --delete GROUP.
+
+    Deleting removes the group's position, pending list and consumers: a reader of that
+    group starts again as a new group. It asks on a terminal; --yes skips the question.
+    A Kafka group is cluster-wide (deleting it drops its offsets on every topic) and must
+    have no live members.
 
     \b
     Examples:
       evrelay groups redis:orders
+      evrelay groups kafka:orders --delete old-billing --yes
     """
     from evrelay.backends.base import Capability
     from evrelay.output import record_mode, write_records
 
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
-    mode = record_mode(output)
     source = session.address(address)
+    if delete is not None:
+        with session.backend(source) as backend:
+            backend.require(Capability.GROUP_DELETE, command="groups --delete")
+            stream = source.require_stream(backend.stream_noun)
+            scope = backend.group_delete_scope(stream, delete)
+            session.info(f"delete {scope}")
+            if not yes:
+                if not sys.stdin.isatty():
+                    raise UsageError("refusing to delete the group without confirmation: stdin is not a terminal; add --yes")
+                if not typer.confirm(f"Delete group {delete!r}?", default=False, err=True):
+                    raise EvrelayError("not deleted (declined)")
+            backend.delete_group(stream, delete)
+        session.info(f"deleted consumer group {delete!r} on {source.display}")
+        return
+    mode = record_mode(output)
     with session.backend(source) as backend:
         backend.require(Capability.GROUPS, command="groups")
         stream = source.require_stream(backend.stream_noun)

@@ -87,6 +87,7 @@ class KafkaBackend(Backend):
             Capability.SEEK_POSITION,
             Capability.SEEK_TIME,
             Capability.GROUP_SEEK,
+            Capability.GROUP_DELETE,
             Capability.KEEP_TIMESTAMP,
             Capability.INSPECT,
         }
@@ -542,10 +543,10 @@ class KafkaBackend(Backend):
         return infos
 
     @staticmethod
-    def _busy(group: str, members: int | None) -> GroupBusyError:
+    def _busy(group: str, members: int | None, doing: str = "moving") -> GroupBusyError:
         count = f"{members} " if members else ""
         return GroupBusyError(
-            f"consumer group {group!r} has {count}live member(s); stop them before moving it "
+            f"consumer group {group!r} has {count}live member(s); stop them before {doing} it "
             "(Kafka only lets an empty group's offsets be changed)"
         )
 
@@ -563,6 +564,34 @@ class KafkaBackend(Backend):
         if not members and state in ACTIVE_GROUP_STATES:
             return None, state
         return members, state
+
+    def group_delete_scope(self, stream: str, group: str) -> str:
+        client = self.new_consumer(group)
+        try:
+            partitions = self.topic_partitions(client, stream)
+            committed = self.committed(client, stream, partitions, group)
+        finally:
+            client.close()
+        if all(offset < 0 for offset in committed.values()):
+            raise NotFoundError(f"consumer group {group!r} has no committed offsets on Kafka topic {stream!r}")
+        members, state = self.group_members(group)
+        if members or state in ACTIVE_GROUP_STATES:
+            raise self._busy(group, members, "deleting")
+        return (f"consumer group {group!r} on the whole Kafka cluster: its committed offsets on topic {stream!r} "
+                "and on every other topic it reads (Kafka groups are not per topic)")
+
+    def delete_group(self, stream: str, group: str) -> None:
+        from confluent_kafka import KafkaError, KafkaException
+
+        try:
+            self.admin().delete_consumer_groups([group], request_timeout=self.settings.timeout)[group].result()
+        except KafkaException as exc:
+            code = exc.args[0].code() if exc.args and hasattr(exc.args[0], "code") else None
+            if code == KafkaError.GROUP_ID_NOT_FOUND:
+                raise NotFoundError(f"consumer group {group!r} does not exist on Kafka") from None
+            if code == KafkaError.NON_EMPTY_GROUP:
+                raise self._busy(group, None, "deleting") from None
+            raise self.unavailable(f"deleting consumer group {group!r}", exc) from None
 
     def plan_group_seek(self, stream: str, group: str, target: StreamPosition) -> GroupSeekPlan:
         refuse_entry_id(target)

@@ -89,6 +89,7 @@ class LocalBackend(Backend):
             Capability.SEEK_POSITION,
             Capability.SEEK_TIME,
             Capability.GROUP_SEEK,
+            Capability.GROUP_DELETE,
             Capability.KEEP_TIMESTAMP,
             Capability.INSPECT,
         }
@@ -357,6 +358,18 @@ class LocalBackend(Backend):
                 "UPDATE groups SET last_ms = ?, last_seq = ? WHERE stream = ? AND name = ?",
                 (*plan.native, plan.stream, plan.group),
             )
+
+    def group_delete_scope(self, stream: str, group: str) -> str:
+        cursor = self._require_group(stream, group)
+        pending = self.db.execute("SELECT count(*) FROM pending WHERE stream = ? AND grp = ?", (stream, group)).fetchone()[0]
+        return f"consumer group {group!r} of local stream {stream!r}: its position ({show_cursor(cursor)}) and {pending} pending entries"
+
+    def delete_group(self, stream: str, group: str) -> None:
+        with self.transaction() as db:
+            if not db.execute("DELETE FROM groups WHERE stream = ? AND name = ?", (stream, group)).rowcount:
+                raise NotFoundError(f"group {group!r} does not exist on local stream {stream!r}")
+            db.execute("DELETE FROM pending WHERE stream = ? AND grp = ?", (stream, group))
+            db.execute("DELETE FROM consumers WHERE stream = ? AND grp = ?", (stream, group))
 
     def _require_group(self, stream: str, group: str) -> tuple[int, int]:
         cursor = self.group_cursor(stream, group)

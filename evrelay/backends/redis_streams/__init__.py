@@ -98,6 +98,7 @@ class RedisStreamsBackend(Backend):
             Capability.SEEK_POSITION,
             Capability.SEEK_TIME,
             Capability.GROUP_SEEK,
+            Capability.GROUP_DELETE,
             Capability.INSPECT,
         }
     )
@@ -360,6 +361,18 @@ class RedisStreamsBackend(Backend):
             return [GroupLag(None, info["last-delivered-id"], end, int(lag), int(info["pending"]),
                              self.oldest_unfinished(stream, group, info["last-delivered-id"]))]
         raise NotFoundError(f"group {group!r} does not exist on Redis stream {stream!r}")
+
+    def group_delete_scope(self, stream: str, group: str) -> str:
+        for info in self.raw_group_infos(stream):
+            if info["name"] == group:
+                return (f"consumer group {group!r} of Redis stream {stream!r}: its position "
+                        f"({info['last-delivered-id']}), {info['consumers']} consumer(s) and {info['pending']} pending entries")
+        raise NotFoundError(f"group {group!r} does not exist on Redis stream {stream!r}")
+
+    def delete_group(self, stream: str, group: str) -> None:
+        self.require_stream(stream)
+        if not self.command("XGROUP", "DESTROY", stream, group, what=f"deleting group {group!r}"):
+            raise NotFoundError(f"group {group!r} does not exist on Redis stream {stream!r}")
 
     def oldest_unfinished(self, stream: str, group: str, last_delivered: str) -> int | None:
         """The entry time (its ID's milliseconds) of the oldest pending entry or, with
