@@ -72,6 +72,26 @@ HeaderOption = Annotated[Optional[list[str]], typer.Option("-H", "--header", met
 PartitionOption = Annotated[Optional[list[int]], typer.Option("--partition", metavar="P", help="Kafka: only this partition (repeatable).", show_default=False)]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show what would happen; send nothing, ack nothing.")]
 YesOption = Annotated[bool, typer.Option("-y", "--yes", help="Do not ask for confirmation.")]
+KcatJsonOption = Annotated[bool, typer.Option("-J", "--kcat-json", help="kcat's -J JSON envelope (the same as -o kcat / --input kcat).")]
+KeyDelimiterOption = Annotated[
+    Optional[str],
+    typer.Option("-K", "--key-delimiter", metavar="DELIM", help="kcat's -K: KEY<DELIM>VALUE lines (implies -o keyed / --input keyed).", show_default=False),
+]
+
+
+def kcat_mode(mode: str | None, kcat_json: bool, key_delimiter: str | None, flag: str) -> tuple[str | None, bytes]:
+    """Resolve -J / -K into the output or input mode they stand for, and the delimiter."""
+    if kcat_json and key_delimiter is not None:
+        raise UsageError("give -J or -K, not both")
+    wanted = "kcat" if kcat_json else "keyed" if key_delimiter is not None else None
+    if wanted is not None and mode is not None and mode != wanted:
+        raise UsageError(f"-{'J' if kcat_json else 'K'} means {flag} {wanted}; it does not go with {flag} {mode}")
+    if key_delimiter == "":
+        raise UsageError("-K/--key-delimiter needs a delimiter, e.g. -K:")
+    delimiter = os.fsencode(key_delimiter) if key_delimiter is not None else b":"
+    return (wanted or mode), delimiter
+
+
 FilterOption = Annotated[
     Optional[str],
     typer.Option("--filter", metavar="JQ", help="Keep a message when this jq expression is true; it sees the JSON envelope, .value parsed when it is JSON.", show_default=False),

@@ -19,6 +19,8 @@ from evrelay.cli.common import (
     FromOption,
     GroupOption,
     IdleTimeoutOption,
+    KcatJsonOption,
+    KeyDelimiterOption,
     MapOption,
     MatchHeaderOption,
     MatchKeyOption,
@@ -32,6 +34,7 @@ from evrelay.cli.common import (
     ToOption,
     VerboseOption,
     default_consumer_name,
+    kcat_mode,
     parse_duration,
     parse_position_option,
     selection_from_options,
@@ -74,6 +77,8 @@ def tail(
     idle_timeout: IdleTimeoutOption = None,
     output: OutputOption = None,
     template: FormatOption = None,
+    kcat_json: KcatJsonOption = False,
+    key_delimiter: KeyDelimiterOption = None,
     partition: PartitionOption = None,
     filter_expr: FilterOption = None,
     map_expr: MapOption = None,
@@ -98,6 +103,7 @@ def tail(
       evrelay tail demo --from end --expect 3 --timeout 20s
       evrelay tail kafka:orders --from beginning --filter '.value.total > 100'
       evrelay tail redis:orders --match-key 'customer-*' --match-header region=eu
+      evrelay tail kafka:orders -J          # like kcat -C -J -t orders
     """
     from evrelay.backends.base import ReadSpec, StopReason
     from evrelay.output import make_writer
@@ -112,7 +118,8 @@ def tail(
     stop = parse_position_option(to, "--to")
     if no_ack and not group:
         raise UsageError("--no-ack only makes sense with -g/--group")
-    writer = make_writer(output, template)
+    output, delimiter = kcat_mode(output, kcat_json, key_delimiter, "-o")
+    writer = make_writer(output, template, key_delimiter=delimiter)
     selection = selection_from_options(filter_expr, map_expr, match_key, match_header)
     follow = follow or expect is not None
     # With a selection, `-n N` counts the messages shown, and a plain read without --from
