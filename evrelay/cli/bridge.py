@@ -137,6 +137,7 @@ def bridge(
     from evrelay.output import make_writer
     from evrelay.positions import Beginning
     from evrelay.relay import Relay
+    from evrelay.routing import open_sink
 
     source_text, sink_text = split_endpoints(source, sink)
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
@@ -160,7 +161,7 @@ def bridge(
             dst_stream = dst.require_stream(dst_backend.stream_noun)
             if dst_backend.name == src_backend.name and dst_backend.options == src_backend.options and dst_stream == src_stream:
                 raise UsageError(f"{source_text} and {sink_text} are the same {src_backend.stream_noun}: that would relay into itself")
-            sink_producer = stack.enter_context(dst_backend.producer(dst_stream))
+            sink_producer = stack.enter_context(open_sink(dst_backend, dst_stream))
         else:
             dst_stream = dst.stream or "-"
         grouped = src_backend.supports(Capability.GROUPS) and not dry_run

@@ -98,6 +98,7 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
     from evrelay.cli.tail import required_capabilities
     from evrelay.output import make_writer
     from evrelay.relay import Pacer, Relay, parse_pace
+    from evrelay.routing import open_sink
 
     try:
         speed = parse_pace(pace)
@@ -116,7 +117,7 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
             dst_backend.require(Capability.PUBLISH, command="replay")
             if not dst_backend.supports(Capability.KEEP_TIMESTAMP):
                 session.debug(f"{dst_backend.name} does not keep timestamps; the copies get new ones")
-            producer = stack.enter_context(dst_backend.producer(dst.require_stream(dst_backend.stream_noun)))
+            producer = stack.enter_context(open_sink(dst_backend, dst.require_stream(dst_backend.stream_noun)))
         reader = stack.enter_context(src_backend.consumer(spec))
         stop_flag = stack.enter_context(StopFlag())
         relay = Relay(
