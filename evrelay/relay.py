@@ -393,7 +393,11 @@ class Relay:
             letters = [f.message for f in failures]
             if letters:
                 self._wait_out(f"dead-letter: {len(letters)} message(s) not delivered ({failures[0].reason})")
-        self.warn(f"{len(rejected)} message(s) that could not go to {self.sink_label} went to the dead-letter address")
+        unselectable = len(window.errors)
+        refused = len(rejected) - unselectable
+        parts = [f"{refused} message(s) rejected by {self.sink_label}"] if refused else []
+        parts += [f"{unselectable} message(s) on which --filter/--map failed"] if unselectable else []
+        self.warn(f"{' and '.join(parts)} went to the dead-letter address")
         return batch, None
 
     def _with_provenance(self, message: Message) -> Message:
