@@ -12,6 +12,7 @@ producer, with the error in its headers, or stops the relay with a clear error.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -56,6 +57,13 @@ class RelayStats:
     """Read but not passed on: dropped by --filter/--match-*/--map (acked with the window)."""
     acked: int = 0
     retries: int = 0
+    bytes_read: int = 0
+    bytes_sent: int = 0
+    """Value bytes read from the source / sent to the sink (what --metrics reports)."""
+    errors: dict[str, int] = field(default_factory=dict)
+    """Errors by kind: source/sink/dead-letter unavailable, rejected, selection."""
+    window_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
+    """Send-to-confirmed time of recent windows, drained by --metrics."""
     last_positions: dict[tuple[str, int | None], str] = field(default_factory=dict)
     stop_reason: StopReason | None = None
     first_read_at: float | None = None
@@ -135,6 +143,7 @@ class InFlight:
     origins: list[int]
     errors: list[tuple[int, str]]
     sent: bool = False
+    started: float = field(default_factory=time.monotonic)
 
 
 class Abandoned(Exception):
@@ -252,12 +261,14 @@ class Relay:
             if self.stats.first_read_at is None:
                 self.stats.first_read_at = self._idle_since
             self.stats.read += len(batch)
+            self.stats.bytes_read += sum([len(m.value) for m in batch])
         return batch
 
     def _read(self, want: int) -> list[Message]:
         try:
             batch = self.consumer.read(want, 0.5)
         except BackendUnavailable as exc:
+            self._count_error("source_unavailable")
             self._wait_out(f"source: {exc.message}")
             return []
         self.backoff.reset()
@@ -312,9 +323,14 @@ class Relay:
         ]
         return InFlight(batch, outgoing, origins if origins is not None else list(range(len(batch))), errors)
 
+    def _count_error(self, kind: str, count: int = 1) -> None:
+        self.stats.errors[kind] = self.stats.errors.get(kind, 0) + count
+
     def _complete(self, window: InFlight) -> None:
         """Confirm a window (retrying, dead-lettering), then ack it at the source."""
         safe, poison = self._deliver(window)
+        self.stats.window_seconds.append(time.monotonic() - window.started)
+        self.stats.bytes_sent += sum([len(m.value) for m in window.outgoing])
         if self.ack and safe:
             self.consumer.ack(safe)
             self.stats.acked += len(safe)
@@ -371,8 +387,13 @@ class Relay:
                     retry.append(i)
             if retry:
                 self.stats.retries += 1
+                self._count_error("sink_unavailable")
                 self._wait_out(f"sink: {len(retry)} message(s) not delivered ({failed_ids[id(outgoing[retry[0]])].reason})")
             waiting = retry
+        if window.errors:
+            self._count_error("selection", len(window.errors))
+        if len(rejected) > len(window.errors):
+            self._count_error("rejected", len(rejected) - len(window.errors))
         if not rejected:
             return batch, None
         if self.dead_letter is None:
@@ -440,6 +461,7 @@ class Relay:
                 return failures
             except BackendUnavailable as exc:
                 self.stats.retries += 1
+                self._count_error(f"{role.replace('-', '_')}_unavailable")
                 self._wait_out(f"{role}: {exc.message}")
 
     def _wait_out(self, why: str) -> None:

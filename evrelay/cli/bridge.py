@@ -6,7 +6,6 @@ import contextlib
 import re
 import signal
 import sys
-import time
 from typing import Annotated, Optional
 
 import typer
@@ -68,28 +67,6 @@ def default_group(sink_backend: str, sink_stream: str) -> str:
     return "evrelay-bridge-" + re.sub(r"[^A-Za-z0-9._-]+", "_", f"{sink_backend}-{sink_stream}")
 
 
-class ProgressLine:
-    """A self-overwriting progress line on stderr (terminals only), at most twice a second."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.next_draw = 0.0
-        self.drawn = False
-
-    def __call__(self, stats) -> None:
-        if not self.enabled or time.monotonic() < self.next_draw:
-            return
-        self.next_draw = time.monotonic() + 0.5
-        sys.stderr.write(f"\r\x1b[Kbridged {stats.delivered} message(s), {stats.rate:,.0f}/s, {stats.retries} retries")
-        sys.stderr.flush()
-        self.drawn = True
-
-    def clear(self) -> None:
-        if self.drawn:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
-
-
 def bridge(
     source: Annotated[str, typer.Argument(metavar="SOURCE", help="Where to read (or 'SOURCE->SINK').", autocompletion=complete_address, show_default=False)],
     sink: Annotated[Optional[str], typer.Argument(metavar="SINK", help="Where to write.", autocompletion=complete_address, show_default=False)] = None,
@@ -100,6 +77,7 @@ def bridge(
     idle_timeout: IdleTimeoutOption = None,
     dead_letter: Annotated[Optional[str], typer.Option("--dead-letter", metavar="ADDRESS", help="Send messages the sink rejects for good here (error in headers) instead of stopping.", show_default=False)] = None,
     dry_run: DryRunOption = False,
+    metrics: Annotated[Optional[str], typer.Option("--metrics", metavar="ADDR:PORT", help="Serve Prometheus metrics here (e.g. 127.0.0.1:9464); needs prometheus-client.", show_default=False)] = None,
     window: Annotated[int, typer.Option("--window", metavar="N", min=1, help="Messages in flight at once: read, sent, confirmed, then acked together.")] = DEFAULT_WINDOW,
     claim_idle: Annotated[str, typer.Option("--claim-idle", metavar="DURATION", help="Redis/local: take over group messages another consumer left pending this long (0: never).")] = DEFAULT_CLAIM_IDLE,
     follow: FollowOption = False,
@@ -138,11 +116,14 @@ def bridge(
     from evrelay.positions import Beginning
     from evrelay.relay import Relay
     from evrelay.routing import open_sink
+    from evrelay.watch import LagSampler, MetricsServer, ProgressLine, Watch, group_lag_sampler, parse_listen_address
 
     source_text, sink_text = split_endpoints(source, sink)
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     idle_seconds = parse_duration(idle_timeout, "--idle-timeout")
     claim_seconds = parse_duration(claim_idle, "--claim-idle")
+    if metrics is not None:
+        parse_listen_address(metrics)  # a bad --metrics is a usage error before connecting
     start = parse_position_option(from_, "--from") or Beginning()
     src = session.address(source_text)
     dst = session.address(sink_text)
@@ -184,7 +165,11 @@ def bridge(
         reader = stack.enter_context(src_backend.consumer(spec))
         if group_name and reader.created:
             session.info(f"evrelay: created consumer group {group_name!r} on {src.display} at {start}")
-        progress = ProgressLine(sys.stderr.isatty() and not quiet)
+        lag = LagSampler(group_lag_sampler(src_backend, src_stream, group_name)) if group_name else None
+        server = MetricsServer(metrics, source=src.display, sink=dst.display) if metrics else None
+        if server is not None:
+            session.info(f"evrelay: serving Prometheus metrics on http://{parse_listen_address(metrics)[0]}:{server.port}/metrics")
+        progress = Watch(ProgressLine(sys.stderr.isatty() and not quiet), server, lag)
         stop = stack.enter_context(StopFlag())
         relay = Relay(
             reader,
@@ -202,7 +187,7 @@ def bridge(
         try:
             stats = relay.run(limit=count, idle_timeout=idle_seconds, window=window)
         finally:
-            progress.clear()
+            progress.close()
     verb = "would bridge" if dry_run else "bridged"
     positions = ", ".join(sorted(stats.last_positions.values())) or "none"
     note = f"; {stats.filtered} filtered out" if selection is not None else ""

@@ -99,6 +99,7 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
     from evrelay.output import make_writer
     from evrelay.relay import Pacer, Relay, parse_pace
     from evrelay.routing import open_sink
+    from evrelay.watch import ProgressLine, Watch
 
     try:
         speed = parse_pace(pace)
@@ -120,6 +121,7 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
             producer = stack.enter_context(open_sink(dst_backend, dst.require_stream(dst_backend.stream_noun)))
         reader = stack.enter_context(src_backend.consumer(spec))
         stop_flag = stack.enter_context(StopFlag())
+        progress = Watch(ProgressLine(sys.stderr.isatty() and not session.quiet and not dry_run, verb="replayed"))
         relay = Relay(
             reader,
             producer,
@@ -132,8 +134,12 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
             stop=stop_flag,
             warn=session.warn,
             pacer=Pacer(speed, stop_flag),
+            progress=progress,
         )
-        stats = relay.run()
+        try:
+            stats = relay.run()
+        finally:
+            progress.close()
     verb = "would replay" if dry_run else "replayed"
     note = f"; {stats.filtered} filtered out" if selection is not None else ""
     session.info(f"{verb} {stats.delivered} message(s){note} from {src.display} ({start} .. {stop or 'end'}) to {dst.display} in {stats.elapsed:.1f}s")
