@@ -66,6 +66,9 @@ class Message:
     timestamp: int | None = None
     position: Position | None = None
     receipt: Consumer | None = field(default=None, repr=False)
+    origin: Position | None = field(default=None, repr=False)
+    """On a relayed copy: the source position it was made from (for sink-name templates);
+    not part of its envelope."""
 
     def ack(self) -> None:
         if self.receipt is not None:

@@ -318,6 +318,9 @@ class Relay:
                 if provenance and m.position is not None
                 else list(m.headers),
                 m.timestamp,
+                None,
+                None,
+                m.position,
             )
             for m in selected
         ]

@@ -70,7 +70,8 @@ class _Fields(dict):
         self.message = message
 
     def __missing__(self, name: str) -> Any:
-        message, position = self.message, self.message.position
+        message = self.message
+        position = message.position or message.origin
         if name == "key":
             if message.key is None:
                 raise RouteError("the message has no key")

@@ -20,6 +20,7 @@ them stay backend-neutral.
 from __future__ import annotations
 
 import enum
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -450,6 +451,17 @@ class Backend(ABC):
     def stream_info(self, stream: str) -> StreamInfo:
         self.require(Capability.INSPECT)
         raise NotImplementedError
+
+    def stream_names(self) -> list[str]:
+        """Names of the topics/streams there are; backends override it when listing
+        names is cheaper than `list_streams()` (which also counts)."""
+        return [info.name for info in self.list_streams()]
+
+    def matching_streams(self, pattern: re.Pattern[str]) -> list[str]:
+        """The topics/streams whose whole name matches `pattern` (an address's `~REGEX`),
+        sorted; called again while following, to pick up new ones."""
+        self.require(Capability.INSPECT, command="a ~PATTERN address")
+        return sorted(name for name in self.stream_names() if pattern.fullmatch(name))
 
     def group_infos(self, stream: str) -> list[GroupInfo]:
         self.require(Capability.GROUPS)

@@ -112,6 +112,7 @@ def bridge(
       evrelay bridge kafka:orders redis:big-orders --filter '.value.total > 100' --dead-letter file:dlq.jsonl
     """
     from evrelay.backends.base import Capability, ReadSpec
+    from evrelay.multi import MultiConsumer, StreamSource, stream_pattern
     from evrelay.output import make_writer
     from evrelay.positions import Beginning
     from evrelay.relay import Relay
@@ -162,7 +163,11 @@ def bridge(
             dead_backend = stack.enter_context(session.backend(dead))
             dead_backend.require(Capability.PUBLISH, command="--dead-letter")
             dead_producer = stack.enter_context(dead_backend.producer(dead.require_stream(dead_backend.stream_noun)))
-        reader = stack.enter_context(src_backend.consumer(spec))
+        pattern = stream_pattern(src_stream)
+        if pattern is not None:  # every topic/stream matching ~REGEX, new ones included
+            reader = stack.enter_context(MultiConsumer([StreamSource(src.display, src_backend, pattern=pattern)], spec, warn=session.warn))
+        else:
+            reader = stack.enter_context(src_backend.consumer(spec))
         if group_name and reader.created:
             session.info(f"evrelay: created consumer group {group_name!r} on {src.display} at {start}")
         lag = LagSampler(group_lag_sampler(src_backend, src_stream, group_name)) if group_name else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Annotated
 
@@ -56,6 +57,7 @@ def stats(
       evrelay stats redis:orders --from -1d --match-header region=eu -o json
     """
     from evrelay.backends.base import ReadSpec
+    from evrelay.cli.sources import open_reader
     from evrelay.cli.tail import required_capabilities
     from evrelay.output import record_mode, write_record
     from evrelay.summary import RangeSummary
@@ -67,12 +69,12 @@ def stats(
     selection = selection_from_options(filter_expr, None, match_key, match_header)
     source = session.address(address)
     summary = RangeSummary()
-    with session.backend(source) as backend:
-        spec = ReadSpec(stream=source.require_stream(backend.stream_noun), start=start, stop=stop)  # type: ignore[arg-type]
-        backend.require(*required_capabilities(spec, follow=False), command="stats")
-        with backend.consumer(spec) as reader, StopFlag() as stop_flag:
-            for batch in reader.batches(batch_size=5000, should_stop=stop_flag):
-                summary.add(batch if selection is None else selection.select(batch).kept)
+    with contextlib.ExitStack() as stack:
+        spec = ReadSpec(stream="", start=start, stop=stop)  # type: ignore[arg-type]
+        reader, _, _ = open_reader(session, stack, [address], spec, command="stats", needs=lambda s: required_capabilities(s, follow=False))
+        stop_flag = stack.enter_context(StopFlag())
+        for batch in reader.batches(batch_size=5000, should_stop=stop_flag):
+            summary.add(batch if selection is None else selection.select(batch).kept)
     if mode == "json":
         write_record({"address": source.display, "from": from_, "to": to or "end", **summary.record()})
     else:

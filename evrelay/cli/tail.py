@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from typing import Annotated, Optional
@@ -9,7 +10,6 @@ from typing import Annotated, Optional
 import typer
 
 from evrelay.cli.common import (
-    AddressArgument,
     ConfigOption,
     ConsumerOption,
     CountOption,
@@ -33,6 +33,7 @@ from evrelay.cli.common import (
     TimeoutOption,
     ToOption,
     VerboseOption,
+    complete_address,
     default_consumer_name,
     kcat_mode,
     parse_duration,
@@ -64,7 +65,10 @@ def required_capabilities(spec: object, *, follow: bool) -> list[object]:
 
 
 def tail(
-    address: AddressArgument,
+    addresses: Annotated[
+        list[str],
+        typer.Argument(metavar="ADDRESS...", help="One or more addresses; NAME may be ~REGEX for every matching topic/stream.", autocompletion=complete_address, show_default=False),
+    ],
     from_: FromOption = None,
     to: ToOption = None,
     count: CountOption = None,
@@ -106,6 +110,7 @@ def tail(
       evrelay tail kafka:orders -J          # like kcat -C -J -t orders
     """
     from evrelay.backends.base import ReadSpec, StopReason
+    from evrelay.cli.sources import open_reader
     from evrelay.output import make_writer
     from evrelay.positions import Beginning, Last
 
@@ -141,15 +146,14 @@ def tail(
         elif follow and expect is None:
             limit = None
 
-    source = session.address(address)
+    display = ", ".join(session.address(text).display for text in addresses)
     started = time.monotonic()
     deadline = started + deadline_seconds if deadline_seconds is not None else None
     received = 0
-    with session.backend(source) as backend:
-        stream = source.require_stream(backend.stream_noun)
+    with contextlib.ExitStack() as stack:
         group_name = group or None
         spec = ReadSpec(
-            stream=stream,
+            stream="",
             start=group_start if group_name else start,
             stop=stop,
             follow=follow,
@@ -157,42 +161,40 @@ def tail(
             consumer_name=(consumer or default_consumer_name()) if group_name else None,
             partitions=tuple(partition) if partition else None,
         )
-        backend.require(*required_capabilities(spec, follow=follow), command="tail")
-        with backend.consumer(spec) as reader:
-            if group_name and reader.created:
-                session.info(f"evrelay: created consumer group {group_name!r} on {source.display} at {group_start}")
-            if group_name and from_ is not None and reader.created is False:
-                session.warn(
-                    f"group {group_name!r} already exists, so --from {from_} was not applied; "
-                    f"`evrelay replay {address} -g {group_name} --from {from_}` moves it"
-                )
-            # SIGTERM (and Ctrl-C) end the read between batches, so the consumer closes
-            # cleanly: acks done, group left (a Kafka group is free to move at once).
-            with StopFlag() as stop:
-                shown = ShownMessages(writer, selection, session, limit=None if selection is None else limit, last=last_matches)
-                for batch in reader.batches(
-                    limit=limit if selection is None else None,
-                    deadline=deadline,
-                    idle_timeout=idle_seconds,
-                    batch_size=500 if group_name else 5000,
-                    should_stop=stop if selection is None else (lambda: stop() or shown.done),
-                ):
-                    handled = shown.write(batch)
-                    if group_name and not no_ack:
-                        reader.ack(handled)
-                shown.finish()
-                received = shown.count
-            reason = StopReason.LIMIT if shown.done else reader.stop_reason
-            reason = reader.stop_reason
-    session.debug(f"read {received} message(s) from {source.display}; stopped: {reason.value if reason else 'done'}")
+        reader, _, _ = open_reader(session, stack, addresses, spec, command="tail", needs=lambda s: required_capabilities(s, follow=follow))
+        if group_name and reader.created:
+            session.info(f"evrelay: created consumer group {group_name!r} on {display} at {group_start}")
+        if group_name and from_ is not None and reader.created is False:
+            session.warn(
+                f"group {group_name!r} already exists, so --from {from_} was not applied; "
+                f"`evrelay replay {addresses[0]} -g {group_name} --from {from_}` moves it"
+            )
+        # SIGTERM (and Ctrl-C) end the read between batches, so the consumer closes
+        # cleanly: acks done, group left (a Kafka group is free to move at once).
+        with StopFlag() as stop:
+            shown = ShownMessages(writer, selection, session, limit=None if selection is None else limit, last=last_matches)
+            for batch in reader.batches(
+                limit=limit if selection is None else None,
+                deadline=deadline,
+                idle_timeout=idle_seconds,
+                batch_size=500 if group_name else 5000,
+                should_stop=stop if selection is None else (lambda: stop() or shown.done),
+            ):
+                handled = shown.write(batch)
+                if group_name and not no_ack:
+                    reader.ack(handled)
+            shown.finish()
+            received = shown.count
+        reason = StopReason.LIMIT if shown.done else reader.stop_reason
+    session.debug(f"read {received} message(s) from {display}; stopped: {reason.value if reason else 'done'}")
     if stop.signal == signal.SIGINT:
         raise Interrupted(f"interrupted after {received} message(s)")
     if expect is not None and received < expect:
         raise ExpectationFailed(
-            f"expected {expect} message(s) from {source.display}, got {received} within {deadline_seconds:g}s"
+            f"expected {expect} message(s) from {display}, got {received} within {deadline_seconds:g}s"
         )
     if reason is StopReason.DEADLINE and limit is not None and received < limit:
-        raise ExpectationFailed(f"--timeout: only {received} of {limit} message(s) from {source.display} arrived in time")
+        raise ExpectationFailed(f"--timeout: only {received} of {limit} message(s) from {display} arrived in time")
 
 
 class ShownMessages:

@@ -380,8 +380,10 @@ class LocalBackend(Backend):
     # --- inspection --------------------------------------------------------------------
 
     def list_streams(self) -> list[StreamInfo]:
-        names = [row[0] for row in self.db.execute("SELECT name FROM streams ORDER BY name").fetchall()]
-        return [self._summary(name) for name in names]
+        return [self._summary(name) for name in self.stream_names()]
+
+    def stream_names(self) -> list[str]:
+        return [row[0] for row in self.db.execute("SELECT name FROM streams ORDER BY name").fetchall()]
 
     def stream_info(self, stream: str) -> StreamInfo:
         if not self.stream_exists(stream):

@@ -433,6 +433,9 @@ class RedisStreamsBackend(Backend):
     # --- inspection --------------------------------------------------------------------
 
     def list_streams(self) -> list[StreamInfo]:
+        return [self.stream_summary(name) for name in self.stream_names()]
+
+    def stream_names(self) -> list[str]:
         names: list[str] = []
         cursor = 0
         while True:
@@ -440,7 +443,7 @@ class RedisStreamsBackend(Backend):
             names += [k.decode("utf-8", "replace") for k in keys]
             if int(cursor) == 0:
                 break
-        return [self.stream_summary(name) for name in sorted(set(names))]
+        return sorted(set(names))
 
     def stream_summary(self, stream: str) -> StreamInfo:
         length = int(self.command("XLEN", stream))
