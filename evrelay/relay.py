@@ -310,17 +310,19 @@ class Relay:
             selected, origins, errors = result.kept, result.origins, result.errors
             self.stats.filtered += len(batch) - len(set(origins)) - len(errors)
         provenance = self.provenance
+        # The provenance header is replaced, not appended: a message relayed A->B->C->A
+        # carries one, naming its last hop. Raw fields (Redis) travel along; a Redis sink
+        # writes them back only while they still match the message.
         outgoing = [
             Message(
                 m.value,
                 m.key,
-                [*m.headers, (PROVENANCE_HEADER, m.position.coordinates.encode())]
+                [*(h for h in m.headers if h[0] != PROVENANCE_HEADER), (PROVENANCE_HEADER, m.position.coordinates.encode())]
                 if provenance and m.position is not None
                 else list(m.headers),
                 m.timestamp,
-                None,
-                None,
-                m.position,
+                fields=m.fields,
+                origin=m.position,
             )
             for m in selected
         ]
@@ -427,6 +429,7 @@ class Relay:
     def _with_provenance(self, message: Message) -> Message:
         headers = list(message.headers)
         if self.provenance and message.position is not None:
+            headers = [h for h in headers if h[0] != PROVENANCE_HEADER]
             headers.append((PROVENANCE_HEADER, message.position.coordinates.encode()))
         return Message(message.value, message.key, headers, message.timestamp)
 

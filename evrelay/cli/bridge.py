@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from evrelay.cli.common import (
+    CloudEventsOption,
     ConfigOption,
     ConsumerOption,
     DryRunOption,
@@ -81,6 +82,8 @@ def bridge(
     window: Annotated[int, typer.Option("--window", metavar="N", min=1, help="Messages in flight at once: read, sent, confirmed, then acked together.")] = DEFAULT_WINDOW,
     claim_idle: Annotated[str, typer.Option("--claim-idle", metavar="DURATION", help="Redis/local: take over group messages another consumer left pending this long (0: never).")] = DEFAULT_CLAIM_IDLE,
     follow: FollowOption = False,
+    no_provenance: Annotated[bool, typer.Option("--no-provenance", help="Do not add the evrelay-source header (for consumers strict about headers).")] = False,
+    cloudevents: CloudEventsOption = None,
     output: OutputOption = None,
     template: FormatOption = None,
     filter_expr: FilterOption = None,
@@ -99,7 +102,8 @@ def bridge(
     consumer groups (kafka, redis, local) are read as a group (default
     evrelay-bridge-<sink>), resuming where it stopped; several bridges with the same
     group share the work. Each message gets an evrelay-source header with its source
-    coordinates. SIGTERM exits 0 and SIGINT 130, both after acking what was delivered.
+    coordinates, replacing one from an earlier hop (--no-provenance: none). SIGTERM
+    exits 0 and SIGINT 130, both after acking what was delivered.
     Messages --filter/--match-* drop are acked with their window; one --filter/--map
     fails on goes to --dead-letter (or stops the bridge, like a rejected message).
 
@@ -117,6 +121,7 @@ def bridge(
     from evrelay.positions import Beginning
     from evrelay.relay import Relay
     from evrelay.routing import open_sink
+    from evrelay.transforms import message_transform, previewing, with_transform
     from evrelay.watch import LagSampler, MetricsServer, ProgressLine, Watch, group_lag_sampler, parse_listen_address
 
     source_text, sink_text = split_endpoints(source, sink)
@@ -130,6 +135,7 @@ def bridge(
     dst = session.address(sink_text)
     writer = make_writer(output, template) if dry_run else None
     selection = selection_from_options(filter_expr, map_expr, match_key, match_header)
+    transform = message_transform(cloudevents)
 
     with contextlib.ExitStack() as stack:
         src_backend = stack.enter_context(session.backend(src))
@@ -141,9 +147,9 @@ def bridge(
             dst_backend = stack.enter_context(session.backend(dst))
             dst_backend.require(Capability.PUBLISH, command="bridge")
             dst_stream = dst.require_stream(dst_backend.stream_noun)
-            if dst_backend.name == src_backend.name and dst_backend.options == src_backend.options and dst_stream == src_stream:
+            if dst_backend.location() == src_backend.location() and dst_stream == src_stream:
                 raise UsageError(f"{source_text} and {sink_text} are the same {src_backend.stream_noun}: that would relay into itself")
-            sink_producer = stack.enter_context(open_sink(dst_backend, dst_stream))
+            sink_producer = with_transform(stack.enter_context(open_sink(dst_backend, dst_stream)), transform)
         else:
             dst_stream = dst.stream or "-"
         grouped = src_backend.supports(Capability.GROUPS) and not dry_run
@@ -183,7 +189,8 @@ def bridge(
             source_label=src.display,
             selection=selection,
             dead_letter=dead_producer,
-            emit=writer.write if writer is not None else None,
+            emit=previewing(writer.write if writer is not None else None, transform, session.warn),
+            provenance=not no_provenance,
             stop=stop,
             warn=session.warn,
             progress=progress,

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from evrelay.cli.common import (
+    CloudEventsOption,
     ConfigOption,
     DryRunOption,
     FilterOption,
@@ -41,6 +42,7 @@ def replay(
     to: ToOption = None,
     group: GroupOption = None,
     pace: Annotated[str, typer.Option("--pace", metavar="PACE", help="max (as fast as possible), original (the original spacing) or Nx (N times faster).")] = "max",
+    cloudevents: CloudEventsOption = None,
     dry_run: DryRunOption = False,
     yes: YesOption = False,
     output: OutputOption = None,
@@ -81,6 +83,8 @@ def replay(
     if group and sink:
         raise UsageError("give SINK (copy a range) or -g GROUP (move a group), not both")
     if group:
+        if cloudevents is not None:
+            raise UsageError("--cloudevents applies to copying a range into a SINK, not to moving a group (-g)")
         if to is not None:
             raise UsageError("--to does not apply when moving a group (-g); the group moves to --from")
         _move_group(session, source, group, start, dry_run=dry_run, yes=yes, output=output)
@@ -88,10 +92,12 @@ def replay(
     if sink is None:
         raise UsageError("replay needs a SINK to copy into, or -g GROUP to move a group")
     selection = selection_from_options(filter_expr, map_expr, match_key, match_header)
-    _copy_range(session, source, sink, start, stop, pace=pace, dry_run=dry_run, output=output, template=template, selection=selection)
+    _copy_range(session, source, sink, start, stop, pace=pace, dry_run=dry_run, output=output, template=template,
+                cloudevents=cloudevents, selection=selection)
 
 
-def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: str, dry_run: bool, output, template, selection) -> None:
+def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: str, dry_run: bool, output, template,
+                cloudevents, selection) -> None:
     import contextlib
 
     from evrelay.backends.base import Capability, ReadSpec
@@ -99,6 +105,7 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
     from evrelay.output import make_writer
     from evrelay.relay import Pacer, Relay, parse_pace
     from evrelay.routing import open_sink
+    from evrelay.transforms import message_transform, previewing, with_transform
     from evrelay.watch import ProgressLine, Watch
 
     try:
@@ -108,6 +115,7 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
     src = session.address(source)
     dst = session.address(sink)
     writer = make_writer(output, template) if dry_run else None
+    transform = message_transform(cloudevents)
     with contextlib.ExitStack() as stack:
         src_backend = stack.enter_context(session.backend(src))
         spec = ReadSpec(stream=src.require_stream(src_backend.stream_noun), start=start, stop=stop)
@@ -118,7 +126,7 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
             dst_backend.require(Capability.PUBLISH, command="replay")
             if not dst_backend.supports(Capability.KEEP_TIMESTAMP):
                 session.debug(f"{dst_backend.name} does not keep timestamps; the copies get new ones")
-            producer = stack.enter_context(open_sink(dst_backend, dst.require_stream(dst_backend.stream_noun)))
+            producer = with_transform(stack.enter_context(open_sink(dst_backend, dst.require_stream(dst_backend.stream_noun))), transform)
         reader = stack.enter_context(src_backend.consumer(spec))
         stop_flag = stack.enter_context(StopFlag())
         progress = Watch(ProgressLine(sys.stderr.isatty() and not session.quiet and not dry_run, verb="replayed"))
@@ -128,7 +136,7 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
             sink_label=dst.display,
             source_label=src.display,
             selection=selection,
-            emit=writer.write if writer is not None else None,
+            emit=previewing(writer.write if writer is not None else None, transform, session.warn),
             provenance=False,
             ack=False,
             stop=stop_flag,

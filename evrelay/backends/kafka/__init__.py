@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from evrelay.backends.base import (
     Backend,
@@ -114,11 +114,14 @@ class KafkaBackend(Backend):
         topic = parts.path.strip("/") or None
         if topic and "/" in topic:
             raise AddressError(f"{url!r}: a Kafka topic name cannot contain '/'")
-        options: dict[str, Any] = {"bootstrap_servers": parts.netloc}
-        query = dict(parse_qsl(parts.query))
-        if query:
-            options["options"] = query
-        return options, topic
+        return {"bootstrap_servers": parts.netloc}, topic
+
+    @classmethod
+    def options_from_query(cls, query: dict[str, str]) -> dict[str, Any]:
+        """`?acks=all&client.id=me`: librdkafka settings (the `options` table)."""
+        if "layout" in query:
+            raise ConfigError("layout is a Redis option (how stream fields map to messages); a Kafka record has value, key and headers, no field layout")
+        return {"options": dict(query)}
 
     def describe(self) -> str:
         return f"kafka {self.bootstrap}"
