@@ -70,6 +70,12 @@ def jq_input(message: Message, fields: frozenset[str] | None = None) -> bytes:
     value = message.value
     if not wants_value:
         return orjson.dumps(envelope)
+    if not envelope and value is not None:  # `{"value": …}` alone: the common filter
+        try:
+            orjson.loads(value)
+            return b'{"value":' + value + b"}"
+        except orjson.JSONDecodeError:
+            pass
     if value is not None:
         try:
             orjson.loads(value)
@@ -138,7 +144,15 @@ def envelope_fields_used(expression: str) -> frozenset[str] | None:
             return None  # `.`, `..`, `.[`, `."name"`
     if any(word not in _BLIND_WORDS for word in _WORD.findall(code)):
         return None
-    names = set(re.findall(r"\.([A-Za-z_][A-Za-z0-9_]*)", code))
+    names = set()
+    for match in re.finditer(r"\.([A-Za-z_][A-Za-z0-9_]*)", code):
+        before = code[: match.start()]
+        if before.endswith(("]", ")", "?")):
+            continue  # `.value.id`, `.a[0].b`, `(.x).y`: a field inside another value
+        word = re.search(r"[$A-Za-z0-9_]+$", before)
+        if word is not None and not word.group().startswith("$"):
+            continue  # `.value.id` again: what follows a field name is inside it
+        names.add(match.group(1))  # a path start, or `$var.name` (the var may be the envelope)
     names |= {name.removesuffix("_b64") for name in names}
     return frozenset(names & _ENVELOPE_FIELDS)
 
@@ -187,10 +201,11 @@ class JqProgram:
 
 
 # The careful forms catch an error per message: "E…" (filter) or {"err": …} (map).
-_FILTER_FAST = "any(EXPR; .)"
-_FILTER_CAREFUL = 'try any(EXPR; .) catch ("E" + (. | tostring))'
-_MAP_FAST = "{ok: [EXPR]}"
-_MAP_CAREFUL = "try {ok: [EXPR]} catch {err: (. | tostring)}"
+# Every form answers one list of the expression's outputs per input (`[EXPR]`: measured
+# fastest, 5 µs a message where `any(EXPR; .)` took 7), or, in the careful form, the
+# error text for an input it failed on.
+_FAST = "[EXPR]"
+_CAREFUL = "try [EXPR] catch (. | tostring)"
 
 
 class Selection:
@@ -212,9 +227,9 @@ class Selection:
                 raise UsageError(f"--match-header expects NAME=GLOB, got {pair!r}")
             self.header_patterns.append((name, _compile_glob(glob)))
         self.filter_program = (
-            JqProgram(filter_expr, "--filter", _FILTER_FAST, _FILTER_CAREFUL, envelope_fields_used(filter_expr)) if filter_expr else None
+            JqProgram(filter_expr, "--filter", _FAST, _CAREFUL, envelope_fields_used(filter_expr)) if filter_expr else None
         )
-        self.map_program = JqProgram(map_expr, "--map", _MAP_FAST, _MAP_CAREFUL) if map_expr else None
+        self.map_program = JqProgram(map_expr, "--map", _FAST, _CAREFUL) if map_expr else None
 
     @classmethod
     def from_options(
@@ -252,10 +267,10 @@ class Selection:
             answers, _ = self.filter_program.answers([batch[i] for i in indices])
             survivors = []
             for i, answer in zip(indices, answers, strict=True):
-                if answer is True:
+                if answer.__class__ is not list:
+                    result.errors.append((i, f"--filter: {answer}"))
+                elif any(output is not None and output is not False for output in answer):  # jq's truth
                     survivors.append(i)
-                elif answer is not False:
-                    result.errors.append((i, f"--filter: {str(answer)[1:]}"))
             indices = survivors
         if self.map_program is None:
             result.kept = [batch[i] for i in indices]
@@ -264,11 +279,11 @@ class Selection:
         if indices:
             answers, _ = self.map_program.answers([batch[i] for i in indices])
             for i, answer in zip(indices, answers, strict=True):
-                if "err" in answer:
-                    result.errors.append((i, f"--map: {answer['err']}"))
+                if answer.__class__ is not list:
+                    result.errors.append((i, f"--map: {answer}"))
                     continue
                 try:
-                    rewritten = [self._from_map_output(batch[i], output) for output in answer["ok"]]
+                    rewritten = [self._from_map_output(batch[i], output) for output in answer]
                 except EnvelopeError as exc:
                     result.errors.append((i, f"--map: the result {exc}"))
                     continue

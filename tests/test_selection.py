@@ -187,6 +187,9 @@ def test_group_tail_acks_filtered_messages_and_replay_selects(redis_server):
         '"\\(.key)" | test("^c")',
         ".id != null or .offset != null",
         '. as $m | $m.value | type == "object"',
+        '.value?.id > 2 or (.key | . != null and startswith("other"))',
+        '.value.total as $t | $t > 100 and .id == null',
+        "0",
     ],
 )
 def test_a_filter_given_only_the_fields_it_names_decides_as_with_the_whole_envelope(expression):
