@@ -65,7 +65,7 @@ CountOption = Annotated[Optional[int], typer.Option("-n", "--count", metavar="N"
 FollowOption = Annotated[bool, typer.Option("-f", "--follow", help="Keep waiting for new messages.")]
 TimeoutOption = Annotated[Optional[str], typer.Option("--timeout", metavar="DURATION", help="Give up after this long (10s, 2m); also bounds connecting.", show_default=False)]
 IdleTimeoutOption = Annotated[Optional[str], typer.Option("--idle-timeout", metavar="DURATION", help="Stop when nothing arrived for this long.", show_default=False)]
-OutputOption = Annotated[Optional[str], typer.Option("-o", "--output", metavar="MODE", help="pretty (default on a terminal), json (default otherwise) or raw.", show_default=False)]
+OutputOption = Annotated[Optional[str], typer.Option("-o", "--output", metavar="MODE", help="pretty (default on a terminal), json (default otherwise), raw, or kcat/keyed (kcat -J / -K lines).", show_default=False)]
 FormatOption = Annotated[Optional[str], typer.Option("--format", metavar="TEMPLATE", help="Python format template, e.g. '{partition}:{offset} {key} {value}'.", show_default=False)]
 KeyOption = Annotated[Optional[str], typer.Option("-k", "--key", metavar="KEY", help="Message key.", show_default=False)]
 HeaderOption = Annotated[Optional[list[str]], typer.Option("-H", "--header", metavar="NAME=VALUE", help="Header (repeatable; order and duplicates kept).", show_default=False)]

@@ -108,6 +108,7 @@ def tail(
       evrelay tail kafka:orders --from beginning --filter '.value.total > 100'
       evrelay tail redis:orders --match-key 'customer-*' --match-header region=eu
       evrelay tail kafka:orders -J          # like kcat -C -J -t orders
+      evrelay tail kafka:orders kafka:payments 'redis:~audit-.*' -f
     """
     from evrelay.backends.base import ReadSpec, StopReason
     from evrelay.cli.sources import open_reader
