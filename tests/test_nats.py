@@ -542,3 +542,38 @@ def test_bridging_a_stream_into_itself_is_refused_whatever_the_options(address, 
     assert evrelay("publish", address, "a").returncode == 0
     run = evrelay("bridge", address, f"{nats_server.url}/{stream}", "--idle-timeout", "1s")
     assert run.returncode == 2 and "into itself" in run.err
+
+
+# --- main's cross-backend scenarios, run on NATS too ------------------------------------------
+
+
+def test_lag_max_age_gates_on_the_oldest_unconsumed_message(address):
+    from tests.test_lag_age import test_max_age_gates_on_the_oldest_unconsumed_message as scenario
+
+    scenario(address)
+
+
+def test_an_unacked_message_counts_as_unconsumed_for_max_age(address):
+    assert evrelay("publish", address, "a", "b").returncode == 0
+    assert evrelay("tail", address, "-g", "ops", "--no-ack", "-o", "raw").lines() == [b"a", b"b"]
+    time.sleep(1.2)
+    run = evrelay("lag", address, "-g", "ops", "--max-age", "1s", "-o", "json")
+    assert run.returncode == 4, run.err
+    [row] = [json.loads(line) for line in run.lines()]
+    assert (row["lag"], row["pending"]) == (0, 2) and row["age_s"] >= 1.0
+
+
+def test_delete_group_asks_then_deletes_and_the_group_starts_over(address):
+    from tests.test_group_delete import test_delete_group_asks_then_deletes_and_the_group_starts_over as scenario
+
+    scenario(address)
+
+
+def test_a_pattern_reads_every_matching_nats_stream(nats_server):
+    tag = uuid.uuid4().hex[:6]
+    for stream, value in ((f"eu{tag}", "e1"), (f"us{tag}", "u1"), (f"eu{tag}", "e2"), (f"pay{tag}", "p1")):
+        assert evrelay("publish", f"{nats_server.url}/{stream}?create=true", value).returncode == 0
+        time.sleep(0.01)
+    run = evrelay("tail", f"{nats_server.url}/~(eu|us){tag}", "--from", "beginning", "-o", "raw")
+    assert run.returncode == 0, run.err
+    assert sorted(run.out.split()) == ["e1", "e2", "u1"]

@@ -10,8 +10,9 @@ Features
     delivered again, to any member (NATS decides, not evrelay), while a live reader keeps
     the messages it holds with in-progress acks, so only a dead reader's messages come
     back. `ack` by position, `ack --claim` (take the messages NATS has made due for
-    redelivery), `replay -g` (the durable is re-created at the new position), `ls`,
-    `info`, `groups`, `lag` and `health`.
+    redelivery), `replay -g` (the durable is re-created at the new position), `groups
+    --delete`, `ls`, `info`, `groups`, `lag` (with the age of the oldest message past the
+    group's ack floor, for `--max-age`), `~REGEX` stream patterns and `health`.
     Not supported: a per-message pending list (JetStream keeps only counts: `groups` and
     `lag` show them), keeping a given timestamp (the server stamps each message).
 
@@ -133,6 +134,7 @@ class NatsBackend(Backend):
             Capability.SEEK_TIME,
             Capability.GROUP_SEEK,
             Capability.INSPECT,
+            Capability.GROUP_DELETE,
         }
     )
 
@@ -419,6 +421,10 @@ class NatsBackend(Backend):
         state = self.stream_state(stream)
         delivered = self.delivered_seq(info)
         last = int(state.get("last_seq", 0))
+        # Everything up to the ack floor is acked, and the message after it is not: the
+        # oldest the group has not finished (pending or not yet delivered).
+        floor = int(info.get("ack_floor", {}).get("stream_seq", 0))
+        start = max(floor + 1, int(info.get("config", {}).get("opt_start_seq", 0) or 0))
         return [
             GroupLag(
                 None,
@@ -426,8 +432,19 @@ class NatsBackend(Backend):
                 str(last) if last else None,
                 int(info.get("num_pending", 0)),
                 int(info.get("num_ack_pending", 0)),
+                self.message_time_from(stream, start) if start <= last else None,
             )
         ]
+
+    def message_time_from(self, stream: str, seq: int) -> int | None:
+        """The timestamp (ms) of the first message at or after `seq`, None when none."""
+        try:
+            reply = self.conn.call(f"STREAM.MSG.GET.{stream}", {"seq": seq, "next_by_subj": ">"})
+        except JetStreamError as exc:
+            if exc.code == 404:
+                return None
+            raise
+        return ms_from_rfc3339(reply.get("message", {}).get("time"))
 
     def ack(self, stream: str, group: str, positions: Sequence[Position], *, force: bool = False) -> int:
         """Acks by stream sequence: JetStream matches an ack to the pending message by its
@@ -536,6 +553,19 @@ class NatsBackend(Backend):
             {"stream_name": plan.stream, "config": config},
             what=f"moving group {plan.group!r}",
         )
+
+    def group_delete_scope(self, stream: str, group: str) -> str:
+        info = self.group_consumer_info(stream, group)
+        if int(info.get("num_waiting", 0)) > 0:
+            raise GroupBusyError(f"group {group!r} on NATS stream {stream!r} has readers waiting for messages; stop them first")
+        return (
+            f"consumer group {group!r} of NATS stream {stream!r} (the durable consumer {info['name']!r}), "
+            f"with its position and {int(info.get('num_ack_pending', 0))} unacked message(s)"
+        )
+
+    def delete_group(self, stream: str, group: str) -> None:
+        self.group_consumer_info(stream, group)
+        self.conn.call(f"CONSUMER.DELETE.{stream}.{durable_name(group)}", what=f"deleting group {group!r}")
 
     # --- inspection --------------------------------------------------------------------
 
