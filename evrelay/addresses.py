@@ -174,4 +174,5 @@ def open_backend(address: Address, settings: BackendSettings) -> Backend:
         hint = f"; did you mean {close[0]!r}?" if close else ""
         known = ", ".join(sorted(cls.option_names)) or "none"
         raise ConfigError(f"{address.where}: unknown {cls.name} option {key!r}{hint} (known: {known})")
+    cls.check_client()
     return cls(address.options, settings)

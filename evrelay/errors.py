@@ -55,6 +55,10 @@ class UnsupportedError(UsageError):
     """The backend lacks a capability the command needs."""
 
 
+class MissingClientError(ConfigError):
+    """A backend's optional client library is not installed (the hint says how to)."""
+
+
 class InputError(EvrelayError):
     """A line of input could not be turned into a message (exit 1: the data, not the invocation)."""
 

@@ -28,13 +28,14 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from evrelay.envelope import Headers, Message, Position
-from evrelay.errors import AddressError, ConfigError, ProducerTimeout, UnsupportedError
+from evrelay.errors import AddressError, ConfigError, MissingClientError, ProducerTimeout, UnsupportedError
 from evrelay.positions import Beginning, StreamPosition
 
 __all__ = [
     "Backend",
     "BackendSettings",
     "Capability",
+    "ClientLibrary",
     "Consumer",
     "DeliveryFailure",
     "DeliveryReport",
@@ -52,7 +53,40 @@ __all__ = [
     "ReadSpec",
     "StopReason",
     "StreamInfo",
+    "import_client",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientLibrary:
+    """The third-party client a backend talks through, and how to install it."""
+
+    module: str
+    """The import name (`confluent_kafka`)."""
+    package: str
+    """The PyPI name (`confluent-kafka`)."""
+    extra: str | None = None
+    """evrelay's optional extra that pulls it in (`nats` for `evrelay[nats]`), if any."""
+
+    @property
+    def install_command(self) -> str:
+        if self.extra:
+            return f"pip install 'evrelay[{self.extra}]'   (or: pip install {self.package})"
+        return f"pip install {self.package}"
+
+
+def import_client(library: ClientLibrary, backend: str) -> Any:
+    """The client library's module, or a usage error (exit 2) with the pip command that
+    installs it: a missing optional client is the user's set-up, not an evrelay bug."""
+    import importlib
+
+    try:
+        return importlib.import_module(library.module)
+    except ImportError:
+        raise MissingClientError(
+            f"the {backend} backend needs the {library.package} client library, which is not installed",
+            hint=library.install_command,
+        ) from None
 
 
 class Capability(enum.Enum):
@@ -386,6 +420,16 @@ class Backend(ABC):
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     option_names: ClassVar[frozenset[str]] = frozenset()
     stream_noun: ClassVar[str] = "stream"
+    client_library: ClassVar[ClientLibrary | None] = None
+    """The client library `open()` imports, checked by `check_client()` before a backend
+    is created (None: the standard library is enough)."""
+
+    @classmethod
+    def check_client(cls) -> None:
+        """Raise MissingClientError (exit 2, with the pip command) when this backend's
+        client library cannot be imported."""
+        if cls.client_library is not None:
+            import_client(cls.client_library, cls.name)
 
     def __init__(self, options: Mapping[str, Any], settings: BackendSettings | None = None) -> None:
         self.options = dict(options)

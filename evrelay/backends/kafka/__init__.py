@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 from evrelay.backends.base import (
     Backend,
     Capability,
+    ClientLibrary,
     Consumer,
     GroupInfo,
     GroupLag,
@@ -77,6 +78,7 @@ from evrelay.positions import (
 class KafkaBackend(Backend):
     name = "kafka"
     stream_noun = "topic"
+    client_library = ClientLibrary("confluent_kafka", "confluent-kafka")
     option_names = frozenset({"bootstrap_servers", "options"})
     capabilities = frozenset(
         {

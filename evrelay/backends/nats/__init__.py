@@ -57,7 +57,7 @@ from evrelay.backends.base import (
     ReadSpec,
     StreamInfo,
 )
-from evrelay.backends.nats.connection import JetStreamError, NatsConnection, import_nats
+from evrelay.backends.nats.connection import NATS_CLIENT, JetStreamError, NatsConnection, import_nats
 from evrelay.errors import (
     AddressError,
     BackendUnavailable,
@@ -122,6 +122,7 @@ def mask_nats_url(url: str) -> str:
 class NatsBackend(Backend):
     name = "nats"
     stream_noun = "stream"
+    client_library = NATS_CLIENT
     option_names = frozenset({"url", "subject", "create", "storage", "ack_wait", "max_ack_pending", "options"})
     capabilities = frozenset(
         {

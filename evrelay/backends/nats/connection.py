@@ -18,11 +18,12 @@ from typing import Any, TypeVar
 
 import orjson
 
+from evrelay.backends.base import ClientLibrary, import_client
 from evrelay.errors import BackendUnavailable, ConfigError, EvrelayError, NotFoundError
 
 T = TypeVar("T")
 
-INSTALL_HINT = "pip install 'evrelay[nats]'   (or: pip install nats-py)"
+NATS_CLIENT = ClientLibrary("nats", "nats-py", extra="nats")
 
 # JetStream API error codes (err_code) evrelay tells apart.
 STREAM_NOT_FOUND = 10059
@@ -31,14 +32,7 @@ CONSUMER_NOT_FOUND = 10014
 
 def import_nats() -> Any:
     """nats-py, or a usage error (exit 2) saying how to install it."""
-    try:
-        import nats
-    except ImportError:
-        raise ConfigError(
-            "the nats backend needs the nats-py client library, which is not installed",
-            hint=INSTALL_HINT,
-        ) from None
-    return nats
+    return import_client(NATS_CLIENT, "nats")
 
 
 def _is_refusal(error: Exception) -> bool:

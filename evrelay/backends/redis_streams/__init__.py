@@ -41,6 +41,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from evrelay.backends.base import (
     Backend,
     Capability,
+    ClientLibrary,
     Consumer,
     GroupInfo,
     GroupLag,
@@ -90,6 +91,7 @@ _RAW_REPLIES = ("XRANGE", "XREVRANGE", "XREAD", "XREADGROUP", "XAUTOCLAIM", "XCL
 class RedisStreamsBackend(Backend):
     name = "redis"
     stream_noun = "stream"
+    client_library = ClientLibrary("redis", "redis")
     option_names = frozenset({"url", "max_len", "layout", "options"})
     capabilities = frozenset(
         {
