@@ -67,8 +67,9 @@ class EntryId:
 
     @property
     def parts(self) -> tuple[int, int]:
-        ms, seq = self.entry_id.split("-")
-        return int(ms), int(seq)
+        from evrelay.backends.stream_ids import StreamId
+
+        return StreamId.parse(self.entry_id)
 
 
 @dataclass(frozen=True, slots=True)

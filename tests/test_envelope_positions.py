@@ -66,3 +66,29 @@ def test_time_helpers():
     assert parse_rfc3339("2026-11-22T10:00:00+01:00") == parse_rfc3339("2026-11-22T09:00:00Z")
     assert parse_rfc3339("2026-11-22T10:00:00") == parse_rfc3339("2026-11-22T10:00:00Z")
     assert parse_duration_ms("1.5s") == 1500 and parse_duration_ms("2") == 2000 and parse_duration_ms("250ms") == 250
+
+
+def test_one_stream_id_model_for_redis_and_local():
+    from evrelay.backends.local import store
+    from evrelay.backends.redis_streams import consumers as redis_consumers
+    from evrelay.backends.stream_ids import MAX_SEQ, StreamId, id_before
+
+    assert StreamId.parse("1700000000000-5") == (1700000000000, 5)
+    assert StreamId.parse(b"1700000000000") == (1700000000000, 0)
+    assert StreamId.parse(42) == (42, 0)
+    assert str(StreamId(1, 2)) == "1-2"
+    assert StreamId.parse("1-10") > StreamId.parse("1-9") > StreamId.parse("0-99")
+    assert id_before(5, 0) == f"4-{MAX_SEQ}"
+    assert id_before(5, 3) == "5-2"
+    assert id_before(0, 0) == "0-0"
+    for bad in ("x-1", "1-y", "-1-0", ""):
+        with pytest.raises(ValueError, match="not a stream entry ID"):
+            StreamId.parse(bad)
+    # Both backends use this model, not copies of it.
+    from evrelay.backends import stream_ids
+
+    assert redis_consumers.parse_stream_id is stream_ids.parse_stream_id
+    assert store.StreamId is stream_ids.StreamId
+    assert store.parse_id("7-1") == (7, 1)
+    assert store.show_cursor(store.id_before(7, 0)) == "6-*"
+    assert store.show_cursor(store.BEFORE_ALL) == "0-0"

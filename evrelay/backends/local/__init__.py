@@ -48,6 +48,7 @@ from evrelay.backends.base import (
 )
 from evrelay.backends.local.store import (
     BEFORE_ALL,
+    LOCAL_MAX_SEQ,
     SCHEMA,
     Transaction,
     ensure_stream,
@@ -215,9 +216,9 @@ class LocalBackend(Backend):
         if isinstance(position, End):
             return self.last_id(stream)
         if isinstance(position, (EntryId, Offset)):
-            return position.parts if isinstance(position, EntryId) else (position.offset, 2**62)
+            return position.parts if isinstance(position, EntryId) else (position.offset, LOCAL_MAX_SEQ)
         if isinstance(position, AtTime):
-            return (position.ms, 2**62)
+            return (position.ms, LOCAL_MAX_SEQ)
         raise UsageError(f"--to {position} does not apply; use end, an entry ID or a time")
 
     def rows_to_messages(self, stream: str, rows: Iterable[tuple[Any, ...]], receipt: Consumer | None = None) -> list[Message]:

@@ -6,6 +6,7 @@ import sqlite3
 import struct
 from collections.abc import Sequence
 
+from evrelay.backends.stream_ids import StreamId
 from evrelay.errors import BackendUnavailable, UsageError
 from evrelay.timestamps import now_ms
 
@@ -52,7 +53,7 @@ CREATE TABLE IF NOT EXISTS consumers (
 );
 """
 
-BEFORE_ALL = (-1, 0)
+BEFORE_ALL = StreamId(-1, 0)
 """A cursor before every entry (IDs are >= 0-0): reads start strictly after the cursor."""
 RELEASED = ""
 """The owner of a rejected pending entry: the next group read by any consumer takes it."""
@@ -88,32 +89,31 @@ def unpack_headers(blob: bytes | None) -> list[tuple[str, bytes]]:
 
 
 def format_id(ms: int, seq: int) -> str:
-    return f"{ms}-{seq}"
+    return str(StreamId(ms, seq))
 
 
 def parse_id(text: str | int) -> tuple[int, int]:
-    if isinstance(text, int):
-        return text, 0
-    ms, _, seq = text.partition("-")
     try:
-        return int(ms), int(seq or 0)
-    except ValueError:
-        raise UsageError(f"{text!r} is not a local entry ID (MILLISECONDS-SEQUENCE, e.g. 1700000000000-0)") from None
+        return StreamId.parse(text)
+    except ValueError as exc:
+        raise UsageError(f"local store: {exc}") from None
+
+
+LOCAL_MAX_SEQ = 2**62
+"""The largest sequence number a cursor holds: SQLite integers are signed 64 bits."""
 
 
 def id_before(ms: int, seq: int) -> tuple[int, int]:
     """The cursor just before ID ms-seq (so that a read 'after' it includes ms-seq)."""
-    return (ms, seq - 1) if seq > 0 else (ms - 1, 2**62)
+    return StreamId(ms, seq).before(LOCAL_MAX_SEQ)
 
 
 def show_cursor(cursor: tuple[int, int]) -> str:
     """A group cursor as the user sees it: the last delivered ID (0-0 before everything)."""
     ms, seq = cursor
-    if ms < 0:
-        return "0-0"
-    if seq >= 2**62:
+    if ms >= 0 and seq >= LOCAL_MAX_SEQ:
         return f"{ms}-*"
-    return format_id(ms, seq)
+    return str(StreamId(ms, seq))
 
 
 class Transaction:

@@ -56,12 +56,12 @@ from evrelay.backends.base import (
     ReadSpec,
     StreamInfo,
 )
-from evrelay.backends.redis_streams.fields import (
+from evrelay.backends.redis_streams.layouts import parse_layout
+from evrelay.backends.stream_ids import (
     format_stream_id,
     id_before,
     parse_stream_id,
 )
-from evrelay.backends.redis_streams.layouts import parse_layout
 from evrelay.config import mask_url
 from evrelay.errors import (
     AddressError,

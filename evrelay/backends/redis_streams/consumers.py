@@ -11,7 +11,7 @@ from evrelay.backends.base import (
     Message,
     ReadSpec,
 )
-from evrelay.backends.redis_streams.fields import (
+from evrelay.backends.stream_ids import (
     MAX_SEQ,
     format_stream_id,
     id_before,
