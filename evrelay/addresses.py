@@ -74,7 +74,7 @@ def resolve_address(text: str, config: Config, *, profile: str | None = None) ->
         if not backends.is_backend_scheme(scheme):
             raise AddressError(
                 f"address {mask_url(text)!r}: no backend handles {scheme}:// URLs "
-                f"(built in: kafka://, redis://, rediss://, file:PATH)"
+                f"(known: {', '.join(f'{known}://' for known in backends.url_schemes())}, file:PATH)"
             )
         name = backends.backend_for_scheme(scheme)
         cls = backends.load_backend_class(name)

@@ -76,14 +76,15 @@ def mask_url(text: str) -> str:
     return _QUERY_OPTION.sub(lambda m: f"{m.group(1)}{m.group(2)}={MASK}" if is_secret_key(m.group(2)) else m.group(0), text)
 
 
-def masked(value: Any, key: str = "") -> Any:
-    """A copy of a config value with every secret replaced (secret keys, URL passwords)."""
+def masked(value: Any, key: str = "", *, secret_keys: frozenset[str] = frozenset()) -> Any:
+    """A copy of a config value with every secret replaced (secret-looking keys, the
+    backend's own `secret_keys`, URL passwords)."""
     if isinstance(value, dict):
-        return {k: masked(v, str(k)) for k, v in value.items()}
+        return {k: masked(v, str(k), secret_keys=secret_keys) for k, v in value.items()}
     if isinstance(value, list):
-        return [masked(v, key) for v in value]
+        return [masked(v, key, secret_keys=secret_keys) for v in value]
     if isinstance(value, str):
-        if key and is_secret_key(key):
+        if key and (is_secret_key(key) or key in secret_keys):
             return MASK
         return mask_url(value)
     return value

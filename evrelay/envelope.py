@@ -12,14 +12,11 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from evrelay.timestamps import format_ms, parse_rfc3339
-
-if TYPE_CHECKING:
-    from evrelay.backends.base import Consumer
 
 Headers = list[tuple[str, bytes]]
 Fields = list[tuple[bytes, bytes]]
@@ -54,33 +51,22 @@ class Position:
 
 @dataclass(slots=True, eq=False)
 class Message:
-    """One message: raw bytes plus where it came from, ackable when read as a group.
-
-    `ack()` and `reject()` act on the consumer that delivered the message (as taskiq's
-    AckableMessage carries its ack callable); on a message that was not read from a
-    group they do nothing.
-    """
+    """One message: raw bytes plus where it came from."""
 
     value: bytes
     key: bytes | None = None
     headers: Headers = field(default_factory=list)
     timestamp: int | None = None
     position: Position | None = None
-    receipt: Consumer | None = field(default=None, repr=False)
+    receipt: object | None = field(default=None, repr=False)
+    """The consumer that delivered it, where a reader of several streams must route its
+    ack back to it (evrelay/multi.py); acks themselves go through `Consumer.ack`."""
     fields: Fields | None = None
     """Redis: the entry's raw fields, in order. A Redis sink writes them back exactly when
     they still say what value, key and headers say in its layout."""
     origin: Position | None = field(default=None, repr=False)
     """On a relayed copy: the source position it was made from (for sink-name templates);
     not part of its envelope."""
-
-    def ack(self) -> None:
-        if self.receipt is not None:
-            self.receipt.ack([self])
-
-    def reject(self) -> None:
-        if self.receipt is not None:
-            self.receipt.reject([self])
 
 
 class EnvelopeError(ValueError):

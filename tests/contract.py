@@ -8,13 +8,14 @@ backend that declares a capability must honour it.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
 import pytest
 
-from evrelay.backends.base import Backend, Capability, Message, ReadSpec
-from evrelay.errors import NotFoundError
+from evrelay.backends.base import Backend, Capability, Message, ReadSpec, read_needs, refuse_missing
+from evrelay.errors import NotFoundError, UnsupportedError, UsageError
 from evrelay.positions import AtTime, Beginning, End, Last, parse_position
 
 AWKWARD = [
@@ -261,3 +262,72 @@ class BackendContract:
         backend.apply_group_seek(plan)
         again = read_all(backend, spec)
         assert values(again) == values(sent)
+
+    # --- inspection, health, message IDs and refusals (issue 13) ---------------------------
+
+    def test_health_check_answers(self, backend, stream):
+        health = backend.health_check()
+        assert health.healthy, health.detail
+        assert health.detail
+
+    def test_inspection_tables_describe_the_stream(self, backend, stream):
+        self.needs(backend, Capability.INSPECT)
+        publish(backend, stream, numbered("i", 3))
+        assert stream in backend.stream_names()
+        listing = backend.stream_table(backend.list_streams())
+        row = next(r for r in listing.rows if r["name"] == stream)
+        assert all(key in row for key, _ in listing.columns)
+        details = backend.stream_info(stream)
+        assert details.name == stream and details.length == 3
+        info = backend.info_table(details)
+        assert info.rows and all(key in row for row in info.rows for key, _ in info.columns)
+        assert all(header == header.upper() for _, header in listing.columns + info.columns)
+
+    def test_group_inspection_and_lag(self, backend, stream):
+        self.needs(backend, Capability.GROUPS)
+        publish(backend, stream, numbered("l", 4))
+        with backend.consumer(self.spec(stream, group="insp", consumer_name="c", start=Beginning())) as consumer:
+            got = read_n(consumer, 2, batch=2)
+            consumer.ack(got)
+        assert "insp" in [g.name for g in backend.group_infos(stream)]
+        lags = backend.group_lag(stream, "insp")
+        assert sum(row.lag for row in lags) == 2
+        assert all(hasattr(row, key) for row in lags for key, _ in backend.lag_columns)
+
+    def test_message_ids_as_printed_are_parsed_back_for_ack(self, backend, stream):
+        """`ack ID...` takes the IDs `tail` prints (str(position)), through the backend."""
+        self.needs(backend, Capability.GROUPS)
+        publish(backend, stream, numbered("a", 3))
+        with backend.consumer(self.spec(stream, group="ids", consumer_name="c", start=Beginning())) as consumer:
+            taken = read_n(consumer, 3)
+        printed = [str(m.position) for m in taken]
+        parsed = backend.parse_message_ids(printed, stream)
+        assert [str(p) for p in parsed] == printed
+        assert all(p.backend == backend.name and p.stream == stream for p in parsed)
+        assert backend.ack(stream, "ids", parsed) == 3
+        if backend.supports(Capability.PENDING):
+            assert backend.pending(stream, "ids") == []
+        with pytest.raises(UsageError, match=r"not a \S+ message ID"):
+            backend.parse_message_ids(["not-an-id"], stream)
+
+    def test_every_missing_capability_is_refused_in_one_wording(self, backend, stream):
+        missing = [c for c in Capability if not backend.supports(c)]
+        for capability in missing:
+            with pytest.raises(UnsupportedError) as refused:
+                refuse_missing(backend, {capability}, "some-command")
+            assert str(refused.value) == f"the {backend.name} backend does not support {capability.value} (some-command needs it)"
+        # A read that needs what the backend lacks is refused by consumer() itself, before
+        # anything is read, in the same wording.
+        reads = {
+            Capability.GROUPS: self.spec(stream, group="g", consumer_name="c"),
+            Capability.FOLLOW: self.spec(stream, follow=True),
+            Capability.SEEK_TIME: self.spec(stream, start=AtTime(0, "2020-01-01T00:00:00Z")),
+            Capability.PARTITIONS: self.spec(stream, partitions=(0,)),
+            Capability.GROUP_RANGE_END: self.spec(stream, group="g", consumer_name="c", stop=End()),
+        }
+        for capability, spec in reads.items():
+            if capability in missing:
+                assert capability in read_needs(spec)
+                first_missing = next(c for c in Capability if c in read_needs(spec) and c in missing)
+                with pytest.raises(UnsupportedError, match=f"^the {backend.name} backend does not support {re.escape(first_missing.value)}$"):
+                    backend.consumer(spec)

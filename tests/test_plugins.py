@@ -8,12 +8,16 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import evrelay
+from tests.contract import BackendContract
 
 PLUGIN = '''
 """A toy plug-in backend: one JSONL file per stream in a directory."""
 import os
+import time
 from evrelay.backends.base import Backend, Capability, Consumer, DeliveryReport, Producer
 from evrelay.envelope import Position, decode_envelope, encode_envelope
+from evrelay.errors import NotFoundError
+from evrelay.positions import Last
 
 
 class MemoProducer(Producer):
@@ -21,6 +25,9 @@ class MemoProducer(Producer):
         self.path, self.report = path, DeliveryReport()
 
     def send(self, messages):
+        for m in messages:
+            if m.timestamp is None:
+                m.timestamp = int(time.time() * 1000)
         with open(self.path, "ab") as f:
             f.write(b"".join(encode_envelope(m) for m in messages))
         self.report.delivered += len(messages)
@@ -31,11 +38,15 @@ class MemoProducer(Producer):
 
 
 class MemoConsumer(Consumer):
-    def __init__(self, path, stream):
+    def __init__(self, path, spec):
+        if not os.path.exists(path):
+            raise NotFoundError(f"memo stream {spec.stream!r} does not exist")
         with open(path, "rb") as f:
             self.pending = [decode_envelope(line) for line in f if line.strip()]
         for n, m in enumerate(self.pending):
-            m.position = Position("memo", stream, n)
+            m.position = Position("memo", spec.stream, n)
+        if isinstance(spec.start, Last):
+            self.pending = self.pending[len(self.pending) - spec.start.count:] if spec.start.count else []
 
     def read(self, max_messages, timeout):
         out, self.pending = self.pending[:max_messages], self.pending[max_messages:]
@@ -58,7 +69,7 @@ class MemoBackend(Backend):
         return MemoProducer(os.path.join(self.options["dir"], stream))
 
     def consumer(self, spec):
-        return MemoConsumer(os.path.join(self.options["dir"], spec.stream), spec.stream)
+        return MemoConsumer(os.path.join(self.options["dir"], spec.stream), spec)
 '''
 
 
@@ -99,3 +110,31 @@ def test_without_the_plugin_the_backend_is_unknown():
     run = evrelay("tail", "m:notes")
     assert run.returncode == 2
     assert "unknown backend 'memo'" in run.err and "evrelay.backends" in run.err
+
+
+def load_plugin_module(site: str):
+    """The plug-in's module, imported from its site directory as evrelay would load it."""
+    import importlib
+    import sys
+
+    sys.path.insert(0, site)
+    try:
+        sys.modules.pop("evrelay_memo", None)
+        return importlib.import_module("evrelay_memo")
+    finally:
+        sys.path.remove(site)
+
+
+class TestPluginContract(BackendContract):
+    """The contract suite, on the toy entry-point backend: what a plug-in author runs."""
+
+    @pytest.fixture
+    def backend(self, plugin_path, tmp_path):
+        store = tmp_path / "memo-store"
+        store.mkdir()
+        with load_plugin_module(plugin_path).MemoBackend({"dir": str(store)}) as backend:
+            yield backend
+
+    @pytest.fixture
+    def stream(self):
+        return "notes"

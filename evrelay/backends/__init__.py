@@ -48,6 +48,37 @@ def backend_names() -> list[str]:
     return sorted(set(BUILTIN_BACKENDS) | set(_plugin_targets()))
 
 
+_plugins_in_help = False
+
+
+def list_plugins_in_help() -> None:
+    """Make help texts list plug-in backends too: called when help is about to be shown.
+    Finding plug-ins reads every installed package's metadata (~25 ms), which a command
+    that is not showing help should not pay on every start."""
+    global _plugins_in_help
+    _plugins_in_help = True
+
+
+def url_schemes(*, plugins: bool = True) -> list[str]:
+    """The URL schemes inline addresses can use (`kafka` for kafka://...), built-ins first."""
+    schemes = list(BUILTIN_SCHEMES)
+    if plugins:
+        schemes += sorted(set(_plugin_targets()) - set(schemes) - set(BUILTIN_BACKENDS))
+    return schemes
+
+
+def help_backend_names() -> str:
+    """`kafka, local, ...` for help texts: built-ins, and plug-ins once help is shown."""
+    names = backend_names() if _plugins_in_help else sorted(BUILTIN_BACKENDS)
+    return ", ".join(names) + ("" if _plugins_in_help else " or a plug-in")
+
+
+def help_address_forms() -> str:
+    """The ADDRESS forms for help texts, from the registry."""
+    urls = ", ".join(f"{scheme}://..." for scheme in url_schemes(plugins=_plugins_in_help))
+    return f"PROFILE, PROFILE:NAME, NAME, {urls}, file:PATH or -"
+
+
 def is_backend_scheme(scheme: str) -> bool:
     return scheme in BUILTIN_SCHEMES or scheme in _plugin_targets()
 

@@ -20,15 +20,16 @@ them stay backend-neutral.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from evrelay.envelope import Headers, Message, Position
-from evrelay.errors import AddressError, ConfigError, MissingClientError, ProducerTimeout, UnsupportedError
+from evrelay.errors import AddressError, ConfigError, MissingClientError, ProducerTimeout, UnsupportedError, UsageError
 from evrelay.positions import Beginning, StreamPosition
 
 __all__ = [
@@ -53,7 +54,10 @@ __all__ = [
     "ReadSpec",
     "StopReason",
     "StreamInfo",
+    "Table",
     "import_client",
+    "read_needs",
+    "refuse_missing",
 ]
 
 
@@ -102,6 +106,44 @@ class Capability(enum.Enum):
     GROUP_DELETE = "deleting a consumer group"
     KEEP_TIMESTAMP = "keeping the original timestamp"
     INSPECT = "inspection (ls, info, groups, lag)"
+    GROUP_RANGE_END = "ending a group read at a position (--to with -g)"
+    PARTITIONS = "choosing partitions (--partition)"
+
+
+REFUSAL_HINTS = {
+    Capability.GROUP_RANGE_END: "end a group read with -n or --idle-timeout",
+}
+
+
+def read_needs(spec: ReadSpec) -> frozenset[Capability]:
+    """What reading `spec` needs from a backend: commands declare it, and the session
+    refuses (`refuse_missing`) before anything is connected."""
+    from evrelay.positions import AtTime, EntryId, Offset, PartitionOffsets
+
+    needed = {Capability.READ}
+    if spec.follow:
+        needed.add(Capability.FOLLOW)
+    if spec.group:
+        needed.add(Capability.GROUPS)
+        if spec.stop is not None:
+            needed.add(Capability.GROUP_RANGE_END)
+    if spec.partitions:
+        needed.add(Capability.PARTITIONS)
+    for position in (spec.start, spec.stop):
+        if isinstance(position, AtTime):
+            needed.add(Capability.SEEK_TIME)
+        elif isinstance(position, (Offset, EntryId, PartitionOffsets)):
+            needed.add(Capability.SEEK_POSITION)
+    return frozenset(needed)
+
+
+def refuse_missing(backend: type[Backend] | Backend, needed: Iterable[Capability], command: str | None = None) -> None:
+    """The one capability check: UnsupportedError (exit 2) naming the first capability
+    `backend` lacks, in one wording for every command and backend."""
+    for capability in sorted(needed, key=lambda c: list(Capability).index(c)):
+        if capability not in backend.capabilities:
+            needs = f" ({command} needs it)" if command else ""
+            raise UnsupportedError(f"the {backend.name} backend does not support {capability.value}{needs}", hint=REFUSAL_HINTS.get(capability))
 
 
 @dataclass(slots=True)
@@ -221,6 +263,21 @@ class GroupLag:
     oldest_time: int | None = None
     """Epoch ms of the oldest message the group has not finished with (pending, or not
     yet delivered): `lag --max-age` compares its age. None when there is none."""
+
+
+@dataclass(slots=True)
+class Table:
+    """Rows for a command's output and the columns a terminal table shows (key, HEADER);
+    `-o json` prints the rows whole."""
+
+    rows: list[dict[str, Any]]
+    columns: list[tuple[str, str]]
+
+
+def _time_text(ms: int | None) -> str | None:
+    from evrelay.timestamps import format_ms
+
+    return format_ms(ms) if ms is not None else None
 
 
 @dataclass(slots=True)
@@ -420,6 +477,24 @@ class Backend(ABC):
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     option_names: ClassVar[frozenset[str]] = frozenset()
     stream_noun: ClassVar[str] = "stream"
+    stream_key: ClassVar[str] = "stream"
+    """The profile key naming its default topic/stream (`config show` writes it so)."""
+    required_options: ClassVar[frozenset[str]] = frozenset()
+    """Profile keys a profile of this backend cannot do without (`config add` checks)."""
+    secret_options: ClassVar[frozenset[str]] = frozenset()
+    """Profile keys always masked, besides every secret-looking one (`config.is_secret_key`)."""
+    message_id_syntax: ClassVar[str] = "an entry ID (1700000000000-0)"
+    """How `ack ID...` and error messages spell one message's ID on this backend."""
+    cumulative_ack: ClassVar[bool] = False
+    """True where acking a message acks every earlier one of its partition (a commit up
+    to it, Kafka); False where each message is acked on its own."""
+    lag_columns: ClassVar[list[tuple[str, str]]] = [
+        ("position", "POSITION"),
+        ("end", "END"),
+        ("lag", "LAG"),
+        ("pending", "PENDING"),
+    ]
+    """The `GroupLag` fields `lag` (and `ack --list` without a pending list) shows."""
     client_library: ClassVar[ClientLibrary | None] = None
     """The client library `open()` imports, checked by `check_client()` before a backend
     is created (None: the standard library is enough)."""
@@ -430,6 +505,22 @@ class Backend(ABC):
         client library cannot be imported."""
         if cls.client_library is not None:
             import_client(cls.client_library, cls.name)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every backend's consumer(), plug-ins' included, refuses a read that needs what the
+        # backend does not declare, in the one wording, before it reads: the check lives
+        # here once instead of at the top of each implementation.
+        super().__init_subclass__(**kwargs)
+        consumer = cls.__dict__.get("consumer")
+        if consumer is not None and not getattr(consumer, "checks_read_needs", False):
+
+            @functools.wraps(consumer)
+            def checked_consumer(self: Backend, spec: ReadSpec) -> Consumer:
+                refuse_missing(self, read_needs(spec))
+                return consumer(self, spec)
+
+            checked_consumer.checks_read_needs = True  # type: ignore[attr-defined]
+            cls.consumer = checked_consumer  # type: ignore[method-assign]
 
     def __init__(self, options: Mapping[str, Any], settings: BackendSettings | None = None) -> None:
         self.options = dict(options)
@@ -489,16 +580,59 @@ class Backend(ABC):
         there): two backends with equal locations and stream names are the same stream."""
         return (self.name, sorted(self.options.items(), key=lambda item: item[0]).__repr__())
 
+    # --- positions, acks and output, as this backend spells them ---------------------------
+
+    @classmethod
+    def parse_message_ids(cls, texts: Sequence[str], stream: str) -> list[Position]:
+        """The positions `ack ID...` names; UsageError naming `message_id_syntax` for
+        text that is not one. Default: millisecond-sequence entry IDs."""
+        from evrelay.backends.stream_ids import StreamId
+
+        positions = []
+        for text in texts:
+            try:
+                positions.append(Position(cls.name, stream, str(StreamId.parse(text.strip()))))
+            except ValueError:
+                raise UsageError(f"{text!r} is not a {cls.name} message ID: use {cls.message_id_syntax}") from None
+        return positions
+
+    @classmethod
+    def ack_shortfall_reason(cls) -> str:
+        """Why `ack` acked fewer messages than it was given, in this backend's terms."""
+        if cls.cumulative_ack:
+            return f"an earlier message of their partition was not acked ({cls.name} acks are cumulative)"
+        return "they were not pending (already acked, or not delivered to this group)"
+
+    @classmethod
+    def stream_table(cls, streams: Sequence[StreamInfo]) -> Table:
+        """`ls`: one row per topic/stream."""
+        rows = [{"name": info.name, "partitions": None, "length": info.length} for info in streams]
+        return Table(rows, [("name", cls.stream_noun.upper()), ("length", "LENGTH")])
+
+    @classmethod
+    def info_table(cls, details: StreamInfo) -> Table:
+        """`info`: one row per partition (or one for the whole stream)."""
+        rows = [
+            {
+                "partition": p.partition,
+                "length": p.length,
+                "first": p.first,
+                "last": p.last,
+                "first_time": _time_text(p.first_time),
+                "last_time": _time_text(p.last_time),
+            }
+            for p in details.partitions
+        ]
+        columns = [("length", "LENGTH"), ("first", "FIRST ID"), ("first_time", "FIRST TIME"), ("last", "LAST ID"), ("last_time", "LAST TIME")]
+        return Table(rows, columns)
+
     # --- capabilities ------------------------------------------------------------------
 
     def supports(self, capability: Capability) -> bool:
         return capability in self.capabilities
 
     def require(self, *capabilities: Capability, command: str | None = None) -> None:
-        for capability in capabilities:
-            if capability not in self.capabilities:
-                needed = f" ({command} needs it)" if command else ""
-                raise UnsupportedError(f"the {self.name} backend does not support {capability.value}{needed}")
+        refuse_missing(self, capabilities, command)
 
     # --- messaging ---------------------------------------------------------------------
 

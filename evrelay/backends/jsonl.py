@@ -36,7 +36,7 @@ from evrelay.backends.base import (
     ReadSpec,
 )
 from evrelay.envelope import EnvelopeError, decode_envelope, encode_envelope
-from evrelay.errors import BackendUnavailable, InputError, NotFoundError, UnsupportedError, UsageError
+from evrelay.errors import BackendUnavailable, InputError, NotFoundError, UsageError
 from evrelay.lines import STDIO, LineReader
 from evrelay.positions import AtTime, Beginning, End, Last, Offset, StreamPosition
 from evrelay.timestamps import now_ms
@@ -70,12 +70,6 @@ class JsonlBackend(Backend):
         return JsonlProducer(stream if stream else self.path)
 
     def consumer(self, spec: ReadSpec) -> Consumer:
-        if spec.group:
-            raise UnsupportedError(
-                f"{self.describe()} has no consumer groups (-g); read it without a group"
-            )
-        if spec.partitions:
-            raise UnsupportedError("JSONL files have no partitions (--partition)")
         path = spec.stream or self.path
         if path != STDIO and not os.path.exists(path):
             raise NotFoundError(f"file {path} does not exist")

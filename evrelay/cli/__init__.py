@@ -23,6 +23,12 @@ def main(argv: list[str] | None = None) -> None:
         from typer._completion_classes import completion_init
 
         completion_init()
+    if not args or "-h" in args or "--help" in args or len(args) == 1:
+        # Help is about to be shown (a command alone shows its help too): list plug-in
+        # backends in it, which costs a look at the installed packages' metadata.
+        from evrelay import backends
+
+        backends.list_plugins_in_help()
     from evrelay.cli.app import app
 
     app(args=args, prog_name="evrelay")

@@ -21,32 +21,13 @@ from evrelay.cli.common import (
     TimeoutOption,
     VerboseOption,
     default_consumer_name,
+    group_for,
     parse_duration,
 )
 from evrelay.errors import InputError, UsageError
 
 if TYPE_CHECKING:
     from evrelay.envelope import Position
-
-
-def positions_from_ids(texts: list[str], backend_name: str, stream: str) -> list[Position]:
-    """`1700000000000-0` (Redis, local) or `PARTITION:OFFSET[,...]` (Kafka) as positions."""
-    from evrelay.envelope import Position
-    from evrelay.positions import EntryId, PartitionOffsets, parse_position
-
-    positions = []
-    for text in texts:
-        try:
-            parsed = parse_position(text)
-        except ValueError:
-            parsed = None
-        if isinstance(parsed, PartitionOffsets):
-            positions += [Position(backend_name, stream, offset, partition) for partition, offset in parsed.offsets]
-        elif isinstance(parsed, EntryId):
-            positions.append(Position(backend_name, stream, parsed.entry_id))
-        else:
-            raise UsageError(f"{text!r} is not a message ID: use an entry ID (1700000000000-0) or, for Kafka, PARTITION:OFFSET")
-    return positions
 
 
 def positions_from_stdin(backend_name: str, stream: str) -> list[Position]:
@@ -74,7 +55,7 @@ def positions_from_stdin(backend_name: str, stream: str) -> list[Position]:
 
 def ack(
     address: AddressArgument,
-    ids: Annotated[Optional[list[str]], typer.Argument(metavar="ID", help="Entry IDs (1700000000000-0) or Kafka PARTITION:OFFSET; without IDs, JSON envelopes are read from stdin.", show_default=False)] = None,
+    ids: Annotated[Optional[list[str]], typer.Argument(metavar="ID", help="Message IDs as the backend prints them (entry IDs 1700000000000-0, PARTITION:OFFSET, sequence numbers); without IDs, JSON envelopes are read from stdin.", show_default=False)] = None,
     group: GroupOption = None,
     list_pending: Annotated[bool, typer.Option("--list", help="List pending messages (id, consumer, idle, deliveries); for Kafka, the lag.")] = False,
     claim: Annotated[bool, typer.Option("--claim", help="Take over messages pending longer than --min-idle and print them.")] = False,
@@ -107,7 +88,6 @@ def ack(
       evrelay ack redis:orders -g billing --claim --min-idle 5m --consumer rescuer
     """
     from evrelay.backends.base import Capability
-    from evrelay.cli.inspect import group_for
     from evrelay.output import make_writer, record_mode, write_records
 
     if list_pending and claim:
@@ -117,8 +97,8 @@ def ack(
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     idle_ms = int((parse_duration(min_idle, "--min-idle") or 0) * 1000)
     target = session.address(address)
-    with session.backend(target) as backend:
-        backend.require(Capability.GROUPS, command="ack")
+    needs = {Capability.GROUPS, Capability.CLAIM} if claim else {Capability.GROUPS}
+    with session.backend(target, needs, command="ack --claim" if claim else "ack") as backend:
         stream = target.require_stream(backend.stream_noun)
         group_name = group_for(session, target, group, "ack")
         if list_pending:
@@ -132,14 +112,13 @@ def ack(
                 session.info(f"{len(rows)} pending message(s) for group {group_name!r} on {target.display}")
             else:
                 rows = [asdict(r) for r in backend.group_lag(stream, group_name)]
-                write_records(rows, [("partition", "PARTITION"), ("position", "COMMITTED"), ("end", "END"), ("lag", "LAG")], mode)
+                write_records(rows, backend.lag_columns, mode)
                 session.info(
                     f"{backend.name} keeps no per-message pending list: group {group_name!r} is "
                     f"{sum(r['lag'] for r in rows)} message(s) behind"
                 )
             return
         if claim:
-            backend.require(Capability.CLAIM, command="ack --claim")
             writer = make_writer(output, template)
             name = consumer or default_consumer_name()
             claimed = backend.claim(stream, group_name, name, min_idle_ms=idle_ms, count=count)
@@ -149,16 +128,11 @@ def ack(
             return
         if not ids and sys.stdin.isatty():
             raise UsageError("give message IDs, or pipe JSON envelopes in (e.g. from `evrelay tail ... -g GROUP --no-ack -o json`)")
-        positions = positions_from_ids(ids, backend.name, stream) if ids else positions_from_stdin(backend.name, stream)
+        positions = backend.parse_message_ids(ids, stream) if ids else positions_from_stdin(backend.name, stream)
         acked = backend.ack(stream, group_name, positions) if positions else 0
     session.info(f"acked {acked} of {len(positions)} message(s) for group {group_name!r} on {target.display}")
     if acked < len(positions):
-        why = (
-            "an earlier offset of their partition was not acked (Kafka acks are cumulative)"
-            if backend.name == "kafka"
-            else "they were not pending (already acked, or not delivered to this group)"
-        )
-        session.warn(f"{len(positions) - acked} message(s) not acked: {why}")
+        session.warn(f"{len(positions) - acked} message(s) not acked: {backend.ack_shortfall_reason()}")
 
 
 def register(app: typer.Typer) -> None:

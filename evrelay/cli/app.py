@@ -16,7 +16,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from evrelay import __version__
+from evrelay import __version__, backends
 from evrelay.cli import ack, bridge, completion, config_cmd, inspect, publish, redrive, replay, stats, tail
 from evrelay.cli.common import RUNTIME
 from evrelay.errors import EvrelayError, ExitCode, Interrupted
@@ -69,7 +69,10 @@ class EvrelayGroup(TyperGroup):
 app = typer.Typer(
     name="evrelay",
     cls=EvrelayGroup,
-    help="Publish, tail, bridge, replay and ack events on Kafka, Redis Streams, a local store and JSONL files.",
+    help=(
+        f"Publish, tail, bridge, replay and ack events on every backend ({backends.help_backend_names()}).\n\n"
+        f"ADDRESS is {backends.help_address_forms()} (NAME: in the default profile; -: stdin/stdout, JSONL)."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -88,11 +91,7 @@ def _version(value: bool) -> None:
 def root(
     version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
-    """evrelay: one tool and one syntax for event streams.
-
-    ADDRESS is PROFILE, PROFILE:NAME, NAME (in the default profile), kafka://HOST:PORT/TOPIC,
-    redis://[USER:PASS@]HOST:PORT[/DB]/STREAM, file:PATH or - (stdin/stdout, JSONL).
-    """
+    """evrelay: one tool and one syntax for event streams."""
 
 
 app.command("publish", no_args_is_help=True)(publish.publish)

@@ -138,14 +138,13 @@ def bridge(
     transform = message_transform(cloudevents)
 
     with contextlib.ExitStack() as stack:
-        src_backend = stack.enter_context(session.backend(src))
-        src_backend.require(Capability.READ, command="bridge")
+        src_needs = {Capability.READ, Capability.GROUPS} if group else {Capability.READ}
+        src_backend = stack.enter_context(session.backend(src, src_needs, command="bridge -g" if group else "bridge"))
         src_stream = src.require_stream(src_backend.stream_noun)
         sink_producer = None
         dst_backend = None
         if not dry_run:
-            dst_backend = stack.enter_context(session.backend(dst))
-            dst_backend.require(Capability.PUBLISH, command="bridge")
+            dst_backend = stack.enter_context(session.backend(dst, {Capability.PUBLISH}, command="bridge"))
             dst_stream = dst.require_stream(dst_backend.stream_noun)
             if dst_backend.location() == src_backend.location() and dst_stream == src_stream:
                 raise UsageError(f"{source_text} and {sink_text} are the same {src_backend.stream_noun}: that would relay into itself")
@@ -153,8 +152,6 @@ def bridge(
         else:
             dst_stream = dst.stream or "-"
         grouped = src_backend.supports(Capability.GROUPS) and not dry_run
-        if group and not src_backend.supports(Capability.GROUPS):
-            src_backend.require(Capability.GROUPS, command="bridge -g")
         group_name = (group or src.group or default_group(dst.backend, dst_stream)) if grouped else None
         spec = ReadSpec(
             stream=src_stream,
@@ -166,8 +163,7 @@ def bridge(
         dead_producer = None
         if dead_letter is not None and not dry_run:
             dead = session.address(dead_letter)
-            dead_backend = stack.enter_context(session.backend(dead))
-            dead_backend.require(Capability.PUBLISH, command="--dead-letter")
+            dead_backend = stack.enter_context(session.backend(dead, {Capability.PUBLISH}, command="--dead-letter"))
             dead_producer = stack.enter_context(dead_backend.producer(dead.require_stream(dead_backend.stream_noun)))
         pattern = stream_pattern(src_stream)
         if pattern is not None:  # every topic/stream matching ~REGEX, new ones included

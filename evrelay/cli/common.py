@@ -16,11 +16,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
+from evrelay import backends
 from evrelay.errors import UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from evrelay.addresses import Address
-    from evrelay.backends.base import Backend
+    from evrelay.backends.base import Backend, Capability
     from evrelay.config import Config
     from evrelay.positions import StreamPosition
 
@@ -50,7 +53,7 @@ ProfileOption = Annotated[
 ]
 AddressArgument = Annotated[
     str,
-    typer.Argument(metavar="ADDRESS", help="PROFILE, PROFILE:NAME, NAME, kafka://..., redis://..., file:PATH or -.", autocompletion=complete_address, show_default=False),
+    typer.Argument(metavar="ADDRESS", help=f"{backends.help_address_forms()}.", autocompletion=complete_address, show_default=False),
 ]
 VerboseOption = Annotated[bool, typer.Option("-v", "--verbose", help="More detail on stderr (client logs, tracebacks).")]
 QuietOption = Annotated[bool, typer.Option("-q", "--quiet", help="No summary or progress on stderr.")]
@@ -135,6 +138,14 @@ def default_consumer_name() -> str:
     return f"evrelay-{socket.gethostname()}"
 
 
+def group_for(session: Session, address: Address, group: str | None, command: str) -> str:
+    """The consumer group a command works on: -g, else the profile's `group`."""
+    chosen = group or address.group
+    if not chosen:
+        raise UsageError(f"{command} needs a consumer group: -g GROUP (or `group` in the profile)")
+    return chosen
+
+
 def parse_duration(text: str | None, flag: str) -> float | None:
     """Seconds from `--timeout`-style text, or None; UsageError naming the flag."""
     if text is None:
@@ -202,13 +213,18 @@ class Session:
 
         return resolve_address(text, self.config, profile=self.profile)
 
-    def backend(self, address: Address) -> Backend:
-        """The (not yet opened) backend for an address; use it as a context manager."""
+    def backend(self, address: Address, needs: Iterable[Capability] = (), *, command: str | None = None) -> Backend:
+        """The (not yet opened) backend for an address; use it as a context manager.
+
+        `needs` is what the command will ask of it: the one capability check, refused
+        here (exit 2, one wording) before anything is connected."""
         from evrelay.addresses import open_backend
-        from evrelay.backends.base import BackendSettings
+        from evrelay.backends.base import BackendSettings, refuse_missing
 
         settings = BackendSettings(timeout=self.connect_timeout, verbose=self.verbose, warn=self.warn)
-        return open_backend(address, settings)
+        backend = open_backend(address, settings)
+        refuse_missing(backend, needs, command)
+        return backend
 
     # --- stderr ------------------------------------------------------------------------
 

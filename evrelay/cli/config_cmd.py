@@ -13,6 +13,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from evrelay import backends
 from evrelay.cli.common import ConfigOption, OutputOption, Session
 from evrelay.errors import ConfigError, UsageError
 
@@ -46,6 +47,29 @@ def _parse_value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+
+
+def _profile_keys(backend: str, table: dict[str, Any], where: str, *, complete: bool) -> None:
+    """Check a profile's keys against what its backend takes (`option_names`) and, for a
+    whole profile (`complete`), that its `required_options` are there: a typo is caught
+    when it is written, not when the profile is first used."""
+    import difflib
+
+    from evrelay.config import PROFILE_KEYS
+
+    cls = backends.load_backend_class(backend)
+    known = PROFILE_KEYS | cls.option_names
+    for key in table:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{where}: the {cls.name} backend takes no key {key!r}{hint} (keys: {', '.join(sorted(known))})")
+    missing = sorted(cls.required_options - set(table))
+    if complete and missing:
+        raise ConfigError(
+            f"{where}: a {cls.name} profile needs {', '.join(missing)}",
+            hint=f"evrelay config add PROFILE -b {cls.name} {' '.join(f'{key}=...' for key in missing)}",
+        )
 
 
 def _split_key(key: str) -> tuple[str, list[str]]:
@@ -88,7 +112,7 @@ def list_cmd(config: ConfigOption = None, output: OutputOption = None) -> None:
     rows = []
     for name in sorted(cfg.profiles):
         profile = cfg.profiles[name]
-        options = masked(profile.options)
+        options = masked(profile.options, secret_keys=_secret_keys(profile.backend))
         target = options.get("url") or options.get("bootstrap_servers") or options.get("path") or ""
         rows.append(
             {
@@ -111,6 +135,23 @@ def list_cmd(config: ConfigOption = None, output: OutputOption = None) -> None:
         sys.stdout.write(f"{mark} {row['name']:<{width}}{row['backend']}{stream}{target}\n")
 
 
+def _stream_key(backend: str) -> str:
+    """`topic` or `stream`: how the backend's profiles name their default one."""
+
+    try:
+        return backends.load_backend_class(backend).stream_key
+    except ConfigError:  # a plug-in that cannot be loaded here: still show its profile
+        return "stream"
+
+
+def _secret_keys(backend: str) -> frozenset[str]:
+
+    try:
+        return backends.load_backend_class(backend).secret_options
+    except ConfigError:
+        return frozenset()
+
+
 @app.command("show")
 def show_cmd(
     profile: Annotated[Optional[str], typer.Argument(metavar="PROFILE", help="Only this profile.", show_default=False)] = None,
@@ -128,17 +169,21 @@ def show_cmd(
         p = cfg.profile(profile)
         table = {"backend": p.backend}
         if p.stream:
-            table["stream" if p.backend != "kafka" else "topic"] = p.stream
+            table[_stream_key(p.backend)] = p.stream
         if p.group:
             table["group"] = p.group
         table.update(p.options)
-        sys.stdout.write(tomli_w.dumps({"profiles": {profile: masked(table)}}))
+        sys.stdout.write(tomli_w.dumps({"profiles": {profile: masked(table, secret_keys=_secret_keys(p.backend))}}))
         return
     document = dict(cfg.document) if cfg.document else {}
     document.setdefault("default_profile", cfg.default_profile)
     if not cfg.document:
         document["profiles"] = {"local": {"backend": "local"}}
-    sys.stdout.write(tomli_w.dumps(masked(document)))
+    shown = masked(document)
+    for name, table in (document.get("profiles") or {}).items():
+        if isinstance(table, dict):
+            shown["profiles"][name] = masked(table, secret_keys=_secret_keys(str(table.get("backend", ""))))
+    sys.stdout.write(tomli_w.dumps(shown))
 
 
 @app.command("init")
@@ -160,16 +205,15 @@ def init_cmd(
 def add_cmd(
     name: Annotated[str, typer.Argument(metavar="PROFILE", show_default=False)],
     settings: Annotated[Optional[list[str]], typer.Argument(metavar="KEY=VALUE", help="Profile keys, e.g. bootstrap_servers=localhost:9092 topic=orders options.sasl.mechanism=PLAIN", show_default=False)] = None,
-    backend: Annotated[str, typer.Option("--backend", "-b", metavar="BACKEND", help="kafka, redis, local, file or a plug-in.", show_default=False)] = "",
+    backend: Annotated[str, typer.Option("--backend", "-b", metavar="BACKEND", help=f"{backends.help_backend_names()}.", show_default=False)] = "",
     config: ConfigOption = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing profile.")] = False,
 ) -> None:
     """Add a profile, e.g. `evrelay config add kafka -b kafka bootstrap_servers=localhost:9092`."""
-    from evrelay import backends
     from evrelay.config import write_document
 
     if not backend:
-        raise UsageError("--backend is required (kafka, redis, local, file or a plug-in)")
+        raise UsageError(f"--backend is required ({', '.join(backends.backend_names())})")
     if backend not in backends.backend_names():
         backends.load_backend_class(backend)  # raises with a did-you-mean
     path = _target_file(config)
@@ -187,6 +231,7 @@ def add_cmd(
             table.setdefault("options", {})[parts[1]] = _parse_value(value)
         else:
             table[parts[0]] = _parse_value(value)
+    _profile_keys(backend, table, f"profile {name!r}", complete=True)
     profiles[name] = table
     write_document(path, document)
     sys.stderr.write(f"added profile {name!r} to {path}\n")
@@ -210,6 +255,8 @@ def set_cmd(
         table = document.setdefault("profiles", {}).get(profile)
         if table is None:
             raise ConfigError(f"no profile {profile!r} in {path}; create it with `evrelay config add {profile} -b BACKEND`")
+        if len(parts) != 2 and "backend" in table:
+            _profile_keys(str(table["backend"]), {parts[0]: value}, f"profile {profile!r} in {path}", complete=False)
         if len(parts) == 2:
             table.setdefault("options", {})[parts[1]] = _parse_value(value)
         else:

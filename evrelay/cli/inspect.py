@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from evrelay import backends
 from evrelay.cli.common import (
     AddressArgument,
     ConfigOption,
@@ -21,6 +22,7 @@ from evrelay.cli.common import (
     VerboseOption,
     YesOption,
     complete_address,
+    group_for,
     parse_duration,
 )
 from evrelay.errors import BackendUnavailable, EvrelayError, ExpectationFailed, UsageError
@@ -30,14 +32,8 @@ if TYPE_CHECKING:
 
 ProfileArgument = Annotated[
     Optional[str],
-    typer.Argument(metavar="PROFILE", help="A profile (default: the default profile) or a kafka:// / redis:// URL.", autocompletion=complete_address, show_default=False),
+    typer.Argument(metavar="PROFILE", help=f"A profile (default: the default profile) or an inline URL ({', '.join(f'{scheme}://...' for scheme in backends.url_schemes(plugins=False))}).", autocompletion=complete_address, show_default=False),
 ]
-
-
-def _time(ms: int | None) -> str | None:
-    from evrelay.timestamps import format_ms
-
-    return format_ms(ms) if ms is not None else None
 
 
 def resolve_profile(session: Session, name: str | None) -> Address:
@@ -49,13 +45,6 @@ def resolve_profile(session: Session, name: str | None) -> Address:
     chosen = name or session.profile or os.environ.get("EVRELAY_PROFILE") or session.config.default_profile
     session.config.profile(chosen)  # unknown profile: exit 2 with a did-you-mean
     return session.address(chosen)
-
-
-def group_for(session: Session, address: Address, group: str | None, command: str) -> str:
-    chosen = group or address.group
-    if not chosen:
-        raise UsageError(f"{command} needs a consumer group: -g GROUP (or `group` in the profile)")
-    return chosen
 
 
 def ls(
@@ -80,19 +69,10 @@ def ls(
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     mode = record_mode(output)
     target = resolve_profile(session, profile_name)
-    with session.backend(target) as backend:
-        backend.require(Capability.INSPECT, command="ls")
+    with session.backend(target, {Capability.INSPECT}, command="ls") as backend:
         streams = backend.list_streams()
-    rows = [
-        {
-            "name": info.name,
-            "partitions": len(info.partitions) if backend.name == "kafka" else None,
-            "length": info.length,
-        }
-        for info in streams
-    ]
-    columns = [("name", backend.stream_noun.upper()), ("partitions" if backend.name == "kafka" else "length", "PARTITIONS" if backend.name == "kafka" else "LENGTH")]
-    write_records(rows, columns, mode)
+    table = backend.stream_table(streams)
+    write_records(table.rows, table.columns, mode)
 
 
 def info(
@@ -118,31 +98,15 @@ def info(
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     mode = record_mode(output)
     source = session.address(address)
-    with session.backend(source) as backend:
-        backend.require(Capability.INSPECT, command="info")
+    with session.backend(source, {Capability.INSPECT}, command="info") as backend:
         stream = source.require_stream(backend.stream_noun)
         details = backend.stream_info(stream)
-    kafka = backend.name == "kafka"
-    parts = [
-        {
-            "partition": p.partition,
-            "length": p.length,
-            "low" if kafka else "first": p.first,
-            "high" if kafka else "last": p.last,
-            **({} if kafka else {"first_time": _time(p.first_time), "last_time": _time(p.last_time)}),
-        }
-        for p in details.partitions
-    ]
+    table = backend.info_table(details)
     groups = [asdict(g) for g in details.groups]
     if mode == "json":
-        write_record({"backend": backend.name, "stream": details.name, "length": details.length, "partitions": parts, "groups": groups})
+        write_record({"backend": backend.name, "stream": details.name, "length": details.length, "partitions": table.rows, "groups": groups})
         return
-    columns = (
-        [("partition", "PARTITION"), ("low", "LOW"), ("high", "HIGH"), ("length", "MESSAGES")]
-        if kafka
-        else [("length", "LENGTH"), ("first", "FIRST ID"), ("first_time", "FIRST TIME"), ("last", "LAST ID"), ("last_time", "LAST TIME")]
-    )
-    write_records(parts, columns, mode, title=f"{backend.stream_noun} {details.name} ({details.length} messages)")
+    write_records(table.rows, table.columns, mode, title=f"{backend.stream_noun} {details.name} ({details.length} messages)")
     write_records(groups, GROUP_COLUMNS, mode, title=f"groups ({len(groups)})")
 
 
@@ -186,8 +150,7 @@ def groups(
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     source = session.address(address)
     if delete is not None:
-        with session.backend(source) as backend:
-            backend.require(Capability.GROUP_DELETE, command="groups --delete")
+        with session.backend(source, {Capability.GROUP_DELETE}, command="groups --delete") as backend:
             stream = source.require_stream(backend.stream_noun)
             scope = backend.group_delete_scope(stream, delete)
             session.info(f"delete {scope}")
@@ -200,8 +163,7 @@ def groups(
         session.info(f"deleted consumer group {delete!r} on {source.display}")
         return
     mode = record_mode(output)
-    with session.backend(source) as backend:
-        backend.require(Capability.GROUPS, command="groups")
+    with session.backend(source, {Capability.GROUPS}, command="groups") as backend:
         stream = source.require_stream(backend.stream_noun)
         rows = [asdict(g) for g in backend.group_infos(stream)]
     write_records(rows, GROUP_COLUMNS, mode)
@@ -297,8 +259,7 @@ def lag(
     max_age_seconds = parse_duration(max_age, "--max-age")
     mode = record_mode(output)
     source = session.address(address)
-    with session.backend(source) as backend:
-        backend.require(Capability.GROUPS, command="lag")
+    with session.backend(source, {Capability.GROUPS}, command="lag") as backend:
         stream = source.require_stream(backend.stream_noun)
         group_name = group_for(session, source, group, "lag")
         lags = backend.group_lag(stream, group_name)
@@ -313,8 +274,7 @@ def lag(
     total = sum(r["lag"] for r in rows)
     ages = [r["age_s"] for r in rows if r["age_s"] is not None]
     oldest_age = max(ages) if ages else None
-    columns = [("partition", "PARTITION"), ("position", "POSITION"), ("end", "END"), ("lag", "LAG"), ("pending", "PENDING"), ("age_s", "AGE S")]
-    write_records(rows, columns, mode)
+    write_records(rows, [*backend.lag_columns, ("age_s", "AGE S")], mode)
     age_text = f", oldest unconsumed message {format_duration(oldest_age)} old" if oldest_age is not None else ", nothing unconsumed"
     session.info(f"lag of group {group_name!r} on {source.display}: {total}{age_text}")
     if max_lag is not None and total > max_lag:

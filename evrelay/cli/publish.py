@@ -149,8 +149,7 @@ def publish(
         session.info("evrelay: reading messages from the terminal, one per line; end with Ctrl-D")
     skipped: list[str] = []
     started = time.perf_counter()
-    with session.backend(target) as backend:
-        backend.require(Capability.PUBLISH, command="publish")
+    with session.backend(target, {Capability.PUBLISH}, command="publish") as backend:
         stream = target.require_stream(backend.stream_noun)
         with with_transform(backend.producer(stream), transform) as producer:
             queued = 0

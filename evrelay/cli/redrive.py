@@ -82,8 +82,7 @@ def redrive(
         session.address(to)  # a bad --to is a usage error before anything is read
 
     with contextlib.ExitStack() as stack:
-        backend = stack.enter_context(session.backend(dlq))
-        backend.require(Capability.READ, command="redrive")
+        backend = stack.enter_context(session.backend(dlq, {Capability.READ}, command="redrive"))
         grouped = backend.supports(Capability.GROUPS) and not dry_run
         group_name = (group or DEFAULT_GROUP) if grouped else None
         spec = ReadSpec(
@@ -97,8 +96,7 @@ def redrive(
         def producer_for(text: str):
             if text not in producers:
                 target = session.address(text)
-                target_backend = stack.enter_context(session.backend(target))
-                target_backend.require(Capability.PUBLISH, command="redrive")
+                target_backend = stack.enter_context(session.backend(target, {Capability.PUBLISH}, command="redrive"))
                 producers[text] = stack.enter_context(target_backend.producer(target.require_stream(target_backend.stream_noun)))
             return producers[text]
 

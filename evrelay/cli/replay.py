@@ -100,8 +100,7 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
                 cloudevents, selection) -> None:
     import contextlib
 
-    from evrelay.backends.base import Capability, ReadSpec
-    from evrelay.cli.tail import required_capabilities
+    from evrelay.backends.base import Capability, ReadSpec, read_needs
     from evrelay.output import make_writer
     from evrelay.relay import Pacer, Relay, parse_pace
     from evrelay.routing import open_sink
@@ -117,13 +116,11 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
     writer = make_writer(output, template) if dry_run else None
     transform = message_transform(cloudevents)
     with contextlib.ExitStack() as stack:
-        src_backend = stack.enter_context(session.backend(src))
+        src_backend = stack.enter_context(session.backend(src, read_needs(ReadSpec("", start=start, stop=stop)), command="replay"))
         spec = ReadSpec(stream=src.require_stream(src_backend.stream_noun), start=start, stop=stop)
-        src_backend.require(*required_capabilities(spec, follow=False), command="replay")
         producer = None
         if not dry_run:
-            dst_backend = stack.enter_context(session.backend(dst))
-            dst_backend.require(Capability.PUBLISH, command="replay")
+            dst_backend = stack.enter_context(session.backend(dst, {Capability.PUBLISH}, command="replay"))
             if not dst_backend.supports(Capability.KEEP_TIMESTAMP):
                 session.debug(f"{dst_backend.name} does not keep timestamps; the copies get new ones")
             producer = with_transform(stack.enter_context(open_sink(dst_backend, dst.require_stream(dst_backend.stream_noun))), transform)
@@ -163,8 +160,7 @@ def _move_group(session: Session, source: str, group: str, target, *, dry_run: b
 
     mode = record_mode(output)
     src = session.address(source)
-    with session.backend(src) as backend:
-        backend.require(Capability.GROUP_SEEK, command="replay -g")
+    with session.backend(src, {Capability.GROUP_SEEK}, command="replay -g") as backend:
         stream = src.require_stream(backend.stream_noun)
         plan = backend.plan_group_seek(stream, group, target)
         rows = [asdict(step) for step in plan.steps]

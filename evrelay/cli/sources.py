@@ -8,11 +8,10 @@ every backend opened on the command's ExitStack.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
 
-from evrelay.backends.base import Backend, Consumer, ReadSpec
+from evrelay.backends.base import Backend, Consumer, ReadSpec, read_needs
 from evrelay.cli.common import Session
 
 
@@ -23,7 +22,6 @@ def open_reader(
     spec: ReadSpec,
     *,
     command: str,
-    needs: Callable[[ReadSpec], list[Any]],
 ) -> tuple[Consumer, Backend, str]:
     """The reader for `texts` (spec.stream is filled per stream), the first backend, and
     the stream (or pattern) name of a single address."""
@@ -32,9 +30,8 @@ def open_reader(
     sources = []
     for text in texts:
         address = session.address(text)
-        backend = stack.enter_context(session.backend(address))
+        backend = stack.enter_context(session.backend(address, read_needs(spec), command=command))
         name = address.require_stream(backend.stream_noun)
-        backend.require(*needs(replace(spec, stream=name)), command=command)
         sources.append(StreamSource(address.display, backend, name, stream_pattern(name)))
     first = sources[0]
     if len(sources) == 1 and first.pattern is None:

@@ -58,7 +58,6 @@ def stats(
     """
     from evrelay.backends.base import ReadSpec
     from evrelay.cli.sources import open_reader
-    from evrelay.cli.tail import required_capabilities
     from evrelay.output import record_mode, write_record
     from evrelay.summary import RangeSummary
 
@@ -71,7 +70,7 @@ def stats(
     summary = RangeSummary()
     with contextlib.ExitStack() as stack:
         spec = ReadSpec(stream="", start=start, stop=stop)  # type: ignore[arg-type]
-        reader, _, _ = open_reader(session, stack, [address], spec, command="stats", needs=lambda s: required_capabilities(s, follow=False))
+        reader, _, _ = open_reader(session, stack, [address], spec, command="stats")
         stop_flag = stack.enter_context(StopFlag())
         for batch in reader.batches(batch_size=5000, should_stop=stop_flag):
             summary.add(batch if selection is None else selection.select(batch).kept)

@@ -46,24 +46,6 @@ DEFAULT_LAST = 10
 DEFAULT_EXPECT_TIMEOUT = 30.0
 
 
-def required_capabilities(spec: object, *, follow: bool) -> list[object]:
-    """The capabilities a ReadSpec needs from its backend (checked before reading)."""
-    from evrelay.backends.base import Capability
-    from evrelay.positions import AtTime, EntryId, Offset, PartitionOffsets
-
-    needed = [Capability.READ]
-    if follow:
-        needed.append(Capability.FOLLOW)
-    if getattr(spec, "group", None):
-        needed.append(Capability.GROUPS)
-    for position in (getattr(spec, "start", None), getattr(spec, "stop", None)):
-        if isinstance(position, AtTime):
-            needed.append(Capability.SEEK_TIME)
-        elif isinstance(position, (Offset, EntryId, PartitionOffsets)):
-            needed.append(Capability.SEEK_POSITION)
-    return needed
-
-
 def tail(
     addresses: Annotated[
         list[str],
@@ -162,7 +144,7 @@ def tail(
             consumer_name=(consumer or default_consumer_name()) if group_name else None,
             partitions=tuple(partition) if partition else None,
         )
-        reader, _, _ = open_reader(session, stack, addresses, spec, command="tail", needs=lambda s: required_capabilities(s, follow=follow))
+        reader, _, _ = open_reader(session, stack, addresses, spec, command="tail")
         if group_name and reader.created:
             session.info(f"evrelay: created consumer group {group_name!r} on {display} at {group_start}")
         if group_name and from_ is not None and reader.created is False:

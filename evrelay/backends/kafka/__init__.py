@@ -43,6 +43,7 @@ from evrelay.backends.base import (
     Producer,
     ReadSpec,
     StreamInfo,
+    Table,
 )
 from evrelay.backends.kafka.codes import (
     ACTIVE_GROUP_STATES,
@@ -79,6 +80,11 @@ class KafkaBackend(Backend):
     name = "kafka"
     stream_noun = "topic"
     client_library = ClientLibrary("confluent_kafka", "confluent-kafka")
+    stream_key = "topic"
+    required_options = frozenset({"bootstrap_servers"})
+    message_id_syntax = "PARTITION:OFFSET (0:41), several as 0:41,1:17"
+    cumulative_ack = True
+    lag_columns = [("partition", "PARTITION"), ("position", "COMMITTED"), ("end", "END"), ("lag", "LAG")]
     option_names = frozenset({"bootstrap_servers", "options"})
     capabilities = frozenset(
         {
@@ -92,6 +98,7 @@ class KafkaBackend(Backend):
             Capability.GROUP_DELETE,
             Capability.KEEP_TIMESTAMP,
             Capability.INSPECT,
+            Capability.PARTITIONS,
         }
     )
 
@@ -413,6 +420,35 @@ class KafkaBackend(Backend):
         except KafkaException as exc:
             raise self.unavailable(f"committed offsets of group {group!r}", exc) from None
         return {tp.partition: tp.offset for tp in found}
+
+    @classmethod
+    def parse_message_ids(cls, texts: Sequence[str], stream: str) -> list[Position]:
+        from evrelay.positions import PartitionOffsets, parse_position
+
+        positions = []
+        for text in texts:
+            try:
+                parsed = parse_position(text)
+            except ValueError:
+                parsed = None
+            if not isinstance(parsed, PartitionOffsets):
+                raise UsageError(f"{text!r} is not a Kafka message ID: use {cls.message_id_syntax}")
+            positions += [Position(cls.name, stream, offset, partition) for partition, offset in parsed.offsets]
+        return positions
+
+    @classmethod
+    def ack_shortfall_reason(cls) -> str:
+        return "an earlier offset of their partition was not acked (Kafka acks are cumulative)"
+
+    @classmethod
+    def stream_table(cls, streams: Sequence[StreamInfo]) -> Table:
+        rows = [{"name": info.name, "partitions": len(info.partitions), "length": info.length} for info in streams]
+        return Table(rows, [("name", "TOPIC"), ("partitions", "PARTITIONS")])
+
+    @classmethod
+    def info_table(cls, details: StreamInfo) -> Table:
+        rows = [{"partition": p.partition, "length": p.length, "low": p.first, "high": p.last} for p in details.partitions]
+        return Table(rows, [("partition", "PARTITION"), ("low", "LOW"), ("high", "HIGH"), ("length", "MESSAGES")])
 
     def ack(self, stream: str, group: str, positions: Sequence[Position]) -> int:
         """Kafka acks are cumulative per partition: from the group's committed offset, the

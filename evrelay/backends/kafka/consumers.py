@@ -313,8 +313,6 @@ class KafkaGroupConsumer(_KafkaReader):
         self.topic = spec.stream
         self.follow = spec.follow
         self.group = spec.group or ""
-        if spec.stop is not None:
-            raise UnsupportedError("--to is not supported with a Kafka consumer group; use -n or --idle-timeout")
         if spec.partitions:
             raise UnsupportedError("--partition is not supported with a consumer group (the group assigns partitions)")
         if isinstance(spec.start, Last):

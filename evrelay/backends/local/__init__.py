@@ -253,8 +253,6 @@ class LocalBackend(Backend):
         return LocalProducer(self, stream)
 
     def consumer(self, spec: ReadSpec) -> Consumer:
-        if spec.partitions:
-            raise UnsupportedError("local streams have no partitions (--partition)")
         from evrelay.backends.local.consumers import LocalConsumer, LocalGroupConsumer
 
         if spec.group:

@@ -56,6 +56,7 @@ from evrelay.backends.base import (
     Producer,
     ReadSpec,
     StreamInfo,
+    Table,
 )
 from evrelay.backends.nats.connection import NATS_CLIENT, JetStreamError, NatsConnection, import_nats
 from evrelay.errors import (
@@ -64,7 +65,6 @@ from evrelay.errors import (
     ConfigError,
     GroupBusyError,
     NotFoundError,
-    UnsupportedError,
     UsageError,
 )
 from evrelay.positions import AtTime, Beginning, End, Last, Offset, Stored, StreamPosition
@@ -123,6 +123,7 @@ class NatsBackend(Backend):
     name = "nats"
     stream_noun = "stream"
     client_library = NATS_CLIENT
+    message_id_syntax = "a stream sequence number (42)"
     option_names = frozenset({"url", "subject", "create", "storage", "ack_wait", "max_ack_pending", "options"})
     capabilities = frozenset(
         {
@@ -344,8 +345,6 @@ class NatsBackend(Backend):
         return NatsProducer(self, stream, self.publish_subject(stream))
 
     def consumer(self, spec: ReadSpec) -> Consumer:
-        if spec.partitions:
-            raise UnsupportedError("NATS streams have no partitions (--partition)")
         from evrelay.backends.nats.consumers import NatsGroupConsumer, NatsStreamConsumer
 
         valid_name(spec.stream, "stream")
@@ -446,6 +445,21 @@ class NatsBackend(Backend):
                 return None
             raise
         return ms_from_rfc3339(reply.get("message", {}).get("time"))
+
+    @classmethod
+    def parse_message_ids(cls, texts: Sequence[str], stream: str) -> list[Position]:
+        positions = []
+        for text in texts:
+            if not text.strip().isdigit() or int(text) < 1:
+                raise UsageError(f"{text!r} is not a nats message ID: use {cls.message_id_syntax}")
+            positions.append(Position(cls.name, stream, int(text)))
+        return positions
+
+    @classmethod
+    def info_table(cls, details: StreamInfo) -> Table:
+        table = super().info_table(details)
+        table.columns = [("length", "LENGTH"), ("first", "FIRST SEQ"), ("first_time", "FIRST TIME"), ("last", "LAST SEQ"), ("last_time", "LAST TIME")]
+        return table
 
     def ack(self, stream: str, group: str, positions: Sequence[Position], *, force: bool = False) -> int:
         """Acks by stream sequence: JetStream matches an ack to the pending message by its

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from evrelay.backends.base import Consumer, Message, ReadSpec
 from evrelay.backends.nats.connection import JetStreamError
 from evrelay.backends.nats.mapping import reply_metadata
-from evrelay.errors import NotFoundError, UnsupportedError, UsageError
+from evrelay.errors import NotFoundError, UsageError
 from evrelay.positions import Beginning, End, Last, Stored
 
 if TYPE_CHECKING:
@@ -318,8 +318,6 @@ class NatsGroupConsumer(CaughtUp, Consumer):
     def __init__(self, backend: NatsBackend, spec: ReadSpec) -> None:
         from evrelay.backends.nats import durable_name
 
-        if spec.stop is not None:
-            raise UnsupportedError("--to is not supported with a consumer group; use -n or --idle-timeout")
         self.backend = backend
         self.stream = spec.stream
         self.group = spec.group or ""

@@ -307,8 +307,6 @@ class RedisStreamsBackend(Backend):
         return RedisProducer(self, stream)
 
     def consumer(self, spec: ReadSpec) -> Consumer:
-        if spec.partitions:
-            raise UnsupportedError("Redis streams have no partitions (--partition)")
         from evrelay.backends.redis_streams.consumers import RedisConsumer, RedisGroupConsumer
 
         if spec.group:

@@ -19,7 +19,6 @@ from evrelay.backends.stream_ids import (
 )
 from evrelay.errors import (
     NotFoundError,
-    UnsupportedError,
 )
 from evrelay.positions import (
     End,
@@ -104,8 +103,6 @@ class RedisGroupConsumer(GroupReader):
         self.group = spec.group or ""
         self.consumer = spec.consumer_name or "evrelay"
         self.follow = spec.follow
-        if spec.stop is not None:
-            raise UnsupportedError("--to is not supported with a consumer group; use -n or --idle-timeout")
         self.created = backend.create_group(self.stream, self.group, spec.start)
         self.pending_cursor: str | None = "0-0"
 
