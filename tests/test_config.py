@@ -209,3 +209,22 @@ def test_examples_toml_is_a_valid_config_documenting_every_backend_option(monkey
         cls = load_backend_class(backend_name)
         assert set(cls.option_names) <= documented[backend_name], set(cls.option_names) - documented[backend_name]
     assert config.default_profile in config.profiles
+
+
+def test_config_add_and_set_check_keys_against_the_backend(tmp_path):
+    """The backend says which keys a profile takes and needs; a typo fails when written."""
+    path = str(tmp_path / "c.toml")
+    assert evrelay("config", "init", "--config", path).returncode == 0
+    missing = evrelay("config", "add", "k", "-b", "kafka", "topic=orders", "--config", path)
+    assert missing.returncode == 2
+    assert "profile 'k': a kafka profile needs bootstrap_servers" in missing.err
+    assert "evrelay config add PROFILE -b kafka bootstrap_servers=..." in missing.err
+    typo = evrelay("config", "add", "r", "-b", "redis", "urll=redis://h:6379/0", "--config", path)
+    assert typo.returncode == 2 and "the redis backend takes no key 'urll'; did you mean 'url'?" in typo.err
+    assert evrelay("config", "add", "k", "-b", "kafka", "bootstrap_servers=h:9092", "topic=orders", "--config", path).returncode == 0
+    bad_set = evrelay("config", "set", "k.bootstrap_server", "h:9093", "--config", path)
+    assert bad_set.returncode == 2 and "did you mean 'bootstrap_servers'?" in bad_set.err
+    assert evrelay("config", "set", "k.group", "billing", "--config", path).returncode == 0
+    # config show names the default topic as the backend does.
+    shown = evrelay("config", "show", "k", "--config", path)
+    assert 'topic = "orders"' in shown.out and "stream =" not in shown.out

@@ -244,6 +244,21 @@ def test_group_no_ack_then_ack_by_envelope_and_by_claim(address):
     assert evrelay("tail", address, "-g", "billing", "-o", "raw").out == ""
 
 
+def test_ack_takes_the_sequence_numbers_tail_prints(address):
+    """`ack ID...` parses IDs through the backend: NATS stream sequences, no piping needed."""
+    assert evrelay("publish", address, "a", "b", "c").returncode == 0
+    taken = evrelay("tail", address, "-g", "billing", "--no-ack", "--format", "{id}")
+    ids = taken.out.split()
+    assert ids == ["1", "2", "3"], taken.err
+    run = evrelay("ack", address, "-g", "billing", *ids[:2])
+    assert run.returncode == 0 and "acked 2 of 2" in run.err, run.err
+    lag = envelopes(evrelay("lag", address, "-g", "billing", "-o", "json"))
+    assert lag[0]["pending"] == 1
+    bad = evrelay("ack", address, "-g", "billing", "1700000000000-0")
+    assert bad.returncode == 2
+    assert "'1700000000000-0' is not a nats message ID: use a stream sequence number (42)" in bad.err
+
+
 def test_a_live_reader_keeps_what_it_holds_and_a_killed_ones_comes_back(nats_server, stream):
     import signal
     import subprocess
