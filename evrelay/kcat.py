@@ -95,7 +95,7 @@ class KcatJsonWriter(MessageWriter):
 
 
 class KeyedWriter(MessageWriter):
-    def __init__(self, delimiter: bytes, out: IO[bytes] | None = None) -> None:
+    def __init__(self, delimiter: bytes, out: IO[bytes]) -> None:
         super().__init__(out)
         self.delimiter = delimiter
 

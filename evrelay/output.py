@@ -8,7 +8,6 @@ stdout only; everything else (summaries, warnings, errors) goes to stderr throug
 
 from __future__ import annotations
 
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import IO, Any
@@ -37,9 +36,29 @@ TEMPLATE_FIELDS = (
 )
 
 
+class TextOut:
+    """A text view of a binary stream for rich's Console, which writes str: the bytes go
+    to the stream the writer was given (closing this never closes that stream)."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+
+    def write(self, text: str) -> int:
+        self.out.write(text.encode("utf-8", "surrogateescape"))
+        return len(text)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def isatty(self) -> bool:
+        return bool(getattr(self.out, "isatty", lambda: False)())
+
+
 class MessageWriter(ABC):
-    def __init__(self, out: IO[bytes] | None = None) -> None:
-        self.out = out if out is not None else sys.stdout.buffer
+    """Writes messages to the binary stream it is given (the session's stdout)."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
 
     @abstractmethod
     def render(self, messages: Sequence[Message]) -> bytes: ...
@@ -137,7 +156,7 @@ def _unescape(template: str) -> str:
 class TemplateWriter(MessageWriter):
     """`--format '{partition}:{offset} {key} {value}'` (Python format syntax, one line each)."""
 
-    def __init__(self, template: str, out: IO[bytes] | None = None) -> None:
+    def __init__(self, template: str, out: IO[bytes]) -> None:
         super().__init__(out)
         self.template = _unescape(template)
         probe = Message(b"v", b"k", [("h", b"1")], 0, Position("kafka", "t", 0, 0), fields=[(b"f", b"1")])
@@ -161,11 +180,11 @@ class PrettyWriter(MessageWriter):
     recognised CloudEvent or taskiq task, then the value: JSON indented and highlighted,
     with JSON held in its string members decoded too."""
 
-    def __init__(self, out: IO[bytes] | None = None, color: bool | None = None) -> None:
+    def __init__(self, out: IO[bytes], color: bool | None = None) -> None:
         super().__init__(out)
         from rich.console import Console
 
-        self.console = Console(file=sys.stdout, force_terminal=color, highlight=False, soft_wrap=True)
+        self.console = Console(file=TextOut(out), force_terminal=color, highlight=False, soft_wrap=True)
 
     def render(self, messages: Sequence[Message]) -> bytes:  # pragma: no cover - write() is used
         raise NotImplementedError
@@ -251,26 +270,33 @@ def _shown(data: bytes) -> str:
         return repr(data)[2:-1]
 
 
-def make_writer(mode: str | None, template: str | None, *, stdout_is_tty: bool | None = None, key_delimiter: bytes = b":") -> MessageWriter:
-    """The writer for `-o MODE` / `--format`; the default is pretty on a terminal, else json.
-    `kcat` and `keyed` are kcat's -J and -K line formats (evrelay/kcat.py)."""
+def make_writer(
+    mode: str | None,
+    template: str | None,
+    *,
+    out: IO[bytes],
+    stdout_is_tty: bool,
+    color: bool | None = None,
+    key_delimiter: bytes = b":",
+) -> MessageWriter:
+    """The writer for `-o MODE` / `--format` onto `out`; the default is pretty on a
+    terminal, else json. `kcat` and `keyed` are kcat's -J and -K line formats (evrelay/kcat.py)."""
     if template is not None:
         if mode is not None:
             raise UsageError("give either -o/--output or --format, not both")
-        return TemplateWriter(template)
+        return TemplateWriter(template, out)
     if mode is None:
-        tty = sys.stdout.isatty() if stdout_is_tty is None else stdout_is_tty
-        mode = "pretty" if tty else "json"
+        mode = "pretty" if stdout_is_tty else "json"
     if mode == "json":
-        return JsonWriter()
+        return JsonWriter(out)
     if mode == "raw":
-        return RawWriter()
+        return RawWriter(out)
     if mode == "pretty":
-        return PrettyWriter()
+        return PrettyWriter(out, color)
     if mode in ("kcat", "keyed"):
         from evrelay.kcat import KcatJsonWriter, KeyedWriter
 
-        return KcatJsonWriter() if mode == "kcat" else KeyedWriter(key_delimiter)
+        return KcatJsonWriter(out) if mode == "kcat" else KeyedWriter(key_delimiter, out)
     raise UsageError(f"-o/--output must be one of {', '.join(OUTPUT_MODES)}, not {mode!r}")
 
 
@@ -279,18 +305,19 @@ def make_writer(mode: str | None, template: str | None, *, stdout_is_tty: bool |
 RECORD_MODES = ("table", "json")
 
 
-def record_mode(mode: str | None) -> str:
+def record_mode(mode: str | None, *, stdout_is_tty: bool) -> str:
     """`-o table|json` for inspection output; default: a table on a terminal, else JSON."""
     if mode is None:
-        return "table" if sys.stdout.isatty() else "json"
+        return "table" if stdout_is_tty else "json"
     if mode not in RECORD_MODES:
         raise UsageError(f"-o/--output must be one of {', '.join(RECORD_MODES)} here, not {mode!r}")
     return mode
 
 
-def write_records(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]], mode: str, *, title: str | None = None) -> None:
-    """Rows as JSON lines, or as a table with the given (key, heading) columns."""
-    out = sys.stdout.buffer
+def write_records(
+    rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]], mode: str, *, out: IO[bytes], title: str | None = None
+) -> None:
+    """Rows as JSON lines, or as a table with the given (key, heading) columns, onto `out`."""
     if mode == "json":
         out.write(b"".join(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE) for row in rows))
         out.flush()
@@ -303,10 +330,12 @@ def write_records(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, s
         table.add_column(heading)
     for row in rows:
         table.add_row(*("" if row.get(key) is None else str(row.get(key)) for key, _ in columns))
-    Console(file=sys.stdout, highlight=False, soft_wrap=True).print(table)
+    console = Console(file=TextOut(out), highlight=False, soft_wrap=True)
+    console.print(table)
+    out.flush()
 
 
-def write_record(record: dict[str, Any]) -> None:
+def write_record(record: dict[str, Any], *, out: IO[bytes]) -> None:
     """One JSON object on one line (a document too nested for a single table)."""
-    sys.stdout.buffer.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
-    sys.stdout.flush()
+    out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+    out.flush()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
 from evrelay.errors import EvrelayError, UsageError
 
@@ -146,8 +146,9 @@ class ProgressLine:
     """A self-overwriting line on stderr, at most twice a second, only on a terminal:
     messages moved, the rate, the group's lag where known, retries. `clear()` removes it."""
 
-    def __init__(self, enabled: bool, verb: str = "bridged") -> None:
+    def __init__(self, enabled: bool, verb: str = "bridged", *, err: IO[str] | None = None) -> None:
         self.enabled = enabled
+        self.err = err if err is not None else sys.stderr
         self.verb = verb
         self.next_draw = 0.0
         self.drawn = False
@@ -157,14 +158,14 @@ class ProgressLine:
             return
         self.next_draw = time.monotonic() + 0.5
         lag_text = f", lag {lag.messages:,}" if lag is not None and lag.messages is not None else ""
-        sys.stderr.write(f"\r\x1b[K{self.verb} {stats.delivered:,} message(s), {stats.rate:,.0f}/s{lag_text}, {stats.retries} retries")
-        sys.stderr.flush()
+        self.err.write(f"\r\x1b[K{self.verb} {stats.delivered:,} message(s), {stats.rate:,.0f}/s{lag_text}, {stats.retries} retries")
+        self.err.flush()
         self.drawn = True
 
     def clear(self) -> None:
         if self.drawn:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
+            self.err.write("\r\x1b[K")
+            self.err.flush()
 
 
 class Watch:

@@ -88,7 +88,6 @@ def ack(
       evrelay ack redis:orders -g billing --claim --min-idle 5m --consumer rescuer
     """
     from evrelay.backends.base import Capability
-    from evrelay.output import make_writer, record_mode, write_records
 
     if list_pending and claim:
         raise UsageError("give --list or --claim, not both")
@@ -102,24 +101,24 @@ def ack(
         stream = target.require_stream(backend.stream_noun)
         group_name = group_for(session, target, group, "ack")
         if list_pending:
-            mode = record_mode(output)
+            mode = session.record_mode(output)
             if backend.supports(Capability.PENDING):
                 rows = [
                     {"id": str(p.position), "consumer": p.consumer, "idle_ms": p.idle_ms, "deliveries": p.deliveries}
                     for p in backend.pending(stream, group_name, consumer=consumer, count=count)
                 ]
-                write_records(rows, [("id", "ID"), ("consumer", "CONSUMER"), ("idle_ms", "IDLE MS"), ("deliveries", "DELIVERIES")], mode)
+                session.records(rows, [("id", "ID"), ("consumer", "CONSUMER"), ("idle_ms", "IDLE MS"), ("deliveries", "DELIVERIES")], mode)
                 session.info(f"{len(rows)} pending message(s) for group {group_name!r} on {target.display}")
             else:
                 rows = [asdict(r) for r in backend.group_lag(stream, group_name)]
-                write_records(rows, backend.lag_columns, mode)
+                session.records(rows, backend.lag_columns, mode)
                 session.info(
                     f"{backend.name} keeps no per-message pending list: group {group_name!r} is "
                     f"{sum(r['lag'] for r in rows)} message(s) behind"
                 )
             return
         if claim:
-            writer = make_writer(output, template)
+            writer = session.writer(output, template)
             name = consumer or default_consumer_name()
             claimed = backend.claim(stream, group_name, name, min_idle_ms=idle_ms, count=count)
             if claimed:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import re
 import signal
-import sys
 from typing import Annotated, Optional
 
 import typer
@@ -117,7 +116,6 @@ def bridge(
     """
     from evrelay.backends.base import Capability, ReadSpec
     from evrelay.multi import MultiConsumer, StreamSource, stream_pattern
-    from evrelay.output import make_writer
     from evrelay.positions import Beginning
     from evrelay.relay import Relay
     from evrelay.routing import open_sink
@@ -133,7 +131,7 @@ def bridge(
     start = parse_position_option(from_, "--from") or Beginning()
     src = session.address(source_text)
     dst = session.address(sink_text)
-    writer = make_writer(output, template) if dry_run else None
+    writer = session.writer(output, template) if dry_run else None
     selection = selection_from_options(filter_expr, map_expr, match_key, match_header)
     transform = message_transform(cloudevents)
 
@@ -176,7 +174,7 @@ def bridge(
         server = MetricsServer(metrics, source=src.display, sink=dst.display) if metrics else None
         if server is not None:
             session.info(f"evrelay: serving Prometheus metrics on http://{parse_listen_address(metrics)[0]}:{server.port}/metrics")
-        progress = Watch(ProgressLine(sys.stderr.isatty() and not quiet), server, lag)
+        progress = Watch(ProgressLine(session.stderr_is_tty and not quiet, err=session.stderr), server, lag)
         stop = stack.enter_context(StopFlag())
         relay = Relay(
             reader,

@@ -20,11 +20,13 @@ from evrelay import backends
 from evrelay.errors import UsageError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
+    from typing import IO
 
     from evrelay.addresses import Address
     from evrelay.backends.base import Backend, Capability
     from evrelay.config import Config
+    from evrelay.output import MessageWriter
     from evrelay.positions import StreamPosition
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -180,7 +182,9 @@ def parse_headers(pairs: list[str] | None) -> list[tuple[str, bytes]]:
 
 
 class Session:
-    """One command invocation: config, profile, verbosity, stderr, backends."""
+    """One command invocation: config, profile, verbosity, its stdout and stderr streams
+    (data to one, everything else to the other), colour, backends. Output goes through
+    the session's streams, never the global ones, so a caller (or a test) can hand in its own."""
 
     def __init__(
         self,
@@ -190,12 +194,21 @@ class Session:
         verbose: bool = False,
         quiet: bool = False,
         timeout: float | None = None,
+        stdout: IO[bytes] | None = None,
+        stderr: IO[str] | None = None,
+        color: bool | None = None,
     ) -> None:
         self.config_option = config
         self.profile = profile
         self.verbose = verbose
         self.quiet = quiet
         self.timeout = timeout
+        self.stdout: IO[bytes] = stdout if stdout is not None else sys.stdout.buffer
+        self.stderr: IO[str] = stderr if stderr is not None else sys.stderr
+        self.stdout_is_tty = bool(getattr(self.stdout, "isatty", lambda: False)())
+        self.stderr_is_tty = bool(getattr(self.stderr, "isatty", lambda: False)())
+        self.color = False if os.environ.get("NO_COLOR") else color
+        """None: colour when stdout is a terminal (rich decides); False: never."""
         RUNTIME.verbose = verbose
 
     @cached_property
@@ -226,22 +239,53 @@ class Session:
         refuse_missing(backend, needs, command)
         return backend
 
+    # --- stdout: data ---------------------------------------------------------------------
+
+    def writer(self, mode: str | None, template: str | None, *, key_delimiter: bytes = b":") -> MessageWriter:
+        """The message writer for `-o MODE` / `--format`, onto this session's stdout."""
+        from evrelay.output import make_writer
+
+        return make_writer(mode, template, out=self.stdout, stdout_is_tty=self.stdout_is_tty, color=self.color, key_delimiter=key_delimiter)
+
+    def record_mode(self, mode: str | None) -> str:
+        """`-o table|json` of an inspection command (a table on a terminal)."""
+        from evrelay.output import record_mode
+
+        return record_mode(mode, stdout_is_tty=self.stdout_is_tty)
+
+    def records(self, rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]], mode: str, *, title: str | None = None) -> None:
+        """Inspection rows: JSON lines, or a table with these (key, HEADER) columns."""
+        from evrelay.output import write_records
+
+        write_records(rows, columns, mode, out=self.stdout, title=title)
+
+    def record(self, record: dict[str, Any]) -> None:
+        """One JSON document on one line."""
+        from evrelay.output import write_record
+
+        write_record(record, out=self.stdout)
+
+    def write_text(self, text: str) -> None:
+        """Plain text data (a TOML document, a script) on stdout."""
+        self.stdout.write(text.encode())
+        self.stdout.flush()
+
     # --- stderr ------------------------------------------------------------------------
 
     def info(self, text: str) -> None:
         """A summary or progress line; silenced by -q."""
         if not self.quiet:
-            sys.stderr.write(f"{text}\n")
-            sys.stderr.flush()
+            self.stderr.write(f"{text}\n")
+            self.stderr.flush()
 
     def warn(self, text: str) -> None:
-        sys.stderr.write(f"evrelay: warning: {text}\n")
-        sys.stderr.flush()
+        self.stderr.write(f"evrelay: warning: {text}\n")
+        self.stderr.flush()
 
     def debug(self, text: str) -> None:
         if self.verbose:
-            sys.stderr.write(f"evrelay: {text}\n")
-            sys.stderr.flush()
+            self.stderr.write(f"evrelay: {text}\n")
+            self.stderr.flush()
 
 
 class StopFlag:

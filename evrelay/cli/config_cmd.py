@@ -6,7 +6,6 @@ before they replace the old file. `show` and `list` mask every secret.
 
 from __future__ import annotations
 
-import sys
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -87,17 +86,18 @@ def _split_key(key: str) -> tuple[str, list[str]]:
 @app.command("path")
 def path_cmd(config: ConfigOption = None) -> None:
     """Print the config file in use (or where `config init` would create one)."""
+    session = Session(config=config)
     from evrelay.config import candidate_paths, locate_config
 
     located = locate_config(config)
     if located is not None:
-        sys.stdout.write(f"{located}\n")
+        session.write_text(f"{located}\n")
         return
     target = _target_file(config)
-    sys.stdout.write(f"{target}\n")
-    sys.stderr.write("evrelay: no config file yet (built-in defaults: one 'local' profile); looked in:\n")
+    session.write_text(f"{target}\n")
+    session.stderr.write("evrelay: no config file yet (built-in defaults: one 'local' profile); looked in:\n")
     for candidate, source in candidate_paths(config):
-        sys.stderr.write(f"  {candidate}  ({source})\n")
+        session.stderr.write(f"  {candidate}  ({source})\n")
 
 
 @app.command("list")
@@ -123,16 +123,16 @@ def list_cmd(config: ConfigOption = None, output: OutputOption = None) -> None:
                 "default": name == cfg.default_profile,
             }
         )
-    if output == "json" or (output is None and not sys.stdout.isatty()):
+    if output == "json" or (output is None and not session.stdout_is_tty):
         for row in rows:
-            sys.stdout.write(orjson.dumps(row).decode() + "\n")
+            session.write_text(orjson.dumps(row).decode() + "\n")
         return
     width = max(len(r["name"]) for r in rows) + 2
     for row in rows:
         mark = "*" if row["default"] else " "
         stream = f"  {row['stream']}" if row["stream"] else ""
         target = f"  {row['target']}" if row["target"] else ""
-        sys.stdout.write(f"{mark} {row['name']:<{width}}{row['backend']}{stream}{target}\n")
+        session.write_text(f"{mark} {row['name']:<{width}}{row['backend']}{stream}{target}\n")
 
 
 def _stream_key(backend: str) -> str:
@@ -164,7 +164,7 @@ def show_cmd(
 
     session = Session(config=config)
     cfg = session.config
-    sys.stderr.write(f"# {cfg.source}\n")
+    session.stderr.write(f"# {cfg.source}\n")
     if profile is not None:
         p = cfg.profile(profile)
         table = {"backend": p.backend}
@@ -173,7 +173,7 @@ def show_cmd(
         if p.group:
             table["group"] = p.group
         table.update(p.options)
-        sys.stdout.write(tomli_w.dumps({"profiles": {profile: masked(table, secret_keys=_secret_keys(p.backend))}}))
+        session.write_text(tomli_w.dumps({"profiles": {profile: masked(table, secret_keys=_secret_keys(p.backend))}}))
         return
     document = dict(cfg.document) if cfg.document else {}
     document.setdefault("default_profile", cfg.default_profile)
@@ -183,7 +183,7 @@ def show_cmd(
     for name, table in (document.get("profiles") or {}).items():
         if isinstance(table, dict):
             shown["profiles"][name] = masked(table, secret_keys=_secret_keys(str(table.get("backend", ""))))
-    sys.stdout.write(tomli_w.dumps(shown))
+    session.write_text(tomli_w.dumps(shown))
 
 
 @app.command("init")
@@ -192,13 +192,14 @@ def init_cmd(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Create a starter config file with the local profile as default."""
+    session = Session(config=config)
     from evrelay.config import candidate_paths, write_document
 
     target = Path(config) if config else candidate_paths(None)[-1][0]
     if target.exists() and not force:
         raise ConfigError(f"{target} already exists; use --force to overwrite it")
     write_document(target, {"default_profile": "local", "profiles": {"local": {"backend": "local"}}})
-    sys.stdout.write(f"{target}\n")
+    session.write_text(f"{target}\n")
 
 
 @app.command("add")
@@ -210,6 +211,7 @@ def add_cmd(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing profile.")] = False,
 ) -> None:
     """Add a profile, e.g. `evrelay config add kafka -b kafka bootstrap_servers=localhost:9092`."""
+    session = Session(config=config)
     from evrelay.config import write_document
 
     if not backend:
@@ -234,7 +236,7 @@ def add_cmd(
     _profile_keys(backend, table, f"profile {name!r}", complete=True)
     profiles[name] = table
     write_document(path, document)
-    sys.stderr.write(f"added profile {name!r} to {path}\n")
+    session.stderr.write(f"added profile {name!r} to {path}\n")
 
 
 @app.command("set")
@@ -244,6 +246,7 @@ def set_cmd(
     config: ConfigOption = None,
 ) -> None:
     """Set one key: `evrelay config set kafka.topic orders`, `... set default_profile kafka`."""
+    session = Session(config=config)
     from evrelay.config import write_document
 
     path = _target_file(config)
@@ -262,7 +265,7 @@ def set_cmd(
         else:
             table[parts[0]] = _parse_value(value)
     write_document(path, document)
-    sys.stderr.write(f"set {key} in {path}\n")
+    session.stderr.write(f"set {key} in {path}\n")
 
 
 @app.command("remove")
@@ -271,6 +274,7 @@ def remove_cmd(
     config: ConfigOption = None,
 ) -> None:
     """Remove a profile, or one key of a profile (`kafka.group`, `kafka.options.sasl.password`)."""
+    session = Session(config=config)
     from evrelay.config import write_document
 
     path = _target_file(config)
@@ -291,4 +295,4 @@ def remove_cmd(
             raise ConfigError(f"profile {name!r} in {path} has no key {rest!r}")
         del container[parts[-1]]
     write_document(path, document)
-    sys.stderr.write(f"removed {key} from {path}\n")
+    session.stderr.write(f"removed {key} from {path}\n")

@@ -64,15 +64,14 @@ def ls(
       evrelay ls redis -o json
     """
     from evrelay.backends.base import Capability
-    from evrelay.output import record_mode, write_records
 
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
-    mode = record_mode(output)
+    mode = session.record_mode(output)
     target = resolve_profile(session, profile_name)
     with session.backend(target, {Capability.INSPECT}, command="ls") as backend:
         streams = backend.list_streams()
     table = backend.stream_table(streams)
-    write_records(table.rows, table.columns, mode)
+    session.records(table.rows, table.columns, mode)
 
 
 def info(
@@ -93,10 +92,9 @@ def info(
       evrelay info redis:orders -o json
     """
     from evrelay.backends.base import Capability
-    from evrelay.output import record_mode, write_record, write_records
 
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
-    mode = record_mode(output)
+    mode = session.record_mode(output)
     source = session.address(address)
     with session.backend(source, {Capability.INSPECT}, command="info") as backend:
         stream = source.require_stream(backend.stream_noun)
@@ -104,10 +102,10 @@ def info(
     table = backend.info_table(details)
     groups = [asdict(g) for g in details.groups]
     if mode == "json":
-        write_record({"backend": backend.name, "stream": details.name, "length": details.length, "partitions": table.rows, "groups": groups})
+        session.record({"backend": backend.name, "stream": details.name, "length": details.length, "partitions": table.rows, "groups": groups})
         return
-    write_records(table.rows, table.columns, mode, title=f"{backend.stream_noun} {details.name} ({details.length} messages)")
-    write_records(groups, GROUP_COLUMNS, mode, title=f"groups ({len(groups)})")
+    session.records(table.rows, table.columns, mode, title=f"{backend.stream_noun} {details.name} ({details.length} messages)")
+    session.records(groups, GROUP_COLUMNS, mode, title=f"groups ({len(groups)})")
 
 
 GROUP_COLUMNS = [
@@ -145,7 +143,6 @@ def groups(
       evrelay groups kafka:orders --delete old-billing --yes
     """
     from evrelay.backends.base import Capability
-    from evrelay.output import record_mode, write_records
 
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     source = session.address(address)
@@ -162,11 +159,11 @@ def groups(
             backend.delete_group(stream, delete)
         session.info(f"deleted consumer group {delete!r} on {source.display}")
         return
-    mode = record_mode(output)
+    mode = session.record_mode(output)
     with session.backend(source, {Capability.GROUPS}, command="groups") as backend:
         stream = source.require_stream(backend.stream_noun)
         rows = [asdict(g) for g in backend.group_infos(stream)]
-    write_records(rows, GROUP_COLUMNS, mode)
+    session.records(rows, GROUP_COLUMNS, mode)
 
 
 def health(
@@ -186,12 +183,11 @@ def health(
       evrelay health kafka redis --wait 60s     # CI: wait for the services to come up
     """
     from evrelay.backends.base import Health
-    from evrelay.output import record_mode, write_records
 
     wait_seconds = parse_duration(wait, "--wait")
     check_timeout = parse_duration(timeout, "--timeout") or (min(wait_seconds, 5.0) if wait_seconds else 5.0)
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=check_timeout)
-    mode = record_mode(output)
+    mode = session.record_mode(output)
     names = profiles or sorted(session.config.profiles)
     targets = [(name, resolve_profile(session, name)) for name in names]
     deadline = time.monotonic() + wait_seconds if wait_seconds else None
@@ -220,7 +216,7 @@ def health(
         }
         for name, target in targets
     ]
-    write_records(rows, [("profile", "PROFILE"), ("backend", "BACKEND"), ("healthy", "HEALTHY"), ("latency_ms", "MS"), ("detail", "DETAIL")], mode)
+    session.records(rows, [("profile", "PROFILE"), ("backend", "BACKEND"), ("healthy", "HEALTHY"), ("latency_ms", "MS"), ("detail", "DETAIL")], mode)
     unhealthy = [shown[name] for name, result in results.items() if not result.healthy]
     if unhealthy:
         if deadline is not None:
@@ -252,12 +248,11 @@ def lag(
       evrelay lag redis:orders -g billing --max-age 5m  # a cron check
     """
     from evrelay.backends.base import Capability
-    from evrelay.output import record_mode, write_records
     from evrelay.timestamps import format_duration, format_ms, now_ms
 
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     max_age_seconds = parse_duration(max_age, "--max-age")
-    mode = record_mode(output)
+    mode = session.record_mode(output)
     source = session.address(address)
     with session.backend(source, {Capability.GROUPS}, command="lag") as backend:
         stream = source.require_stream(backend.stream_noun)
@@ -274,7 +269,7 @@ def lag(
     total = sum(r["lag"] for r in rows)
     ages = [r["age_s"] for r in rows if r["age_s"] is not None]
     oldest_age = max(ages) if ages else None
-    write_records(rows, [*backend.lag_columns, ("age_s", "AGE S")], mode)
+    session.records(rows, [*backend.lag_columns, ("age_s", "AGE S")], mode)
     age_text = f", oldest unconsumed message {format_duration(oldest_age)} old" if oldest_age is not None else ", nothing unconsumed"
     session.info(f"lag of group {group_name!r} on {source.display}: {total}{age_text}")
     if max_lag is not None and total > max_lag:

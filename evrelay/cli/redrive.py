@@ -70,13 +70,12 @@ def redrive(
       evrelay redrive kafka:orders-dlq --to kafka:orders-retry --filter '.value.total > 0'
     """
     from evrelay.backends.base import Capability, ReadSpec
-    from evrelay.output import make_writer
     from evrelay.positions import Beginning
     from evrelay.redrive import Redrive
 
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     selection = selection_from_options(filter_expr, None, match_key, match_header)
-    writer = make_writer(output, template) if dry_run else None
+    writer = session.writer(output, template) if dry_run else None
     dlq = session.address(address)
     if to is not None:
         session.address(to)  # a bad --to is a usage error before anything is read

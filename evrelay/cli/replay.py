@@ -101,7 +101,6 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
     import contextlib
 
     from evrelay.backends.base import Capability, ReadSpec, read_needs
-    from evrelay.output import make_writer
     from evrelay.relay import Pacer, Relay, parse_pace
     from evrelay.routing import open_sink
     from evrelay.transforms import message_transform, previewing, with_transform
@@ -113,7 +112,7 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
         raise UsageError(f"--pace: {exc}") from None
     src = session.address(source)
     dst = session.address(sink)
-    writer = make_writer(output, template) if dry_run else None
+    writer = session.writer(output, template) if dry_run else None
     transform = message_transform(cloudevents)
     with contextlib.ExitStack() as stack:
         src_backend = stack.enter_context(session.backend(src, read_needs(ReadSpec("", start=start, stop=stop)), command="replay"))
@@ -126,7 +125,7 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
             producer = with_transform(stack.enter_context(open_sink(dst_backend, dst.require_stream(dst_backend.stream_noun))), transform)
         reader = stack.enter_context(src_backend.consumer(spec))
         stop_flag = stack.enter_context(StopFlag())
-        progress = Watch(ProgressLine(sys.stderr.isatty() and not session.quiet and not dry_run, verb="replayed"))
+        progress = Watch(ProgressLine(session.stderr_is_tty and not session.quiet and not dry_run, verb="replayed", err=session.stderr))
         relay = Relay(
             reader,
             producer,
@@ -156,16 +155,15 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
 
 def _move_group(session: Session, source: str, group: str, target, *, dry_run: bool, yes: bool, output) -> None:
     from evrelay.backends.base import Capability
-    from evrelay.output import record_mode, write_records
 
-    mode = record_mode(output)
+    mode = session.record_mode(output)
     src = session.address(source)
     with session.backend(src, {Capability.GROUP_SEEK}, command="replay -g") as backend:
         stream = src.require_stream(backend.stream_noun)
         plan = backend.plan_group_seek(stream, group, target)
         rows = [asdict(step) for step in plan.steps]
         columns = [("partition", "PARTITION"), ("current", "CURRENT"), ("new", "NEW"), ("affected", "MESSAGES AGAIN (+) / SKIPPED (-)")]
-        write_records(rows, columns, mode, title=f"move group {group!r} on {src.display} to {target}")
+        session.records(rows, columns, mode, title=f"move group {group!r} on {src.display} to {target}")
         if dry_run:
             session.info("dry run: nothing changed")
             return

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from typing import Annotated
 
 import typer
@@ -58,13 +57,12 @@ def stats(
     """
     from evrelay.backends.base import ReadSpec
     from evrelay.cli.sources import open_reader
-    from evrelay.output import record_mode, write_record
     from evrelay.summary import RangeSummary
 
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     start = parse_position_option(from_, "--from")
     stop = parse_position_option(to, "--to")
-    mode = record_mode(output)
+    mode = session.record_mode(output)
     selection = selection_from_options(filter_expr, None, match_key, match_header)
     source = session.address(address)
     summary = RangeSummary()
@@ -75,10 +73,9 @@ def stats(
         for batch in reader.batches(batch_size=5000, should_stop=stop_flag):
             summary.add(batch if selection is None else selection.select(batch).kept)
     if mode == "json":
-        write_record({"address": source.display, "from": from_, "to": to or "end", **summary.record()})
+        session.record({"address": source.display, "from": from_, "to": to or "end", **summary.record()})
     else:
-        sys.stdout.write(summary.text(f"{source.display} ({from_} .. {to or 'end'})"))
-        sys.stdout.flush()
+        session.write_text(summary.text(f"{source.display} ({from_} .. {to or 'end'})"))
     if stop_flag.signal is not None:
         raise Interrupted(f"interrupted after {summary.count} message(s); the summary covers those")
 

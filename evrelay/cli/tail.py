@@ -94,7 +94,6 @@ def tail(
     """
     from evrelay.backends.base import ReadSpec, StopReason
     from evrelay.cli.sources import open_reader
-    from evrelay.output import make_writer
     from evrelay.positions import Beginning, Last
 
     deadline_seconds = parse_duration(timeout, "--timeout")
@@ -107,7 +106,7 @@ def tail(
     if no_ack and not group:
         raise UsageError("--no-ack only makes sense with -g/--group")
     output, delimiter = kcat_mode(output, kcat_json, key_delimiter, "-o")
-    writer = make_writer(output, template, key_delimiter=delimiter)
+    writer = session.writer(output, template, key_delimiter=delimiter)
     selection = selection_from_options(filter_expr, map_expr, match_key, match_header)
     follow = follow or expect is not None
     # With a selection, `-n N` counts the messages shown, and a plain read without --from
