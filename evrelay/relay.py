@@ -7,16 +7,22 @@ only repeat the window in flight, never lose it. While the sink (or source) is u
 the batch is retried with capped exponential backoff; nothing is read meanwhile, so memory
 never grows past the window. A message the sink rejects for good goes to the dead-letter
 producer, with the error in its headers, or stops the relay with a clear error.
+
+With an exactly-once sink (`Producer.transactional`) each window is one transaction that
+also carries the source's acks: begin, send, confirm, commit. A window whose transaction
+aborts is re-read from the source and sent again in a new one, so a crash or a failure
+never shows a message twice to a reader of committed data.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from evrelay.backends.base import Consumer, DeliveryFailure, Message, Producer, StopReason
-from evrelay.errors import BackendUnavailable, DeliveryFailed
+from evrelay.errors import BackendUnavailable, DeliveryFailed, EvrelayError, TransactionAborted
 
 PROVENANCE_HEADER = "evrelay-source"
 ERROR_HEADER = "evrelay-error"
@@ -158,6 +164,7 @@ class Relay:
         self.claim_every = claim_every
         self.pacer = pacer or Pacer(None)
         self.stats = RelayStats()
+        self.transactional = sink is not None and sink.transactional
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -172,7 +179,8 @@ class Relay:
         stats = self.stats
         self._next_claim = time.monotonic() + self.claim_every
         self._idle_since = time.monotonic()
-        overlap = self.pacer.speed is None
+        # A transaction holds one window from begin to commit: no reading ahead into it.
+        overlap = self.pacer.speed is None and not self.transactional
         in_flight: tuple[list[Message], list[Message], bool] | None = None
         try:
             while True:
@@ -195,6 +203,9 @@ class Relay:
                 self._report_progress()
         except Abandoned:
             stats.stop_reason = StopReason.STOPPED
+            if self.transactional:
+                with contextlib.suppress(EvrelayError):
+                    self.sink.abort()  # type: ignore[union-attr]  # not left open to hold back readers
         return stats
 
     def _end_reason(self, limit: int | None, idle_timeout: float | None) -> StopReason | None:
@@ -261,6 +272,8 @@ class Relay:
             self.stats.delivered += len(batch)
             self.stats.last_done_at = time.monotonic()
             return None
+        if self.transactional:
+            self._begin_transaction()
         try:
             self.sink.send(outgoing)
             sent = True
@@ -268,8 +281,20 @@ class Relay:
             sent = False  # _complete() waits out the outage and sends again
         return batch, outgoing, sent
 
+    def _begin_transaction(self) -> None:
+        assert self.sink is not None
+        while True:
+            try:
+                self.sink.begin()
+                return
+            except BackendUnavailable as exc:
+                self._wait_out(f"sink: {exc.message}")
+
     def _complete(self, batch: list[Message], outgoing: list[Message], sent: bool) -> None:
         """Confirm a window (retrying, dead-lettering), then ack it at the source."""
+        if self.transactional:
+            self._complete_transaction(batch, outgoing, sent)
+            return
         safe, poison = self._deliver(batch, outgoing, sent)
         if self.ack and safe:
             self.consumer.ack(safe)
@@ -290,6 +315,41 @@ class Relay:
                 failed=1,
                 delivered=self.stats.delivered,
             )
+
+    def _complete_transaction(self, batch: list[Message], outgoing: list[Message], sent: bool) -> None:
+        """Confirm a window sent in a transaction and commit it with the source's acks; or
+        abort it, give the window back to the source (it is read again) and wait a little."""
+        assert self.sink is not None
+        failures = self._send_and_confirm(self.sink, outgoing, "sink", already_sent=sent)
+        why = failures[0].reason if failures else ""
+        if not failures:
+            try:
+                self.sink.commit(batch)
+            except TransactionAborted as exc:
+                why = exc.message
+            else:
+                stats = self.stats
+                stats.delivered += len(batch)
+                stats.acked += len(batch)
+                for message in batch:
+                    if message.position is not None:
+                        stats.last_positions[(message.position.stream, message.position.partition)] = message.position.coordinates
+                stats.last_done_at = time.monotonic()
+                self.backoff.reset()
+                return
+        else:
+            self.sink.abort()
+        self.consumer.reject(batch)
+        permanent = next((f for f in failures if f.permanent), None)
+        if permanent is not None:
+            raise DeliveryFailed(
+                f"a message was rejected by {self.sink_label} for good ({permanent.reason}); its window's transaction "
+                "was aborted, so nothing of it is visible and nothing of it was acked",
+                failed=1,
+                delivered=self.stats.delivered,
+            )
+        self.stats.retries += 1
+        self._wait_out(f"sink: a window of {len(batch)} message(s) was not committed ({why}); it is read and sent again")
 
     def _deliver(
         self, batch: list[Message], outgoing: list[Message], sent: bool

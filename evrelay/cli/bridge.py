@@ -96,6 +96,7 @@ def bridge(
     dead_letter: Annotated[Optional[str], typer.Option("--dead-letter", metavar="ADDRESS", help="Send messages the sink rejects for good here (error in headers) instead of stopping.", show_default=False)] = None,
     dry_run: DryRunOption = False,
     window: Annotated[int, typer.Option("--window", metavar="N", min=1, help="Messages in flight at once: read, sent, confirmed, then acked together.")] = DEFAULT_WINDOW,
+    exactly_once: Annotated[bool, typer.Option("--exactly-once", help="Kafka -> Kafka on one cluster: each window is a transaction that also commits the source group's offsets; readers with isolation.level=read_committed see every message once.")] = False,
     claim_idle: Annotated[str, typer.Option("--claim-idle", metavar="DURATION", help="Redis/local: take over group messages another consumer left pending this long (0: never).")] = DEFAULT_CLAIM_IDLE,
     follow: FollowOption = False,
     output: OutputOption = None,
@@ -120,6 +121,7 @@ def bridge(
       evrelay bridge 'kafka:orders->redis:orders' --idle-timeout 30s
       evrelay bridge redis:orders kafka:orders-copy --dead-letter file:rejected.jsonl
       evrelay bridge kafka:orders - --dry-run -n 5
+      evrelay bridge kafka:orders kafka:orders-copy --exactly-once
     """
     from evrelay.backends.base import Capability, ReadSpec
     from evrelay.output import make_writer
@@ -134,6 +136,8 @@ def bridge(
     src = session.address(source_text)
     dst = session.address(sink_text)
     writer = make_writer(output, template) if dry_run else None
+    if exactly_once and (dry_run or dead_letter is not None):
+        raise UsageError(f"--exactly-once cannot be combined with {'--dry-run' if dry_run else '--dead-letter'}")
 
     with contextlib.ExitStack() as stack:
         src_backend = stack.enter_context(session.backend(src))
@@ -147,13 +151,17 @@ def bridge(
             dst_stream = dst.require_stream(dst_backend.stream_noun)
             if dst_backend.name == src_backend.name and dst_backend.options == src_backend.options and dst_stream == src_stream:
                 raise UsageError(f"{source_text} and {sink_text} are the same {src_backend.stream_noun}: that would relay into itself")
-            sink_producer = stack.enter_context(dst_backend.producer(dst_stream))
+            if not exactly_once:
+                sink_producer = stack.enter_context(dst_backend.producer(dst_stream))
         else:
             dst_stream = dst.stream or "-"
         grouped = src_backend.supports(Capability.GROUPS) and not dry_run
         if group and not src_backend.supports(Capability.GROUPS):
             src_backend.require(Capability.GROUPS, command="bridge -g")
         group_name = (group or src.group or default_group(dst.backend, dst_stream)) if grouped else None
+        if exactly_once:
+            assert dst_backend is not None
+            dst_backend.refuse_exactly_once(src_backend, grouped=grouped)
         spec = ReadSpec(
             stream=src_stream,
             start=start,
@@ -170,6 +178,12 @@ def bridge(
         reader = stack.enter_context(src_backend.consumer(spec))
         if group_name and reader.created:
             session.info(f"evrelay: created consumer group {group_name!r} on {src.display} at {start}")
+        if exactly_once:
+            assert dst_backend is not None and group_name is not None
+            # Stable across restarts (a restarted bridge fences its predecessor and aborts
+            # what it left open); distinct per --consumer, so bridges sharing a group do not fence each other.
+            transaction_id = f"evrelay-{group_name}" + (f"-{consumer}" if consumer else "")
+            sink_producer = stack.enter_context(dst_backend.exactly_once_producer(dst_stream, reader, transaction_id=transaction_id))
         progress = ProgressLine(sys.stderr.isatty() and not quiet)
         stop = stack.enter_context(StopFlag())
         relay = Relay(

@@ -46,6 +46,7 @@ from evrelay.backends.base import (
 from evrelay.backends.kafka.codes import (
     ACTIVE_GROUP_STATES,
     AUTH_CODES,
+    COORDINATOR_STARTING,
     OFFSET_BEGINNING,
     OFFSET_END,
     OFFSET_INVALID,
@@ -89,6 +90,7 @@ class KafkaBackend(Backend):
             Capability.GROUP_SEEK,
             Capability.KEEP_TIMESTAMP,
             Capability.INSPECT,
+            Capability.EXACTLY_ONCE,
         }
     )
 
@@ -252,6 +254,30 @@ class KafkaBackend(Backend):
 
         return KafkaProducer(self, stream)
 
+    def refuse_exactly_once(self, source: Backend, *, grouped: bool) -> None:
+        if not isinstance(source, KafkaBackend):
+            raise UsageError(
+                f"--exactly-once into Kafka needs a Kafka source: the progress of a {source.name} source "
+                "(its acks) cannot be committed inside a Kafka transaction, so a crash between the two could "
+                "repeat a window; without the flag the bridge is at-least-once (a crash repeats at most one "
+                "window, and the evrelay-source header lets readers drop the repeats)"
+            )
+        if set(source.bootstrap.split(",")) != set(self.bootstrap.split(",")):
+            raise UsageError(
+                f"--exactly-once needs the source and the sink on one Kafka cluster ({source.bootstrap} is not "
+                f"{self.bootstrap}): a transaction cannot span two clusters"
+            )
+        if not grouped:
+            raise UsageError("--exactly-once needs the source read as a consumer group (its offsets commit in the transaction)")
+
+    def exactly_once_producer(self, stream: str, source: Consumer, *, transaction_id: str) -> Producer:
+        from evrelay.backends.kafka.consumers import KafkaGroupConsumer
+        from evrelay.backends.kafka.producer import KafkaTransactionalProducer
+
+        if not isinstance(source, KafkaGroupConsumer):
+            raise UsageError("--exactly-once needs the Kafka source read as a consumer group")
+        return KafkaTransactionalProducer(self, stream, source, transaction_id)
+
     # --- consuming -----------------------------------------------------------------------
 
     def consumer(self, spec: ReadSpec) -> Consumer:
@@ -402,11 +428,17 @@ class KafkaBackend(Backend):
     def committed(self, client: Any, topic: str, partitions: list[int], group: str) -> dict[int, int]:
         from confluent_kafka import KafkaException, TopicPartition
 
-        try:
-            found = client.committed([TopicPartition(topic, p) for p in partitions], timeout=self.settings.timeout)
-        except KafkaException as exc:
-            raise self.unavailable(f"committed offsets of group {group!r}", exc) from None
-        return {tp.partition: tp.offset for tp in found}
+        deadline = time.monotonic() + self.settings.timeout
+        while True:
+            try:
+                found = client.committed([TopicPartition(topic, p) for p in partitions], timeout=self.settings.timeout)
+                return {tp.partition: tp.offset for tp in found}
+            except KafkaException as exc:
+                # Apache Kafka creates __consumer_offsets on the first group request and
+                # answers NOT_COORDINATOR until its coordinator is loaded: wait for it.
+                if error_name(exc.args[0]) not in COORDINATOR_STARTING or time.monotonic() > deadline:
+                    raise self.unavailable(f"committed offsets of group {group!r}", exc) from None
+                time.sleep(0.2)
 
     def ack(self, stream: str, group: str, positions: Sequence[Position]) -> int:
         """Kafka acks are cumulative per partition: from the group's committed offset, the

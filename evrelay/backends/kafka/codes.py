@@ -31,6 +31,9 @@ TRANSIENT_CODES = {
     "COORDINATOR_NOT_AVAILABLE",
     "_QUEUE_FULL",
 }
+# The group coordinator is moving or loading (e.g. __consumer_offsets is being created on
+# a fresh cluster): asking again shortly succeeds.
+COORDINATOR_STARTING = {"NOT_COORDINATOR", "NOT_COORDINATOR_FOR_GROUP", "COORDINATOR_LOAD_IN_PROGRESS", "COORDINATOR_NOT_AVAILABLE", "_WAIT_COORD"}
 ACTIVE_GROUP_STATES = {"stable", "preparing_rebalance", "completing_rebalance"}
 AUTH_CODES = {
     "_AUTHENTICATION",
