@@ -324,7 +324,7 @@ class Relay:
         why = failures[0].reason if failures else ""
         if not failures:
             try:
-                self.sink.commit(batch)
+                self.sink.commit(self.consumer, batch)
             except TransactionAborted as exc:
                 why = exc.message
             else:

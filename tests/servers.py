@@ -20,6 +20,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -180,6 +181,39 @@ def apache_kafka_version(jars: Path) -> str:
     return found[0].name.removeprefix("kafka-clients-").removesuffix(".jar") if found else "?"
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path
+    """The test CA's certificate: what a client trusts."""
+    other_ca: Path
+    """A CA that signed nothing here: trusting only it makes the broker's certificate untrusted."""
+    broker_cert: Path
+    broker_key: Path
+    broker_keystore: Path
+    """The broker's private key and certificate chain in one PEM file (Kafka's PEM keystore)."""
+
+
+def make_tls_files(directory: Path) -> TlsFiles:
+    """A throw-away CA and a server certificate for 127.0.0.1/localhost, made with openssl."""
+    if shutil.which("openssl") is None:
+        raise ServerUnavailable("openssl is not installed (it makes the test certificates)")
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory, timeout=60)
+
+    for ca in ("ca", "other-ca"):
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key", "-out", f"{ca}.pem",
+                "-days", "3", "-subj", f"/CN=evrelay test {ca}")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    (directory / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.pem", "-days", "3", "-extfile", "san.cnf")
+    keystore = directory / "server-keystore.pem"
+    keystore.write_text((directory / "server.key").read_text() + (directory / "server.pem").read_text() + (directory / "ca.pem").read_text())
+    return TlsFiles(directory / "ca.pem", directory / "other-ca.pem", directory / "server.pem", directory / "server.key", keystore)
+
+
 JVM_OPTIONS = [
     # A small broker on a shared 2-core machine: little heap, the serial collector, and
     # no C2 compilation (it costs start-up CPU that the tests never win back).
@@ -217,17 +251,44 @@ class ApacheKafkaServer(Server):
         self.dir = Path(tempfile.mkdtemp(prefix="evrelay-kafka-"))
         super().__init__()
         self.controller_port = free_port()
+        self.tls_port = free_port()
+        self.sasl_port = free_port()
+        self.sasl_tls_port = free_port()
+        self.tls = make_tls_files(self.dir / "tls")
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    # Users of the SASL listeners: PLAIN users live in the listener's JAAS config, SCRAM
+    # users in the cluster metadata (added when the storage is formatted).
+    PLAIN_USERS = {"plain-user": "plain-secret"}
+    SCRAM_USERS = {"scram-user": "scram-secret"}
+
     def listeners(self) -> dict[str, tuple[int, str]]:
-        """Listener name -> (port, security protocol), the controller's excluded."""
-        return {"PLAINTEXT": (self.port, "PLAINTEXT")}
+        """Listener name -> (port, security protocol), the controller's excluded: plaintext
+        for most tests; TLS, SASL and SASL over TLS for the security tests."""
+        return {
+            "PLAINTEXT": (self.port, "PLAINTEXT"),
+            "TLS": (self.tls_port, "SSL"),
+            "SASL": (self.sasl_port, "SASL_PLAINTEXT"),
+            "SASLTLS": (self.sasl_tls_port, "SASL_SSL"),
+        }
 
     def extra_properties(self) -> dict[str, str]:
-        return {}
+        plain_users = " ".join(f'user_{name}="{password}"' for name, password in self.PLAIN_USERS.items())
+        properties = {"ssl.keystore.type": "PEM", "ssl.keystore.location": str(self.tls.broker_keystore)}
+        for listener in ("sasl", "sasltls"):
+            prefix = f"listener.name.{listener}"
+            properties[f"{prefix}.sasl.enabled.mechanisms"] = "PLAIN,SCRAM-SHA-512"
+            properties[f"{prefix}.plain.sasl.jaas.config"] = (
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};"
+            )
+            properties[f"{prefix}.scram-sha-512.sasl.jaas.config"] = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        return properties
+
+    def address(self, listener: str) -> str:
+        return f"127.0.0.1:{self.listeners()[listener][0]}"
 
     def properties(self) -> dict[str, str]:
         listeners = self.listeners()
@@ -259,7 +320,10 @@ class ApacheKafkaServer(Server):
         }
 
     def format_arguments(self) -> list[str]:
-        return []
+        arguments = []
+        for name, password in self.SCRAM_USERS.items():
+            arguments += ["--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]"]
+        return arguments
 
     def command(self) -> list[str]:
         return java_command(self.jars, "kafka.Kafka", str(self.dir / "server.properties"))

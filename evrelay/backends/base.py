@@ -218,7 +218,7 @@ class Producer(ABC):
     """Sends messages to one topic/stream. `send` queues, `flush` confirms.
 
     An exactly-once producer (`transactional` True) sends inside a transaction opened by
-    `begin()`; `commit(acked)` then makes the messages and the source's acks of `acked`
+    `begin()`; `commit(source, acked)` then makes the messages and the source's acks of `acked`
     visible atomically (the relay does not ack them at the source itself), and `abort()`
     discards both, after which the source must re-read the window.
     """
@@ -246,8 +246,8 @@ class Producer(ABC):
         """Open a transaction (exactly-once producers only)."""
         raise UnsupportedError("this producer has no transactions")
 
-    def commit(self, acked: Sequence[Message]) -> None:
-        """Commit the open transaction together with the source's acks of `acked`.
+    def commit(self, source: Consumer, acked: Sequence[Message]) -> None:
+        """Commit the open transaction together with `source`'s acks of `acked`.
         Raises TransactionAborted when the transaction had to be aborted instead."""
         raise UnsupportedError("this producer has no transactions")
 
@@ -474,10 +474,12 @@ class Backend(ABC):
             "reader can drop the repeats"
         )
 
-    def exactly_once_producer(self, stream: str, source: Consumer, *, transaction_id: str) -> Producer:
-        """A transactional producer that commits `source`'s progress with each window;
-        `transaction_id` is stable across restarts, so a restarted bridge fences the
-        one it replaces and aborts whatever that one left open."""
+    def exactly_once_producer(self, stream: str, *, transaction_id: str) -> Producer:
+        """A transactional producer that commits a source's progress with each window.
+
+        `transaction_id` is stable across restarts, so a restarted bridge fences the one it
+        replaces and aborts whatever that one left open; make it before the source's
+        consumer, which may otherwise wait for the abandoned transaction's offsets."""
         self.require(Capability.EXACTLY_ONCE)
         raise NotImplementedError
 

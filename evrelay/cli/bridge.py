@@ -162,6 +162,10 @@ def bridge(
         if exactly_once:
             assert dst_backend is not None
             dst_backend.refuse_exactly_once(src_backend, grouped=grouped)
+            # Stable across restarts (a restarted bridge fences its predecessor and aborts
+            # what it left open); distinct per --consumer, so bridges sharing a group do not fence each other.
+            transaction_id = f"evrelay-{group_name}" + (f"-{consumer}" if consumer else "")
+            sink_producer = stack.enter_context(dst_backend.exactly_once_producer(dst_stream, transaction_id=transaction_id))
         spec = ReadSpec(
             stream=src_stream,
             start=start,
@@ -178,12 +182,6 @@ def bridge(
         reader = stack.enter_context(src_backend.consumer(spec))
         if group_name and reader.created:
             session.info(f"evrelay: created consumer group {group_name!r} on {src.display} at {start}")
-        if exactly_once:
-            assert dst_backend is not None and group_name is not None
-            # Stable across restarts (a restarted bridge fences its predecessor and aborts
-            # what it left open); distinct per --consumer, so bridges sharing a group do not fence each other.
-            transaction_id = f"evrelay-{group_name}" + (f"-{consumer}" if consumer else "")
-            sink_producer = stack.enter_context(dst_backend.exactly_once_producer(dst_stream, reader, transaction_id=transaction_id))
         progress = ProgressLine(sys.stderr.isatty() and not quiet)
         stop = stack.enter_context(StopFlag())
         relay = Relay(

@@ -270,13 +270,10 @@ class KafkaBackend(Backend):
         if not grouped:
             raise UsageError("--exactly-once needs the source read as a consumer group (its offsets commit in the transaction)")
 
-    def exactly_once_producer(self, stream: str, source: Consumer, *, transaction_id: str) -> Producer:
-        from evrelay.backends.kafka.consumers import KafkaGroupConsumer
+    def exactly_once_producer(self, stream: str, *, transaction_id: str) -> Producer:
         from evrelay.backends.kafka.producer import KafkaTransactionalProducer
 
-        if not isinstance(source, KafkaGroupConsumer):
-            raise UsageError("--exactly-once needs the Kafka source read as a consumer group")
-        return KafkaTransactionalProducer(self, stream, source, transaction_id)
+        return KafkaTransactionalProducer(self, stream, transaction_id)
 
     # --- consuming -----------------------------------------------------------------------
 

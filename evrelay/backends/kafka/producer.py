@@ -18,7 +18,7 @@ from evrelay.backends.kafka.codes import (
     TRANSIENT_CODES,
     error_name,
 )
-from evrelay.errors import EvrelayError, TransactionAborted
+from evrelay.errors import EvrelayError, TransactionAborted, UsageError
 
 if TYPE_CHECKING:
     from evrelay.backends.kafka import KafkaBackend
@@ -191,7 +191,7 @@ class KafkaTransactionalProducer(KafkaProducer):
 
     transactional = True
 
-    def __init__(self, backend: KafkaBackend, topic: str, source: Any, transaction_id: str) -> None:
+    def __init__(self, backend: KafkaBackend, topic: str, transaction_id: str) -> None:
         from confluent_kafka import KafkaException
 
         super().__init__(
@@ -199,7 +199,6 @@ class KafkaTransactionalProducer(KafkaProducer):
             topic,
             **{"transactional.id": transaction_id, "transaction.timeout.ms": 60000, "message.timeout.ms": 55000},
         )
-        self.source = source
         self.transaction_id = transaction_id
         self.open = False
         try:
@@ -216,9 +215,13 @@ class KafkaTransactionalProducer(KafkaProducer):
             raise self._failure("beginning a transaction", exc) from None
         self.open = True
 
-    def commit(self, acked: Sequence[Message]) -> None:
+    def commit(self, source: Any, acked: Sequence[Message]) -> None:
         from confluent_kafka import KafkaException, TopicPartition
 
+        from evrelay.backends.kafka.consumers import KafkaGroupConsumer
+
+        if not isinstance(source, KafkaGroupConsumer):
+            raise UsageError("exactly-once into Kafka needs a Kafka consumer group as the source")
         highest: dict[tuple[str, int], int] = {}
         for message in acked:
             position = message.position
@@ -229,7 +232,7 @@ class KafkaTransactionalProducer(KafkaProducer):
         timeout = max(self.backend.settings.timeout, 30.0)
         try:
             if offsets:
-                self.client.send_offsets_to_transaction(offsets, self.source.group_metadata(), timeout)
+                self.client.send_offsets_to_transaction(offsets, source.group_metadata(), timeout)
             while True:
                 try:
                     self.client.commit_transaction(timeout)
