@@ -126,6 +126,16 @@ def redis_server():
 
 
 @pytest.fixture(scope="session")
+def tls_redis_server():
+    """redis-server on TLS only, with an ACL user (TlsRedisServer.USER / PASSWORD)."""
+    from tests.servers import TlsRedisServer
+
+    server = start_server(TlsRedisServer)
+    yield server
+    server.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
 def kcat():
     """The kcat command line (a client we did not write); in CI its absence fails."""
     from tests.servers import ServerUnavailable, kcat_command

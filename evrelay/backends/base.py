@@ -84,6 +84,9 @@ class BackendSettings:
     warn: Callable[[str], None] = field(default=lambda text: None)
     """Writes a warning line to stderr (through the CLI's console)."""
     client_name: str = "evrelay"
+    origin: str = ""
+    """Where the options came from (config file, line and profile, or the address): errors
+    about credentials and certificates name it."""
 
 
 @dataclass(slots=True)

@@ -140,7 +140,11 @@ def bridge(
         raise UsageError(f"--exactly-once cannot be combined with {'--dry-run' if dry_run else '--dead-letter'}")
 
     with contextlib.ExitStack() as stack:
-        src_backend = stack.enter_context(session.backend(src))
+        src_backend = session.backend(src)
+        if exactly_once:
+            # Refused before anything connects: the pair decides, not the servers.
+            session.backend(dst).refuse_exactly_once(src_backend, grouped=src_backend.supports(Capability.GROUPS))
+        src_backend = stack.enter_context(src_backend)
         src_backend.require(Capability.READ, command="bridge")
         src_stream = src.require_stream(src_backend.stream_noun)
         sink_producer = None
@@ -160,8 +164,7 @@ def bridge(
             src_backend.require(Capability.GROUPS, command="bridge -g")
         group_name = (group or src.group or default_group(dst.backend, dst_stream)) if grouped else None
         if exactly_once:
-            assert dst_backend is not None
-            dst_backend.refuse_exactly_once(src_backend, grouped=grouped)
+            assert dst_backend is not None and group_name is not None
             # Stable across restarts (a restarted bridge fences its predecessor and aborts
             # what it left open); distinct per --consumer, so bridges sharing a group do not fence each other.
             transaction_id = f"evrelay-{group_name}" + (f"-{consumer}" if consumer else "")

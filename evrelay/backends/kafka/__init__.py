@@ -11,12 +11,22 @@ Features
     what has been acked, synchronously, never ahead of the output.
 
 Connection string
-    kafka://HOST:PORT[,HOST:PORT]/TOPIC[?librdkafka.key=value&...]
+    kafka://[USER:PASSWORD@]HOST:PORT[,HOST:PORT]/TOPIC[?librdkafka.key=value&...]
+    (USER:PASSWORD become sasl.username / sasl.password; give security.protocol and
+    sasl.mechanism in the query, e.g. ?security.protocol=SASL_SSL&sasl.mechanism=SCRAM-SHA-512)
 
 Options
     bootstrap_servers  "host:port[,host:port]" (or a list)
     options            a table passed to librdkafka as is (TLS, SASL, tuning), e.g.
                        "security.protocol" = "SASL_SSL", "sasl.password" = "${KAFKA_PASSWORD}"
+
+TLS and SASL
+    librdkafka's settings in `options`: security.protocol (SSL, SASL_PLAINTEXT, SASL_SSL),
+    ssl.ca.location, sasl.mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), sasl.username,
+    sasl.password. Certificates are verified unless the profile sets
+    enable.ssl.certificate.verification = false, which is warned about on every run. A
+    refused password or an untrusted certificate ends the command at once with exit 3 and
+    one line naming the profile.
 
 librdkafka's own log lines reach stderr only with -v.
 """
@@ -26,7 +36,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from evrelay.backends.base import (
     Backend,
@@ -52,6 +62,7 @@ from evrelay.backends.kafka.codes import (
     OFFSET_INVALID,
     client_logger,
     error_name,
+    plain_client_error,
     refuse_entry_id,
 )
 from evrelay.errors import (
@@ -106,6 +117,21 @@ class KafkaBackend(Backend):
         self._logger = client_logger(self.settings.verbose)
         self._admin: Any = None
         self._last_error: str | None = None
+        self._refusal: str | None = None
+        """The first authentication or TLS failure librdkafka reported: retrying cannot help."""
+        self._warn_about_verification()
+
+    def _warn_about_verification(self) -> None:
+        origin = self.settings.origin or f"Kafka at {self.bootstrap}"
+        if str(self.client_options.get("enable.ssl.certificate.verification", "true")).lower() in ("false", "0"):
+            self.settings.warn(
+                f"TLS certificate verification is off for {origin} (enable.ssl.certificate.verification = false): "
+                "anyone on the network path can pose as the broker"
+            )
+        elif str(self.client_options.get("ssl.endpoint.identification.algorithm", "https")).lower() == "none":
+            self.settings.warn(
+                f"TLS host name verification is off for {origin} (ssl.endpoint.identification.algorithm = none)"
+            )
 
     @classmethod
     def options_from_url(cls, url: str) -> tuple[dict[str, Any], str | None]:
@@ -115,8 +141,14 @@ class KafkaBackend(Backend):
         topic = parts.path.strip("/") or None
         if topic and "/" in topic:
             raise AddressError(f"{url!r}: a Kafka topic name cannot contain '/'")
-        options: dict[str, Any] = {"bootstrap_servers": parts.netloc}
+        userinfo, at, hosts = parts.netloc.rpartition("@")
+        options: dict[str, Any] = {"bootstrap_servers": hosts}
         query = dict(parse_qsl(parts.query))
+        if at:
+            username, colon, password = userinfo.partition(":")
+            query.setdefault("sasl.username", unquote(username))
+            if colon:
+                query.setdefault("sasl.password", unquote(password))
         if query:
             options["options"] = query
         return options, topic
@@ -128,6 +160,8 @@ class KafkaBackend(Backend):
 
     def _error_cb(self, err: Any) -> None:
         self._last_error = f"{error_name(err)}: {err.str() if hasattr(err, 'str') else err}"
+        if error_name(err) in AUTH_CODES and self._refusal is None:
+            self._refusal = error_name(err) + ": " + plain_client_error(err.str() if hasattr(err, "str") else str(err))
         if self.settings.verbose:
             self.settings.warn(f"kafka: {self._last_error}")
 
@@ -144,6 +178,8 @@ class KafkaBackend(Backend):
         return config
 
     def unavailable(self, what: str, exc: BaseException | None = None) -> BackendUnavailable:
+        if self._refusal is not None:
+            return self.refused()
         detail = self._last_error or ""
         if not detail and exc is not None and exc.args:
             error = exc.args[0]
@@ -154,6 +190,22 @@ class KafkaBackend(Backend):
         if detail:
             text += f": {detail}"
         return BackendUnavailable(text, hint=None if refused else "is the broker running, and is bootstrap_servers right?")
+
+    def refused(self) -> BackendUnavailable:
+        """The broker refused the credentials, or its certificate was not trusted: one
+        sentence naming the profile (never the secret), and what to check."""
+        assert self._refusal is not None
+        code, _, detail = self._refusal.partition(": ")
+        origin = self.settings.origin or "these settings"
+        if code == "_SSL":
+            return BackendUnavailable(
+                f"Kafka at {self.bootstrap}: the TLS handshake for {origin} failed ({detail})",
+                hint="check ssl.ca.location (the CA that signed the broker's certificate) and the host name in bootstrap_servers",
+            )
+        return BackendUnavailable(
+            f"Kafka at {self.bootstrap} refused the credentials of {origin} ({detail})",
+            hint="check sasl.mechanism, sasl.username and sasl.password",
+        )
 
     def make_client(self, factory: Any, config: dict[str, Any]) -> Any:
         """A confluent-kafka client; options librdkafka rejects are a config error (exit 2)."""
@@ -179,10 +231,20 @@ class KafkaBackend(Backend):
         """Cluster (or one topic's) metadata; BackendUnavailable when the broker is not there."""
         from confluent_kafka import KafkaException
 
-        try:
-            return client.list_topics(topic, timeout=self.settings.timeout)
-        except KafkaException as exc:
-            raise self.unavailable(f"no metadata within {self.settings.timeout:g}s", exc) from None
+        # In slices, serving librdkafka's error callbacks in between: a refused password or
+        # an untrusted certificate ends the wait at once instead of after the full timeout.
+        deadline = time.monotonic() + self.settings.timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return client.list_topics(topic, timeout=max(min(left, 0.5), 0.05))
+            except KafkaException as exc:
+                if not hasattr(client, "assignment") or not client.assignment():
+                    client.poll(0)  # serves error_cb; a consumer with partitions would fetch instead
+                if self._refusal is not None:
+                    raise self.refused() from None
+                if time.monotonic() >= deadline:
+                    raise self.unavailable(f"no metadata within {self.settings.timeout:g}s", exc) from None
 
     def topic_partitions(self, client: Any, topic: str) -> list[int]:
         """Partition numbers of an existing topic (NotFoundError if it does not exist).
