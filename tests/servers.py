@@ -219,6 +219,8 @@ JVM_OPTIONS = [
     # no C2 compilation (it costs start-up CPU that the tests never win back).
     "-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true",
 ]
+# Kafka's tools read a --to-datetime without a zone in the JVM's zone: make that UTC.
+JVM_COMMON = ["-Duser.timezone=UTC"]
 
 LOG4J2_WARNINGS_ONLY = """\
 rootLogger.level=WARN
@@ -236,7 +238,7 @@ def java_command(jars: Path, main_class: str, *args: str, heap: str | None = Non
     if not log_config.exists():
         log_config.write_text(LOG4J2_WARNINGS_ONLY)
     options = JVM_OPTIONS if heap is None else ["-Xmx" + heap, "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
-    return ["java", *options, f"-Dlog4j2.configurationFile={log_config}", "-cp", f"{jars}/*", main_class, *args]
+    return ["java", *options, *JVM_COMMON, f"-Dlog4j2.configurationFile={log_config}", "-cp", f"{jars}/*", main_class, *args]
 
 
 class ApacheKafkaServer(Server):
