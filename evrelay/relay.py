@@ -11,7 +11,8 @@ producer, with the error in its headers, or stops the relay with a clear error.
 With an exactly-once sink (`Producer.transactional`) each window is one transaction that
 also carries the source's acks: begin, send, confirm, commit. A window whose transaction
 aborts is re-read from the source and sent again in a new one, so a crash or a failure
-never shows a message twice to a reader of committed data.
+never shows a message twice to a reader of committed data. Without acks (a replay) the
+whole run is one transaction, committed at its end: all of the copy, or none of it.
 """
 
 from __future__ import annotations
@@ -165,6 +166,8 @@ class Relay:
         self.pacer = pacer or Pacer(None)
         self.stats = RelayStats()
         self.transactional = sink is not None and sink.transactional
+        self.whole_run_transaction = self.transactional and not self.ack
+        self.in_transaction = False
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -203,10 +206,34 @@ class Relay:
                 self._report_progress()
         except Abandoned:
             stats.stop_reason = StopReason.STOPPED
-            if self.transactional:
-                with contextlib.suppress(EvrelayError):
-                    self.sink.abort()  # type: ignore[union-attr]  # not left open to hold back readers
+        if self.in_transaction:
+            if stats.stop_reason is StopReason.STOPPED:
+                self._abort_transaction()  # not left open to hold back readers
+                if self.whole_run_transaction:
+                    stats.delivered = 0
+            else:
+                self._commit_whole_run()
         return stats
+
+    def _commit_whole_run(self) -> None:
+        assert self.sink is not None
+        try:
+            self.sink.commit(self.consumer, [])
+        except TransactionAborted as exc:
+            self.stats.delivered = 0
+            raise DeliveryFailed(
+                f"the transaction holding the whole copy was aborted ({exc.message}): nothing of it is visible in "
+                f"{self.sink_label}; run it again",
+                failed=self.stats.read,
+                delivered=0,
+            ) from None
+        finally:
+            self.in_transaction = False
+
+    def _abort_transaction(self) -> None:
+        self.in_transaction = False
+        with contextlib.suppress(EvrelayError):
+            self.sink.abort()  # type: ignore[union-attr]
 
     def _end_reason(self, limit: int | None, idle_timeout: float | None) -> StopReason | None:
         if self.stop():
@@ -272,8 +299,9 @@ class Relay:
             self.stats.delivered += len(batch)
             self.stats.last_done_at = time.monotonic()
             return None
-        if self.transactional:
+        if self.transactional and not self.in_transaction:
             self._begin_transaction()
+            self.in_transaction = True
         try:
             self.sink.send(outgoing)
             sent = True
@@ -322,7 +350,20 @@ class Relay:
         assert self.sink is not None
         failures = self._send_and_confirm(self.sink, outgoing, "sink", already_sent=sent)
         why = failures[0].reason if failures else ""
+        if self.whole_run_transaction:
+            if failures:
+                self._abort_transaction()
+                raise DeliveryFailed(
+                    f"{self.sink_label} did not take a message ({why}); the transaction holding the whole copy was "
+                    "aborted, so nothing of it is visible; run it again",
+                    failed=len(failures),
+                    delivered=0,
+                )
+            self.stats.delivered += len(batch)
+            self.stats.last_done_at = time.monotonic()
+            return
         if not failures:
+            self.in_transaction = False
             try:
                 self.sink.commit(self.consumer, batch)
             except TransactionAborted as exc:
@@ -338,7 +379,7 @@ class Relay:
                 self.backoff.reset()
                 return
         else:
-            self.sink.abort()
+            self._abort_transaction()
         self.consumer.reject(batch)
         permanent = next((f for f in failures if f.permanent), None)
         if permanent is not None:

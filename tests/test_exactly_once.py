@@ -47,7 +47,19 @@ def sink_end(bootstrap: str, topic: str) -> int:
     """Records written to the topic so far, committed or not (the sum of high watermarks)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe"})
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe", "isolation.level": "read_uncommitted"})  # else: the LSO
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
+    finally:
+        consumer.close()
+
+
+def stable_end(bootstrap: str, topic: str) -> int:
+    """Records a read_committed reader can reach (the sum of last stable offsets)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe", "isolation.level": "read_committed"})
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
@@ -96,6 +108,8 @@ def test_exactly_once_is_refused_where_it_cannot_hold(kafka_server, redis_server
     with_dlq = evrelay("bridge", kafka, f"{kafka}-copy", "--exactly-once", "--dead-letter", "file:dlq.jsonl")
     assert with_dlq.returncode == 2 and "--dead-letter" in with_dlq.err, with_dlq.err
     assert "Traceback" not in into_redis.err + from_local.err + other_cluster.err
+    replay_into_redis = evrelay("replay", kafka, f"{redis_server.url}/copy", "--from", "beginning", "--exactly-once")
+    assert replay_into_redis.returncode == 2 and "sink with transactions" in replay_into_redis.err, replay_into_redis.err
 
 
 @pytest.mark.slow
@@ -113,6 +127,7 @@ def test_kill_9_five_times_during_100k_exactly_once(kafka_server, tmp_path):
         proc = spawn(*args, log=log)
         wait_until(lambda t=threshold, p=proc: sink_end(kafka_server.bootstrap, sink) >= t or p.poll() is not None, 180, "progress")
         assert proc.poll() is None, f"the bridge ended before it was killed:\n{log.read_text()}"
+        time.sleep(random.uniform(0, 0.4))  # land anywhere in a window: mid-transaction too
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
@@ -125,3 +140,34 @@ def test_kill_9_five_times_during_100k_exactly_once(kafka_server, tmp_path):
           f"({len(uncommitted_view) - len(set(uncommitted_view))} repeats from aborted transactions)")
     assert kills == kills_wanted
     exactly_once_report(sent, read_sink(kafka_server.bootstrap, sink), f"exactly-once, kill -9 x{kills}")
+
+
+def test_replay_exactly_once_is_all_or_nothing_even_when_killed(kafka_server, tmp_path):
+    from confluent_kafka import Producer
+
+    source = create_topic(kafka_server.bootstrap, f"eos-rep-a-{uuid.uuid4().hex[:6]}")
+    sink = create_topic(kafka_server.bootstrap, f"eos-rep-b-{uuid.uuid4().hex[:6]}", partitions=2)
+    producer = Producer({"bootstrap.servers": kafka_server.bootstrap})
+    sent = []
+    for phase in ("early", "late"):
+        for i in range(1000):
+            sent.append(f"{phase}-{i:04d}".encode())
+            producer.produce(source, value=sent[-1])
+        assert producer.flush(10) == 0
+        time.sleep(4 if phase == "early" else 0)
+    args = ["replay", f"kafka://{kafka_server.bootstrap}/{source}", f"kafka://{kafka_server.bootstrap}/{sink}",
+            "--from", "beginning", "--exactly-once"]
+    # At the original pace the replay waits ~4 s between the phases: kill it there.
+    proc = spawn(*args, "--pace", "original", log=tmp_path / "replay.log")
+    wait_until(lambda: sink_end(kafka_server.bootstrap, sink) >= 1000 or proc.poll() is not None, 120, "the first phase copied")
+    assert proc.poll() is None, (tmp_path / "replay.log").read_text()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert read_sink(kafka_server.bootstrap, sink) == [], "a killed exactly-once replay must leave nothing visible"
+    rerun = evrelay(*args)  # fences the killed one's transactional id, aborting what it left open
+    assert rerun.returncode == 0, rerun.err
+    assert "replayed 2000 message(s)" in rerun.err
+    exactly_once_report(sent, read_sink(kafka_server.bootstrap, sink), "replay --exactly-once after kill -9")
+    uncommitted = read_sink(kafka_server.bootstrap, sink, "read_uncommitted")
+    print(f"read_uncommitted sees {len(uncommitted)} records: {len(uncommitted) - 2000} from the aborted replay")
+    assert len(uncommitted) >= 3000

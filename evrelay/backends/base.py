@@ -465,10 +465,17 @@ class Backend(ABC):
 
     # --- exactly-once --------------------------------------------------------------------
 
-    def refuse_exactly_once(self, source: Backend, *, grouped: bool) -> None:
+    def refuse_exactly_once(self, source: Backend | None) -> None:
         """Raise UnsupportedError, saying why and what there is instead, unless this
-        backend (the sink) can commit `source`'s progress inside its own transactions.
-        Called before anything is read, so a refused bridge has touched nothing."""
+        backend (the sink) can commit `source`'s group progress inside its own
+        transactions (a bridge), or, with `source` None, make a whole run visible at once
+        or not at all (a replay: there is no source progress to keep). Called before
+        anything connects, so a refused command has touched nothing."""
+        if source is None:
+            raise UnsupportedError(
+                f"--exactly-once needs a sink with transactions (Kafka); the {self.name} backend has none. Without "
+                f"the flag a replay into {self.name} that stops part-way keeps what it copied, and says how much"
+            )
         raise UnsupportedError(
             f"--exactly-once needs a sink that commits the source's progress in the same transaction as the "
             f"messages (Kafka -> Kafka on one cluster); the {self.name} backend has no such transactions. "
@@ -477,8 +484,10 @@ class Backend(ABC):
             "reader can drop the repeats"
         )
 
-    def exactly_once_producer(self, stream: str, *, transaction_id: str) -> Producer:
-        """A transactional producer that commits a source's progress with each window.
+    def exactly_once_producer(self, stream: str, *, transaction_id: str, max_transaction_seconds: float = 60.0) -> Producer:
+        """A transactional producer that commits a source's progress with each window
+        (or, for a replay, the whole run in one transaction of at most
+        `max_transaction_seconds`).
 
         `transaction_id` is stable across restarts, so a restarted bridge fences the one it
         replaces and aborts whatever that one left open; make it before the source's

@@ -35,6 +35,10 @@ from evrelay.cli.common import (
 from evrelay.errors import Interrupted, UsageError
 
 DEFAULT_WINDOW = 1000
+# An exactly-once window's transaction lives for about a second; a bridge killed mid-window
+# and not restarted under its name holds back read_committed readers until the broker
+# aborts its transaction: keep that short.
+BRIDGE_TRANSACTION_SECONDS = 15.0
 DEFAULT_CLAIM_IDLE = "5m"
 
 
@@ -143,7 +147,9 @@ def bridge(
         src_backend = session.backend(src)
         if exactly_once:
             # Refused before anything connects: the pair decides, not the servers.
-            session.backend(dst).refuse_exactly_once(src_backend, grouped=src_backend.supports(Capability.GROUPS))
+            if not src_backend.supports(Capability.GROUPS):
+                raise UsageError(f"--exactly-once needs a source read as a consumer group; the {src_backend.name} backend has none")
+            session.backend(dst).refuse_exactly_once(src_backend)
         src_backend = stack.enter_context(src_backend)
         src_backend.require(Capability.READ, command="bridge")
         src_stream = src.require_stream(src_backend.stream_noun)
@@ -168,7 +174,8 @@ def bridge(
             # Stable across restarts (a restarted bridge fences its predecessor and aborts
             # what it left open); distinct per --consumer, so bridges sharing a group do not fence each other.
             transaction_id = f"evrelay-{group_name}" + (f"-{consumer}" if consumer else "")
-            sink_producer = stack.enter_context(dst_backend.exactly_once_producer(dst_stream, transaction_id=transaction_id))
+            sink_producer = stack.enter_context(dst_backend.exactly_once_producer(
+                dst_stream, transaction_id=transaction_id, max_transaction_seconds=BRIDGE_TRANSACTION_SECONDS))
         spec = ReadSpec(
             stream=src_stream,
             start=start,

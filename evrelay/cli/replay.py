@@ -36,6 +36,7 @@ def replay(
     to: ToOption = None,
     group: GroupOption = None,
     pace: Annotated[str, typer.Option("--pace", metavar="PACE", help="max (as fast as possible), original (the original spacing) or Nx (N times faster).")] = "max",
+    exactly_once: Annotated[bool, typer.Option("--exactly-once", help="Copy in one transaction (Kafka sinks): readers with isolation.level=read_committed see the whole range once, or nothing if the replay fails or is killed.")] = False,
     dry_run: DryRunOption = False,
     yes: YesOption = False,
     output: OutputOption = None,
@@ -62,6 +63,7 @@ def replay(
       evrelay replay redis:orders kafka:orders-replay --from -2h --to -1h
       evrelay replay kafka:orders file:incident.jsonl --from 2026-11-22T10:00:00Z --to 2026-11-22T10:05:00Z
       evrelay replay kafka:orders -g billing --from -1h --yes
+      evrelay replay kafka:orders kafka:orders-fix --from -1h --exactly-once
     """
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     start = parse_position_option(from_, "--from")
@@ -76,10 +78,18 @@ def replay(
         return
     if sink is None:
         raise UsageError("replay needs a SINK to copy into, or -g GROUP to move a group")
-    _copy_range(session, source, sink, start, stop, pace=pace, dry_run=dry_run, output=output, template=template)
+    if exactly_once and dry_run:
+        raise UsageError("--exactly-once cannot be combined with --dry-run")
+    _copy_range(session, source, sink, start, stop, pace=pace, dry_run=dry_run, output=output, template=template, exactly_once=exactly_once)
 
 
-def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: str, dry_run: bool, output, template) -> None:
+# A whole replay is one transaction: Kafka brokers cap a transaction at 15 minutes by default.
+REPLAY_TRANSACTION_SECONDS = 900.0
+
+
+def _copy_range(
+    session: Session, source: str, sink: str, start, stop, *, pace: str, dry_run: bool, output, template, exactly_once: bool = False
+) -> None:
     import contextlib
 
     from evrelay.backends.base import Capability, ReadSpec
@@ -95,6 +105,8 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
     dst = session.address(sink)
     writer = make_writer(output, template) if dry_run else None
     with contextlib.ExitStack() as stack:
+        if exactly_once:
+            session.backend(dst).refuse_exactly_once(None)  # before anything connects
         src_backend = stack.enter_context(session.backend(src))
         spec = ReadSpec(stream=src.require_stream(src_backend.stream_noun), start=start, stop=stop)
         src_backend.require(*required_capabilities(spec, follow=False), command="replay")
@@ -104,7 +116,13 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
             dst_backend.require(Capability.PUBLISH, command="replay")
             if not dst_backend.supports(Capability.KEEP_TIMESTAMP):
                 session.debug(f"{dst_backend.name} does not keep timestamps; the copies get new ones")
-            producer = stack.enter_context(dst_backend.producer(dst.require_stream(dst_backend.stream_noun)))
+            dst_stream = dst.require_stream(dst_backend.stream_noun)
+            if exactly_once:
+                # Stable per sink: a rerun fences a killed replay and aborts what it left open.
+                producer = stack.enter_context(dst_backend.exactly_once_producer(
+                    dst_stream, transaction_id=f"evrelay-replay-{dst_stream}", max_transaction_seconds=REPLAY_TRANSACTION_SECONDS))
+            else:
+                producer = stack.enter_context(dst_backend.producer(dst_stream))
         reader = stack.enter_context(src_backend.consumer(spec))
         stop_flag = stack.enter_context(StopFlag())
         relay = Relay(

@@ -170,6 +170,9 @@ class KafkaBackend(Backend):
             "bootstrap.servers": self.bootstrap,
             "client.id": self.settings.client_name,
             "logger": self._logger,
+            # Without -v nothing of librdkafka's logging is wanted: some of it (e.g. BGQUEUE
+            # while a transactional client is destroyed) bypasses the logger and hits stderr.
+            "log_level": 7 if self.settings.verbose else 0,
             "error_cb": self._error_cb,
             "socket.connection.setup.timeout.ms": max(int(self.settings.timeout * 1000), 1000),
         }
@@ -316,7 +319,9 @@ class KafkaBackend(Backend):
 
         return KafkaProducer(self, stream)
 
-    def refuse_exactly_once(self, source: Backend, *, grouped: bool) -> None:
+    def refuse_exactly_once(self, source: Backend | None) -> None:
+        if source is None:
+            return  # a replay: one transaction holds the whole copy
         if not isinstance(source, KafkaBackend):
             raise UsageError(
                 f"--exactly-once into Kafka needs a Kafka source: the progress of a {source.name} source "
@@ -329,13 +334,11 @@ class KafkaBackend(Backend):
                 f"--exactly-once needs the source and the sink on one Kafka cluster ({source.bootstrap} is not "
                 f"{self.bootstrap}): a transaction cannot span two clusters"
             )
-        if not grouped:
-            raise UsageError("--exactly-once needs the source read as a consumer group (its offsets commit in the transaction)")
 
-    def exactly_once_producer(self, stream: str, *, transaction_id: str) -> Producer:
+    def exactly_once_producer(self, stream: str, *, transaction_id: str, max_transaction_seconds: float = 60.0) -> Producer:
         from evrelay.backends.kafka.producer import KafkaTransactionalProducer
 
-        return KafkaTransactionalProducer(self, stream, transaction_id)
+        return KafkaTransactionalProducer(self, stream, transaction_id, timeout_ms=int(max_transaction_seconds * 1000))
 
     # --- consuming -----------------------------------------------------------------------
 

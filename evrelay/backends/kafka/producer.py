@@ -191,13 +191,17 @@ class KafkaTransactionalProducer(KafkaProducer):
 
     transactional = True
 
-    def __init__(self, backend: KafkaBackend, topic: str, transaction_id: str) -> None:
+    def __init__(self, backend: KafkaBackend, topic: str, transaction_id: str, *, timeout_ms: int = 60000) -> None:
         from confluent_kafka import KafkaException
 
         super().__init__(
             backend,
             topic,
-            **{"transactional.id": transaction_id, "transaction.timeout.ms": 60000, "message.timeout.ms": 55000},
+            **{
+                "transactional.id": transaction_id,
+                "transaction.timeout.ms": timeout_ms,
+                "message.timeout.ms": min(timeout_ms - 5000, 300000),
+            },
         )
         self.transaction_id = transaction_id
         self.open = False
@@ -220,7 +224,7 @@ class KafkaTransactionalProducer(KafkaProducer):
 
         from evrelay.backends.kafka.consumers import KafkaGroupConsumer
 
-        if not isinstance(source, KafkaGroupConsumer):
+        if acked and not isinstance(source, KafkaGroupConsumer):
             raise UsageError("exactly-once into Kafka needs a Kafka consumer group as the source")
         highest: dict[tuple[str, int], int] = {}
         for message in acked:
