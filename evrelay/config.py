@@ -64,9 +64,16 @@ def is_secret_key(key: str) -> bool:
     return bool(_SECRET_KEY.search(key))
 
 
+_QUERY_OPTION = re.compile(r"([?&])([^=&#]+)=([^&#]*)")
+
+
 def mask_url(text: str) -> str:
-    """`redis://user:pw@host` -> `redis://user:********@host`."""
-    return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}@", text)
+    """`redis://user:pw@host` -> `redis://user:********@host`; a secret-looking query
+    option (`?sasl.password=...`) is masked too."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}@", text)
+    if "?" not in text:
+        return text
+    return _QUERY_OPTION.sub(lambda m: f"{m.group(1)}{m.group(2)}={MASK}" if is_secret_key(m.group(2)) else m.group(0), text)
 
 
 def masked(value: Any, key: str = "") -> Any:

@@ -15,7 +15,7 @@ from typing import IO, Any
 
 import orjson
 
-from evrelay.envelope import Message, encode_envelope
+from evrelay.envelope import Message, Position, encode_envelope
 from evrelay.errors import UsageError
 from evrelay.timestamps import format_ms
 
@@ -33,6 +33,7 @@ TEMPLATE_FIELDS = (
     "offset",
     "id",
     "position",
+    "fields",
 )
 
 
@@ -85,6 +86,30 @@ class HeaderView:
         return orjson.dumps([[n, _text(v).encode("utf-8", "surrogateescape").decode("utf-8", "replace")] for n, v in self.headers]).decode()
 
 
+class FieldView(HeaderView):
+    """`{fields}` in a template: the Redis entry's raw fields as JSON pairs;
+    `{fields[name]}`: that field's last value (empty when there is none)."""
+
+    def __init__(self, fields: list[tuple[bytes, bytes]] | None) -> None:
+        super().__init__([(name.decode("utf-8", "replace"), value) for name, value in fields or ()])
+
+
+class Number:
+    """A numeric template field (`{offset:08d}`): formats as its number, or as nothing
+    when the message has none (a Redis message has no offset)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value if isinstance(value, int) else None
+
+    def __format__(self, spec: str) -> str:
+        return "" if self.value is None else format(self.value, spec)
+
+    def __str__(self) -> str:
+        return "" if self.value is None else str(self.value)
+
+
 def template_fields(message: Message) -> dict[str, Any]:
     position = message.position
     kafka = position is not None and position.partition is not None
@@ -92,13 +117,14 @@ def template_fields(message: Message) -> dict[str, Any]:
         "value": _text(message.value),
         "key": _text(message.key),
         "headers": HeaderView(message.headers),
+        "fields": FieldView(message.fields),
         "timestamp": format_ms(message.timestamp) if message.timestamp is not None else "",
-        "ts_ms": message.timestamp if message.timestamp is not None else "",
+        "ts_ms": Number(message.timestamp),
         "backend": position.backend if position else "",
         "topic": position.stream if position and kafka else "",
         "stream": position.stream if position else "",
-        "partition": position.partition if position and kafka else "",
-        "offset": position.id if position and kafka else "",
+        "partition": Number(position.partition if position and kafka else None),
+        "offset": Number(position.id if position and kafka else None),
         "id": position.id if position else "",
         "position": str(position) if position else "",
     }
@@ -114,7 +140,7 @@ class TemplateWriter(MessageWriter):
     def __init__(self, template: str, out: IO[bytes] | None = None) -> None:
         super().__init__(out)
         self.template = _unescape(template)
-        probe = Message(b"v", b"k", [("h", b"1")], 0)
+        probe = Message(b"v", b"k", [("h", b"1")], 0, Position("kafka", "t", 0, 0), fields=[(b"f", b"1")])
         try:
             self.template.format_map(template_fields(probe))
         except KeyError as exc:
@@ -131,7 +157,9 @@ class TemplateWriter(MessageWriter):
 
 
 class PrettyWriter(MessageWriter):
-    """For people at a terminal: a dim line of coordinates, then the value, JSON highlighted."""
+    """For people at a terminal: a dim line of coordinates, a one-line summary of a
+    recognised CloudEvent or taskiq task, then the value: JSON indented and highlighted,
+    with JSON held in its string members decoded too."""
 
     def __init__(self, out: IO[bytes] | None = None, color: bool | None = None) -> None:
         super().__init__(out)
@@ -161,16 +189,59 @@ class PrettyWriter(MessageWriter):
                 meta.append(f"  {name}=", style="dim")
                 meta.append(_shown(value), style="magenta")
             self.console.print(meta)
+            summary = payload_summary(message)
+            if summary is not None:
+                self.console.print(Text(summary, style="bold green"))
             body = _shown(message.value)
-            stripped = body.lstrip()
-            if stripped[:1] in ("{", "["):
-                try:
-                    self.console.print(JSON(body))
-                    continue
-                except ValueError:
-                    pass
+            parsed = _json_document(body)
+            if parsed is not None:
+                self.console.print(JSON.from_data(_decode_nested(parsed)))
+                continue
             self.console.print(Text(body))
         self.console.file.flush()
+
+
+def _json_document(text: str) -> Any:
+    """The parsed value when the text is a JSON object or array, else None."""
+    if text.lstrip()[:1] not in ("{", "["):
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _decode_nested(value: Any) -> Any:
+    """JSON held in string members (`"cloud_event": "{...}"`, taskiq's `data`) decoded, for reading."""
+    if isinstance(value, dict):
+        return {name: _decode_nested(member) for name, member in value.items()}
+    if isinstance(value, list):
+        return [_decode_nested(member) for member in value]
+    if isinstance(value, str):
+        inner = _json_document(value)
+        if inner is not None:
+            return _decode_nested(inner)
+    return value
+
+
+def payload_summary(message: Message) -> str | None:
+    """One line about a recognised payload: a CloudEvent (type, source, id, subject, time)
+    or a taskiq task (name, labels, args, kwargs)."""
+    from evrelay import cloudevents
+
+    summary = cloudevents.summary(message)
+    if summary is not None:
+        return summary
+    if message.value is None:
+        return None
+    task = _json_document(_shown(message.value))
+    if isinstance(task, dict) and isinstance(task.get("task_name"), str) and "task_id" in task:
+        parts = [f"taskiq task {task['task_name']}"]
+        for name in ("labels", "args", "kwargs"):
+            if task.get(name):
+                parts.append(f"{name}={orjson.dumps(task[name]).decode()}")
+        return " ".join(parts)
+    return None
 
 
 def _shown(data: bytes) -> str:

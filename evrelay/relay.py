@@ -282,14 +282,18 @@ class Relay:
         """Hand a window to the sink without waiting: (batch, what was sent, sent?).
         A dry run shows it instead, and there is nothing to complete."""
         provenance = self.provenance
+        # The provenance header is replaced, not appended: a message relayed A->B->C->A
+        # carries one, naming its last hop. Raw fields (Redis) travel along; a Redis sink
+        # writes them back only while they still match the message.
         outgoing = [
             Message(
                 m.value,
                 m.key,
-                [*m.headers, (PROVENANCE_HEADER, m.position.coordinates.encode())]
+                [*(h for h in m.headers if h[0] != PROVENANCE_HEADER), (PROVENANCE_HEADER, m.position.coordinates.encode())]
                 if provenance and m.position is not None
                 else list(m.headers),
                 m.timestamp,
+                fields=m.fields,
             )
             for m in batch
         ]

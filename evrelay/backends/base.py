@@ -122,6 +122,9 @@ class DeliveryFailure:
     reason: str
     permanent: bool
     """True when sending again cannot help (too large, refused); False for outages."""
+    unfit: bool = False
+    """The message cannot be written in the sink's format (a Redis layout, a CloudEvents
+    content mode): the input is at fault, nothing of it was sent. Always permanent."""
 
 
 @dataclass(slots=True)
@@ -382,6 +385,16 @@ class GroupReader(Consumer):
         return claimed
 
 
+def _query_value(text: str) -> Any:
+    import tomllib
+
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+    return value if isinstance(value, (int, float, bool)) else text
+
+
 class Backend(ABC):
     """One connection to one backend, opened from a profile's options.
 
@@ -432,12 +445,26 @@ class Backend(ABC):
 
     @classmethod
     def options_from_url(cls, url: str) -> tuple[dict[str, Any], str | None]:
-        """Profile options and stream name for an inline `scheme://...` address."""
+        """Profile options and stream name for an inline `scheme://...` address (its
+        query string already cut off: see `options_from_query`)."""
         raise AddressError(f"the {cls.name} backend does not take URL addresses")
+
+    @classmethod
+    def options_from_query(cls, query: dict[str, str]) -> dict[str, Any]:
+        """Options from an address's query string (`?layout=taskiq&max_len=1000`), laid
+        over the profile's and validated like them. By default each NAME is one of this
+        backend's option names and a value that is a TOML number or boolean is one (as
+        `config set` reads values); backends override this to route client settings."""
+        return {name: _query_value(value) for name, value in query.items()}
 
     def describe(self) -> str:
         """A short, secret-free description of where this backend points."""
         return self.name
+
+    def location(self) -> tuple[Any, ...]:
+        """What identifies the system this backend reaches (not how it reads or writes
+        there): two backends with equal locations and stream names are the same stream."""
+        return (self.name, sorted(self.options.items(), key=lambda item: item[0]).__repr__())
 
     # --- capabilities ------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from evrelay.cli.common import (
+    CloudEventsOption,
     ConfigOption,
     ConsumerOption,
     DryRunOption,
@@ -103,6 +104,8 @@ def bridge(
     exactly_once: Annotated[bool, typer.Option("--exactly-once", help="Kafka -> Kafka on one cluster: each window is a transaction that also commits the source group's offsets; readers with isolation.level=read_committed see every message once.")] = False,
     claim_idle: Annotated[str, typer.Option("--claim-idle", metavar="DURATION", help="Redis/local: take over group messages another consumer left pending this long (0: never).")] = DEFAULT_CLAIM_IDLE,
     follow: FollowOption = False,
+    no_provenance: Annotated[bool, typer.Option("--no-provenance", help="Do not add the evrelay-source header (for consumers strict about headers).")] = False,
+    cloudevents: CloudEventsOption = None,
     output: OutputOption = None,
     template: FormatOption = None,
     timeout: TimeoutOption = None,
@@ -117,7 +120,8 @@ def bridge(
     consumer groups (kafka, redis, local) are read as a group (default
     evrelay-bridge-<sink>), resuming where it stopped; several bridges with the same
     group share the work. Each message gets an evrelay-source header with its source
-    coordinates. SIGTERM exits 0 and SIGINT 130, both after acking what was delivered.
+    coordinates, replacing one from an earlier hop (--no-provenance: none). SIGTERM
+    exits 0 and SIGINT 130, both after acking what was delivered.
 
     \b
     Examples:
@@ -131,6 +135,7 @@ def bridge(
     from evrelay.output import make_writer
     from evrelay.positions import Beginning
     from evrelay.relay import Relay
+    from evrelay.transforms import message_transform, previewing, with_transform
 
     source_text, sink_text = split_endpoints(source, sink)
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
@@ -142,6 +147,7 @@ def bridge(
     writer = make_writer(output, template) if dry_run else None
     if exactly_once and (dry_run or dead_letter is not None):
         raise UsageError(f"--exactly-once cannot be combined with {'--dry-run' if dry_run else '--dead-letter'}")
+    transform = message_transform(cloudevents)
 
     with contextlib.ExitStack() as stack:
         src_backend = session.backend(src)
@@ -159,10 +165,10 @@ def bridge(
             dst_backend = stack.enter_context(session.backend(dst))
             dst_backend.require(Capability.PUBLISH, command="bridge")
             dst_stream = dst.require_stream(dst_backend.stream_noun)
-            if dst_backend.name == src_backend.name and dst_backend.options == src_backend.options and dst_stream == src_stream:
+            if dst_backend.location() == src_backend.location() and dst_stream == src_stream:
                 raise UsageError(f"{source_text} and {sink_text} are the same {src_backend.stream_noun}: that would relay into itself")
             if not exactly_once:
-                sink_producer = stack.enter_context(dst_backend.producer(dst_stream))
+                sink_producer = with_transform(stack.enter_context(dst_backend.producer(dst_stream)), transform)
         else:
             dst_stream = dst.stream or "-"
         grouped = src_backend.supports(Capability.GROUPS) and not dry_run
@@ -174,8 +180,8 @@ def bridge(
             # Stable across restarts (a restarted bridge fences its predecessor and aborts
             # what it left open); distinct per --consumer, so bridges sharing a group do not fence each other.
             transaction_id = f"evrelay-{group_name}" + (f"-{consumer}" if consumer else "")
-            sink_producer = stack.enter_context(dst_backend.exactly_once_producer(
-                dst_stream, transaction_id=transaction_id, max_transaction_seconds=BRIDGE_TRANSACTION_SECONDS))
+            sink_producer = with_transform(stack.enter_context(dst_backend.exactly_once_producer(
+                dst_stream, transaction_id=transaction_id, max_transaction_seconds=BRIDGE_TRANSACTION_SECONDS)), transform)
         spec = ReadSpec(
             stream=src_stream,
             start=start,
@@ -199,7 +205,8 @@ def bridge(
             sink_producer,
             sink_label=dst.display,
             dead_letter=dead_producer,
-            emit=writer.write if writer is not None else None,
+            emit=previewing(writer.write if writer is not None else None, transform, session.warn),
+            provenance=not no_provenance,
             stop=stop,
             warn=session.warn,
             progress=progress,

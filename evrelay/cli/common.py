@@ -71,6 +71,10 @@ KeyOption = Annotated[Optional[str], typer.Option("-k", "--key", metavar="KEY", 
 HeaderOption = Annotated[Optional[list[str]], typer.Option("-H", "--header", metavar="NAME=VALUE", help="Header (repeatable; order and duplicates kept).", show_default=False)]
 PartitionOption = Annotated[Optional[list[int]], typer.Option("--partition", metavar="P", help="Kafka: only this partition (repeatable).", show_default=False)]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show what would happen; send nothing, ack nothing.")]
+CloudEventsOption = Annotated[
+    Optional[str],
+    typer.Option("--cloudevents", metavar="MODE", help="Convert CloudEvents to this content mode on the sink: binary (ce_ headers + data) or structured (application/cloudevents+json).", show_default=False),
+]
 YesOption = Annotated[bool, typer.Option("-y", "--yes", help="Do not ask for confirmation.")]
 
 

@@ -12,6 +12,7 @@ import typer
 
 from evrelay.cli.common import (
     AddressArgument,
+    CloudEventsOption,
     ConfigOption,
     HeaderOption,
     KeyOption,
@@ -104,6 +105,7 @@ def publish(
     header: HeaderOption = None,
     input_mode: Annotated[str, typer.Option("--input", metavar="MODE", help="stdin as lines (one message per line), json (envelopes) or raw (one message).")] = "lines",
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="With --input json: report and skip bad lines instead of stopping.")] = False,
+    cloudevents: CloudEventsOption = None,
     timeout: TimeoutOption = None,
     config: ConfigOption = None,
     profile: ProfileOption = None,
@@ -122,6 +124,9 @@ def publish(
         raise UsageError(f"--input must be one of {', '.join(INPUT_MODES)}, not {input_mode!r}")
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     from evrelay.backends.base import Capability
+    from evrelay.transforms import message_transform, with_transform
+
+    transform = message_transform(cloudevents)
 
     target = session.address(address)
     key_bytes = os.fsencode(key) if key is not None else None
@@ -133,7 +138,7 @@ def publish(
     with session.backend(target) as backend:
         backend.require(Capability.PUBLISH, command="publish")
         stream = target.require_stream(backend.stream_noun)
-        with backend.producer(stream) as producer:
+        with with_transform(backend.producer(stream), transform) as producer:
             queued = 0
             input_error: InputError | None = None
             interrupted = False
@@ -166,6 +171,12 @@ def publish(
             f"{delivered} confirmed",
             undelivered=report.pending,
             hint="is the backend reachable? raise --timeout for slow links",
+        )
+    unfit = [failure for failure in report.failures if failure.unfit]
+    if unfit:
+        raise UsageError(
+            f"{len(unfit)} of {queued} message(s) cannot be written to {where}: {unfit[0].reason}; "
+            f"{delivered} delivered; nothing of the refused ones was sent"
         )
     if report.failures:
         first = report.failures[0]

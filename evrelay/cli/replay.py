@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from evrelay.cli.common import (
+    CloudEventsOption,
     ConfigOption,
     DryRunOption,
     FormatOption,
@@ -37,6 +38,7 @@ def replay(
     group: GroupOption = None,
     pace: Annotated[str, typer.Option("--pace", metavar="PACE", help="max (as fast as possible), original (the original spacing) or Nx (N times faster).")] = "max",
     exactly_once: Annotated[bool, typer.Option("--exactly-once", help="Copy in one transaction (Kafka sinks): readers with isolation.level=read_committed see the whole range once, or nothing if the replay fails or is killed.")] = False,
+    cloudevents: CloudEventsOption = None,
     dry_run: DryRunOption = False,
     yes: YesOption = False,
     output: OutputOption = None,
@@ -72,6 +74,8 @@ def replay(
     if group and sink:
         raise UsageError("give SINK (copy a range) or -g GROUP (move a group), not both")
     if group:
+        if cloudevents is not None:
+            raise UsageError("--cloudevents applies to copying a range into a SINK, not to moving a group (-g)")
         if to is not None:
             raise UsageError("--to does not apply when moving a group (-g); the group moves to --from")
         _move_group(session, source, group, start, dry_run=dry_run, yes=yes, output=output)
@@ -80,7 +84,8 @@ def replay(
         raise UsageError("replay needs a SINK to copy into, or -g GROUP to move a group")
     if exactly_once and dry_run:
         raise UsageError("--exactly-once cannot be combined with --dry-run")
-    _copy_range(session, source, sink, start, stop, pace=pace, dry_run=dry_run, output=output, template=template, exactly_once=exactly_once)
+    _copy_range(session, source, sink, start, stop, pace=pace, dry_run=dry_run, output=output, template=template,
+                cloudevents=cloudevents, exactly_once=exactly_once)
 
 
 # A whole replay is one transaction: Kafka brokers cap a transaction at 15 minutes by default.
@@ -88,7 +93,8 @@ REPLAY_TRANSACTION_SECONDS = 900.0
 
 
 def _copy_range(
-    session: Session, source: str, sink: str, start, stop, *, pace: str, dry_run: bool, output, template, exactly_once: bool = False
+    session: Session, source: str, sink: str, start, stop, *, pace: str, dry_run: bool, output, template, cloudevents,
+    exactly_once: bool = False,
 ) -> None:
     import contextlib
 
@@ -96,6 +102,7 @@ def _copy_range(
     from evrelay.cli.tail import required_capabilities
     from evrelay.output import make_writer
     from evrelay.relay import Pacer, Relay, parse_pace
+    from evrelay.transforms import message_transform, previewing, with_transform
 
     try:
         speed = parse_pace(pace)
@@ -104,6 +111,7 @@ def _copy_range(
     src = session.address(source)
     dst = session.address(sink)
     writer = make_writer(output, template) if dry_run else None
+    transform = message_transform(cloudevents)
     with contextlib.ExitStack() as stack:
         if exactly_once:
             session.backend(dst).refuse_exactly_once(None)  # before anything connects
@@ -123,13 +131,14 @@ def _copy_range(
                     dst_stream, transaction_id=f"evrelay-replay-{dst_stream}", max_transaction_seconds=REPLAY_TRANSACTION_SECONDS))
             else:
                 producer = stack.enter_context(dst_backend.producer(dst_stream))
+            producer = with_transform(producer, transform)
         reader = stack.enter_context(src_backend.consumer(spec))
         stop_flag = stack.enter_context(StopFlag())
         relay = Relay(
             reader,
             producer,
             sink_label=dst.display,
-            emit=writer.write if writer is not None else None,
+            emit=previewing(writer.write if writer is not None else None, transform, session.warn),
             provenance=False,
             ack=False,
             stop=stop_flag,

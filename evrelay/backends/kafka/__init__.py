@@ -36,7 +36,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from evrelay.backends.base import (
     Backend,
@@ -143,15 +143,21 @@ class KafkaBackend(Backend):
             raise AddressError(f"{url!r}: a Kafka topic name cannot contain '/'")
         userinfo, at, hosts = parts.netloc.rpartition("@")
         options: dict[str, Any] = {"bootstrap_servers": hosts}
-        query = dict(parse_qsl(parts.query))
         if at:
+            # kafka://USER:PASSWORD@HOST:PORT/TOPIC: SASL credentials (the query names the mechanism).
             username, colon, password = userinfo.partition(":")
-            query.setdefault("sasl.username", unquote(username))
+            credentials = {"sasl.username": unquote(username)}
             if colon:
-                query.setdefault("sasl.password", unquote(password))
-        if query:
-            options["options"] = query
+                credentials["sasl.password"] = unquote(password)
+            options["options"] = credentials
         return options, topic
+
+    @classmethod
+    def options_from_query(cls, query: dict[str, str]) -> dict[str, Any]:
+        """`?acks=all&client.id=me`: librdkafka settings (the `options` table)."""
+        if "layout" in query:
+            raise ConfigError("layout is a Redis option (how stream fields map to messages); a Kafka record has value, key and headers, no field layout")
+        return {"options": dict(query)}
 
     def describe(self) -> str:
         return f"kafka {self.bootstrap}"

@@ -9,21 +9,25 @@ Features
     (XPENDING) and claiming idle ones (XAUTOCLAIM). A group that vanished (a server
     restarted without persistence) is reported, never silently recreated.
 
-Field mapping (round-trips exactly, binary included)
+Field mapping: a layout (layouts.py), `evrelay` by default, which round-trips exactly
     value      -> field `value` (always first)
     key        -> field `key` (only when there is one)
     headers    -> one field `h:NAME` per header, in order, duplicates kept
     timestamp  -> the entry ID's milliseconds (Redis assigns it; a given timestamp is not kept)
     An entry written by another program with any other fields is shown as a JSON object
     of its fields (`{"b64": ...}` for binary values; a list of [name, value] pairs when a
-    name repeats), so it is readable and nothing is dropped.
+    name repeats), so it is readable and nothing is dropped. Other layouts: `fields`,
+    `value_field=NAME[,key_field=NAME]`, `taskiq`, `faststream`, `cloudevents`. Every
+    message read carries the entry's raw fields, and a message whose raw fields still
+    match its value, key and headers is written back with exactly those fields.
 
 Connection string
-    redis://[USER:PASSWORD@]HOST:PORT[/DB]/STREAM, rediss://... for TLS
+    redis://[USER:PASSWORD@]HOST:PORT[/DB]/STREAM[?OPTION=VALUE&...], rediss://... for TLS
 
-Options
+Options (a profile's keys; `layout` and `max_len` also as `?layout=...` on any address)
     url       "redis://[user:password@]host:port[/db]" (rediss:// for TLS)
     max_len   approximate trimming on publish (XADD MAXLEN ~)
+    layout    how messages map onto stream fields (see above; default evrelay)
     options   a table passed to redis-py's Redis.from_url (e.g. ssl_ca_certs)
 """
 
@@ -52,11 +56,11 @@ from evrelay.backends.base import (
     StreamInfo,
 )
 from evrelay.backends.redis_streams.fields import (
-    decode_fields,
     format_stream_id,
     id_before,
     parse_stream_id,
 )
+from evrelay.backends.redis_streams.layouts import parse_layout
 from evrelay.config import mask_url
 from evrelay.errors import (
     AddressError,
@@ -83,10 +87,14 @@ from evrelay.positions import (
 _RAW_REPLIES = ("XRANGE", "XREVRANGE", "XREAD", "XREADGROUP", "XAUTOCLAIM", "XCLAIM", "XPENDING", "XINFO GROUPS", "XINFO STREAM")
 
 
+# redis-py connection settings an address's query may carry besides the ssl_* ones.
+_QUERY_CLIENT_SETTINGS = {"health_check_interval", "client_name", "socket_keepalive", "retry_on_timeout"}
+
+
 class RedisStreamsBackend(Backend):
     name = "redis"
     stream_noun = "stream"
-    option_names = frozenset({"url", "max_len", "options"})
+    option_names = frozenset({"url", "max_len", "layout", "options"})
     capabilities = frozenset(
         {
             Capability.PUBLISH,
@@ -110,6 +118,7 @@ class RedisStreamsBackend(Backend):
         self.url = url
         self.max_len = self.positive_int_option("max_len")
         self.client_options = self.table_option("options", "redis-py connection settings")
+        self.layout = parse_layout(self.options.get("layout"))
         self._client: Any = None
         self._warn_about_verification()
 
@@ -123,7 +132,20 @@ class RedisStreamsBackend(Backend):
         if len(segments) > 1 or (segments and not segments[0].isdigit()):
             raise AddressError(f"{mask_url(url)!r}: the path is [/DB]/STREAM with a numeric DB")
         path = f"/{segments[0]}" if segments else ""
-        return {"url": urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))}, stream
+        # The query string was cut off by the address resolver: it never reaches redis-py.
+        return {"url": urlunsplit((parts.scheme, parts.netloc, path, "", ""))}, stream
+
+    @classmethod
+    def options_from_query(cls, query: dict[str, str]) -> dict[str, Any]:
+        """`?layout=taskiq&max_len=1000` set evrelay's options; redis-py's TLS and connection
+        settings (`?ssl_ca_certs=PATH`, `ssl_cert_reqs`, ...) go to its `options` table, as in
+        a profile; any other name is refused as an unknown option."""
+        is_client = lambda name: name.startswith("ssl_") or name in _QUERY_CLIENT_SETTINGS  # noqa: E731
+        options = super().options_from_query({k: v for k, v in query.items() if not is_client(k)})
+        client = super().options_from_query({k: v for k, v in query.items() if is_client(k)})
+        if client:
+            options["options"] = client
+        return options
 
     @property
     def where(self) -> str:
@@ -131,8 +153,12 @@ class RedisStreamsBackend(Backend):
         host = parts.hostname or "localhost"
         return f"{host}:{parts.port or 6379}"
 
+    def location(self) -> tuple[Any, ...]:
+        return (self.name, self.url)
+
     def describe(self) -> str:
-        return f"redis {mask_url(self.url)}"
+        layout = "" if self.layout.name == "evrelay" else f", layout {self.layout.name}"
+        return f"redis {mask_url(self.url)}{layout}"
 
     # --- connection --------------------------------------------------------------------
 
@@ -247,10 +273,21 @@ class RedisStreamsBackend(Backend):
         return parse_stream_id(rows[0][0]) if rows else None
 
     def to_message(self, stream: str, entry: list[Any], receipt: Consumer | None = None) -> Message:
-        entry_id, fields = entry[0], entry[1]
+        entry_id, flat = entry[0], entry[1]
         text_id = entry_id.decode()
-        value, key, headers = decode_fields(fields or [])
-        return Message(value, key, headers, int(text_id.partition("-")[0]), Position("redis", stream, text_id), receipt)
+        fields = list(zip(flat[0::2], flat[1::2], strict=False)) if flat else []
+        decoded = self.layout.decode(fields)
+        if decoded.problem is not None:
+            self.settings.warn(f"redis stream {stream!r} entry {text_id} {decoded.problem}; shown as its fields")
+        return Message(
+            decoded.value,
+            decoded.key,
+            decoded.headers,
+            int(text_id.partition("-")[0]),
+            Position("redis", stream, text_id),
+            receipt,
+            fields,
+        )
 
     def start_id(self, stream: str, position: StreamPosition) -> tuple[str, bool]:
         """(ID, inclusive) where a plain read starts."""
