@@ -68,6 +68,7 @@ topic = "{topic}"
     return topic
 
 
+@pytest.mark.kafka
 def test_kafka_profile_with_scram_over_tls_and_inline_plain_and_tls_addresses(apache_kafka, kafka_profiles):
     topic = kafka_profiles
     env = {"KAFKA_PASSWORD": KAFKA_SECRET}
@@ -86,6 +87,7 @@ def test_kafka_profile_with_scram_over_tls_and_inline_plain_and_tls_addresses(ap
     assert KAFKA_SECRET not in tailed.err
 
 
+@pytest.mark.kafka
 def test_kafka_wrong_password_exits_3_naming_the_profile(apache_kafka, kafka_profiles):
     started = time.monotonic()
     run = evrelay("publish", "scram", "x", env={"KAFKA_PASSWORD": "wrong-secret"})
@@ -98,6 +100,7 @@ def test_kafka_wrong_password_exits_3_naming_the_profile(apache_kafka, kafka_pro
     assert "refused the credentials" in line
 
 
+@pytest.mark.kafka
 def test_kafka_untrusted_certificate_exits_3_and_verification_off_is_warned(kafka_profiles):
     started = time.monotonic()
     run = evrelay("tail", "untrusted", "--timeout", "20s")
