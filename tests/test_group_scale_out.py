@@ -43,6 +43,8 @@ def produce_steadily(bootstrap: str, topic: str, total: int, seconds: float, sen
 
 @pytest.mark.parametrize("mode", ["at-least-once", "exactly-once"])
 def test_bridges_join_leave_and_die_mid_run(kafka_server, tmp_path, mode):
+    if mode == "exactly-once" and kafka_server.flavour != "apache":
+        pytest.skip("read_committed must hide aborted transactions: Kafka does, tansu 0.6 does not")
     bootstrap = kafka_server.bootstrap
     source = create_topic(bootstrap, f"so-a-{uuid.uuid4().hex[:6]}", partitions=6)
     sink = create_topic(bootstrap, f"so-b-{uuid.uuid4().hex[:6]}", partitions=3)
