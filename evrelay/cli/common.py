@@ -234,7 +234,7 @@ class Session:
         from evrelay.addresses import open_backend
         from evrelay.backends.base import BackendSettings, refuse_missing
 
-        settings = BackendSettings(timeout=self.connect_timeout, verbose=self.verbose, warn=self.warn)
+        settings = BackendSettings(timeout=self.connect_timeout, verbose=self.verbose, warn=self.warn, origin=address.where)
         backend = open_backend(address, settings)
         refuse_missing(backend, needs, command)
         return backend
