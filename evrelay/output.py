@@ -131,7 +131,8 @@ class Number:
 
 def template_fields(message: Message) -> dict[str, Any]:
     position = message.position
-    kafka = position is not None and position.partition is not None
+    # A partitioned log (Kafka) fills {topic}/{partition}/{offset}; a stream leaves them empty.
+    partitioned = position is not None and position.partition is not None
     return {
         "value": _text(message.value),
         "key": _text(message.key),
@@ -140,10 +141,10 @@ def template_fields(message: Message) -> dict[str, Any]:
         "timestamp": format_ms(message.timestamp) if message.timestamp is not None else "",
         "ts_ms": Number(message.timestamp),
         "backend": position.backend if position else "",
-        "topic": position.stream if position and kafka else "",
+        "topic": position.stream if position and partitioned else "",
         "stream": position.stream if position else "",
-        "partition": Number(position.partition if position and kafka else None),
-        "offset": Number(position.id if position and kafka else None),
+        "partition": Number(position.partition if position and partitioned else None),
+        "offset": Number(position.id if position and partitioned else None),
         "id": position.id if position else "",
         "position": str(position) if position else "",
     }
