@@ -512,6 +512,8 @@ class Backend(ABC):
     """Profile keys a profile of this backend cannot do without (`config add` checks)."""
     secret_options: ClassVar[frozenset[str]] = frozenset()
     """Profile keys always masked, besides every secret-looking one (`config.is_secret_key`)."""
+    target_option: ClassVar[str | None] = None
+    """The profile key saying where it points (`url`, `bootstrap_servers`, `path`): `config list` shows it."""
     message_id_syntax: ClassVar[str] = "an entry ID (1700000000000-0)"
     """How `ack ID...` and error messages spell one message's ID on this backend."""
     cumulative_ack: ClassVar[bool] = False

@@ -47,6 +47,7 @@ _CHUNK = 1 << 16
 class JsonlBackend(Backend):
     name = "file"
     stream_noun = "file"
+    target_option = "path"
     option_names = frozenset({"path"})
     capabilities = frozenset(
         {

@@ -113,7 +113,7 @@ def list_cmd(config: ConfigOption = None, output: OutputOption = None) -> None:
     for name in sorted(cfg.profiles):
         profile = cfg.profiles[name]
         options = masked(profile.options, secret_keys=_secret_keys(profile.backend))
-        target = options.get("url") or options.get("bootstrap_servers") or options.get("path") or ""
+        target = options.get(_target_option(profile.backend) or "") or ""
         rows.append(
             {
                 "name": name,
@@ -142,6 +142,13 @@ def _stream_key(backend: str) -> str:
         return backends.load_backend_class(backend).stream_key
     except ConfigError:  # a plug-in that cannot be loaded here: still show its profile
         return "stream"
+
+
+def _target_option(backend: str) -> str | None:
+    try:
+        return backends.load_backend_class(backend).target_option
+    except ConfigError:
+        return None
 
 
 def _secret_keys(backend: str) -> frozenset[str]:

@@ -93,6 +93,7 @@ class KafkaBackend(Backend):
     stream_noun = "topic"
     client_library = ClientLibrary("confluent_kafka", "confluent-kafka")
     stream_key = "topic"
+    target_option = "bootstrap_servers"
     required_options = frozenset({"bootstrap_servers"})
     message_id_syntax = "PARTITION:OFFSET (0:41), several as 0:41,1:17"
     cumulative_ack = True

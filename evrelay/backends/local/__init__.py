@@ -78,6 +78,7 @@ from evrelay.timestamps import now_ms
 class LocalBackend(Backend):
     name = "local"
     stream_noun = "stream"
+    target_option = "path"
     option_names = frozenset({"path", "max_len"})
     capabilities = frozenset(
         {

@@ -123,6 +123,7 @@ class NatsBackend(Backend):
     name = "nats"
     stream_noun = "stream"
     client_library = NATS_CLIENT
+    target_option = "url"
     message_id_syntax = "a stream sequence number (42)"
     option_names = frozenset({"url", "subject", "create", "storage", "ack_wait", "max_ack_pending", "options"})
     capabilities = frozenset(
