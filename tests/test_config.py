@@ -228,3 +228,5 @@ def test_config_add_and_set_check_keys_against_the_backend(tmp_path):
     # config show names the default topic as the backend does.
     shown = evrelay("config", "show", "k", "--config", path)
     assert 'topic = "orders"' in shown.out and "stream =" not in shown.out
+    listed = [json.loads(line) for line in evrelay("config", "list", "-o", "json", "--config", path).out.splitlines()]
+    assert {row["name"]: row["target"] for row in listed}["k"] == "h:9092"
