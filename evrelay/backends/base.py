@@ -365,6 +365,8 @@ class Backend(ABC):
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     option_names: ClassVar[frozenset[str]] = frozenset()
     stream_noun: ClassVar[str] = "stream"
+    partitioned: ClassVar[bool] = False
+    """True when positions are PARTITION:OFFSET (Kafka), False for entry IDs."""
 
     def __init__(self, options: Mapping[str, Any], settings: BackendSettings | None = None) -> None:
         self.options = dict(options)
@@ -462,8 +464,9 @@ class Backend(ABC):
         self.require(Capability.CLAIM)
         raise NotImplementedError
 
-    def ack(self, stream: str, group: str, positions: Sequence[Position]) -> int:
-        """Acknowledge by position (the `ack` command); returns how many were acked."""
+    def ack(self, stream: str, group: str, positions: Sequence[Position], *, force: bool = False) -> int:
+        """Acknowledge by position (the `ack` command); returns how many were acked.
+        `force`: where acks are cumulative (Kafka), allow skipping unacked messages."""
         self.require(Capability.GROUPS)
         raise NotImplementedError
 

@@ -244,7 +244,7 @@ def health(
 def lag(
     address: AddressArgument,
     group: GroupOption = None,
-    max_lag: Annotated[Optional[int], typer.Option("--max", metavar="N", min=0, help="Exit 4 when the total lag is over N.", show_default=False)] = None,
+    max_lag: Annotated[Optional[int], typer.Option("--max", metavar="N", min=0, help="Exit 4 when the total lag (not yet delivered plus delivered but not acked) is over N.", show_default=False)] = None,
     output: OutputOption = None,
     timeout: TimeoutOption = None,
     config: ConfigOption = None,
@@ -253,6 +253,10 @@ def lag(
     quiet: QuietOption = False,
 ) -> None:
     """Show how far a consumer group is behind; with --max N, exit 4 when it is more than N.
+
+    The total counts messages not yet delivered to the group and, where the backend keeps
+    them (Redis, local), messages delivered but still pending (not acked): both are work
+    the group has not finished.
 
     \b
     Examples:
@@ -269,12 +273,17 @@ def lag(
         stream = source.require_stream(backend.stream_noun)
         group_name = group_for(session, source, group, "lag")
         rows = [asdict(r) for r in backend.group_lag(stream, group_name)]
-    total = sum(r["lag"] for r in rows)
+    undelivered = sum(r["lag"] for r in rows)
+    pending = sum(r["pending"] or 0 for r in rows)
+    total = undelivered + pending
     columns = [("partition", "PARTITION"), ("position", "POSITION"), ("end", "END"), ("lag", "LAG"), ("pending", "PENDING")]
     write_records(rows, columns, mode)
-    session.info(f"lag of group {group_name!r} on {source.display}: {total}")
+    detail = f" ({undelivered} not delivered, {pending} pending)" if pending else ""
+    session.info(f"lag of group {group_name!r} on {source.display}: {total}{detail}")
     if max_lag is not None and total > max_lag:
-        raise ExpectationFailed(f"group {group_name!r} on {source.display} is {total} message(s) behind, over --max {max_lag}")
+        raise ExpectationFailed(
+            f"group {group_name!r} on {source.display} is {total} message(s) behind{detail}, over --max {max_lag}"
+        )
 
 
 def register(app: typer.Typer) -> None:

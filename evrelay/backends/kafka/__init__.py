@@ -77,6 +77,7 @@ from evrelay.positions import (
 class KafkaBackend(Backend):
     name = "kafka"
     stream_noun = "topic"
+    partitioned = True
     option_names = frozenset({"bootstrap_servers", "options"})
     capabilities = frozenset(
         {
@@ -408,10 +409,12 @@ class KafkaBackend(Backend):
             raise self.unavailable(f"committed offsets of group {group!r}", exc) from None
         return {tp.partition: tp.offset for tp in found}
 
-    def ack(self, stream: str, group: str, positions: Sequence[Position]) -> int:
-        """Kafka acks are cumulative per partition: from the group's committed offset, the
-        offsets given without a gap are acked and the commit moves past the last of them.
-        Returns how many of `positions` are now acked (at or below the new commit)."""
+    def ack(self, stream: str, group: str, positions: Sequence[Position], *, force: bool = False) -> int:
+        """Kafka acks are cumulative per partition: from the group's committed offset (the
+        partition's first offset when nothing is committed), the offsets given without a
+        gap are acked and the commit moves past the last of them. A commit that would
+        skip offsets nobody acked is refused unless `force` (then it moves past the
+        highest offset given). Returns how many of `positions` are now acked."""
         given: dict[int, set[int]] = {}
         for position in positions:
             if position.partition is None:
@@ -421,17 +424,32 @@ class KafkaBackend(Backend):
             return 0
         client = self.new_consumer(group)
         try:
-            self.topic_partitions(client, stream)
+            partitions = self.topic_partitions(client, stream)
+            unknown = sorted(set(given) - set(partitions))
+            if unknown:
+                raise UsageError(
+                    f"topic {stream!r} has no partition {unknown[0]} (partitions: {', '.join(map(str, partitions))})"
+                )
             committed = self.committed(client, stream, sorted(given), group)
             moves: dict[int, int] = {}
             acked = 0
-            for partition, offsets in given.items():
+            for partition, offsets in sorted(given.items()):
                 current = committed.get(partition, OFFSET_INVALID)
                 if current < 0:
-                    current = min(offsets)  # nothing committed yet: start at the lowest given
-                nxt = current
-                while nxt in offsets:
-                    nxt += 1
+                    current = self.watermarks(client, stream, partition)[0]
+                if force:
+                    nxt = max(max(offsets) + 1, current)
+                else:
+                    lowest = min(offsets)
+                    if lowest > current:
+                        raise UsageError(
+                            f"acking {partition}:{lowest} would commit past {partition}:{current}..{partition}:{lowest - 1}, "
+                            f"which group {group!r} has not acked (Kafka acks are cumulative)",
+                            hint="ack those first, or give --force to skip them",
+                        )
+                    nxt = current
+                    while nxt in offsets:
+                        nxt += 1
                 if nxt > current:
                     moves[partition] = nxt
                 acked += sum(1 for offset in offsets if offset < nxt)

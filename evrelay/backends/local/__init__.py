@@ -327,7 +327,7 @@ class LocalBackend(Backend):
             touch_consumer(db, stream, group, consumer, now)
         return self.rows_to_messages(stream, self.fetch(stream, ids))
 
-    def ack(self, stream: str, group: str, positions: Sequence[Position]) -> int:
+    def ack(self, stream: str, group: str, positions: Sequence[Position], *, force: bool = False) -> int:
         self._require_group(stream, group)
         keys = [(stream, group, *parse_id(p.id)) for p in positions]
         with self.transaction() as db:

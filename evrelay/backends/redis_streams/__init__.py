@@ -384,8 +384,10 @@ class RedisStreamsBackend(Backend):
                 break
         return claimed
 
-    def ack(self, stream: str, group: str, positions: Sequence[Position]) -> int:
+    def ack(self, stream: str, group: str, positions: Sequence[Position], *, force: bool = False) -> int:
         ids = [str(p.id) for p in positions]
+        # XACK on a missing group answers 0 like "already acked": say the group is missing.
+        self.group_last_delivered(stream, group)
         if not ids:
             return 0
         return int(self.command("XACK", stream, group, *ids, what=f"acking for group {group!r}"))

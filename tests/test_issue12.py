@@ -1,0 +1,111 @@
+"""Regression tests for the defects an adversarial pass found (issue 12).
+
+Each test names its item; each failed before its fix. Real servers where one is involved.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from tests.conftest import evrelay
+from tests.test_contract_kafka import create_topic
+
+
+def assert_clean(run) -> None:
+    assert "Traceback" not in run.err and "internal error" not in run.err, run.err
+
+
+def produce_kafka(bootstrap: str, topic: str, records: list[dict]) -> None:
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for record in records:
+        producer.produce(topic, **record)
+    assert producer.flush(10) == 0
+
+
+def committed_offsets(bootstrap: str, topic: str, group: str, partitions: int) -> dict[int, int]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        found = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+    finally:
+        consumer.close()
+    return {tp.partition: tp.offset for tp in found}
+
+
+# --- item 2: Kafka ack never skips unacknowledged offsets, refuses unknown partitions ------
+
+
+@pytest.mark.kafka
+def test_kafka_ack_refuses_to_skip_and_unknown_partitions(kafka_server):
+    topic = create_topic(kafka_server.bootstrap, f"ack-{uuid.uuid4().hex[:8]}", partitions=3)
+    produce_kafka(kafka_server.bootstrap, topic, [{"value": b"v%d" % i, "partition": 2} for i in range(5)])
+    address = f"kafka://{kafka_server.bootstrap}/{topic}"
+
+    skipping = evrelay("ack", address, "-g", "fresh", "2:3")
+    assert skipping.returncode == 2, skipping.err
+    assert "2:0..2:2" in skipping.err and "--force" in skipping.err
+    assert_clean(skipping)
+    assert committed_offsets(kafka_server.bootstrap, topic, "fresh", 3)[2] < 0
+
+    unknown = evrelay("ack", address, "-g", "fresh", "9:0")
+    assert unknown.returncode == 2, unknown.err
+    assert "no partition 9" in unknown.err
+
+    in_order = evrelay("ack", address, "-g", "fresh", "2:0", "2:1")
+    assert in_order.returncode == 0, in_order.err
+    assert committed_offsets(kafka_server.bootstrap, topic, "fresh", 3)[2] == 2
+
+    forced = evrelay("ack", address, "-g", "fresh", "2:3", "--force")
+    assert forced.returncode == 0, forced.err
+    assert committed_offsets(kafka_server.bootstrap, topic, "fresh", 3)[2] == 4
+
+
+# --- item 17: ack takes only the backend's own ID form, and a missing group is an error --
+
+
+def test_ack_on_local_refuses_a_kafka_style_id():
+    evrelay("publish", "acks", "a")
+    evrelay("tail", "acks", "-g", "g", "--no-ack", "-n", "1")
+    run = evrelay("ack", "acks", "-g", "g", "0:5")
+    assert run.returncode == 2, run.err
+    assert "PARTITION:OFFSET" in run.err and "entry ID" in run.err
+
+
+@pytest.mark.redis
+def test_ack_on_a_missing_redis_group_fails(redis_server):
+    stream = f"s-{uuid.uuid4().hex[:8]}"
+    address = f"{redis_server.url}/{stream}"
+    assert evrelay("publish", address, "a").returncode == 0
+    run = evrelay("ack", address, "-g", "nosuch", "1-0")
+    assert run.returncode == 1, run.err
+    assert "group 'nosuch' does not exist" in run.err
+
+
+# --- item 8: lag --max counts pending (delivered, not acked) entries ---------------------
+
+
+def _lag_gate(address: str) -> None:
+    assert evrelay("publish", address, "a", "b").returncode == 0
+    took = evrelay("tail", address, "-g", "g", "--no-ack", "-n", "2")
+    assert took.returncode == 0, took.err
+    gate = evrelay("lag", address, "-g", "g", "--max", "0")
+    assert gate.returncode == 4, gate.err
+    assert "2 pending" in gate.err
+    ids = [json.loads(line)["id"] for line in took.lines()]
+    assert evrelay("ack", address, "-g", "g", *ids).returncode == 0
+    assert evrelay("lag", address, "-g", "g", "--max", "0").returncode == 0
+
+
+def test_lag_max_counts_pending_on_local():
+    _lag_gate("lagging")
+
+
+@pytest.mark.redis
+def test_lag_max_counts_pending_on_redis(redis_server):
+    _lag_gate(f"{redis_server.url}/lag-{uuid.uuid4().hex[:8]}")
