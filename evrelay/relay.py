@@ -170,7 +170,9 @@ class Relay:
         confirmed, so a crash repeats at most one window in the sink; what was read ahead
         is unacked and simply read again."""
         stats = self.stats
-        self._next_claim = time.monotonic() + self.claim_every
+        # Claim at once: a restarted bridge has a new consumer name, and its predecessor's
+        # pending messages are recovered only by claiming them.
+        self._next_claim = time.monotonic()
         self._idle_since = time.monotonic()
         overlap = self.pacer.speed is None
         in_flight: tuple[list[Message], list[Message], bool] | None = None

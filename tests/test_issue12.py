@@ -109,3 +109,31 @@ def test_lag_max_counts_pending_on_local():
 @pytest.mark.redis
 def test_lag_max_counts_pending_on_redis(redis_server):
     _lag_gate(f"{redis_server.url}/lag-{uuid.uuid4().hex[:8]}")
+
+
+# --- item 5: default consumer names are unique per process; dead readers' work is claimed --
+
+
+def _consumer_rule(address: str) -> None:
+    assert evrelay("publish", address, "a", "b", "c").returncode == 0
+    # A reader takes two messages and leaves them pending (in flight, as far as anyone knows).
+    first = evrelay("tail", address, "-g", "g", "--no-ack", "-n", "2", "-o", "raw")
+    assert first.lines() == [b"a", b"b"], first.err
+    # A second reader on the same host must not take that work for its own...
+    second = evrelay("tail", address, "-g", "g", "-n", "3", "--idle-timeout", "2s", "-o", "raw")
+    assert second.returncode == 0, second.err
+    assert second.lines() == [b"c"], second.err
+    # ...until it has been idle past the bound: then a restarted reader recovers it.
+    third = evrelay("tail", address, "-g", "g", "-n", "3", "--idle-timeout", "2s", "--claim-idle", "1ms", "-o", "raw")
+    assert third.returncode == 0, third.err
+    assert third.lines() == [b"a", b"b"], third.err
+    assert evrelay("lag", address, "-g", "g", "--max", "0").returncode == 0
+
+
+def test_default_consumer_names_are_unique_per_process_on_local():
+    _consumer_rule("consumers")
+
+
+@pytest.mark.redis
+def test_default_consumer_names_are_unique_per_process_on_redis(redis_server):
+    _consumer_rule(f"{redis_server.url}/cons-{uuid.uuid4().hex[:8]}")

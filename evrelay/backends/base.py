@@ -20,6 +20,9 @@ them stay backend-neutral.
 from __future__ import annotations
 
 import enum
+import os
+import secrets
+import socket
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -51,7 +54,22 @@ __all__ = [
     "ReadSpec",
     "StopReason",
     "StreamInfo",
+    "default_consumer_name",
 ]
+
+
+def default_consumer_name() -> str:
+    """This process's consumer name within a group, unless the user gives one: unique per
+    process (host, pid and a random tag), so two readers on one host never take each
+    other's pending messages for their own. A restarted reader gets a new name and
+    recovers a dead predecessor's messages by claiming those idle past a bound."""
+    global _CONSUMER_NAME
+    if _CONSUMER_NAME is None:
+        _CONSUMER_NAME = f"evrelay-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+    return _CONSUMER_NAME
+
+
+_CONSUMER_NAME: str | None = None
 
 
 class Capability(enum.Enum):
@@ -291,15 +309,20 @@ class Consumer(ABC):
         batch_size: int = 1000,
         should_stop: Callable[[], bool] | None = None,
         poll_interval: float = 0.5,
+        claim_idle_ms: int | None = None,
+        claim_every: float = 30.0,
     ) -> Iterator[list[Message]]:
         """Batches until the data ends (non-follow), `limit` messages, the monotonic
         `deadline`, `idle_timeout` seconds without a message, or `should_stop()`.
+        With `claim_idle_ms`, a group reader first (and every `claim_every` seconds)
+        takes over messages other consumers left pending that long (dead readers).
 
         Why it stopped is left in `stop_reason`. Never reads more than `limit`, so a
         group reader does not take messages it will not process.
         """
         received = 0
         last_arrival = time.monotonic()
+        next_claim = last_arrival if claim_idle_ms is not None else None
         self.stop_reason = None
         while True:
             if should_stop is not None and should_stop():
@@ -325,7 +348,12 @@ class Consumer(ABC):
                     return
                 wait = min(wait, idle_left)
             want = batch_size if limit is None else min(batch_size, limit - received)
-            batch = self.read(want, max(wait, 0.0))
+            batch: list[Message] = []
+            if next_claim is not None and claim_idle_ms is not None and now >= next_claim:
+                next_claim = now + claim_every
+                batch = self.claim_idle(claim_idle_ms, want)
+            if not batch:
+                batch = self.read(want, max(wait, 0.0))
             if batch:
                 received += len(batch)
                 last_arrival = time.monotonic()

@@ -20,7 +20,6 @@ from evrelay.cli.common import (
     Session,
     TimeoutOption,
     VerboseOption,
-    default_consumer_name,
     parse_duration,
 )
 from evrelay.errors import InputError, UsageError
@@ -147,6 +146,8 @@ def ack(
         if claim:
             backend.require(Capability.CLAIM, command="ack --claim")
             writer = make_writer(output, template)
+            from evrelay.backends.base import default_consumer_name
+
             name = consumer or default_consumer_name()
             claimed = backend.claim(stream, group_name, name, min_idle_ms=idle_ms, count=count)
             if claimed:

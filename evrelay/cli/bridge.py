@@ -12,6 +12,8 @@ from typing import Annotated, Optional
 import typer
 
 from evrelay.cli.common import (
+    DEFAULT_CLAIM_IDLE,
+    ClaimIdleOption,
     ConfigOption,
     ConsumerOption,
     DryRunOption,
@@ -28,14 +30,12 @@ from evrelay.cli.common import (
     TimeoutOption,
     VerboseOption,
     complete_address,
-    default_consumer_name,
     parse_duration,
     parse_position_option,
 )
 from evrelay.errors import Interrupted, UsageError
 
 DEFAULT_WINDOW = 1000
-DEFAULT_CLAIM_IDLE = "5m"
 
 
 def split_endpoints(source: str, sink: str | None) -> tuple[str, str]:
@@ -96,7 +96,7 @@ def bridge(
     dead_letter: Annotated[Optional[str], typer.Option("--dead-letter", metavar="ADDRESS", help="Send messages the sink rejects for good here (error in headers) instead of stopping.", show_default=False)] = None,
     dry_run: DryRunOption = False,
     window: Annotated[int, typer.Option("--window", metavar="N", min=1, help="Messages in flight at once: read, sent, confirmed, then acked together.")] = DEFAULT_WINDOW,
-    claim_idle: Annotated[str, typer.Option("--claim-idle", metavar="DURATION", help="Redis/local: take over group messages another consumer left pending this long (0: never).")] = DEFAULT_CLAIM_IDLE,
+    claim_idle: ClaimIdleOption = DEFAULT_CLAIM_IDLE,
     follow: FollowOption = False,
     output: OutputOption = None,
     template: FormatOption = None,
@@ -159,7 +159,7 @@ def bridge(
             start=start,
             follow=grouped or follow,
             group=group_name,
-            consumer_name=(consumer or default_consumer_name()) if grouped else None,
+            consumer_name=consumer if grouped else None,
         )
         dead_producer = None
         if dead_letter is not None and not dry_run:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -57,8 +56,13 @@ QuietOption = Annotated[bool, typer.Option("-q", "--quiet", help="No summary or 
 GroupOption = Annotated[Optional[str], typer.Option("-g", "--group", metavar="GROUP", help="Read as this consumer group.", show_default=False)]
 ConsumerOption = Annotated[
     Optional[str],
-    typer.Option("--consumer", metavar="NAME", help="Consumer name within the group (default: evrelay-HOSTNAME; keep it stable so a restart re-reads its own pending messages).", show_default=False),
+    typer.Option("--consumer", metavar="NAME", help="Consumer name within the group (default: unique per process, evrelay-HOST-PID-TAG; a stable name re-reads its own pending messages on restart).", show_default=False),
 ]
+ClaimIdleOption = Annotated[
+    str,
+    typer.Option("--claim-idle", metavar="DURATION", help="Groups with pending lists (Redis, local): at start and every 30s, take over messages another consumer left pending this long (a dead reader's; 0: never).", show_default=True),
+]
+DEFAULT_CLAIM_IDLE = "5m"
 FromOption = Annotated[Optional[str], typer.Option("--from", metavar="POSITION", help="Start: beginning, end, stored, OFFSET, P:OFFSET,..., ID, RFC 3339 time, -15m.", show_default=False)]
 ToOption = Annotated[Optional[str], typer.Option("--to", metavar="POSITION", help="Stop after this position or time (inclusive).", show_default=False)]
 CountOption = Annotated[Optional[int], typer.Option("-n", "--count", metavar="N", min=0, help="Number of messages.", show_default=False)]
@@ -81,10 +85,6 @@ class _Runtime:
 
 
 RUNTIME = _Runtime()
-
-
-def default_consumer_name() -> str:
-    return f"evrelay-{socket.gethostname()}"
 
 
 def parse_duration(text: str | None, flag: str) -> float | None:

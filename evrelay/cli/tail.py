@@ -9,7 +9,9 @@ from typing import Annotated, Optional
 import typer
 
 from evrelay.cli.common import (
+    DEFAULT_CLAIM_IDLE,
     AddressArgument,
+    ClaimIdleOption,
     ConfigOption,
     ConsumerOption,
     CountOption,
@@ -27,7 +29,6 @@ from evrelay.cli.common import (
     TimeoutOption,
     ToOption,
     VerboseOption,
-    default_consumer_name,
     parse_duration,
     parse_position_option,
 )
@@ -63,6 +64,7 @@ def tail(
     follow: FollowOption = False,
     group: GroupOption = None,
     consumer: ConsumerOption = None,
+    claim_idle: ClaimIdleOption = DEFAULT_CLAIM_IDLE,
     no_ack: Annotated[bool, typer.Option("--no-ack", help="With -g: leave what was printed pending (not acked).")] = False,
     expect: Annotated[Optional[int], typer.Option("--expect", metavar="N", min=0, help="Exit 4 unless N messages arrive before --timeout (default 30s); stops after N.", show_default=False)] = None,
     timeout: TimeoutOption = None,
@@ -94,6 +96,7 @@ def tail(
 
     deadline_seconds = parse_duration(timeout, "--timeout")
     idle_seconds = parse_duration(idle_timeout, "--idle-timeout")
+    claim_seconds = parse_duration(claim_idle, "--claim-idle")
     if expect is not None and deadline_seconds is None:
         deadline_seconds = DEFAULT_EXPECT_TIMEOUT
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=deadline_seconds)
@@ -127,7 +130,7 @@ def tail(
             stop=stop,
             follow=follow,
             group=group_name,
-            consumer_name=(consumer or default_consumer_name()) if group_name else None,
+            consumer_name=consumer if group_name else None,
             partitions=tuple(partition) if partition else None,
         )
         backend.require(*required_capabilities(spec, follow=follow), command="tail")
@@ -143,7 +146,8 @@ def tail(
             # cleanly: acks done, group left (a Kafka group is free to move at once).
             with StopFlag() as stop:
                 for batch in reader.batches(
-                    limit=limit, deadline=deadline, idle_timeout=idle_seconds, batch_size=500 if group_name else 5000, should_stop=stop
+                    limit=limit, deadline=deadline, idle_timeout=idle_seconds, batch_size=500 if group_name else 5000, should_stop=stop,
+                    claim_idle_ms=int(claim_seconds * 1000) if group_name and claim_seconds else None,
                 ):
                     writer.write(batch)
                     received += len(batch)

@@ -13,6 +13,7 @@ from evrelay.backends.base import (
     Message,
     Position,
     ReadSpec,
+    default_consumer_name,
 )
 from evrelay.backends.kafka.codes import (
     AUTH_CODES,
@@ -318,7 +319,7 @@ class KafkaGroupConsumer(_KafkaReader):
         if isinstance(spec.start, Last):
             raise UsageError("a new consumer group cannot start at 'the last N'; use --from with a position or time")
         self.client = backend.new_consumer(
-            self.group, **{"client.id": spec.consumer_name or backend.settings.client_name}
+            self.group, **{"client.id": spec.consumer_name or default_consumer_name()}
         )
         try:
             partitions = backend.topic_partitions(self.client, self.topic)

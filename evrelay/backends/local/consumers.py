@@ -12,6 +12,7 @@ from evrelay.backends.base import (
     GroupReader,
     Message,
     ReadSpec,
+    default_consumer_name,
 )
 from evrelay.backends.local.store import (
     BEFORE_ALL,
@@ -96,7 +97,7 @@ class LocalGroupConsumer(GroupReader):
         self.spec = spec
         self.stream = spec.stream
         self.group = spec.group or ""
-        self.consumer = spec.consumer_name or "evrelay"
+        self.consumer = spec.consumer_name or default_consumer_name()
         self.created = backend.ensure_group(self.stream, self.group, spec.start)
         self.bound = backend.bound_for(self.stream, spec.stop) if spec.stop is not None else None
         self.follower = _Follower(backend) if spec.follow else None

@@ -10,6 +10,7 @@ from evrelay.backends.base import (
     GroupReader,
     Message,
     ReadSpec,
+    default_consumer_name,
 )
 from evrelay.backends.redis_streams.fields import (
     MAX_SEQ,
@@ -102,7 +103,7 @@ class RedisGroupConsumer(GroupReader):
         self.backend = backend
         self.stream = spec.stream
         self.group = spec.group or ""
-        self.consumer = spec.consumer_name or "evrelay"
+        self.consumer = spec.consumer_name or default_consumer_name()
         self.follow = spec.follow
         if spec.stop is not None:
             raise UnsupportedError("--to is not supported with a consumer group; use -n or --idle-timeout")
