@@ -206,8 +206,11 @@ class Relay:
             return StopReason.LIMIT
         if self.consumer.exhausted:
             return StopReason.END_OF_DATA
-        if idle_timeout is not None and time.monotonic() - self._idle_since >= idle_timeout:
-            return StopReason.IDLE
+        if idle_timeout is not None:
+            if not self.consumer.caught_up:
+                self._idle_since = time.monotonic()
+            elif time.monotonic() - self._idle_since >= idle_timeout:
+                return StopReason.IDLE
         return None
 
     def _next_batch(self, limit: int | None, window: int) -> list[Message]:
@@ -273,6 +276,7 @@ class Relay:
     def _complete(self, batch: list[Message], outgoing: list[Message], sent: bool) -> None:
         """Confirm a window (retrying, dead-lettering), then ack it at the source."""
         safe, poison = self._deliver(batch, outgoing, sent)
+        self._idle_since = time.monotonic()  # time spent with the sink is not idleness
         if self.ack and safe:
             self.consumer.ack(safe)
             self.stats.acked += len(safe)
@@ -391,3 +395,4 @@ class Relay:
                 raise Abandoned
             self.consumer.keepalive()
             time.sleep(min(0.2, max(deadline - time.monotonic(), 0)))
+        self._idle_since = time.monotonic()  # an outage is not idleness

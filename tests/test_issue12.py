@@ -137,3 +137,92 @@ def test_default_consumer_names_are_unique_per_process_on_local():
 @pytest.mark.redis
 def test_default_consumer_names_are_unique_per_process_on_redis(redis_server):
     _consumer_rule(f"{redis_server.url}/cons-{uuid.uuid4().hex[:8]}")
+
+
+# --- item 1: --idle-timeout counts only idleness ----------------------------------------
+
+
+@pytest.mark.kafka
+def test_idle_timeout_does_not_count_the_kafka_group_join(kafka_server):
+    topic = create_topic(kafka_server.bootstrap, f"idle-{uuid.uuid4().hex[:8]}")
+    produce_kafka(kafka_server.bootstrap, topic, [{"value": b"m%d" % i} for i in range(5)])
+    # The join alone takes seconds; the clock must not run before the group assigned us.
+    run = evrelay("tail", f"kafka://{kafka_server.bootstrap}/{topic}", "-g", "new", "-f", "--idle-timeout", "1s", "-o", "raw")
+    assert run.returncode == 0, run.err
+    assert run.lines() == [b"m%d" % i for i in range(5)], run.err
+
+
+@pytest.mark.redis
+def test_idle_timeout_does_not_count_a_stopped_sink(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import redis
+
+    from tests.conftest import REPO, start_server
+    from tests.servers import RedisServer
+
+    assert evrelay("publish", "outbox", *[f"a{i}" for i in range(20)]).returncode == 0
+    sink = start_server(RedisServer)
+    client = redis.Redis.from_url(sink.url)
+    try:
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        bridge = subprocess.Popen(
+            [sys.executable, "-m", "evrelay", "bridge", "outbox", f"{sink.url}/inbox", "--window", "10",
+             "--idle-timeout", "2s", "--timeout", "1s"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+        )
+        deadline = time.monotonic() + 30
+        while client.xlen("inbox") < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.xlen("inbox") == 20
+        os.kill(sink.proc.pid, signal.SIGSTOP)  # the sink hangs: no reply, no error
+        assert evrelay("publish", "outbox", *[f"b{i}" for i in range(50)]).returncode == 0
+        time.sleep(5)
+        os.kill(sink.proc.pid, signal.SIGCONT)
+        _, err = bridge.communicate(timeout=60)
+        assert bridge.returncode == 0, err.decode()
+        assert client.xlen("inbox") == 70, err.decode()
+        assert evrelay("lag", "outbox", "-g", "evrelay-bridge-redis-inbox", "--max", "0").returncode == 0
+    finally:
+        try:
+            os.kill(sink.proc.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        sink.stop()
+
+
+def _released_on_clean_close(backend, stream: str) -> None:
+    from evrelay.backends.base import Message, ReadSpec
+
+    with backend.producer(stream) as producer:
+        producer.publish([Message(b"a"), Message(b"b"), Message(b"c")])
+    with backend.consumer(ReadSpec(stream, group="g", consumer_name="first")) as first:
+        taken = first.read(3, 1.0)
+        assert [m.value for m in taken] == [b"a", b"b", b"c"]
+        first.ack(taken[:1])
+    # A clean close hands back what it took and did not ack: the next reader gets it at
+    # once (a claim bound of 5 minutes would otherwise hold it back).
+    with backend.consumer(ReadSpec(stream, group="g", consumer_name="second")) as second:
+        again = second.claim_idle(300_000, 10) or second.read(10, 1.0)
+        assert [m.value for m in again] == [b"b", b"c"]
+
+
+def test_a_clean_close_hands_back_unacked_messages_on_local():
+    from evrelay.backends.base import BackendSettings
+    from evrelay.backends.local import LocalBackend
+
+    with LocalBackend({}, BackendSettings()) as backend:
+        _released_on_clean_close(backend, "handback")
+
+
+@pytest.mark.redis
+def test_a_clean_close_hands_back_unacked_messages_on_redis(redis_server):
+    from evrelay.backends.base import BackendSettings
+    from evrelay.backends.redis_streams import RedisStreamsBackend
+
+    with RedisStreamsBackend({"url": redis_server.url}, BackendSettings(timeout=5)) as backend:
+        _released_on_clean_close(backend, f"hb-{uuid.uuid4().hex[:8]}")

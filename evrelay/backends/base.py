@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from evrelay.envelope import Headers, Message, Position
-from evrelay.errors import AddressError, ConfigError, ProducerTimeout, UnsupportedError
+from evrelay.errors import AddressError, ConfigError, EvrelayError, ProducerTimeout, UnsupportedError
 from evrelay.positions import Beginning, StreamPosition
 
 __all__ = [
@@ -115,6 +115,9 @@ class ReadSpec:
     group: str | None = None
     consumer_name: str | None = None
     partitions: tuple[int, ...] | None = None
+    release_on_close: bool = True
+    """Group reads: hand back, on a clean close, what this consumer took and did not ack,
+    so the next reader gets it at once; False keeps it pending (`tail -g --no-ack`)."""
 
 
 class StopReason(enum.Enum):
@@ -272,6 +275,13 @@ class Consumer(ABC):
     created: bool | None = None
     """Group reads: True when this consumer created the group, False when it existed."""
 
+    @property
+    def caught_up(self) -> bool:
+        """True while the source is assigned to us, reachable and has nothing more for us
+        right now: only then does `--idle-timeout` count (a Kafka group join, a partition
+        not yet read to its end, or an outage is not idleness). Default: always."""
+        return True
+
     @abstractmethod
     def read(self, max_messages: int, timeout: float) -> list[Message]:
         """Up to `max_messages`, waiting at most `timeout` seconds for the first one."""
@@ -328,6 +338,8 @@ class Consumer(ABC):
             if should_stop is not None and should_stop():
                 self.stop_reason = StopReason.STOPPED
                 return
+            if idle_timeout is not None and not self.caught_up:
+                last_arrival = time.monotonic()
             if limit is not None and received >= limit:
                 self.stop_reason = StopReason.LIMIT
                 return
@@ -356,8 +368,9 @@ class Consumer(ABC):
                 batch = self.read(want, max(wait, 0.0))
             if batch:
                 received += len(batch)
-                last_arrival = time.monotonic()
                 yield batch
+                # Only now: time the caller spent writing and acking is not idleness.
+                last_arrival = time.monotonic()
 
 
 class GroupReader(Consumer):
@@ -373,6 +386,19 @@ class GroupReader(Consumer):
         positions = [m.position for m in messages if m.position is not None]
         if positions:
             self.backend.ack(self.stream, self.group, positions)
+
+    release_on_close: bool = True
+
+    def release_pending(self) -> None:
+        """Hand back every message still pending for this consumer (its name is unique
+        per process unless the user chose one), making it available to other readers."""
+
+    def close(self) -> None:
+        if self.release_on_close:
+            try:
+                self.release_pending()
+            except EvrelayError as exc:  # the server went away: they stay pending, claimable later
+                self.backend.settings.warn(f"could not hand back unacked messages of group {self.group!r}: {exc}")
 
     def claim_idle(self, min_idle_ms: int, count: int) -> list[Message]:
         claimed = self.backend.claim(self.stream, self.group, self.consumer, min_idle_ms=min_idle_ms, count=count)

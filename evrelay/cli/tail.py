@@ -132,6 +132,7 @@ def tail(
             group=group_name,
             consumer_name=consumer if group_name else None,
             partitions=tuple(partition) if partition else None,
+            release_on_close=not no_ack,
         )
         backend.require(*required_capabilities(spec, follow=follow), command="tail")
         with backend.consumer(spec) as reader:

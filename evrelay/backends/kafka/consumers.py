@@ -77,6 +77,8 @@ class _KafkaReader(Consumer):
 
     def __init__(self) -> None:
         self.states: dict[int, _PartitionState] = {}
+        self.at_eof: set[int] = set()
+        """Partitions whose last event was an EOF: read to their end, nothing new since."""
 
     def _poll(self, max_messages: int, timeout: float) -> list[Any]:
         """consume() in short slices: it waits for a *full* batch or its timeout, so one long
@@ -100,12 +102,14 @@ class _KafkaReader(Consumer):
         out: list[Message] = []
         topic = self.topic
         states = self.states
+        at_eof = self.at_eof
         for record in raw:
             error = record.error()
             if error is not None:
                 self._on_error(record, error)
                 continue
             partition = record.partition()
+            at_eof.discard(partition)
             offset = record.offset()
             timestamp = record.timestamp()[1]
             state = states.get(partition)
@@ -147,10 +151,13 @@ class _KafkaReader(Consumer):
         """The common case, no partition filters active: the hot loop of tail and bridge."""
         topic = self.topic
         out: list[Message] = []
+        at_eof = self.at_eof
         for record in raw:
             error = record.error()
             if error is None:
                 out.append(record_to_message(record, topic, receipt))
+                if at_eof:
+                    at_eof.discard(record.partition())
             else:
                 self._on_error(record, error)
         return out
@@ -160,6 +167,7 @@ class _KafkaReader(Consumer):
 
         code = error.code()
         if code == KafkaError._PARTITION_EOF:
+            self.at_eof.add(record.partition())
             state = self.states.get(record.partition())
             if state is not None:
                 state.skip_until_eof = False
@@ -251,6 +259,10 @@ class KafkaPartitionConsumer(_KafkaReader):
 
     def _all_done(self) -> bool:
         return all(self.states[p].done for p in self.partitions)
+
+    @property
+    def caught_up(self) -> bool:
+        return all(p in self.at_eof or self.states[p].done for p in self.partitions)
 
     def _partition_finished(self, partition: int) -> None:
         """EOF (non-follow) or the --to bound reached: stop fetching it; all done, exhausted.
@@ -347,7 +359,13 @@ class KafkaGroupConsumer(_KafkaReader):
         for tp in partitions:
             self.states.setdefault(tp.partition, _PartitionState()).done = False
             self.assigned.add(tp.partition)
+            self.at_eof.discard(tp.partition)
         client.assign(partitions)
+
+    @property
+    def caught_up(self) -> bool:
+        """Joined the group, and every partition it gave us is read to its end."""
+        return self.ever_assigned and not self.stash and self.assigned <= self.at_eof
 
     def close(self) -> None:
         # Leaving a group while its join is still in progress leaves a ghost member on
@@ -362,6 +380,7 @@ class KafkaGroupConsumer(_KafkaReader):
     def _on_revoke(self, client: Any, partitions: list[Any]) -> None:
         for tp in partitions:
             self.assigned.discard(tp.partition)
+            self.at_eof.discard(tp.partition)
         client.unassign()
 
     def _partition_finished(self, partition: int) -> None:

@@ -98,6 +98,7 @@ class LocalGroupConsumer(GroupReader):
         self.stream = spec.stream
         self.group = spec.group or ""
         self.consumer = spec.consumer_name or default_consumer_name()
+        self.release_on_close = spec.release_on_close
         self.created = backend.ensure_group(self.stream, self.group, spec.start)
         self.bound = backend.bound_for(self.stream, spec.stop) if spec.stop is not None else None
         self.follower = _Follower(backend) if spec.follow else None
@@ -171,6 +172,13 @@ class LocalGroupConsumer(GroupReader):
         if len(rows) < limit and not self.spec.follow and not self.recovering:
             self.exhausted = True
         return rows
+
+    def release_pending(self) -> None:
+        with self.backend.transaction() as db:
+            db.execute(
+                "UPDATE pending SET consumer = ? WHERE stream = ? AND grp = ? AND consumer = ?",
+                (RELEASED, self.stream, self.group, self.consumer),
+            )
 
     def reject(self, messages: Sequence[Message]) -> None:
         if not messages:

@@ -27,6 +27,9 @@ from evrelay.positions import (
     Last,
 )
 
+RELEASED_IDLE_MS = 365 * 24 * 3600 * 1000
+"""The idle time a handed-back entry gets: past any claim bound a user would set."""
+
 if TYPE_CHECKING:
     from evrelay.backends.redis_streams import RedisStreamsBackend
 
@@ -104,6 +107,7 @@ class RedisGroupConsumer(GroupReader):
         self.stream = spec.stream
         self.group = spec.group or ""
         self.consumer = spec.consumer_name or default_consumer_name()
+        self.release_on_close = spec.release_on_close
         self.follow = spec.follow
         if spec.stop is not None:
             raise UnsupportedError("--to is not supported with a consumer group; use -n or --idle-timeout")
@@ -148,6 +152,26 @@ class RedisGroupConsumer(GroupReader):
         if not rows and not self.follow:
             self.exhausted = True
         return [self.backend.to_message(self.stream, row, self) for row in rows]
+
+    def release_pending(self) -> None:
+        """Redis has no negative ack: mark this consumer's pending entries as idle for a
+        year (XCLAIM ... IDLE), so the next reader's claim (any bound under a year) takes
+        them at once."""
+        cursor = "-"
+        while True:
+            rows = self.backend.command(
+                "XPENDING", self.stream, self.group, cursor, "+", 1000, self.consumer,
+                what=f"pending entries of group {self.group!r}",
+            )
+            if rows:
+                self.backend.command(
+                    "XCLAIM", self.stream, self.group, self.consumer, 0, *[row[0] for row in rows],
+                    "IDLE", RELEASED_IDLE_MS, "JUSTID",
+                    what=f"handing back entries of group {self.group!r}",
+                )
+            if len(rows) < 1000:
+                return
+            cursor = "(" + rows[-1][0].decode()
 
     def reject(self, messages: Sequence[Message]) -> None:
         """Redis has no negative ack: the entries stay pending for this consumer, which
