@@ -226,3 +226,33 @@ def test_a_clean_close_hands_back_unacked_messages_on_redis(redis_server):
 
     with RedisStreamsBackend({"url": redis_server.url}, BackendSettings(timeout=5)) as backend:
         _released_on_clean_close(backend, f"hb-{uuid.uuid4().hex[:8]}")
+
+
+# --- item 3: a closed stdout stops tail at once; only whole messages written are acked ---
+
+
+@pytest.mark.parametrize("mode", ["json", "pretty", "raw"])
+def test_tail_group_stops_at_once_when_stdout_reader_goes(mode):
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    big = ["x" * 100_000 + str(i) for i in range(30)]
+    assert evrelay("publish", "big", "-q", input="\n".join(big)).returncode == 0
+    started = time.monotonic()
+    pipeline = subprocess.run(
+        ["bash", "-c", f'"{sys.executable}" -m evrelay tail big -g g -f -o {mode} | head -n 1 >/dev/null; '
+         'echo "${PIPESTATUS[0]}" >&2'],
+        capture_output=True, timeout=60, env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+    )
+    elapsed = time.monotonic() - started
+    err = pipeline.stderr.decode()
+    assert err.strip().splitlines()[-1] == "0", err
+    assert "Traceback" not in err and "error" not in err, err
+    assert elapsed < 15, f"evrelay kept running {elapsed:.1f}s after head exited"
+    lag = json.loads(evrelay("lag", "big", "-g", "g", "-o", "json").out)
+    acked = 30 - lag["lag"] - lag["pending"]
+    # One 100 KB message can reach head; the next cannot be whole in a 64 KB pipe.
+    assert acked <= 1, lag

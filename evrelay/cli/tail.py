@@ -80,7 +80,10 @@ def tail(
     """Print messages: the last 10 by default, a range with --from/--to/-n, new ones with -f.
 
     With -g GROUP it reads as that consumer group (a new group starts at --from, default
-    beginning) and acks each message after printing it; --no-ack leaves them pending.
+    beginning) and acks each message once it is written in full to stdout (a message
+    sitting in a pipe's buffer counts as printed: `| head -n 1` may ack a few more than
+    head shows); --no-ack leaves them pending. When the reader of stdout goes away,
+    tail stops at once and exits 0.
     Data goes to stdout; -o json envelopes round-trip through `publish --input json`.
 
     \b
@@ -91,7 +94,7 @@ def tail(
       evrelay tail demo --from end --expect 3 --timeout 20s
     """
     from evrelay.backends.base import ReadSpec, StopReason
-    from evrelay.output import make_writer
+    from evrelay.output import OutputClosed, make_writer
     from evrelay.positions import Beginning, Last
 
     deadline_seconds = parse_duration(timeout, "--timeout")
@@ -145,16 +148,29 @@ def tail(
                 )
             # SIGTERM (and Ctrl-C) end the read between batches, so the consumer closes
             # cleanly: acks done, group left (a Kafka group is free to move at once).
+            # A closed stdout (`| head`) ends the read at once, even while waiting for new
+            # messages; only messages written in full are acked.
+            output_closed = False
             with StopFlag() as stop:
                 for batch in reader.batches(
-                    limit=limit, deadline=deadline, idle_timeout=idle_seconds, batch_size=500 if group_name else 5000, should_stop=stop,
+                    limit=limit, deadline=deadline, idle_timeout=idle_seconds, batch_size=500 if group_name else 5000,
+                    should_stop=lambda: stop() or writer.reader_gone(),
                     claim_idle_ms=int(claim_seconds * 1000) if group_name and claim_seconds else None,
                 ):
-                    writer.write(batch)
+                    try:
+                        writer.write(batch)
+                    except OutputClosed as exc:
+                        batch = batch[: exc.written]
+                        output_closed = True
                     received += len(batch)
-                    if group_name and not no_ack:
+                    if group_name and not no_ack and batch:
                         reader.ack(batch)
+                    if output_closed:
+                        break
             reason = reader.stop_reason
+    if output_closed or (reason is StopReason.STOPPED and stop.signal is None):
+        session.debug(f"the reader of stdout went away after {received} message(s)")
+        return
     session.debug(f"read {received} message(s) from {source.display}; stopped: {reason.value if reason else 'done'}")
     if stop.signal == signal.SIGINT:
         raise Interrupted(f"interrupted after {received} message(s)")
