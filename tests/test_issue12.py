@@ -256,3 +256,34 @@ def test_tail_group_stops_at_once_when_stdout_reader_goes(mode):
     acked = 30 - lag["lag"] - lag["pending"]
     # One 100 KB message can reach head; the next cannot be whole in a 64 KB pipe.
     assert acked <= 1, lag
+
+
+# --- item 4: SIGTERM makes publish flush what it read, then exit 143 with counts ---------
+
+
+@pytest.mark.kafka
+def test_publish_flushes_on_sigterm(kafka_server):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    topic = create_topic(kafka_server.bootstrap, f"term-{uuid.uuid4().hex[:8]}")
+    # A long linger keeps accepted messages queued in the client, as a slow broker does.
+    address = f"kafka://{kafka_server.bootstrap}/{topic}?linger.ms=20000"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "evrelay", "publish", address],
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    proc.stdin.write(b"".join(b"line %d\n" % i for i in range(2000)))
+    proc.stdin.flush()
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err.decode()
+    assert "terminated: 2000 message(s) were published" in err.decode()
+    info = evrelay("info", f"kafka://{kafka_server.bootstrap}/{topic}", "-o", "json")
+    assert json.loads(info.out)["length"] == 2000, info.err
