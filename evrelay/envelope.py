@@ -60,7 +60,8 @@ class Message:
     group they do nothing.
     """
 
-    value: bytes
+    value: bytes | None
+    """None is a null value (a Kafka tombstone), distinct from an empty one."""
     key: bytes | None = None
     headers: Headers = field(default_factory=list)
     timestamp: int | None = None
@@ -93,7 +94,10 @@ def _text_or_b64(data: bytes, text_field: str, b64_field: str, out: dict[str, An
 def envelope_dict(message: Message) -> dict[str, Any]:
     """The CONTRACT §3 envelope of a message, as a dict ready for JSON."""
     out: dict[str, Any] = {}
-    _text_or_b64(message.value, "value", "value_b64", out)
+    if message.value is None:
+        out["value"] = None
+    else:
+        _text_or_b64(message.value, "value", "value_b64", out)
     if message.key is not None:
         _text_or_b64(message.key, "key", "key_b64", out)
     headers = []
@@ -140,7 +144,7 @@ def _payload(obj: dict[str, Any], text_field: str, b64_field: str, required: boo
     if text_field in obj:
         text = obj[text_field]
         if text is None:
-            return None if not required else b""
+            return None
         if isinstance(text, str):
             return text.encode("utf-8")
         # A JSON object or number as the value is sent as its compact JSON text: handy for
@@ -214,7 +218,6 @@ def message_from_envelope(obj: Any) -> Message:
     if not isinstance(obj, dict):
         raise EnvelopeError(f"expected a JSON object, got {type(obj).__name__}")
     value = _payload(obj, "value", "value_b64", required=True)
-    assert value is not None
     return Message(
         value=value,
         key=_payload(obj, "key", "key_b64", required=False),

@@ -287,3 +287,60 @@ def test_publish_flushes_on_sigterm(kafka_server):
     assert "terminated: 2000 message(s) were published" in err.decode()
     info = evrelay("info", f"kafka://{kafka_server.bootstrap}/{topic}", "-o", "json")
     assert json.loads(info.out)["length"] == 2000, info.err
+
+
+# --- item 6: a null value (tombstone) stays null, distinct from empty --------------------
+
+
+NULL_AND_EMPTY = '{"value": null, "key": "gone"}\n{"value": "", "key": "empty"}\n'
+
+
+@pytest.mark.kafka
+def test_kafka_tombstones_round_trip_as_null(kafka_server):
+    from confluent_kafka import Consumer, TopicPartition
+
+    topic = create_topic(kafka_server.bootstrap, f"tomb-{uuid.uuid4().hex[:8]}")
+    address = f"kafka://{kafka_server.bootstrap}/{topic}"
+    published = evrelay("publish", address, "--input", "json", input=NULL_AND_EMPTY)
+    assert published.returncode == 0, published.err
+    consumer = Consumer({"bootstrap.servers": kafka_server.bootstrap, "group.id": "verify"})
+    consumer.assign([TopicPartition(topic, 0, -2)])
+    got = []
+    for _ in range(40):
+        got += [m for m in consumer.consume(10, 0.5) if m.error() is None]
+        if len(got) >= 2:
+            break
+    consumer.close()
+    assert [(m.key(), m.value()) for m in got] == [(b"gone", None), (b"empty", b"")]
+    # ...and a tombstone written by confluent-kafka reads back as null.
+    produce_kafka(kafka_server.bootstrap, topic, [{"key": b"k", "value": None}])
+    tailed = evrelay("tail", address, "--from", "beginning", "-o", "json")
+    values = [json.loads(line)["value"] for line in tailed.lines()]
+    assert values == [None, "", None], tailed.out
+
+
+def test_local_and_file_keep_null_distinct_from_empty(tmp_path):
+    import sqlite3
+
+    from evrelay.backends.local.store import SCHEMA
+
+    # A store made by an older evrelay (value NOT NULL) is migrated on open.
+    store = tmp_path / "home" / "data" / "evrelay" / "local.db"
+    store.parent.mkdir(parents=True)
+    with sqlite3.connect(store) as db:
+        db.executescript(SCHEMA.replace("value BLOB,", "value BLOB NOT NULL,"))
+    assert evrelay("publish", "tombs", "--input", "json", input=NULL_AND_EMPTY).returncode == 0
+    tailed = evrelay("tail", "tombs", "-o", "json")
+    assert [json.loads(line)["value"] for line in tailed.lines()] == [None, ""]
+    copied = evrelay("bridge", "tombs", "file:copy.jsonl", "--idle-timeout", "1s")
+    assert copied.returncode == 0, copied.err
+    again = evrelay("tail", "file:copy.jsonl", "--from", "beginning", "-o", "json")
+    assert [json.loads(line)["value"] for line in again.lines()] == [None, ""]
+
+
+@pytest.mark.redis
+def test_redis_refuses_a_null_value_clearly(redis_server):
+    run = evrelay("publish", f"{redis_server.url}/tombs", "--input", "json", input=NULL_AND_EMPTY)
+    assert run.returncode == 1, run.err
+    assert "1 of 2 message(s)" in run.err and "cannot hold a null value" in run.err
+    assert_clean(run)

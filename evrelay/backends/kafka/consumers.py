@@ -41,10 +41,11 @@ if TYPE_CHECKING:
 
 
 def record_to_message(record: Any, topic: str, receipt: Consumer | None) -> Message:
-    """A confluent-kafka record as a Message (a null value or header value is empty bytes)."""
+    """A confluent-kafka record as a Message (a null value stays None: a tombstone; a null
+    header value is empty bytes)."""
     headers = record.headers()
     return Message(
-        record.value() or b"",
+        record.value(),
         record.key(),
         [(name, value if value is not None else b"") for name, value in headers] if headers else [],
         record.timestamp()[1],

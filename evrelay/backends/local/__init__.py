@@ -53,6 +53,7 @@ from evrelay.backends.local.store import (
     ensure_stream,
     format_id,
     id_before,
+    migrate,
     parse_id,
     show_cursor,
     touch_consumer,
@@ -126,6 +127,7 @@ class LocalBackend(Backend):
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
+                migrate(db)
                 db.execute("COMMIT")
                 break
             except sqlite3.OperationalError as exc:

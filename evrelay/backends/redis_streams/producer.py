@@ -28,6 +28,9 @@ def _bulk(data: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
+NULL_VALUE_REFUSED = "Redis Streams cannot hold a null value (a Kafka tombstone); it would arrive as an empty value"
+
+
 class RedisProducer(Producer):
     """Pipelined XADD. send() writes one packed batch of commands on a connection of its
     own; flush() reads the replies, one per message, which are the confirmations. Writing
@@ -94,6 +97,12 @@ class RedisProducer(Producer):
         return b"*%d\r\n" % (self._prefix_len + 2 * len(parts)) + self._prefix + b"".join(parts)
 
     def send(self, messages: Sequence[Message]) -> None:
+        if any(m.value is None for m in messages):
+            # A stream entry has no null: a tombstone cannot be written faithfully.
+            for m in messages:
+                if m.value is None:
+                    self._report.failures.append(DeliveryFailure(m, NULL_VALUE_REFUSED, permanent=True))
+            messages = [m for m in messages if m.value is not None]
         if messages:
             self._write(b"".join([self._command(m) for m in messages]), messages)
 
