@@ -142,3 +142,20 @@ def parse_position(text: str, *, now: int | None = None) -> StreamPosition:
             raise ValueError(str(exc)) from None
     raise ValueError(f"{text!r} is not a position; use {POSITION_FORMS}")
 
+
+
+def reversed_range(start: StreamPosition | None, stop: StreamPosition | None) -> bool:
+    """True when `stop` is certainly before `start` (same kind of position), so the range
+    `--from start --to stop` is empty: almost always the two were swapped."""
+    if start is None or stop is None:
+        return False
+    if isinstance(start, AtTime) and isinstance(stop, AtTime):
+        return stop.ms < start.ms
+    if isinstance(start, EntryId) and isinstance(stop, EntryId):
+        return stop.parts < start.parts
+    if isinstance(start, Offset) and isinstance(stop, Offset):
+        return stop.offset < start.offset
+    if isinstance(start, PartitionOffsets) and isinstance(stop, PartitionOffsets):
+        starts = start.as_dict()
+        return any(p in starts and offset < starts[p] for p, offset in stop.offsets)
+    return isinstance(start, End) and isinstance(stop, Beginning)

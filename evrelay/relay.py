@@ -115,6 +115,40 @@ def parse_pace(text: str) -> float | None:
     raise ValueError(f"{text!r} is not a pace: use max, original or Nx (e.g. 10x, 0.5x)")
 
 
+class TimeOrdered(Consumer):
+    """A bounded read served in timestamp order across partitions, for `--pace`: Kafka
+    hands partitions out interleaved as fetched, while a replay at the original pace must
+    follow the clock. The range is read whole first (it is bounded, and at the original
+    pace it takes far longer to send than to hold)."""
+
+    def __init__(self, inner: Consumer) -> None:
+        self.inner = inner
+        self.sorted: list[Message] | None = None
+        self.next = 0
+
+    def read(self, max_messages: int, timeout: float) -> list[Message]:
+        if self.sorted is None:
+            gathered: list[Message] = []
+            while not self.inner.exhausted:
+                gathered += self.inner.read(10000, timeout)
+            gathered.sort(
+                key=lambda m: (
+                    m.timestamp if m.timestamp is not None else 0,
+                    m.position.partition if m.position is not None and m.position.partition is not None else -1,
+                    m.position.id if m.position is not None and isinstance(m.position.id, int) else 0,
+                )
+            )
+            self.sorted = gathered
+        out = self.sorted[self.next : self.next + max_messages]
+        self.next += len(out)
+        if self.next >= len(self.sorted):
+            self.exhausted = True
+        return out
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 class Abandoned(Exception):
     """Stopping was requested while a window could not be delivered: it is not acked."""
 
@@ -262,6 +296,9 @@ class Relay:
         ]
         if self.sink is None:
             if self.emit is not None:
+                # A dry run shows where each message comes from.
+                for message, original in zip(outgoing, batch, strict=True):
+                    message.position = original.position
                 self.emit(outgoing)
             self.stats.delivered += len(batch)
             self.stats.last_done_at = time.monotonic()

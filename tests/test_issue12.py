@@ -344,3 +344,78 @@ def test_redis_refuses_a_null_value_clearly(redis_server):
     assert run.returncode == 1, run.err
     assert "1 of 2 message(s)" in run.err and "cannot hold a null value" in run.err
     assert_clean(run)
+
+
+# --- item 7: replay --pace follows timestamps across partitions --------------------------
+
+
+@pytest.mark.kafka
+def test_paced_replay_is_in_timestamp_order_across_partitions(kafka_server):
+    import time
+
+    topic = create_topic(kafka_server.bootstrap, f"pace-{uuid.uuid4().hex[:8]}", partitions=2)
+    base = int(time.time() * 1000) - 60_000
+    records = [{"value": b"p%d-%d" % (i % 2, i), "partition": i % 2, "timestamp": base + 10 * i} for i in range(40)]
+    records.sort(key=lambda r: r["partition"])  # each partition written as a block
+    produce_kafka(kafka_server.bootstrap, topic, records)
+    run = evrelay("replay", f"kafka://{kafka_server.bootstrap}/{topic}", "file:out.jsonl", "--from", "beginning", "--pace", "100x")
+    assert run.returncode == 0, run.err
+    with open("out.jsonl") as lines:
+        stamps = [json.loads(line)["timestamp"] for line in lines]
+    assert len(stamps) == 40
+    assert stamps == sorted(stamps)
+
+
+# --- item 17: replay and range wording ----------------------------------------------------
+
+
+@pytest.mark.kafka
+def test_replay_group_does_not_create_a_missing_kafka_group(kafka_server):
+    topic = create_topic(kafka_server.bootstrap, f"rg-{uuid.uuid4().hex[:8]}")
+    produce_kafka(kafka_server.bootstrap, topic, [{"value": b"x"}])
+    run = evrelay("replay", f"kafka://{kafka_server.bootstrap}/{topic}", "-g", "ghost", "--from", "beginning", "--yes")
+    assert run.returncode == 1, run.err
+    assert "'ghost'" in run.err and "does not exist" in run.err
+    assert committed_offsets(kafka_server.bootstrap, topic, "ghost", 1)[0] < 0
+
+
+def test_moving_a_group_forward_says_skipped():
+    evrelay("publish", "fwd", "a", "b", "c", "d")
+    evrelay("tail", "fwd", "-g", "g", "-n", "0")
+    run = evrelay("replay", "fwd", "-g", "g", "--from", "end", "--yes")
+    assert run.returncode == 0, run.err
+    assert "4 message(s) skipped" in run.err and "-4" not in run.err
+
+
+def test_to_before_from_is_refused():
+    evrelay("publish", "range", "a")
+    for args in (["--from", "-1m", "--to", "-2h"], ["--from", "5-0", "--to", "1-0"]):
+        run = evrelay("tail", "range", *args)
+        assert run.returncode == 2, run.err
+        assert "is before --from" in run.err
+    replay = evrelay("replay", "range", "file:x.jsonl", "--from", "-1m", "--to", "-2h")
+    assert replay.returncode == 2 and "is before --from" in replay.err
+
+
+def test_bridge_dry_run_shows_positions():
+    evrelay("publish", "dry", "a")
+    run = evrelay("bridge", "dry", "file:never.jsonl", "--dry-run", "-o", "json")
+    assert run.returncode == 0, run.err
+    (envelope,) = [json.loads(line) for line in run.lines()]
+    assert envelope["stream"] == "dry" and envelope["id"]
+
+
+def test_group_follow_with_n_zero_follows():
+    import subprocess
+    import sys
+
+    evrelay("publish", "nzero", "old")
+    proc = subprocess.Popen([sys.executable, "-m", "evrelay", "tail", "nzero", "-g", "g", "-f", "-n", "0", "-o", "raw"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**__import__("os").environ, "PYTHONPATH": str(__import__("tests.conftest").conftest.REPO)})
+    try:
+        assert proc.stdout.readline() == b"old\n"
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -110,6 +110,14 @@ def parse_position_option(text: str | None, flag: str) -> StreamPosition | None:
         raise UsageError(f"{flag}: {exc}") from None
 
 
+def check_range(start: StreamPosition | None, stop: StreamPosition | None, from_text: str | None, to_text: str | None) -> None:
+    """Refuse `--to` before `--from`: an empty range is a mistake, not a quiet success."""
+    from evrelay.positions import reversed_range
+
+    if reversed_range(start, stop):
+        raise UsageError(f"--to {to_text} is before --from {from_text}: the range is empty (were they swapped?)")
+
+
 def parse_headers(pairs: list[str] | None) -> list[tuple[str, bytes]]:
     headers: list[tuple[str, bytes]] = []
     for pair in pairs or []:

@@ -22,6 +22,7 @@ from evrelay.cli.common import (
     ToOption,
     VerboseOption,
     YesOption,
+    check_range,
     complete_address,
     parse_duration,
     parse_position_option,
@@ -66,6 +67,7 @@ def replay(
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     start = parse_position_option(from_, "--from")
     stop = parse_position_option(to, "--to")
+    check_range(start, stop, from_, to)
     assert start is not None
     if group and sink:
         raise UsageError("give SINK (copy a range) or -g GROUP (move a group), not both")
@@ -85,7 +87,7 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
     from evrelay.backends.base import Capability, ReadSpec
     from evrelay.cli.tail import required_capabilities
     from evrelay.output import make_writer
-    from evrelay.relay import Pacer, Relay, parse_pace
+    from evrelay.relay import Pacer, Relay, TimeOrdered, parse_pace
 
     try:
         speed = parse_pace(pace)
@@ -106,6 +108,8 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
                 session.debug(f"{dst_backend.name} does not keep timestamps; the copies get new ones")
             producer = stack.enter_context(dst_backend.producer(dst.require_stream(dst_backend.stream_noun)))
         reader = stack.enter_context(src_backend.consumer(spec))
+        if speed is not None and src_backend.partitioned:
+            reader = TimeOrdered(reader)
         stop_flag = stack.enter_context(StopFlag())
         relay = Relay(
             reader,
@@ -150,7 +154,8 @@ def _move_group(session: Session, source: str, group: str, target, *, dry_run: b
                 raise EvrelayError("not moved (declined)")
         backend.apply_group_seek(plan)
     total = sum(step.affected or 0 for step in plan.steps)
-    session.info(f"moved group {group!r} on {src.display} to {target}: {total:+d} message(s) to be delivered again")
+    effect = f"{total} message(s) to be delivered again" if total >= 0 else f"{-total} message(s) skipped"
+    session.info(f"moved group {group!r} on {src.display} to {target}: {effect}")
 
 
 def register(app: typer.Typer) -> None:

@@ -29,6 +29,7 @@ from evrelay.cli.common import (
     TimeoutOption,
     ToOption,
     VerboseOption,
+    check_range,
     parse_duration,
     parse_position_option,
 )
@@ -105,12 +106,15 @@ def tail(
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=deadline_seconds)
     start = parse_position_option(from_, "--from")
     stop = parse_position_option(to, "--to")
+    check_range(start, stop, from_, to)
     if no_ack and not group:
         raise UsageError("--no-ack only makes sense with -g/--group")
     writer = make_writer(output, template)
     follow = follow or expect is not None
 
     limit = count if count is not None else expect
+    if group and follow and count == 0 and expect is None:
+        limit = None  # `-f -n 0`: no backlog, only what comes next; a group has no backlog
     if group:
         group_start = start if start is not None else Beginning()
     elif start is None:

@@ -563,6 +563,12 @@ class KafkaBackend(Backend):
             lows = {p: self.watermarks(client, stream, p)[0] for p in partitions}
         finally:
             client.close()
+        if all(offset < 0 for offset in current.values()):
+            # Committing here would create it: a typo in the name must not make a new group.
+            raise NotFoundError(
+                f"consumer group {group!r} does not exist on Kafka topic {stream!r} (no committed offsets); "
+                f"a group is created by reading: `evrelay tail ... -g {group} --from POSITION`"
+            )
         if isinstance(target, Stored):
             raise UsageError("moving a group to 'stored' changes nothing; give a position or a time")
         if isinstance(target, PartitionOffsets):  # only the partitions named move
