@@ -25,7 +25,10 @@ PROFILE_KEYS = frozenset({"backend", "topic", "stream", "group"})
 DEFAULT_PROFILE = "local"
 _VAR = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SECRET_KEY = re.compile(r"pass|secret|token|credential|api[_.-]?key|private|jaas|\bpem\b|\.pem$", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")
+# The password runs to the LAST '@' before the query: an unencoded '@' (or '/') inside it
+# must not leave the rest of it showing.
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^?#\s]*@")
+_QUERY_PAIR = re.compile(r"([?&;])([^=&;#\s]+)=([^&;#\s]*)")
 MASK = "********"
 
 
@@ -65,8 +68,25 @@ def is_secret_key(key: str) -> bool:
 
 
 def mask_url(text: str) -> str:
-    """`redis://user:pw@host` -> `redis://user:********@host`."""
-    return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}@", text)
+    """`redis://user:pw@host` -> `redis://user:********@host`, and every secret-looking
+    query option (`?sasl.password=...`) masked too."""
+    from urllib.parse import unquote
+
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}@", text)
+    if "=" in text:
+        text = _QUERY_PAIR.sub(
+            lambda m: f"{m.group(1)}{m.group(2)}={MASK}" if is_secret_key(unquote(m.group(2))) else m.group(0), text
+        )
+    return text
+
+
+def mask_secrets(text: str, secrets: list[str]) -> str:
+    """`text` (an error from a client library, say) with each of the given secret values
+    replaced, and any URL credentials masked."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, MASK)
+    return mask_url(text)
 
 
 def masked(value: Any, key: str = "") -> Any:

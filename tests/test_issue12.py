@@ -419,3 +419,49 @@ def test_group_follow_with_n_zero_follows():
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# --- item 9: no secret is printed, by any command, in either URL form --------------------
+
+SECRET = "c@n4ry-s3cret"
+
+
+def _secret_free(run) -> None:
+    text = run.out + run.err
+    for fragment in ("c@n4ry", "n4ry", "s3cret", "c%40n4ry"):
+        assert fragment not in text, text
+
+
+def test_secrets_are_masked_everywhere(redis_server, kafka_server):
+    from urllib.parse import quote
+
+    from tests.servers import free_port
+
+    dead = free_port()
+    kafka_url = (f"kafka://127.0.0.1:{dead}/t?security.protocol=SASL_PLAINTEXT&sasl.mechanism=PLAIN"
+                 f"&sasl.username=u&sasl.password={quote(SECRET, safe='')}")
+    kafka_raw = kafka_url.replace(quote(SECRET, safe=""), SECRET)
+    redis_url = f"redis://u:{SECRET}@127.0.0.1:{dead}/0/s"
+    with open("evrelay.toml", "w") as config:
+        config.write(
+            f'[profiles.k]\nbackend = "kafka"\nbootstrap_servers = "127.0.0.1:{dead}"\ntopic = "t"\n'
+            f'[profiles.k.options]\n"security.protocol" = "SASL_PLAINTEXT"\n"sasl.mechanism" = "PLAIN"\n'
+            f'"sasl.username" = "u"\n"sasl.password" = "{SECRET}"\n'
+            f'[profiles.r]\nbackend = "redis"\nurl = "redis://u:{SECRET}@127.0.0.1:{dead}/0"\nstream = "s"\n'
+        )
+    for config_args in (["config", "list"], ["config", "show"], ["config", "show", "k"], ["config", "show", "r"]):
+        run = evrelay(*config_args)
+        assert run.returncode == 0, run.err
+        _secret_free(run)
+    for address in (kafka_url, kafka_raw, redis_url, "k", "r"):
+        for args in (
+            ["health", address],
+            ["tail", address, "--timeout", "2s"],
+            ["publish", address, "x", "--timeout", "2s"],
+            ["info", address],
+            ["lag", address, "-g", "g"],
+            ["bridge", address, "file:out.jsonl", "--idle-timeout", "1s", "--timeout", "2s"],
+        ):
+            run = evrelay(*args, "-v", "--timeout", "2s", timeout=120) if "--timeout" not in args else evrelay(*args, "-v", timeout=120)
+            assert run.returncode != 0, (args, run.err)
+            _secret_free(run)

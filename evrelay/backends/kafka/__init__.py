@@ -23,6 +23,7 @@ librdkafka's own log lines reach stderr only with -v.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -74,6 +75,18 @@ from evrelay.positions import (
 )
 
 
+class _Redacting(logging.Filter):
+    """Masks secrets in librdkafka's log lines (shown with -v)."""
+
+    def __init__(self, redact: Any) -> None:
+        super().__init__()
+        self.redact = redact
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = self.redact(record.getMessage()), ()
+        return True
+
+
 class KafkaBackend(Backend):
     name = "kafka"
     stream_noun = "topic"
@@ -102,6 +115,12 @@ class KafkaBackend(Backend):
             raise ConfigError("a kafka profile needs bootstrap_servers = \"host:port[,host:port]\"")
         self.bootstrap = servers
         self.client_options = self.table_option("options", "librdkafka settings")
+        from evrelay.config import is_secret_key
+
+        self.secret_values = [str(v) for k, v in self.client_options.items() if is_secret_key(k) and v]
+        """Option values never to print: librdkafka may quote them in its errors and logs."""
+        if self.secret_values:
+            self._logger.addFilter(_Redacting(self.redact))
         self._logger = client_logger(self.settings.verbose)
         self._admin: Any = None
         self._last_error: str | None = None
@@ -125,8 +144,13 @@ class KafkaBackend(Backend):
 
     # --- client construction -----------------------------------------------------------------
 
+    def redact(self, text: str) -> str:
+        from evrelay.config import mask_secrets
+
+        return mask_secrets(text, self.secret_values)
+
     def _error_cb(self, err: Any) -> None:
-        self._last_error = f"{error_name(err)}: {err.str() if hasattr(err, 'str') else err}"
+        self._last_error = self.redact(f"{error_name(err)}: {err.str() if hasattr(err, 'str') else err}")
         if self.settings.verbose:
             self.settings.warn(f"kafka: {self._last_error}")
 
@@ -151,7 +175,7 @@ class KafkaBackend(Backend):
         reason = "refused the credentials" if refused else "could not be reached"
         text = f"Kafka at {self.bootstrap} {reason} ({what})"
         if detail:
-            text += f": {detail}"
+            text += f": {self.redact(detail)}"
         return BackendUnavailable(text, hint=None if refused else "is the broker running, and is bootstrap_servers right?")
 
     def make_client(self, factory: Any, config: dict[str, Any]) -> Any:
@@ -163,9 +187,9 @@ class KafkaBackend(Backend):
         except KafkaException as exc:
             error = exc.args[0]
             detail = error.str() if hasattr(error, "str") else str(error)
-            raise ConfigError(f"librdkafka rejected the Kafka options: {detail}") from None
+            raise ConfigError(f"librdkafka rejected the Kafka options: {self.redact(detail)}") from None
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"invalid Kafka options: {exc}") from None
+            raise ConfigError(f"invalid Kafka options: {self.redact(str(exc))}") from None
 
     def admin(self) -> Any:
         if self._admin is None:
