@@ -119,9 +119,10 @@ class KafkaBackend(Backend):
 
         self.secret_values = [str(v) for k, v in self.client_options.items() if is_secret_key(k) and v]
         """Option values never to print: librdkafka may quote them in its errors and logs."""
+
+        self._logger = client_logger(self.settings.verbose)
         if self.secret_values:
             self._logger.addFilter(_Redacting(self.redact))
-        self._logger = client_logger(self.settings.verbose)
         self._admin: Any = None
         self._last_error: str | None = None
 
