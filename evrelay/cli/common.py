@@ -118,12 +118,25 @@ def check_range(start: StreamPosition | None, stop: StreamPosition | None, from_
         raise UsageError(f"--to {to_text} is before --from {from_text}: the range is empty (were they swapped?)")
 
 
+def check_header_name(name: str, where: str) -> None:
+    """Header names are text on every backend: refuse bytes that are not UTF-8 (the shell
+    passes them through as surrogates, which crash librdkafka) and NUL (a C string end)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(name)
+        raise UsageError(f"{where}: header name {shown!r} is not valid UTF-8; header values may be binary, names may not") from None
+    if "\0" in name:
+        raise UsageError(f"{where}: header name {name!r} contains a NUL character")
+
+
 def parse_headers(pairs: list[str] | None) -> list[tuple[str, bytes]]:
     headers: list[tuple[str, bytes]] = []
     for pair in pairs or []:
         name, sep, value = pair.partition("=")
         if not sep or not name:
             raise UsageError(f"-H/--header expects NAME=VALUE, got {pair!r}")
+        check_header_name(name, "-H/--header")
         headers.append((name, os.fsencode(value)))
     return headers
 
