@@ -551,3 +551,39 @@ def test_fuzzed_tail_options_give_usage_errors_only():
                 pass
 
     check()
+
+
+# --- item 13: global options before the command ------------------------------------------
+
+
+def test_global_options_before_the_command(tmp_path):
+    config = tmp_path / "elsewhere.toml"
+    config.write_text('default_profile = "a"\n[profiles.a]\nbackend = "local"\n[profiles.b]\nbackend = "local"\n')
+    listed = evrelay("--config", str(config), "config", "list", "-o", "json")
+    assert listed.returncode == 0, listed.err
+    assert {json.loads(line)["name"] for line in listed.lines()} >= {"a", "b"}
+    assert evrelay("--config", str(config), "--profile", "b", "-q", "publish", "g1", "x").returncode == 0
+    tailed = evrelay("-v", "--config", str(config), "--profile", "b", "tail", "b:g1", "-o", "raw")
+    assert tailed.returncode == 0, tailed.err
+    assert tailed.lines() == [b"x"]
+    # After the command still works, and wins.
+    after = evrelay("tail", "b:g1", "-o", "raw", "--config", str(config), "-v")
+    assert after.lines() == [b"x"], after.err
+    assert evrelay("--config", str(config), "config", "path").out.strip() == str(config)
+
+
+# --- item 17: config set / add refuse what could not work --------------------------------
+
+
+def test_config_set_and_add_refuse_invalid_backend_and_profile_names():
+    assert evrelay("config", "add", "good", "-b", "local").returncode == 0
+    for args, text in (
+        (["config", "set", "default_profile", "nosuch"], "not a profile"),
+        (["config", "set", "good.backend", "kafak"], "kafka"),
+        (["config", "add", "bad:name", "-b", "local"], "profile name"),
+        (["config", "add", "other", "-b", "bogus"], "bogus"),
+    ):
+        run = evrelay(*args)
+        assert run.returncode == 2, (args, run.err)
+        assert text in run.err
+        assert_clean(run)

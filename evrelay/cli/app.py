@@ -18,7 +18,7 @@ from typer.core import TyperGroup
 
 from evrelay import __version__
 from evrelay.cli import ack, bridge, completion, config_cmd, inspect, publish, replay, tail
-from evrelay.cli.common import RUNTIME
+from evrelay.cli.common import RUNTIME, ConfigOption, ProfileOption, QuietOption, VerboseOption
 from evrelay.errors import EvrelayError, ExitCode, Interrupted
 
 
@@ -47,7 +47,7 @@ def _silence_stdout() -> None:
 
 class EvrelayGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
-        RUNTIME.verbose = False
+        RUNTIME.reset()
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.exceptions.TyperException):
@@ -87,12 +87,22 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."),
+    config: ConfigOption = None,
+    profile: ProfileOption = None,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """evrelay: one tool and one syntax for event streams.
 
     ADDRESS is PROFILE, PROFILE:NAME, NAME (in the default profile), kafka://HOST:PORT/TOPIC,
     redis://[USER:PASS@]HOST:PORT[/DB]/STREAM, file:PATH or - (stdin/stdout, JSONL).
+
+    --config, --profile, -v and -q work before the command as well as after it.
     """
+    # Given before the command: the defaults for the command's own (same) options.
+    RUNTIME.config, RUNTIME.profile = config, profile
+    RUNTIME.global_verbose = RUNTIME.verbose = verbose
+    RUNTIME.quiet = quiet
 
 
 app.command("publish", no_args_is_help=True)(publish.publish)

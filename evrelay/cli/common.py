@@ -79,9 +79,23 @@ YesOption = Annotated[bool, typer.Option("-y", "--yes", help="Do not ask for con
 
 
 class _Runtime:
-    """Process-wide flags the error mapper needs before/after a command's own code runs."""
+    """Process-wide flags the error mapper needs before/after a command's own code runs,
+    and the global options given before the command (`evrelay -v --config X tail ...`)."""
 
     verbose: bool = False
+    config: str | None = None
+    profile: str | None = None
+    global_verbose: bool = False
+    quiet: bool = False
+
+    def reset(self) -> None:
+        self.verbose = self.global_verbose = self.quiet = False
+        self.config = self.profile = None
+
+
+def effective_config(config: str | None) -> str | None:
+    """`--config` after the command, else the one before it."""
+    return config if config is not None else RUNTIME.config
 
 
 RUNTIME = _Runtime()
@@ -153,12 +167,12 @@ class Session:
         quiet: bool = False,
         timeout: float | None = None,
     ) -> None:
-        self.config_option = config
-        self.profile = profile
-        self.verbose = verbose
-        self.quiet = quiet
+        self.config_option = effective_config(config)
+        self.profile = profile if profile is not None else RUNTIME.profile
+        self.verbose = verbose or RUNTIME.global_verbose
+        self.quiet = quiet or RUNTIME.quiet
         self.timeout = timeout
-        RUNTIME.verbose = verbose
+        RUNTIME.verbose = self.verbose
 
     @cached_property
     def config(self) -> Config:
