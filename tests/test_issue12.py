@@ -587,3 +587,47 @@ def test_config_set_and_add_refuse_invalid_backend_and_profile_names():
         assert run.returncode == 2, (args, run.err)
         assert text in run.err
         assert_clean(run)
+
+
+# --- item 15: each of these gets its exit code and a sentence, not "internal error" -------
+
+
+@pytest.mark.parametrize(
+    ("command", "code", "text"),
+    [
+        ("tail s >&-", 1, "cannot write to stdout: it is closed"),
+        ("info s >&-", 1, "cannot write to stdout: it is closed"),
+        ("info s >/dev/full", 1, "cannot write to stdout: No space left on device"),
+        ("tail s -o pretty >/dev/full", 1, "cannot write to stdout: No space left on device"),
+        ("config list >/dev/full", 1, "cannot write to stdout: No space left on device"),
+        ("tail $'s\\xff'", 2, "is not valid UTF-8"),
+        ("publish $'s\\xff' x", 2, "is not valid UTF-8"),
+        ("tail s -g $'g\\xff'", 2, "is not valid UTF-8"),
+        ("tail s -n 99999999999999999999999", 2, "is not in the range"),
+        ("bridge s file:o.jsonl --window 99999999999999999999", 2, "is not in the range"),
+        ("tail s --from 99999999999999999999999", 2, "too large"),
+        ("tail s --from 1-99999999999999999999999", 2, "too large"),
+        ("tail s -n abc", 2, "is not a valid int"),
+    ],
+)
+def test_hostile_invocations_get_a_sentence_and_their_exit_code(command, code, text):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    assert evrelay("publish", "s", "a").returncode == 0
+    run = subprocess.run(["bash", "-c", f'"{sys.executable}" -m evrelay {command}'], capture_output=True,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=60)
+    err = run.stderr.decode("utf-8", "replace")
+    assert run.returncode == code, err
+    assert text in err
+    assert "internal error" not in err and "Traceback" not in err
+
+
+def test_a_local_path_of_the_wrong_type_is_a_config_error():
+    with open("evrelay.toml", "w") as config:
+        config.write('[profiles.p]\nbackend = "local"\npath = 5\n')
+    run = evrelay("publish", "p:x", "a")
+    assert run.returncode == 2 and "path must be a file path" in run.err

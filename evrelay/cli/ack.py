@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from evrelay.cli.common import (
+    MAX_COUNT,
     AddressArgument,
     ConfigOption,
     ConsumerOption,
@@ -85,7 +86,7 @@ def ack(
     min_idle: Annotated[str, typer.Option("--min-idle", metavar="DURATION", help="With --claim: how long a message must have been pending.")] = "1m",
     consumer: ConsumerOption = None,
     force: Annotated[bool, typer.Option("--force", help="Kafka: commit even when that skips offsets the group has not acked.")] = False,
-    count: Annotated[int, typer.Option("-n", "--count", metavar="N", min=1, help="With --list/--claim: at most N messages.")] = 100,
+    count: Annotated[int, typer.Option("-n", "--count", metavar="N", min=1, max=MAX_COUNT, help="With --list/--claim: at most N messages.")] = 100,
     output: OutputOption = None,
     template: FormatOption = None,
     timeout: TimeoutOption = None,

@@ -8,6 +8,7 @@ reported as an internal error without a traceback unless `-v` was given.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import traceback
@@ -38,11 +39,17 @@ def report_error(exc: BaseException, *, verbose: bool) -> None:
     sys.stderr.flush()
 
 
+OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EBADF, errno.EDQUOT, errno.EFBIG})
+
+
 def _silence_stdout() -> None:
-    # The reader of our stdout has gone; point stdout at /dev/null so that the final
-    # flush at interpreter exit does not raise a second BrokenPipeError.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    # The reader of our stdout has gone (or it cannot take data); point stdout at
+    # /dev/null so that the final flush at interpreter exit does not fail a second time.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 class EvrelayGroup(TyperGroup):
@@ -61,6 +68,14 @@ class EvrelayGroup(TyperGroup):
         except BrokenPipeError:
             _silence_stdout()
             raise typer.Exit(int(ExitCode.SUCCESS)) from None
+        except OSError as exc:
+            if exc.filename is not None or exc.errno not in OUTPUT_ERRNOS:
+                report_error(exc, verbose=RUNTIME.verbose)
+                raise typer.Exit(int(ExitCode.FAILURE)) from None
+            # Writing our output failed (a full disk, /dev/full, an I/O error).
+            report_error(EvrelayError(f"cannot write to stdout: {exc.strerror}"), verbose=RUNTIME.verbose)
+            _silence_stdout()
+            raise typer.Exit(int(ExitCode.FAILURE)) from None
         except Exception as exc:
             report_error(exc, verbose=RUNTIME.verbose)
             raise typer.Exit(int(ExitCode.FAILURE)) from None

@@ -13,6 +13,7 @@ import typer
 
 from evrelay.cli.common import (
     DEFAULT_CLAIM_IDLE,
+    MAX_COUNT,
     ClaimIdleOption,
     ConfigOption,
     ConsumerOption,
@@ -91,11 +92,11 @@ def bridge(
     group: GroupOption = None,
     consumer: ConsumerOption = None,
     from_: FromOption = None,
-    count: Annotated[Optional[int], typer.Option("-n", "--count", metavar="N", min=1, help="Stop after N messages.", show_default=False)] = None,
+    count: Annotated[Optional[int], typer.Option("-n", "--count", metavar="N", min=1, max=MAX_COUNT, help="Stop after N messages.", show_default=False)] = None,
     idle_timeout: IdleTimeoutOption = None,
     dead_letter: Annotated[Optional[str], typer.Option("--dead-letter", metavar="ADDRESS", help="Send messages the sink rejects for good here (error in headers) instead of stopping.", show_default=False)] = None,
     dry_run: DryRunOption = False,
-    window: Annotated[int, typer.Option("--window", metavar="N", min=1, help="Messages in flight at once: read, sent, confirmed, then acked together.")] = DEFAULT_WINDOW,
+    window: Annotated[int, typer.Option("--window", metavar="N", min=1, max=1_000_000, help="Messages in flight at once: read, sent, confirmed, then acked together.")] = DEFAULT_WINDOW,
     claim_idle: ClaimIdleOption = DEFAULT_CLAIM_IDLE,
     follow: FollowOption = False,
     output: OutputOption = None,

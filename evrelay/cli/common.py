@@ -53,10 +53,25 @@ AddressArgument = Annotated[
 ]
 VerboseOption = Annotated[bool, typer.Option("-v", "--verbose", help="More detail on stderr (client logs, tracebacks).")]
 QuietOption = Annotated[bool, typer.Option("-q", "--quiet", help="No summary or progress on stderr.")]
-GroupOption = Annotated[Optional[str], typer.Option("-g", "--group", metavar="GROUP", help="Read as this consumer group.", show_default=False)]
+MAX_COUNT = 2**62
+"""Counts (-n, --window, --expect) beyond this are a typo, and overflow 64-bit storage."""
+
+
+def utf8_name(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:
+    """Group and consumer names are text everywhere: bytes that are not UTF-8 (passed
+    through by the shell as surrogates) are a usage error, not a crash in a client library."""
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise typer.BadParameter(f"{os.fsencode(value)!r} is not valid UTF-8") from None
+    return value
+
+
+GroupOption = Annotated[Optional[str], typer.Option("-g", "--group", metavar="GROUP", help="Read as this consumer group.", show_default=False, callback=utf8_name)]
 ConsumerOption = Annotated[
     Optional[str],
-    typer.Option("--consumer", metavar="NAME", help="Consumer name within the group (default: unique per process, evrelay-HOST-PID-TAG; a stable name re-reads its own pending messages on restart).", show_default=False),
+    typer.Option("--consumer", metavar="NAME", callback=utf8_name, help="Consumer name within the group (default: unique per process, evrelay-HOST-PID-TAG; a stable name re-reads its own pending messages on restart).", show_default=False),
 ]
 ClaimIdleOption = Annotated[
     str,
@@ -65,7 +80,7 @@ ClaimIdleOption = Annotated[
 DEFAULT_CLAIM_IDLE = "5m"
 FromOption = Annotated[Optional[str], typer.Option("--from", metavar="POSITION", help="Start: beginning, end, stored, OFFSET, P:OFFSET,..., ID, RFC 3339 time, -15m.", show_default=False)]
 ToOption = Annotated[Optional[str], typer.Option("--to", metavar="POSITION", help="Stop after this position or time (inclusive).", show_default=False)]
-CountOption = Annotated[Optional[int], typer.Option("-n", "--count", metavar="N", min=0, help="Number of messages.", show_default=False)]
+CountOption = Annotated[Optional[int], typer.Option("-n", "--count", metavar="N", min=0, max=MAX_COUNT, help="Number of messages.", show_default=False)]
 FollowOption = Annotated[bool, typer.Option("-f", "--follow", help="Keep waiting for new messages.")]
 TimeoutOption = Annotated[Optional[str], typer.Option("--timeout", metavar="DURATION", help="Give up after this long (10s, 2m); also bounds connecting.", show_default=False)]
 IdleTimeoutOption = Annotated[Optional[str], typer.Option("--idle-timeout", metavar="DURATION", help="Stop when nothing arrived for this long.", show_default=False)]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from evrelay.cli.common import (
+    MAX_COUNT,
     AddressArgument,
     ConfigOption,
     GroupOption,
@@ -244,7 +245,7 @@ def health(
 def lag(
     address: AddressArgument,
     group: GroupOption = None,
-    max_lag: Annotated[Optional[int], typer.Option("--max", metavar="N", min=0, help="Exit 4 when the total lag (not yet delivered plus delivered but not acked) is over N.", show_default=False)] = None,
+    max_lag: Annotated[Optional[int], typer.Option("--max", metavar="N", min=0, max=MAX_COUNT, help="Exit 4 when the total lag (not yet delivered plus delivered but not acked) is over N.", show_default=False)] = None,
     output: OutputOption = None,
     timeout: TimeoutOption = None,
     config: ConfigOption = None,

@@ -10,6 +10,7 @@ import typer
 
 from evrelay.cli.common import (
     DEFAULT_CLAIM_IDLE,
+    MAX_COUNT,
     AddressArgument,
     ClaimIdleOption,
     ConfigOption,
@@ -67,7 +68,7 @@ def tail(
     consumer: ConsumerOption = None,
     claim_idle: ClaimIdleOption = DEFAULT_CLAIM_IDLE,
     no_ack: Annotated[bool, typer.Option("--no-ack", help="With -g: leave what was printed pending (not acked).")] = False,
-    expect: Annotated[Optional[int], typer.Option("--expect", metavar="N", min=0, help="Exit 4 unless N messages arrive before --timeout (default 30s); stops after N.", show_default=False)] = None,
+    expect: Annotated[Optional[int], typer.Option("--expect", metavar="N", min=0, max=MAX_COUNT, help="Exit 4 unless N messages arrive before --timeout (default 30s); stops after N.", show_default=False)] = None,
     timeout: TimeoutOption = None,
     idle_timeout: IdleTimeoutOption = None,
     output: OutputOption = None,

@@ -60,7 +60,7 @@ from evrelay.backends.local.store import (
     unpack_headers,
 )
 from evrelay.config import xdg_data_home
-from evrelay.errors import BackendUnavailable, NotFoundError, UnsupportedError, UsageError
+from evrelay.errors import BackendUnavailable, ConfigError, NotFoundError, UnsupportedError, UsageError
 from evrelay.positions import (
     AtTime,
     Beginning,
@@ -98,6 +98,8 @@ class LocalBackend(Backend):
     def __init__(self, options: dict[str, Any], settings: Any = None) -> None:
         super().__init__(options, settings)
         raw_path = self.options.get("path")
+        if raw_path is not None and not isinstance(raw_path, str):
+            raise ConfigError(f"local option path must be a file path (a string), not {raw_path!r}")
         self.path = Path(os.path.expanduser(raw_path)) if raw_path else xdg_data_home() / "evrelay" / "local.db"
         self.max_len = self.positive_int_option("max_len")
         self._db: sqlite3.Connection | None = None
