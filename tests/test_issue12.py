@@ -631,3 +631,31 @@ def test_a_local_path_of_the_wrong_type_is_a_config_error():
         config.write('[profiles.p]\nbackend = "local"\npath = 5\n')
     run = evrelay("publish", "p:x", "a")
     assert run.returncode == 2 and "path must be a file path" in run.err
+
+
+# --- item 14: Kafka tail -f waits for a missing topic ------------------------------------
+
+
+@pytest.mark.kafka
+def test_kafka_tail_follow_waits_for_a_missing_topic(kafka_server):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    topic = f"later-{uuid.uuid4().hex[:8]}"
+    address = f"kafka://{kafka_server.bootstrap}/{topic}"
+    missing = evrelay("tail", address)
+    assert missing.returncode == 1 and "does not exist" in missing.err
+    proc = subprocess.Popen([sys.executable, "-m", "evrelay", "tail", address, "-f", "--expect", "1", "--timeout", "40s", "-o", "raw"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    time.sleep(3)
+    assert proc.poll() is None, proc.stderr.read().decode()
+    create_topic(kafka_server.bootstrap, topic)
+    produce_kafka(kafka_server.bootstrap, topic, [{"value": b"arrived"}])
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert out == b"arrived\n"
+    assert "waiting for it to be created" in err.decode()

@@ -204,42 +204,70 @@ class KafkaPartitionConsumer(_KafkaReader):
 
     def __init__(self, backend: KafkaBackend, spec: ReadSpec) -> None:
         super().__init__()
-        from confluent_kafka import TopicPartition
-
         self.backend = backend
+        self.spec = spec
         self.topic = spec.stream
         self.follow = spec.follow
+        self.partitions: list[int] = []
+        self.last: int | None = None
+        self.backlog: collections.deque[Message] | None = None
+        self.waiting_for_topic = False
         self.client = backend.new_consumer(None)
         try:
-            partitions = backend.topic_partitions(self.client, self.topic)
-            if spec.partitions:
-                missing = sorted(set(spec.partitions) - set(partitions))
-                if missing:
-                    raise UsageError(f"topic {self.topic!r} has no partition {missing[0]} (partitions: {', '.join(map(str, partitions))})")
-                partitions = sorted(spec.partitions)
-            start = spec.start
-            # PARTITION:OFFSET in --from or --to names the partitions to read.
-            for named in (start, spec.stop):
-                if isinstance(named, PartitionOffsets):
-                    missing = sorted(set(named.as_dict()) - set(partitions))
-                    if missing:
-                        raise UsageError(f"topic {self.topic!r} has no partition {missing[0]} (partitions: {', '.join(map(str, partitions))})")
-                    partitions = [p for p in partitions if p in named.as_dict()]
-            self.last = start.count if isinstance(start, Last) else None
-            offsets = backend.start_offsets(self.client, self.topic, partitions, start)
-            for partition, (offset, minimum) in offsets.items():
-                state = self.states.setdefault(partition, _PartitionState())
-                state.min_offset = minimum
-                state.skip_until_eof = offset == OFFSET_END
-                if isinstance(start, AtTime):
-                    state.min_time = start.ms
-            self._apply_stop(spec.stop, partitions)
-            self.client.assign([TopicPartition(self.topic, p, offsets[p][0]) for p in partitions])
+            self._assign(spec)
+        except NotFoundError:
+            if not spec.follow:
+                self.client.close()
+                raise
+            # Like `tail -f` on a file that is not there yet: wait for it (-f only).
+            self.waiting_for_topic = True
+            backend.settings.warn(
+                f"Kafka topic {self.topic!r} does not exist (yet) on {backend.bootstrap}; waiting for it to be created"
+            )
         except BaseException:
             self.client.close()
             raise
+
+    def _assign(self, spec: ReadSpec) -> None:
+        from confluent_kafka import TopicPartition
+
+        backend = self.backend
+        partitions = backend.topic_partitions(self.client, self.topic)
+        if spec.partitions:
+            missing = sorted(set(spec.partitions) - set(partitions))
+            if missing:
+                raise UsageError(f"topic {self.topic!r} has no partition {missing[0]} (partitions: {', '.join(map(str, partitions))})")
+            partitions = sorted(spec.partitions)
+        start = spec.start
+        # PARTITION:OFFSET in --from or --to names the partitions to read.
+        for named in (start, spec.stop):
+            if isinstance(named, PartitionOffsets):
+                missing = sorted(set(named.as_dict()) - set(partitions))
+                if missing:
+                    raise UsageError(f"topic {self.topic!r} has no partition {missing[0]} (partitions: {', '.join(map(str, partitions))})")
+                partitions = [p for p in partitions if p in named.as_dict()]
+        self.last = start.count if isinstance(start, Last) else None
+        offsets = backend.start_offsets(self.client, self.topic, partitions, start)
+        for partition, (offset, minimum) in offsets.items():
+            state = self.states.setdefault(partition, _PartitionState())
+            state.min_offset = minimum
+            state.skip_until_eof = offset == OFFSET_END
+            if isinstance(start, AtTime):
+                state.min_time = start.ms
+        self._apply_stop(spec.stop, partitions)
+        self.client.assign([TopicPartition(self.topic, p, offsets[p][0]) for p in partitions])
         self.partitions = partitions
-        self.backlog: collections.deque[Message] | None = None
+
+    def _topic_appeared(self, timeout: float) -> bool:
+        """While waiting for the topic: look again (about once a second)."""
+        time.sleep(min(max(timeout, 0.0), 1.0))
+        try:
+            self._assign(self.spec)
+        except NotFoundError:
+            return False
+        self.waiting_for_topic = False
+        self.backend.settings.warn(f"Kafka topic {self.topic!r} now exists; reading it")
+        return True
 
     def _apply_stop(self, stop: StreamPosition | None, partitions: list[int]) -> None:
         if stop is None or isinstance(stop, End):
@@ -277,6 +305,8 @@ class KafkaPartitionConsumer(_KafkaReader):
             self.exhausted = True
 
     def read(self, max_messages: int, timeout: float) -> list[Message]:
+        if self.waiting_for_topic and not self._topic_appeared(timeout):
+            return []
         if self.last is not None:
             return self._read_last(max_messages, timeout)
         if self.exhausted:
