@@ -181,19 +181,31 @@ def _headers(raw: Any) -> Headers:
     return headers
 
 
+MAX_TIMESTAMP_MS = 253_402_300_799_999
+"""9999-12-31T23:59:59.999Z: the last instant RFC 3339 (four-digit years) can write, so
+the last one an envelope can carry and be read back."""
+
+
 def _timestamp(raw: Any) -> int | None:
     if raw is None:
         return None
     if isinstance(raw, bool):
         raise EnvelopeError("'timestamp' must be RFC 3339 text or epoch milliseconds")
     if isinstance(raw, int):
-        return raw
-    if isinstance(raw, str):
+        ms = raw
+    elif isinstance(raw, str):
         try:
-            return parse_rfc3339(raw)
+            ms = parse_rfc3339(raw)
         except ValueError as exc:
             raise EnvelopeError(f"'timestamp': {exc}") from None
-    raise EnvelopeError("'timestamp' must be RFC 3339 text or epoch milliseconds")
+    else:
+        raise EnvelopeError("'timestamp' must be RFC 3339 text or epoch milliseconds")
+    if not 0 <= ms <= MAX_TIMESTAMP_MS:
+        raise EnvelopeError(
+            f"'timestamp' {raw!r} is out of range: it must lie between 1970-01-01T00:00:00Z and "
+            f"9999-12-31T23:59:59.999Z (epoch milliseconds 0..{MAX_TIMESTAMP_MS})"
+        )
+    return ms
 
 
 def _position(obj: dict[str, Any]) -> Position | None:

@@ -659,3 +659,18 @@ def test_kafka_tail_follow_waits_for_a_missing_topic(kafka_server):
     assert proc.returncode == 0, err.decode()
     assert out == b"arrived\n"
     assert "waiting for it to be created" in err.decode()
+
+
+# --- item 11: out-of-range timestamps are refused at input, with the line number ---------
+
+
+def test_out_of_range_timestamps_are_refused_at_input():
+    lines = '{"value": "ok", "timestamp": 1700000000000}\n{"value": "far", "timestamp": 300000000000000}\n'
+    run = evrelay("publish", "file:archive.jsonl", "--input", "json", input=lines)
+    assert run.returncode == 1, run.err
+    assert "stdin line 2" in run.err and "out of range" in run.err
+    # What was written is readable back: the archive is not broken.
+    back = evrelay("tail", "file:archive.jsonl", "--from", "beginning", "-o", "raw")
+    assert back.returncode == 0 and back.lines() == [b"ok"], back.err
+    negative = evrelay("publish", "ts", "--input", "json", input='{"value": "x", "timestamp": -5}\n')
+    assert negative.returncode == 1 and "stdin line 1" in negative.err
