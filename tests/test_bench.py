@@ -22,3 +22,13 @@ def test_benchmark_runs_and_reports_every_measure():
     for measure in ("publish to Kafka", "tail from Kafka", "publish to Redis", "bridge Kafka → Redis",
                     "`evrelay --version`", "`evrelay tail --help`", "peak RSS"):
         assert measure in proc.stdout, proc.stdout
+
+
+@pytest.mark.slow
+def test_large_values_benchmark_runs():
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "large_values.py"), "--small", "2000", "--big-mb", "1", "--repeat", "1"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "worst ratio" in proc.stdout and "read another stream" in proc.stdout
