@@ -238,9 +238,14 @@ def write_document(path: Path, document: dict[str, Any]) -> None:
     """Write a config document with tomli-w (comments in the old file are not kept)."""
     import tomli_w
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = tomli_w.dumps(document)
     parse_config(data, path)  # never write a file we could not read back
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(data, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(data, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        blocker = next((parent for parent in reversed(path.parents) if parent.exists() and not parent.is_dir()), None)
+        reason = f"{blocker} is a file, not a directory" if blocker is not None else (exc.strerror or str(exc))
+        raise ConfigError(f"cannot write the config file {path}: {reason}") from None

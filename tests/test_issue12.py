@@ -674,3 +674,17 @@ def test_out_of_range_timestamps_are_refused_at_input():
     assert back.returncode == 0 and back.lines() == [b"ok"], back.err
     negative = evrelay("publish", "ts", "--input", "json", input='{"value": "x", "timestamp": -5}\n')
     assert negative.returncode == 1 and "stdin line 1" in negative.err
+
+
+def test_config_files_in_missing_or_blocked_directories(tmp_path):
+    new = tmp_path / "new" / "dir" / "c.toml"
+    added = evrelay("config", "add", "p", "-b", "local", "--config", str(new))
+    assert added.returncode == 0, added.err
+    assert evrelay("--config", str(new), "config", "set", "default_profile", "p").returncode == 0
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    for args in (["config", "init"], ["config", "add", "q", "-b", "local"]):
+        run = evrelay(*args, "--config", str(blocker / "c.toml"))
+        assert run.returncode == 2, run.err
+        assert f"{blocker} is a file, not a directory" in run.err
+        assert_clean(run)

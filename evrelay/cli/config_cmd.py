@@ -23,9 +23,12 @@ KEY_ARGUMENT = typer.Argument(metavar="KEY", help="default_profile, PROFILE.KEY 
 
 
 def _target_file(config: str | None) -> Path:
+    """The file to edit: the one in use, or the one --config names (created on write)."""
     from evrelay.config import candidate_paths, locate_config
 
     config = effective_config(config)
+    if config and not Path(config).is_file():
+        return Path(config)
     located = locate_config(config)
     if located is not None:
         return located
