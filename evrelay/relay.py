@@ -90,7 +90,7 @@ class Pacer:
                         yield chunk
                         chunk = []
                     while not self.stop() and time.monotonic() < due:
-                        time.sleep(min(0.2, due - time.monotonic()))
+                        time.sleep(min(0.2, max(due - time.monotonic(), 0.0)))
                     if self.stop():
                         raise Abandoned
             chunk.append(message)

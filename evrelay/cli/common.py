@@ -80,7 +80,7 @@ ClaimIdleOption = Annotated[
 DEFAULT_CLAIM_IDLE = "5m"
 FromOption = Annotated[Optional[str], typer.Option("--from", metavar="POSITION", help="Start: beginning, end, stored, OFFSET, P:OFFSET,..., ID, RFC 3339 time, -15m.", show_default=False)]
 ToOption = Annotated[Optional[str], typer.Option("--to", metavar="POSITION", help="Stop after this position or time (inclusive).", show_default=False)]
-CountOption = Annotated[Optional[int], typer.Option("-n", "--count", metavar="N", min=0, max=MAX_COUNT, help="Number of messages.", show_default=False)]
+CountOption = Annotated[Optional[int], typer.Option("-n", "--count", metavar="N", min=0, max=MAX_COUNT, help="Number of messages (with -g: acked once written to stdout; a message in a pipe's buffer counts as printed).", show_default=False)]
 FollowOption = Annotated[bool, typer.Option("-f", "--follow", help="Keep waiting for new messages.")]
 TimeoutOption = Annotated[Optional[str], typer.Option("--timeout", metavar="DURATION", help="Give up after this long (10s, 2m); also bounds connecting.", show_default=False)]
 IdleTimeoutOption = Annotated[Optional[str], typer.Option("--idle-timeout", metavar="DURATION", help="Stop when nothing arrived for this long.", show_default=False)]

@@ -149,36 +149,42 @@ def publish(
     # dying by the signal would drop messages still queued in the client (Kafka).
     previous_term = signal.signal(signal.SIGTERM, _on_sigterm)
     terminated = False
-    with session.backend(target) as backend:
-        backend.require(Capability.PUBLISH, command="publish")
-        stream = target.require_stream(backend.stream_noun)
-        with backend.producer(stream) as producer:
-            queued = 0
-            input_error: InputError | None = None
-            interrupted = False
-            try:
-                if input_mode == "json":
-                    for batch in _envelope_batches(values, key_bytes, headers, skipped, skip_invalid):
-                        if batch:
-                            producer.send(batch)
-                            queued += len(batch)
-                else:
-                    for plain in _value_batches(values, input_mode):
-                        if plain:
-                            producer.send_values(plain, key_bytes, headers)
-                            queued += len(plain)
-            except InputError as exc:
-                input_error = exc
-            except KeyboardInterrupt:
-                interrupted = True
-            except _TermSignal:
-                terminated = True
-            try:
-                report = producer.flush(session.timeout if session.timeout is not None or not terminated else TERM_FLUSH_SECONDS)
-            except _TermSignal:  # arrived between reading and flushing
-                terminated = True
-                report = producer.flush(session.timeout or TERM_FLUSH_SECONDS)
-    signal.signal(signal.SIGTERM, previous_term)
+    try:
+        with session.backend(target) as backend:
+            backend.require(Capability.PUBLISH, command="publish")
+            stream = target.require_stream(backend.stream_noun)
+            with backend.producer(stream) as producer:
+                queued = 0
+                input_error: InputError | None = None
+                interrupted = False
+                try:
+                    if input_mode == "json":
+                        for batch in _envelope_batches(values, key_bytes, headers, skipped, skip_invalid):
+                            if batch:
+                                producer.send(batch)
+                                queued += len(batch)
+                    else:
+                        for plain in _value_batches(values, input_mode):
+                            if plain:
+                                producer.send_values(plain, key_bytes, headers)
+                                queued += len(plain)
+                except InputError as exc:
+                    input_error = exc
+                except KeyboardInterrupt:
+                    interrupted = True
+                except _TermSignal:
+                    terminated = True
+                try:
+                    report = producer.flush(session.timeout if session.timeout is not None or not terminated else TERM_FLUSH_SECONDS)
+                except _TermSignal:  # arrived between reading and flushing
+                    terminated = True
+                    report = producer.flush(session.timeout or TERM_FLUSH_SECONDS)
+    except _TermSignal:  # before anything was read (connecting): nothing to flush
+        from evrelay.errors import Terminated
+
+        raise Terminated(f"terminated before anything was published to {target.display}") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
     elapsed = time.perf_counter() - started
     for line in skipped:
         session.warn(f"skipped {line}")
