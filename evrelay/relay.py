@@ -171,7 +171,7 @@ class Relay:
         grace: float = 15.0,
         backoff: Backoff | None = None,
         claim_idle_ms: int | None = None,
-        claim_every: float = 30.0,
+        claim_every: float = 5.0,
         pacer: Pacer | None = None,
     ) -> None:
         """`sink` None with `emit` set is a dry run: messages are shown, not sent or acked."""

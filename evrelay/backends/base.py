@@ -320,7 +320,7 @@ class Consumer(ABC):
         should_stop: Callable[[], bool] | None = None,
         poll_interval: float = 0.5,
         claim_idle_ms: int | None = None,
-        claim_every: float = 30.0,
+        claim_every: float = 5.0,
     ) -> Iterator[list[Message]]:
         """Batches until the data ends (non-follow), `limit` messages, the monotonic
         `deadline`, `idle_timeout` seconds without a message, or `should_stop()`.
@@ -388,6 +388,28 @@ class GroupReader(Consumer):
             self.backend.ack(self.stream, self.group, positions)
 
     release_on_close: bool = True
+    REFRESH_EVERY = 5.0
+    """Seconds between refreshes of this reader's in-flight messages while it waits (see
+    keepalive): far below any claim bound, so a live reader's work is never taken over."""
+    _refreshed_at: float = 0.0
+
+    @property
+    def caught_up(self) -> bool:
+        """Nothing for the group is left that this reader could still get: nothing
+        undelivered, and nothing pending for another consumer (a dead one's messages are
+        claimed once idle past the bound, so an idle timeout waits for them)."""
+        return self.backend.group_backlog(self.stream, self.group, excluding_consumer=self.consumer) == 0
+
+    def keepalive(self) -> None:
+        """While the sink is down: mark this reader's pending messages as just delivered,
+        so no other reader mistakes them for a dead reader's and claims them."""
+        now = time.monotonic()
+        if now - self._refreshed_at >= self.REFRESH_EVERY:
+            self._refreshed_at = now
+            self.refresh_pending()
+
+    def refresh_pending(self) -> None:
+        """Reset the idle time of every message pending for this consumer."""
 
     def release_pending(self) -> None:
         """Hand back every message still pending for this consumer (its name is unique
@@ -512,6 +534,12 @@ class Backend(ABC):
     def pending(self, stream: str, group: str, *, consumer: str | None = None, count: int = 100) -> list[PendingEntry]:
         self.require(Capability.PENDING)
         raise NotImplementedError
+
+    def group_backlog(self, stream: str, group: str, *, excluding_consumer: str | None = None) -> int:
+        """What the group has not finished: messages not yet delivered, plus messages
+        pending (delivered, not acked) for consumers other than `excluding_consumer`."""
+        rows = self.group_lag(stream, group)
+        return sum(r.lag for r in rows) + sum(r.pending or 0 for r in rows)
 
     def claim(self, stream: str, group: str, consumer: str, *, min_idle_ms: int, count: int = 100) -> list[Message]:
         """Take over messages pending longer than `min_idle_ms` for `consumer`."""

@@ -75,9 +75,9 @@ ConsumerOption = Annotated[
 ]
 ClaimIdleOption = Annotated[
     str,
-    typer.Option("--claim-idle", metavar="DURATION", help="Groups with pending lists (Redis, local): at start and every 30s, take over messages another consumer left pending this long (a dead reader's; 0: never).", show_default=True),
+    typer.Option("--claim-idle", metavar="DURATION", help="Groups with pending lists (Redis, local): at start and every few seconds, take over messages another consumer left pending this long (a dead reader's: live readers keep theirs fresh; 0: never).", show_default=True),
 ]
-DEFAULT_CLAIM_IDLE = "5m"
+DEFAULT_CLAIM_IDLE = "30s"
 FromOption = Annotated[Optional[str], typer.Option("--from", metavar="POSITION", help="Start: beginning, end, stored, OFFSET, P:OFFSET,..., ID, RFC 3339 time, -15m.", show_default=False)]
 ToOption = Annotated[Optional[str], typer.Option("--to", metavar="POSITION", help="Stop after this position or time (inclusive).", show_default=False)]
 CountOption = Annotated[Optional[int], typer.Option("-n", "--count", metavar="N", min=0, max=MAX_COUNT, help="Number of messages (with -g: acked once written to stdout; a message in a pipe's buffer counts as printed).", show_default=False)]

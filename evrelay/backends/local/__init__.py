@@ -300,6 +300,13 @@ class LocalBackend(Backend):
         end = format_id(*last) if last != BEFORE_ALL else None
         return [GroupLag(None, show_cursor(cursor), end, self.count_between(stream, cursor), pending)]
 
+    def group_backlog(self, stream: str, group: str, *, excluding_consumer: str | None = None) -> int:
+        cursor = self._require_group(stream, group)
+        others = self.db.execute(
+            "SELECT count(*) FROM pending WHERE stream = ? AND grp = ? AND consumer IS NOT ?", (stream, group, excluding_consumer)
+        ).fetchone()[0]
+        return others + self.count_between(stream, cursor)
+
     def pending(self, stream: str, group: str, *, consumer: str | None = None, count: int = 100) -> list[PendingEntry]:
         self._require_group(stream, group)
         now = now_ms()

@@ -173,6 +173,15 @@ class LocalGroupConsumer(GroupReader):
             self.exhausted = True
         return rows
 
+    def refresh_pending(self) -> None:
+        now = now_ms()
+        with self.backend.transaction() as db:
+            db.execute(
+                "UPDATE pending SET delivered_ms = ? WHERE stream = ? AND grp = ? AND consumer = ?",
+                (now, self.stream, self.group, self.consumer),
+            )
+            touch_consumer(db, self.stream, self.group, self.consumer, now)
+
     def release_pending(self) -> None:
         with self.backend.transaction() as db:
             db.execute(

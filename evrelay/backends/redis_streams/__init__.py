@@ -360,6 +360,13 @@ class RedisStreamsBackend(Backend):
             return [GroupLag(None, info["last-delivered-id"], end, int(lag), int(info["pending"]))]
         raise NotFoundError(f"group {group!r} does not exist on Redis stream {stream!r}")
 
+    def group_backlog(self, stream: str, group: str, *, excluding_consumer: str | None = None) -> int:
+        (row,) = self.group_lag(stream, group)
+        summary = self.command("XPENDING", stream, group, what=f"pending entries of group {group!r}")
+        owners = summary[3] if summary and len(summary) > 3 and summary[3] else []
+        others = sum(int(count) for name, count in owners if name.decode("utf-8", "replace") != excluding_consumer)
+        return row.lag + others
+
     def pending(self, stream: str, group: str, *, consumer: str | None = None, count: int = 100) -> list[PendingEntry]:
         args: list[Any] = ["XPENDING", stream, group, "-", "+", count]
         if consumer is not None:

@@ -153,10 +153,18 @@ class RedisGroupConsumer(GroupReader):
             self.exhausted = True
         return [self.backend.to_message(self.stream, row, self) for row in rows]
 
+    def refresh_pending(self) -> None:
+        self._reclaim_own(None)
+
     def release_pending(self) -> None:
         """Redis has no negative ack: mark this consumer's pending entries as idle for a
         year (XCLAIM ... IDLE), so the next reader's claim (any bound under a year) takes
         them at once."""
+        self._reclaim_own(RELEASED_IDLE_MS)
+
+    def _reclaim_own(self, idle_ms: int | None) -> None:
+        """XCLAIM this consumer's own pending entries back to itself (JUSTID: no data, no
+        delivery count): their idle time becomes `idle_ms`, or 0."""
         cursor = "-"
         while True:
             rows = self.backend.command(
@@ -166,8 +174,8 @@ class RedisGroupConsumer(GroupReader):
             if rows:
                 self.backend.command(
                     "XCLAIM", self.stream, self.group, self.consumer, 0, *[row[0] for row in rows],
-                    "IDLE", RELEASED_IDLE_MS, "JUSTID",
-                    what=f"handing back entries of group {self.group!r}",
+                    *(("IDLE", idle_ms) if idle_ms is not None else ()), "JUSTID",
+                    what=f"pending entries of group {self.group!r}",
                 )
             if len(rows) < 1000:
                 return
