@@ -79,6 +79,13 @@ def make_data(path: Path, count: int) -> None:
             f.write(json.dumps({"id": i, "sku": f"SKU-{i % 997:04d}", "qty": i % 7, "price": round(i * 0.37 % 100, 2), "note": "n" * (18 - len(str(i)) % 3)}) + "\n")
 
 
+def make_keyed(lines: Path, path: Path) -> None:
+    """The same JSON values as envelopes keyed `even` / `odd` by id: half pass either selection."""
+    with lines.open() as source, path.open("w") as f:
+        for i, line in enumerate(source):
+            f.write(json.dumps({"value": line.rstrip("\n"), "key": "even" if i % 2 == 0 else "odd"}) + "\n")
+
+
 def create_topic(bootstrap: str, name: str, partitions: int = 3) -> str:
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -94,6 +101,7 @@ def main() -> int:
     parser.add_argument("--repeat", "-r", type=int, default=5)
     parser.add_argument("--memory-messages", type=int, default=1_000_000, help="the big tail for the RSS check")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--only-selection", action="store_true", help="only the bridge --filter/--match-key comparison")
     args = parser.parse_args()
     n, rounds = args.messages, args.repeat
     ev = evrelay_command()
@@ -118,8 +126,21 @@ def main() -> int:
         redis_url = f"redis://127.0.0.1:{redis_server.port}/0"
         tail_src = create_topic(b, "bench-tail")
         run([*ev, "publish", f"kafka://{b}/{tail_src}", "-q"], stdin=data, env=env)
+        keyed_src = create_topic(b, "bench-keyed")
+        keyed = work / "keyed.jsonl"
+        make_keyed(data, keyed)
+        run([*ev, "publish", f"kafka://{b}/{keyed_src}", "--input", "json", "-q"], stdin=keyed, env=env)
 
         for r in range(rounds):
+            # 0. bridge Kafka -> Redis with a selection passing half the messages vs none;
+            # the summary's rate counts messages handled (delivered or filtered out) per second
+            selections = {"unfiltered": [], "--filter": ["--filter", ".value.id % 2 == 0"], "--match-key": ["--match-key", "even"]}
+            for who, extra in list(selections.items())[:: 1 if r % 2 == 0 else -1]:
+                tag = who.strip("-")
+                bridged = run([*ev, "bridge", f"kafka://{b}/{keyed_src}", f"{redis_url}/sel-{tag}-{r}", "-g", f"sel-{tag}-{r}", "--count", str(n), *extra], env=env)
+                measure("bridge selection").add(who, float(re.search(r"\(([\d,]+) msg/s\)", bridged.stderr).group(1).replace(",", "")))
+            if args.only_selection:
+                continue
             flip = r % 2 == 1  # alternate who goes first
             # 1. publish to Kafka
             order = ["evrelay", "kcat"] if not flip else ["kcat", "evrelay"]
@@ -152,7 +173,7 @@ def main() -> int:
             measure("bridge Kafka->Redis").add("evrelay active", active)
             measure("bridge Kafka->Redis").add("evrelay wall", n / bridged.seconds)
 
-        ceiling = subprocess.run(
+        ceiling = None if args.only_selection else subprocess.run(
             ["redis-benchmark", "-p", str(redis_server.port), "-n", str(n), "-P", "1000", "-q", "XADD", "rb", "*", "value", "x" * int(avg)],
             capture_output=True, text=True,
         ) if shutil.which("redis-benchmark") else None
@@ -161,12 +182,12 @@ def main() -> int:
             measure("publish Redis").add("redis-benchmark ceiling", n / rps)
 
         # 5. start-up
-        for r in range(20):
+        for r in range(0 if args.only_selection else 20):
             for name, cmd in ([("python -c pass", [sys.executable, "-c", "pass"]), ("evrelay --version", [*ev, "--version"]), ("evrelay tail --help", [*ev, "tail", "--help"])][:: 1 if r % 2 == 0 else -1]):
                 measure("start-up").add(name, run(cmd, env=env).seconds)
 
         # 6. memory: tail of a big topic vs a small one (streaming, not accumulating)
-        if not args.skip_memory:
+        if not args.skip_memory and not args.only_selection:
             big, small = work / "big.jsonl", work / "small.jsonl"
             make_data(big, args.memory_messages)
             make_data(small, 10_000)
@@ -201,6 +222,12 @@ def render(measures: dict[str, Measure], n: int, avg: float, rounds: int, memory
         return "holds" if ok else "MISSED"
 
     rows = []
+    plain, jq_rate, glob_rate = (m("bridge selection", who) for who in ("unfiltered", "--filter", "--match-key"))
+    if plain and jq_rate and glob_rate:
+        rows.append(("bridge Kafka → Redis, `--filter` passing half", f"{jq_rate:,.0f} msg/s handled vs {plain:,.0f} unfiltered", ratio(jq_rate, plain), "≥ 0.5x unfiltered", verdict(jq_rate / plain, 0.5, lower_is_better=False)))
+        rows.append(("bridge Kafka → Redis, `--match-key` passing half", f"{glob_rate:,.0f} msg/s handled vs {plain:,.0f} unfiltered", ratio(glob_rate, plain), "≥ 0.9x unfiltered", verdict(glob_rate / plain, 0.9, lower_is_better=False)))
+    if "publish Kafka" not in measures:
+        return render_rows(rows, n, avg, rounds)
     pk, pkk, pki = m("publish Kafka", "evrelay"), m("publish Kafka", "kcat"), m("publish Kafka", "kcat idempotent")
     idem_text = f"; kcat idempotent {pki:.2f}s, ratio {pk / pki:.2f}x" if pk and pki else ""
     rows.append(("publish to Kafka, wall time", f"evrelay {pk:.2f}s, kcat {pkk:.2f}s{idem_text}" if pk and pkk else f"evrelay {pk:.2f}s", ratio(pk, pkk), "≤ 1.5x kcat", verdict(pk / pkk if pk and pkk else None, 1.5)))
@@ -226,6 +253,10 @@ def render(measures: dict[str, Measure], n: int, avg: float, rounds: int, memory
     big, small = m("peak RSS", f"tail {memory_messages:,}"), m("peak RSS", "tail 10,000")
     if big and small:
         rows.append((f"tail of {memory_messages:,} messages, peak RSS", f"{big:.0f} MB vs {small:.0f} MB for 10,000", ratio(big, small), "≤ 1.3x", verdict(big / small, 1.3)))
+    return render_rows(rows, n, avg, rounds)
+
+
+def render_rows(rows: list[tuple[str, str, str, str, str]], n: int, avg: float, rounds: int) -> str:
     lines = [
         f"{n:,} messages of ~{avg:.0f} bytes; medians of {rounds} alternating rounds (start-up: 20); one run, one machine.",
         "",

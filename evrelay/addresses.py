@@ -6,6 +6,11 @@
     kafka://h:p[,h:p]/T   inline Kafka;  redis://[u:p@]h:p[/DB]/S, rediss://... inline Redis
     file:PATH             a JSONL file of envelopes;  -  stdin/stdout as JSONL
     SCHEME://...          any backend, built in or plug-in, that parses its own URLs
+
+Every profile and URL form takes a query string of backend options
+(`redis:tasks?layout=taskiq`, `kafka://h:9092/t?acks=all`). It is cut off here, before a
+URL reaches a backend (and so a client library), and handed to the backend class, which
+turns it into options validated like a profile's.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import difflib
 import os
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 from evrelay import backends
 from evrelay.backends.base import Backend, BackendSettings
@@ -66,7 +72,8 @@ def resolve_address(text: str, config: Config, *, profile: str | None = None) ->
     if text.startswith("file://"):
         path = text[len("file://") :]
         return Address(text, "file", path, {"path": path}, where=f"file {path}")
-    scheme, sep, _ = text.partition("://")
+    base, query = split_query(text)
+    scheme, sep, _ = base.partition("://")
     if sep and scheme and scheme.replace("+", "").isalnum():
         if not backends.is_backend_scheme(scheme):
             raise AddressError(
@@ -75,23 +82,72 @@ def resolve_address(text: str, config: Config, *, profile: str | None = None) ->
             )
         name = backends.backend_for_scheme(scheme)
         cls = backends.load_backend_class(name)
-        options, stream = cls.options_from_url(text)
-        return Address(text, name, stream, options, where=f"address {mask_url(text)!r}")
+        options, stream = cls.options_from_url(base)
+        address = Address(text, name, stream, options, where=f"address {mask_url(text)!r}")
+        return _with_query(address, query)
 
     default = profile or os.environ.get("EVRELAY_PROFILE") or config.default_profile
-    head, colon, tail = text.partition(":")
+    return _with_query(_profile_address(text, base, config, default), query)
+
+
+def split_query(text: str) -> tuple[str, dict[str, str]]:
+    """`NAME?a=1&b=2` -> (`NAME`, {"a": "1", "b": "2"}); every option needs a value."""
+    base, mark, query = text.partition("?")
+    if not mark:
+        return text, {}
+    options: dict[str, str] = {}
+    for part in query.split("&"):
+        if not part:
+            continue
+        name, equals, _ = part.partition("=")
+        if not equals or not name:
+            raise AddressError(f"address {mask_url(text)!r}: the query string takes NAME=VALUE options, not {part!r}")
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name in options:
+            raise AddressError(f"address {mask_url(text)!r}: option {name!r} is given twice")
+        options[name] = value
+    if not base:
+        raise AddressError(f"address {mask_url(text)!r}: nothing before the '?'")
+    return base, options
+
+
+def _with_query(address: Address, query: dict[str, str]) -> Address:
+    """The address with its query-string options laid over the profile's (tables merged)."""
+    if not query:
+        return address
+    try:
+        cls = backends.load_backend_class(address.backend)
+    except ConfigError as exc:
+        raise ConfigError(f"{address.where}: {exc}", hint=exc.hint) from None
+    try:
+        extra = cls.options_from_query(query)
+    except ConfigError as exc:
+        raise ConfigError(f"{address.where}: {exc}", hint=exc.hint) from None
+    merged = dict(address.options)
+    for name, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(name), dict):
+            merged[name] = {**merged[name], **value}
+        else:
+            merged[name] = value
+    address.options = merged
+    address.where = f"{address.where} (address {mask_url(address.text)!r})" if address.profile else address.where
+    return address
+
+
+def _profile_address(text: str, base: str, config: Config, default: str) -> Address:
+    head, colon, tail = base.partition(":")
     if colon:
         if head not in config.profiles:
             close = difflib.get_close_matches(head, list(config.profiles), n=1)
             hint = f"; did you mean {close[0]}:{tail}?" if close else ""
             raise AddressError(
-                f"address {text!r}: {head!r} is not a profile in {config.source}{hint} "
+                f"address {mask_url(text)!r}: {head!r} is not a profile in {config.source}{hint} "
                 f"(profiles: {', '.join(sorted(config.profiles))})"
             )
         return _from_profile(text, config, head, tail or None)
-    if text in config.profiles:
-        return _from_profile(text, config, text, None)
-    return _from_profile(text, config, default, text)
+    if base in config.profiles:
+        return _from_profile(text, config, base, None)
+    return _from_profile(text, config, default, base)
 
 
 def _from_profile(text: str, config: Config, name: str, stream: str | None) -> Address:

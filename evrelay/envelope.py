@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from evrelay.backends.base import Consumer
 
 Headers = list[tuple[str, bytes]]
+Fields = list[tuple[bytes, bytes]]
 
 
 @dataclass(slots=True)
@@ -67,6 +68,12 @@ class Message:
     timestamp: int | None = None
     position: Position | None = None
     receipt: Consumer | None = field(default=None, repr=False)
+    fields: Fields | None = None
+    """Redis: the entry's raw fields, in order. A Redis sink writes them back exactly when
+    they still say what value, key and headers say in its layout."""
+    origin: Position | None = field(default=None, repr=False)
+    """On a relayed copy: the source position it was made from (for sink-name templates);
+    not part of its envelope."""
 
     def ack(self) -> None:
         if self.receipt is not None:
@@ -91,6 +98,13 @@ def _text_or_b64(data: bytes, text_field: str, b64_field: str, out: dict[str, An
         out[b64_field] = base64.b64encode(data).decode("ascii")
 
 
+def _bytes_json(data: bytes) -> Any:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"b64": base64.b64encode(data).decode("ascii")}
+
+
 def envelope_dict(message: Message) -> dict[str, Any]:
     """The CONTRACT §3 envelope of a message, as a dict ready for JSON."""
     out: dict[str, Any] = {}
@@ -112,6 +126,13 @@ def envelope_dict(message: Message) -> dict[str, Any]:
     position = message.position
     if position is not None:
         out["backend"] = position.backend
+    fields = message.fields
+    if fields is not None:
+        try:  # the common case, all text, in one pass
+            out["fields"] = [[name.decode("utf-8"), value.decode("utf-8")] for name, value in fields]
+        except UnicodeDecodeError:
+            out["fields"] = [[_bytes_json(name), _bytes_json(value)] for name, value in fields]
+    if position is not None:
         if position.partition is not None:
             out["topic"] = position.stream
             out["partition"] = position.partition
@@ -184,6 +205,28 @@ def _headers(raw: Any) -> Headers:
 MAX_TIMESTAMP_MS = 253_402_300_799_999
 """9999-12-31T23:59:59.999Z: the last instant RFC 3339 (four-digit years) can write, so
 the last one an envelope can carry and be read back."""
+def _field_bytes(raw: Any, what: str) -> bytes:
+    if isinstance(raw, str):
+        return raw.encode("utf-8")
+    if isinstance(raw, dict) and set(raw) == {"b64"} and isinstance(raw["b64"], str):
+        try:
+            return base64.b64decode(raw["b64"], validate=True)
+        except (binascii.Error, ValueError):
+            raise EnvelopeError(f"{what} is not valid base64") from None
+    raise EnvelopeError(f"{what} must be a string or {{\"b64\": ...}}")
+
+
+def _fields(raw: Any) -> Fields | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise EnvelopeError("'fields' must be an array of [name, value] pairs")
+    fields: Fields = []
+    for index, pair in enumerate(raw):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
+            raise EnvelopeError(f"fields[{index}] must be a [name, value] pair")
+        fields.append((_field_bytes(pair[0], f"fields[{index}] name"), _field_bytes(pair[1], f"fields[{index}] value")))
+    return fields
 
 
 def _timestamp(raw: Any) -> int | None:
@@ -236,6 +279,7 @@ def message_from_envelope(obj: Any) -> Message:
         headers=_headers(obj.get("headers")),
         timestamp=_timestamp(obj.get("timestamp")),
         position=_position(obj),
+        fields=_fields(obj.get("fields")),
     )
 
 

@@ -11,17 +11,16 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import IO, Any
 
 import orjson
 
-from evrelay.envelope import Message, encode_envelope
+from evrelay.envelope import Message, Position, encode_envelope
 from evrelay.errors import EvrelayError, UsageError
 from evrelay.timestamps import format_ms
 
-OUTPUT_MODES = ("pretty", "json", "raw")
+OUTPUT_MODES = ("pretty", "json", "raw", "kcat", "keyed")
 TEMPLATE_FIELDS = (
     "value",
     "key",
@@ -35,6 +34,7 @@ TEMPLATE_FIELDS = (
     "offset",
     "id",
     "position",
+    "fields",
 )
 
 
@@ -52,13 +52,18 @@ def write_failure(exc: OSError) -> EvrelayError:
     return EvrelayError(f"cannot write to stdout: {exc.strerror or exc}")
 
 
-class MessageWriter(ABC):
+class MessageWriter:
+    """Subclasses give `render_each` (the bytes of each message) or `render` (a batch)."""
+
     def __init__(self, out: IO[bytes] | None = None) -> None:
         self.out = out if out is not None else sys.stdout.buffer
 
-    @abstractmethod
+    def render(self, messages: Sequence[Message]) -> bytes:
+        return b"".join(self.render_each(messages))
+
     def render_each(self, messages: Sequence[Message]) -> list[bytes]:
         """The output of each message, in order."""
+        return [self.render([m]) for m in messages]
 
     def write(self, messages: Sequence[Message]) -> None:
         """Write a batch straight to the descriptor, counting whole messages: raises
@@ -141,6 +146,30 @@ class HeaderView:
         return orjson.dumps([[n, _text(v).encode("utf-8", "surrogateescape").decode("utf-8", "replace")] for n, v in self.headers]).decode()
 
 
+class FieldView(HeaderView):
+    """`{fields}` in a template: the Redis entry's raw fields as JSON pairs;
+    `{fields[name]}`: that field's last value (empty when there is none)."""
+
+    def __init__(self, fields: list[tuple[bytes, bytes]] | None) -> None:
+        super().__init__([(name.decode("utf-8", "replace"), value) for name, value in fields or ()])
+
+
+class Number:
+    """A numeric template field (`{offset:08d}`): formats as its number, or as nothing
+    when the message has none (a Redis message has no offset)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value if isinstance(value, int) else None
+
+    def __format__(self, spec: str) -> str:
+        return "" if self.value is None else format(self.value, spec)
+
+    def __str__(self) -> str:
+        return "" if self.value is None else str(self.value)
+
+
 def template_fields(message: Message) -> dict[str, Any]:
     position = message.position
     kafka = position is not None and position.partition is not None
@@ -148,13 +177,14 @@ def template_fields(message: Message) -> dict[str, Any]:
         "value": _text(message.value),
         "key": _text(message.key),
         "headers": HeaderView(message.headers),
+        "fields": FieldView(message.fields),
         "timestamp": format_ms(message.timestamp) if message.timestamp is not None else "",
-        "ts_ms": message.timestamp if message.timestamp is not None else "",
+        "ts_ms": Number(message.timestamp),
         "backend": position.backend if position else "",
         "topic": position.stream if position and kafka else "",
         "stream": position.stream if position else "",
-        "partition": position.partition if position and kafka else "",
-        "offset": position.id if position and kafka else "",
+        "partition": Number(position.partition if position and kafka else None),
+        "offset": Number(position.id if position and kafka else None),
         "id": position.id if position else "",
         "position": str(position) if position else "",
     }
@@ -170,7 +200,7 @@ class TemplateWriter(MessageWriter):
     def __init__(self, template: str, out: IO[bytes] | None = None) -> None:
         super().__init__(out)
         self.template = _unescape(template)
-        probe = Message(b"v", b"k", [("h", b"1")], 0)
+        probe = Message(b"v", b"k", [("h", b"1")], 0, Position("kafka", "t", 0, 0), fields=[(b"f", b"1")])
         try:
             self.template.format_map(template_fields(probe))
         except KeyError as exc:
@@ -185,7 +215,9 @@ class TemplateWriter(MessageWriter):
 
 
 class PrettyWriter(MessageWriter):
-    """For people at a terminal: a dim line of coordinates, then the value, JSON highlighted."""
+    """For people at a terminal: a dim line of coordinates, a one-line summary of a
+    recognised CloudEvent or taskiq task, then the value: JSON indented and highlighted,
+    with JSON held in its string members decoded too."""
 
     def __init__(self, out: IO[bytes] | None = None, color: bool | None = None) -> None:
         super().__init__(out)
@@ -223,16 +255,14 @@ class PrettyWriter(MessageWriter):
             meta.append(f"  {name}=", style="dim")
             meta.append(_shown(value), style="magenta")
         self.console.print(meta)
+        summary = payload_summary(message)
+        if summary is not None:
+            self.console.print(Text(summary, style="bold green"))
         body = _shown(message.value) if message.value is not None else "(null)"
-        stripped = body.lstrip()
-        shown = False
-        if stripped[:1] in ("{", "["):
-            try:
-                self.console.print(JSON(body))
-                shown = True
-            except ValueError:
-                pass
-        if not shown:
+        parsed = _json_document(body)
+        if parsed is not None:
+            self.console.print(JSON.from_data(_decode_nested(parsed)))
+        else:
             self.console.print(Text(body))
         text = self.buffer.getvalue()
         self.buffer.seek(0)
@@ -247,6 +277,49 @@ def _terminal_width() -> int | None:
         return None
 
 
+def _json_document(text: str) -> Any:
+    """The parsed value when the text is a JSON object or array, else None."""
+    if text.lstrip()[:1] not in ("{", "["):
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _decode_nested(value: Any) -> Any:
+    """JSON held in string members (`"cloud_event": "{...}"`, taskiq's `data`) decoded, for reading."""
+    if isinstance(value, dict):
+        return {name: _decode_nested(member) for name, member in value.items()}
+    if isinstance(value, list):
+        return [_decode_nested(member) for member in value]
+    if isinstance(value, str):
+        inner = _json_document(value)
+        if inner is not None:
+            return _decode_nested(inner)
+    return value
+
+
+def payload_summary(message: Message) -> str | None:
+    """One line about a recognised payload: a CloudEvent (type, source, id, subject, time)
+    or a taskiq task (name, labels, args, kwargs)."""
+    from evrelay import cloudevents
+
+    summary = cloudevents.summary(message)
+    if summary is not None:
+        return summary
+    if message.value is None:
+        return None
+    task = _json_document(_shown(message.value))
+    if isinstance(task, dict) and isinstance(task.get("task_name"), str) and "task_id" in task:
+        parts = [f"taskiq task {task['task_name']}"]
+        for name in ("labels", "args", "kwargs"):
+            if task.get(name):
+                parts.append(f"{name}={orjson.dumps(task[name]).decode()}")
+        return " ".join(parts)
+    return None
+
+
 def _shown(data: bytes) -> str:
     try:
         return data.decode("utf-8")
@@ -254,8 +327,9 @@ def _shown(data: bytes) -> str:
         return repr(data)[2:-1]
 
 
-def make_writer(mode: str | None, template: str | None, *, stdout_is_tty: bool | None = None) -> MessageWriter:
-    """The writer for `-o MODE` / `--format`; the default is pretty on a terminal, else json."""
+def make_writer(mode: str | None, template: str | None, *, stdout_is_tty: bool | None = None, key_delimiter: bytes = b":") -> MessageWriter:
+    """The writer for `-o MODE` / `--format`; the default is pretty on a terminal, else json.
+    `kcat` and `keyed` are kcat's -J and -K line formats (evrelay/kcat.py)."""
     if template is not None:
         if mode is not None:
             raise UsageError("give either -o/--output or --format, not both")
@@ -269,6 +343,10 @@ def make_writer(mode: str | None, template: str | None, *, stdout_is_tty: bool |
         return RawWriter()
     if mode == "pretty":
         return PrettyWriter()
+    if mode in ("kcat", "keyed"):
+        from evrelay.kcat import KcatJsonWriter, KeyedWriter
+
+        return KcatJsonWriter() if mode == "kcat" else KeyedWriter(key_delimiter)
     raise UsageError(f"-o/--output must be one of {', '.join(OUTPUT_MODES)}, not {mode!r}")
 
 

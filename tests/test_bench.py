@@ -20,7 +20,8 @@ def test_benchmark_runs_and_reports_every_measure():
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     for measure in ("publish to Kafka", "tail from Kafka", "publish to Redis", "bridge Kafka → Redis",
-                    "`evrelay --version`", "`evrelay tail --help`", "peak RSS"):
+                    "`evrelay --version`", "`evrelay tail --help`", "peak RSS",
+                    "`--filter` passing half", "`--match-key` passing half"):
         assert measure in proc.stdout, proc.stdout
 
 

@@ -205,8 +205,8 @@ def test_refused_credentials_exit_3_and_never_print_the_password(redis_server, r
 
 def test_the_fast_xadd_encoder_writes_the_documented_field_layout(redis_server):
     """RedisProducer encodes XADD itself for speed; it must say exactly what
-    encode_fields() (the documented mapping) says, binary and duplicates included."""
-    from evrelay.backends.redis_streams.fields import encode_fields
+    the evrelay layout (the documented mapping) says, binary and duplicates included."""
+    from evrelay.backends.redis_streams.layouts import EvrelayLayout
     from evrelay.envelope import Message
 
     def resp(*parts: bytes) -> bytes:
@@ -220,6 +220,6 @@ def test_the_fast_xadd_encoder_writes_the_documented_field_layout(redis_server):
             Message(b"\xff\x00", b"\xfe", [("a", b"1"), ("a", b"\x80"), ("\u00e9", b"")]),
             Message(b"", None, [("only", b"header")]),
         ):
-            fields = [f if isinstance(f, bytes) else f.encode() for f in encode_fields(message)]
+            fields = [f if isinstance(f, bytes) else f.encode() for f in EvrelayLayout().encode(message)]
             assert producer._command(message) == resp(b"XADD", b"layout", b"MAXLEN", b"~", b"50", b"*", *fields)
         producer.close()

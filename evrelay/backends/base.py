@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import secrets
 import socket
 import time
@@ -82,6 +83,7 @@ class Capability(enum.Enum):
     SEEK_POSITION = "starting at a native position"
     SEEK_TIME = "starting at a time"
     GROUP_SEEK = "moving a consumer group (replay -g)"
+    GROUP_DELETE = "deleting a consumer group"
     KEEP_TIMESTAMP = "keeping the original timestamp"
     INSPECT = "inspection (ls, info, groups, lag)"
 
@@ -134,6 +136,9 @@ class DeliveryFailure:
     reason: str
     permanent: bool
     """True when sending again cannot help (too large, refused); False for outages."""
+    unfit: bool = False
+    """The message cannot be written in the sink's format (a Redis layout, a CloudEvents
+    content mode): the input is at fault, nothing of it was sent. Always permanent."""
 
 
 @dataclass(slots=True)
@@ -200,6 +205,9 @@ class GroupLag:
     """Messages after the position: not yet delivered to the group."""
     pending: int | None = None
     """Delivered but not acked (Redis, local); None where there is no such thing (Kafka)."""
+    oldest_time: int | None = None
+    """Epoch ms of the oldest message the group has not finished with (pending, or not
+    yet delivered): `lag --max-age` compares its age. None when there is none."""
 
 
 @dataclass(slots=True)
@@ -274,6 +282,9 @@ class Consumer(ABC):
     stop_reason: StopReason | None = None
     created: bool | None = None
     """Group reads: True when this consumer created the group, False when it existed."""
+    cumulative_acks: bool = False
+    """True where acking a message also acks every earlier one of its partition (a Kafka
+    commit): a caller that leaves a message unacked must not ack past it."""
 
     @property
     def caught_up(self) -> bool:
@@ -429,6 +440,16 @@ class GroupReader(Consumer):
         return claimed
 
 
+def _query_value(text: str) -> Any:
+    import tomllib
+
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+    return value if isinstance(value, (int, float, bool)) else text
+
+
 class Backend(ABC):
     """One connection to one backend, opened from a profile's options.
 
@@ -481,12 +502,26 @@ class Backend(ABC):
 
     @classmethod
     def options_from_url(cls, url: str) -> tuple[dict[str, Any], str | None]:
-        """Profile options and stream name for an inline `scheme://...` address."""
+        """Profile options and stream name for an inline `scheme://...` address (its
+        query string already cut off: see `options_from_query`)."""
         raise AddressError(f"the {cls.name} backend does not take URL addresses")
+
+    @classmethod
+    def options_from_query(cls, query: dict[str, str]) -> dict[str, Any]:
+        """Options from an address's query string (`?layout=taskiq&max_len=1000`), laid
+        over the profile's and validated like them. By default each NAME is one of this
+        backend's option names and a value that is a TOML number or boolean is one (as
+        `config set` reads values); backends override this to route client settings."""
+        return {name: _query_value(value) for name, value in query.items()}
 
     def describe(self) -> str:
         """A short, secret-free description of where this backend points."""
         return self.name
+
+    def location(self) -> tuple[Any, ...]:
+        """What identifies the system this backend reaches (not how it reads or writes
+        there): two backends with equal locations and stream names are the same stream."""
+        return (self.name, sorted(self.options.items(), key=lambda item: item[0]).__repr__())
 
     # --- capabilities ------------------------------------------------------------------
 
@@ -522,12 +557,24 @@ class Backend(ABC):
         self.require(Capability.INSPECT)
         raise NotImplementedError
 
+    def stream_names(self) -> list[str]:
+        """Names of the topics/streams there are; backends override it when listing
+        names is cheaper than `list_streams()` (which also counts)."""
+        return [info.name for info in self.list_streams()]
+
+    def matching_streams(self, pattern: re.Pattern[str]) -> list[str]:
+        """The topics/streams whose whole name matches `pattern` (an address's `~REGEX`),
+        sorted; called again while following, to pick up new ones."""
+        self.require(Capability.INSPECT, command="a ~PATTERN address")
+        return sorted(name for name in self.stream_names() if pattern.fullmatch(name))
+
     def group_infos(self, stream: str) -> list[GroupInfo]:
         self.require(Capability.GROUPS)
         raise NotImplementedError
 
     def group_lag(self, stream: str, group: str) -> list[GroupLag]:
-        """The group's position, the end and the lag, per partition or for the stream."""
+        """The group's position, the end and the lag, per partition or for the stream,
+        with the time of the oldest message not yet finished (`oldest_time`)."""
         self.require(Capability.GROUPS)
         raise NotImplementedError
 
@@ -558,4 +605,16 @@ class Backend(ABC):
 
     def apply_group_seek(self, plan: GroupSeekPlan) -> None:
         self.require(Capability.GROUP_SEEK)
+        raise NotImplementedError
+
+    def group_delete_scope(self, stream: str, group: str) -> str:
+        """What deleting the group removes, for the confirmation (raises NotFoundError
+        when there is no such group, GroupBusyError when it cannot be deleted now)."""
+        self.require(Capability.GROUP_DELETE)
+        return f"consumer group {group!r} of {self.stream_noun} {stream!r}, with its position and pending messages"
+
+    def delete_group(self, stream: str, group: str) -> None:
+        """Delete the group: its position, pending list and consumers (NotFoundError
+        when there is no such group)."""
+        self.require(Capability.GROUP_DELETE)
         raise NotImplementedError

@@ -18,7 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from evrelay import __version__
-from evrelay.cli import ack, bridge, completion, config_cmd, inspect, publish, replay, tail
+from evrelay.cli import ack, bridge, completion, config_cmd, inspect, publish, redrive, replay, stats, tail
 from evrelay.cli.common import RUNTIME, ConfigOption, ProfileOption, QuietOption, VerboseOption
 from evrelay.errors import EvrelayError, ExitCode, Interrupted
 
@@ -124,6 +124,8 @@ app.command("publish", no_args_is_help=True)(publish.publish)
 app.command("tail", no_args_is_help=True)(tail.tail)
 bridge.register(app)
 replay.register(app)
+redrive.register(app)
+stats.register(app)
 ack.register(app)
 inspect.register(app)
 app.add_typer(config_cmd.app, name="config")

@@ -12,14 +12,18 @@ import typer
 
 from evrelay.cli.common import (
     AddressArgument,
+    CloudEventsOption,
     ConfigOption,
     HeaderOption,
+    KcatJsonOption,
+    KeyDelimiterOption,
     KeyOption,
     ProfileOption,
     QuietOption,
     Session,
     TimeoutOption,
     VerboseOption,
+    kcat_mode,
     parse_duration,
     parse_headers,
 )
@@ -28,7 +32,9 @@ from evrelay.errors import DeliveryFailed, InputError, Interrupted, UsageError
 if TYPE_CHECKING:
     from evrelay.envelope import Message
 
-INPUT_MODES = ("lines", "json", "raw")
+INPUT_MODES = ("lines", "json", "raw", "kcat", "keyed")
+LINE_DECODED_MODES = ("json", "kcat", "keyed")
+"""Input modes with one message per line, decoded (a bad line stops or is skipped)."""
 TERM_FLUSH_SECONDS = 10.0
 """After SIGTERM, how long publish waits for what it accepted to be confirmed (unless --timeout)."""
 
@@ -73,11 +79,15 @@ def _envelope_batches(
     headers: list[tuple[str, bytes]],
     skipped: list[str],
     skip_invalid: bool,
+    decode=None,
 ) -> Iterator[list[Message]]:
-    """Messages from JSON envelopes (arguments or stdin lines). A bad line ends the
-    iteration with InputError naming it, after the batch of good lines before it."""
+    """Messages from JSON envelopes (arguments or stdin lines), or another line format
+    (`decode`). A bad line ends the iteration with InputError naming it, after the
+    batch of good lines before it."""
     from evrelay.envelope import EnvelopeError, decode_envelope
     from evrelay.lines import STDIO, LineReader
+
+    decode = decode or decode_envelope
 
     def convert(first: int, lines: list[bytes], where: str) -> Iterator[list[Message]]:
         batch: list[Message] = []
@@ -85,7 +95,7 @@ def _envelope_batches(
             if not line.strip():
                 continue
             try:
-                message = decode_envelope(line)
+                message = decode(line)
             except EnvelopeError as exc:
                 if skip_invalid:
                     skipped.append(f"{where} {number}: {exc}")
@@ -115,8 +125,11 @@ def publish(
     values: Annotated[Optional[list[str]], typer.Argument(metavar="VALUE", help="Values to send; without them, stdin is read.", show_default=False)] = None,
     key: KeyOption = None,
     header: HeaderOption = None,
-    input_mode: Annotated[str, typer.Option("--input", metavar="MODE", help="stdin as lines (one message per line), json (envelopes) or raw (one message).")] = "lines",
-    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="With --input json: report and skip bad lines instead of stopping.")] = False,
+    input_mode: Annotated[Optional[str], typer.Option("--input", metavar="MODE", help="stdin as lines (one message per line, the default), json (envelopes), raw (one message), kcat (kcat -J lines) or keyed (KEY:VALUE lines, see -K).", show_default=False)] = None,
+    kcat_json: KcatJsonOption = False,
+    key_delimiter: KeyDelimiterOption = None,
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="With --input json/kcat: report and skip bad lines instead of stopping.")] = False,
+    cloudevents: CloudEventsOption = None,
     timeout: TimeoutOption = None,
     config: ConfigOption = None,
     profile: ProfileOption = None,
@@ -130,11 +143,17 @@ def publish(
       evrelay publish demo hello world
       evrelay publish kafka:orders -k order-1 -H source=ci '{"id": 1}'
       cat events.jsonl | evrelay publish redis:orders --input json
+      evrelay publish kafka:orders -K: < keyed.txt     # like kcat -P -K: -t orders
     """
+    input_mode, delimiter = kcat_mode(input_mode, kcat_json, key_delimiter, "--input")
+    input_mode = input_mode or "lines"
     if input_mode not in INPUT_MODES:
         raise UsageError(f"--input must be one of {', '.join(INPUT_MODES)}, not {input_mode!r}")
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     from evrelay.backends.base import Capability
+    from evrelay.transforms import message_transform, with_transform
+
+    transform = message_transform(cloudevents)
 
     target = session.address(address)
     key_bytes = os.fsencode(key) if key is not None else None
@@ -153,13 +172,13 @@ def publish(
         with session.backend(target) as backend:
             backend.require(Capability.PUBLISH, command="publish")
             stream = target.require_stream(backend.stream_noun)
-            with backend.producer(stream) as producer:
+            with with_transform(backend.producer(stream), transform) as producer:
                 queued = 0
                 input_error: InputError | None = None
                 interrupted = False
                 try:
-                    if input_mode == "json":
-                        for batch in _envelope_batches(values, key_bytes, headers, skipped, skip_invalid):
+                    if input_mode in LINE_DECODED_MODES:
+                        for batch in _envelope_batches(values, key_bytes, headers, skipped, skip_invalid, _line_decoder(input_mode, delimiter)):
                             if batch:
                                 producer.send(batch)
                                 queued += len(batch)
@@ -207,6 +226,12 @@ def publish(
             undelivered=report.pending,
             hint="is the backend reachable? raise --timeout for slow links",
         )
+    unfit = [failure for failure in report.failures if failure.unfit]
+    if unfit:
+        raise UsageError(
+            f"{len(unfit)} of {queued} message(s) cannot be written to {where}: {unfit[0].reason}; "
+            f"{delivered} delivered; nothing of the refused ones was sent"
+        )
     if report.failures:
         first = report.failures[0]
         raise DeliveryFailed(
@@ -219,12 +244,25 @@ def publish(
         raise InputError(
             f"{input_error.message}; the {delivered} message(s) before it were published to {target.display}, "
             "nothing from that line on was sent",
-            hint="--skip-invalid reports and skips bad lines instead" if input_mode == "json" else None,
+            hint="--skip-invalid reports and skips bad lines instead" if input_mode in LINE_DECODED_MODES else None,
         )
     if interrupted:
         raise Interrupted(f"interrupted: {delivered} message(s) were published to {target.display} before stopping")
     note = f", skipped {len(skipped)} invalid line(s)" if skipped else ""
     session.info(f"published {delivered} message(s) to {where} in {_seconds(elapsed)}{note}")
+
+
+def _line_decoder(mode: str, delimiter: bytes):
+    """The decoder of one input line for a line-decoded --input mode."""
+    if mode == "kcat":
+        from evrelay.kcat import decode_kcat_json
+
+        return decode_kcat_json
+    if mode == "keyed":
+        from evrelay.kcat import decode_keyed
+
+        return lambda line: decode_keyed(line, delimiter)
+    return None
 
 
 def _seconds(elapsed: float) -> str:

@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from evrelay.backends.base import (
     Backend,
@@ -101,6 +101,7 @@ class KafkaBackend(Backend):
             Capability.SEEK_POSITION,
             Capability.SEEK_TIME,
             Capability.GROUP_SEEK,
+            Capability.GROUP_DELETE,
             Capability.KEEP_TIMESTAMP,
             Capability.INSPECT,
         }
@@ -134,11 +135,14 @@ class KafkaBackend(Backend):
         topic = parts.path.strip("/") or None
         if topic and "/" in topic:
             raise AddressError(f"{url!r}: a Kafka topic name cannot contain '/'")
-        options: dict[str, Any] = {"bootstrap_servers": parts.netloc}
-        query = dict(parse_qsl(parts.query))
-        if query:
-            options["options"] = query
-        return options, topic
+        return {"bootstrap_servers": parts.netloc}, topic
+
+    @classmethod
+    def options_from_query(cls, query: dict[str, str]) -> dict[str, Any]:
+        """`?acks=all&client.id=me`: librdkafka settings (the `options` table)."""
+        if "layout" in query:
+            raise ConfigError("layout is a Redis option (how stream fields map to messages); a Kafka record has value, key and headers, no field layout")
+        return {"options": dict(query)}
 
     def describe(self) -> str:
         return f"kafka {self.bootstrap}"
@@ -486,7 +490,7 @@ class KafkaBackend(Backend):
 
     def group_lag(self, stream: str, group: str) -> list[GroupLag]:
         partitions, lows, ends = self.topic_extent(stream)
-        rows = self._lag_rows(stream, group, partitions, lows, ends)
+        rows = self._lag_rows(stream, group, partitions, lows, ends, oldest=True)
         if rows is None:
             raise NotFoundError(f"consumer group {group!r} has no committed offsets on Kafka topic {stream!r}")
         return rows
@@ -502,7 +506,7 @@ class KafkaBackend(Backend):
         return partitions, lows, self.end_offsets(stream, partitions)
 
     def _lag_rows(
-        self, stream: str, group: str, partitions: list[int], lows: dict[int, int], ends: dict[int, int]
+        self, stream: str, group: str, partitions: list[int], lows: dict[int, int], ends: dict[int, int], *, oldest: bool = False
     ) -> list[GroupLag] | None:
         client = self.new_consumer(group)
         try:
@@ -512,11 +516,42 @@ class KafkaBackend(Backend):
         if all(offset < 0 for offset in committed.values()):
             return None
         rows = []
+        starts = {}
         for p in partitions:
             position = committed.get(p, OFFSET_INVALID)
             start = position if position >= 0 else lows[p]
+            if ends[p] > start:
+                starts[p] = start
             rows.append(GroupLag(p, str(position) if position >= 0 else None, str(ends[p]), max(ends[p] - start, 0)))
+        if oldest:
+            times = self.first_timestamps(stream, starts)
+            for row in rows:
+                row.oldest_time = times.get(row.partition)  # type: ignore[arg-type]
         return rows
+
+    def first_timestamps(self, topic: str, starts: dict[int, int]) -> dict[int, int]:
+        """The timestamp of the record at each partition's start offset (the first one
+        the group has not committed)."""
+        from confluent_kafka import TopicPartition
+
+        found: dict[int, int] = {}
+        if not starts:
+            return found
+        client = self.new_consumer(None)
+        try:
+            client.assign([TopicPartition(topic, p, o) for p, o in starts.items()])
+            deadline = time.monotonic() + max(self.settings.timeout, 10.0)
+            while len(found) < len(starts) and time.monotonic() < deadline:
+                for record in client.consume(num_messages=len(starts) * 100, timeout=0.5):
+                    partition = record.partition()
+                    if record.error() is None and partition not in found and record.offset() >= starts[partition]:
+                        found[partition] = record.timestamp()[1]
+            missing = sorted(set(starts) - set(found))
+            if missing:
+                raise self.unavailable(f"reading the oldest unconsumed record of {topic}[{missing[0]}] timed out")
+        finally:
+            client.close()
+        return found
 
     def list_streams(self) -> list[StreamInfo]:
         metadata = self.metadata(self.admin())
@@ -554,10 +589,10 @@ class KafkaBackend(Backend):
         return infos
 
     @staticmethod
-    def _busy(group: str, members: int | None) -> GroupBusyError:
+    def _busy(group: str, members: int | None, doing: str = "moving") -> GroupBusyError:
         count = f"{members} " if members else ""
         return GroupBusyError(
-            f"consumer group {group!r} has {count}live member(s); stop them before moving it "
+            f"consumer group {group!r} has {count}live member(s); stop them before {doing} it "
             "(Kafka only lets an empty group's offsets be changed)"
         )
 
@@ -575,6 +610,34 @@ class KafkaBackend(Backend):
         if not members and state in ACTIVE_GROUP_STATES:
             return None, state
         return members, state
+
+    def group_delete_scope(self, stream: str, group: str) -> str:
+        client = self.new_consumer(group)
+        try:
+            partitions = self.topic_partitions(client, stream)
+            committed = self.committed(client, stream, partitions, group)
+        finally:
+            client.close()
+        if all(offset < 0 for offset in committed.values()):
+            raise NotFoundError(f"consumer group {group!r} has no committed offsets on Kafka topic {stream!r}")
+        members, state = self.group_members(group)
+        if members or state in ACTIVE_GROUP_STATES:
+            raise self._busy(group, members, "deleting")
+        return (f"consumer group {group!r} on the whole Kafka cluster: its committed offsets on topic {stream!r} "
+                "and on every other topic it reads (Kafka groups are not per topic)")
+
+    def delete_group(self, stream: str, group: str) -> None:
+        from confluent_kafka import KafkaError, KafkaException
+
+        try:
+            self.admin().delete_consumer_groups([group], request_timeout=self.settings.timeout)[group].result()
+        except KafkaException as exc:
+            code = exc.args[0].code() if exc.args and hasattr(exc.args[0], "code") else None
+            if code == KafkaError.GROUP_ID_NOT_FOUND:
+                raise NotFoundError(f"consumer group {group!r} does not exist on Kafka") from None
+            if code == KafkaError.NON_EMPTY_GROUP:
+                raise self._busy(group, None, "deleting") from None
+            raise self.unavailable(f"deleting consumer group {group!r}", exc) from None
 
     def plan_group_seek(self, stream: str, group: str, target: StreamPosition) -> GroupSeekPlan:
         refuse_entry_id(target)

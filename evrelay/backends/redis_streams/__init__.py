@@ -9,21 +9,25 @@ Features
     (XPENDING) and claiming idle ones (XAUTOCLAIM). A group that vanished (a server
     restarted without persistence) is reported, never silently recreated.
 
-Field mapping (round-trips exactly, binary included)
+Field mapping: a layout (layouts.py), `evrelay` by default, which round-trips exactly
     value      -> field `value` (always first)
     key        -> field `key` (only when there is one)
     headers    -> one field `h:NAME` per header, in order, duplicates kept
     timestamp  -> the entry ID's milliseconds (Redis assigns it; a given timestamp is not kept)
     An entry written by another program with any other fields is shown as a JSON object
     of its fields (`{"b64": ...}` for binary values; a list of [name, value] pairs when a
-    name repeats), so it is readable and nothing is dropped.
+    name repeats), so it is readable and nothing is dropped. Other layouts: `fields`,
+    `value_field=NAME[,key_field=NAME]`, `taskiq`, `faststream`, `cloudevents`. Every
+    message read carries the entry's raw fields, and a message whose raw fields still
+    match its value, key and headers is written back with exactly those fields.
 
 Connection string
-    redis://[USER:PASSWORD@]HOST:PORT[/DB]/STREAM, rediss://... for TLS
+    redis://[USER:PASSWORD@]HOST:PORT[/DB]/STREAM[?OPTION=VALUE&...], rediss://... for TLS
 
-Options
+Options (a profile's keys; `layout` and `max_len` also as `?layout=...` on any address)
     url       "redis://[user:password@]host:port[/db]" (rediss:// for TLS)
     max_len   approximate trimming on publish (XADD MAXLEN ~)
+    layout    how messages map onto stream fields (see above; default evrelay)
     options   a table passed to redis-py's Redis.from_url (e.g. ssl_ca_certs)
 """
 
@@ -52,11 +56,11 @@ from evrelay.backends.base import (
     StreamInfo,
 )
 from evrelay.backends.redis_streams.fields import (
-    decode_fields,
     format_stream_id,
     id_before,
     parse_stream_id,
 )
+from evrelay.backends.redis_streams.layouts import parse_layout
 from evrelay.config import mask_url
 from evrelay.errors import (
     AddressError,
@@ -86,7 +90,7 @@ _RAW_REPLIES = ("XRANGE", "XREVRANGE", "XREAD", "XREADGROUP", "XAUTOCLAIM", "XCL
 class RedisStreamsBackend(Backend):
     name = "redis"
     stream_noun = "stream"
-    option_names = frozenset({"url", "max_len", "options"})
+    option_names = frozenset({"url", "max_len", "layout", "options"})
     capabilities = frozenset(
         {
             Capability.PUBLISH,
@@ -98,6 +102,7 @@ class RedisStreamsBackend(Backend):
             Capability.SEEK_POSITION,
             Capability.SEEK_TIME,
             Capability.GROUP_SEEK,
+            Capability.GROUP_DELETE,
             Capability.INSPECT,
         }
     )
@@ -110,6 +115,7 @@ class RedisStreamsBackend(Backend):
         self.url = url
         self.max_len = self.positive_int_option("max_len")
         self.client_options = self.table_option("options", "redis-py connection settings")
+        self.layout = parse_layout(self.options.get("layout"))
         self._client: Any = None
 
     @classmethod
@@ -122,7 +128,8 @@ class RedisStreamsBackend(Backend):
         if len(segments) > 1 or (segments and not segments[0].isdigit()):
             raise AddressError(f"{mask_url(url)!r}: the path is [/DB]/STREAM with a numeric DB")
         path = f"/{segments[0]}" if segments else ""
-        return {"url": urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))}, stream
+        # The query string was cut off by the address resolver: it never reaches redis-py.
+        return {"url": urlunsplit((parts.scheme, parts.netloc, path, "", ""))}, stream
 
     @property
     def where(self) -> str:
@@ -130,8 +137,12 @@ class RedisStreamsBackend(Backend):
         host = parts.hostname or "localhost"
         return f"{host}:{parts.port or 6379}"
 
+    def location(self) -> tuple[Any, ...]:
+        return (self.name, self.url)
+
     def describe(self) -> str:
-        return f"redis {mask_url(self.url)}"
+        layout = "" if self.layout.name == "evrelay" else f", layout {self.layout.name}"
+        return f"redis {mask_url(self.url)}{layout}"
 
     # --- connection --------------------------------------------------------------------
 
@@ -228,10 +239,21 @@ class RedisStreamsBackend(Backend):
         return parse_stream_id(rows[0][0]) if rows else None
 
     def to_message(self, stream: str, entry: list[Any], receipt: Consumer | None = None) -> Message:
-        entry_id, fields = entry[0], entry[1]
+        entry_id, flat = entry[0], entry[1]
         text_id = entry_id.decode()
-        value, key, headers = decode_fields(fields or [])
-        return Message(value, key, headers, int(text_id.partition("-")[0]), Position("redis", stream, text_id), receipt)
+        fields = list(zip(flat[0::2], flat[1::2], strict=False)) if flat else []
+        decoded = self.layout.decode(fields)
+        if decoded.problem is not None:
+            self.settings.warn(f"redis stream {stream!r} entry {text_id} {decoded.problem}; shown as its fields")
+        return Message(
+            decoded.value,
+            decoded.key,
+            decoded.headers,
+            int(text_id.partition("-")[0]),
+            Position("redis", stream, text_id),
+            receipt,
+            fields,
+        )
 
     def start_id(self, stream: str, position: StreamPosition) -> tuple[str, bool]:
         """(ID, inclusive) where a plain read starts."""
@@ -357,7 +379,8 @@ class RedisStreamsBackend(Backend):
             lag = info.get("lag")
             if lag is None:  # Redis < 7, or a lag Redis cannot compute after deletions
                 lag = self.count_between(stream, info["last-delivered-id"], end or "0-0")
-            return [GroupLag(None, info["last-delivered-id"], end, int(lag), int(info["pending"]))]
+            return [GroupLag(None, info["last-delivered-id"], end, int(lag), int(info["pending"]),
+                             self.oldest_unfinished(stream, group, info["last-delivered-id"]))]
         raise NotFoundError(f"group {group!r} does not exist on Redis stream {stream!r}")
 
     def group_backlog(self, stream: str, group: str, *, excluding_consumer: str | None = None) -> int:
@@ -366,6 +389,26 @@ class RedisStreamsBackend(Backend):
         owners = summary[3] if summary and len(summary) > 3 and summary[3] else []
         others = sum(int(count) for name, count in owners if name.decode("utf-8", "replace") != excluding_consumer)
         return row.lag + others
+    def group_delete_scope(self, stream: str, group: str) -> str:
+        for info in self.raw_group_infos(stream):
+            if info["name"] == group:
+                return (f"consumer group {group!r} of Redis stream {stream!r}: its position "
+                        f"({info['last-delivered-id']}), {info['consumers']} consumer(s) and {info['pending']} pending entries")
+        raise NotFoundError(f"group {group!r} does not exist on Redis stream {stream!r}")
+
+    def delete_group(self, stream: str, group: str) -> None:
+        self.require_stream(stream)
+        if not self.command("XGROUP", "DESTROY", stream, group, what=f"deleting group {group!r}"):
+            raise NotFoundError(f"group {group!r} does not exist on Redis stream {stream!r}")
+
+    def oldest_unfinished(self, stream: str, group: str, last_delivered: str) -> int | None:
+        """The entry time (its ID's milliseconds) of the oldest pending entry or, with
+        none pending, of the first entry not yet delivered."""
+        summary = self.command("XPENDING", stream, group, what=f"pending entries of group {group!r}")
+        if summary and summary[0] and summary[1] is not None:
+            return parse_stream_id(summary[1])[0]
+        rows = self.command("XRANGE", stream, f"({last_delivered}", "+", "COUNT", 1)
+        return parse_stream_id(rows[0][0])[0] if rows else None
 
     def pending(self, stream: str, group: str, *, consumer: str | None = None, count: int = 100) -> list[PendingEntry]:
         args: list[Any] = ["XPENDING", stream, group, "-", "+", count]
@@ -419,6 +462,9 @@ class RedisStreamsBackend(Backend):
     # --- inspection --------------------------------------------------------------------
 
     def list_streams(self) -> list[StreamInfo]:
+        return [self.stream_summary(name) for name in self.stream_names()]
+
+    def stream_names(self) -> list[str]:
         names: list[str] = []
         cursor = 0
         while True:
@@ -426,7 +472,7 @@ class RedisStreamsBackend(Backend):
             names += [k.decode("utf-8", "replace") for k in keys]
             if int(cursor) == 0:
                 break
-        return [self.stream_summary(name) for name in sorted(set(names))]
+        return sorted(set(names))
 
     def stream_summary(self, stream: str) -> StreamInfo:
         length = int(self.command("XLEN", stream))
