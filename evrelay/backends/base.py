@@ -117,6 +117,10 @@ class ReadSpec:
     group: str | None = None
     consumer_name: str | None = None
     partitions: tuple[int, ...] | None = None
+    finish_group: bool = False
+    """Group reads: idle (for --idle-timeout) only once the whole group is finished, other
+    consumers' pending messages included, which are claimed once idle past the bound (a
+    bridge after a crash); False: once nothing is left undelivered (tail)."""
     release_on_close: bool = True
     """Group reads: hand back, on a clean close, what this consumer took and did not ack,
     so the next reader gets it at once; False keeps it pending (`tail -g --no-ack`)."""
@@ -404,12 +408,16 @@ class GroupReader(Consumer):
     keepalive): far below any claim bound, so a live reader's work is never taken over."""
     _refreshed_at: float = 0.0
 
+    finish_group: bool = False
+
     @property
     def caught_up(self) -> bool:
-        """Nothing for the group is left that this reader could still get: nothing
-        undelivered, and nothing pending for another consumer (a dead one's messages are
-        claimed once idle past the bound, so an idle timeout waits for them)."""
-        return self.backend.group_backlog(self.stream, self.group, excluding_consumer=self.consumer) == 0
+        """Nothing is left undelivered for the group; with `finish_group`, nothing pending
+        for another consumer either (a dead one's messages are claimed once idle past the
+        bound, so an idle timeout waits for them)."""
+        if self.finish_group:
+            return self.backend.group_backlog(self.stream, self.group, excluding_consumer=self.consumer) == 0
+        return sum(row.lag for row in self.backend.group_lag(self.stream, self.group)) == 0
 
     def keepalive(self) -> None:
         """While the sink is down: mark this reader's pending messages as just delivered,

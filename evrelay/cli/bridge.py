@@ -163,6 +163,7 @@ def bridge(
             follow=grouped or follow,
             group=group_name,
             consumer_name=consumer if grouped else None,
+            finish_group=True,
         )
         dead_producer = None
         if dead_letter is not None and not dry_run:

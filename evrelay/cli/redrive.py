@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from evrelay.cli.common import (
+    DEFAULT_CLAIM_IDLE,
     AddressArgument,
     ConfigOption,
     ConsumerOption,
@@ -114,7 +115,10 @@ def redrive(
         engine = Redrive(reader, producer_for, to=to, selection=selection, emit=show if dry_run else None,
                          confirm_timeout=max(session.connect_timeout, 30.0))
         stop = stack.enter_context(StopFlag())
-        for batch in reader.batches(limit=count, batch_size=500, should_stop=stop):
+        # Letters an earlier run left in place were handed back when it closed (or belong
+        # to a reader that died): take them over first, like any group reader.
+        claim_ms = int((parse_duration(DEFAULT_CLAIM_IDLE, "--claim-idle") or 0) * 1000) if grouped else None
+        for batch in reader.batches(limit=count, batch_size=500, should_stop=stop, claim_idle_ms=claim_ms):
             engine.handle(batch)
     stats = engine.stats
     for problem in stats.problems:

@@ -99,6 +99,7 @@ class LocalGroupConsumer(GroupReader):
         self.group = spec.group or ""
         self.consumer = spec.consumer_name or default_consumer_name()
         self.release_on_close = spec.release_on_close
+        self.finish_group = spec.finish_group
         self.created = backend.ensure_group(self.stream, self.group, spec.start)
         self.bound = backend.bound_for(self.stream, spec.stop) if spec.stop is not None else None
         self.follower = _Follower(backend) if spec.follow else None

@@ -108,6 +108,7 @@ class RedisGroupConsumer(GroupReader):
         self.group = spec.group or ""
         self.consumer = spec.consumer_name or default_consumer_name()
         self.release_on_close = spec.release_on_close
+        self.finish_group = spec.finish_group
         self.follow = spec.follow
         if spec.stop is not None:
             raise UnsupportedError("--to is not supported with a consumer group; use -n or --idle-timeout")
