@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from evrelay.cli.common import (
+    MAX_COUNT,
     AddressArgument,
     ConfigOption,
     ConsumerOption,
@@ -20,7 +21,6 @@ from evrelay.cli.common import (
     Session,
     TimeoutOption,
     VerboseOption,
-    default_consumer_name,
     group_for,
     parse_duration,
 )
@@ -61,7 +61,8 @@ def ack(
     claim: Annotated[bool, typer.Option("--claim", help="Take over messages pending longer than --min-idle and print them.")] = False,
     min_idle: Annotated[str, typer.Option("--min-idle", metavar="DURATION", help="With --claim: how long a message must have been pending.")] = "1m",
     consumer: ConsumerOption = None,
-    count: Annotated[int, typer.Option("-n", "--count", metavar="N", min=1, help="With --list/--claim: at most N messages.")] = 100,
+    force: Annotated[bool, typer.Option("--force", help="Kafka: commit even when that skips offsets the group has not acked.")] = False,
+    count: Annotated[int, typer.Option("-n", "--count", metavar="N", min=1, max=MAX_COUNT, help="With --list/--claim: at most N messages.")] = 100,
     output: OutputOption = None,
     template: FormatOption = None,
     timeout: TimeoutOption = None,
@@ -119,6 +120,8 @@ def ack(
             return
         if claim:
             writer = session.writer(output, template)
+            from evrelay.backends.base import default_consumer_name
+
             name = consumer or default_consumer_name()
             claimed = backend.claim(stream, group_name, name, min_idle_ms=idle_ms, count=count)
             if claimed:
@@ -128,7 +131,7 @@ def ack(
         if not ids and sys.stdin.isatty():
             raise UsageError("give message IDs, or pipe JSON envelopes in (e.g. from `evrelay tail ... -g GROUP --no-ack -o json`)")
         positions = backend.parse_message_ids(ids, stream) if ids else positions_from_stdin(backend.name, stream)
-        acked = backend.ack(stream, group_name, positions) if positions else 0
+        acked = backend.ack(stream, group_name, positions, force=force) if positions else 0
     session.info(f"acked {acked} of {len(positions)} message(s) for group {group_name!r} on {target.display}")
     if acked < len(positions):
         session.warn(f"{len(positions) - acked} message(s) not acked: {backend.ack_shortfall_reason()}")

@@ -8,6 +8,7 @@ reported as an internal error without a traceback unless `-v` was given.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import traceback
@@ -18,7 +19,7 @@ from typer.core import TyperGroup
 
 from evrelay import __version__, backends
 from evrelay.cli import ack, bridge, completion, config_cmd, inspect, publish, redrive, replay, stats, tail
-from evrelay.cli.common import RUNTIME
+from evrelay.cli.common import RUNTIME, ConfigOption, ProfileOption, QuietOption, VerboseOption
 from evrelay.errors import EvrelayError, ExitCode, Interrupted
 
 
@@ -38,16 +39,22 @@ def report_error(exc: BaseException, *, verbose: bool) -> None:
     sys.stderr.flush()
 
 
+OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EBADF, errno.EDQUOT, errno.EFBIG})
+
+
 def _silence_stdout() -> None:
-    # The reader of our stdout has gone; point stdout at /dev/null so that the final
-    # flush at interpreter exit does not raise a second BrokenPipeError.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    # The reader of our stdout has gone (or it cannot take data); point stdout at
+    # /dev/null so that the final flush at interpreter exit does not fail a second time.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 class EvrelayGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
-        RUNTIME.verbose = False
+        RUNTIME.reset()
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.exceptions.TyperException):
@@ -61,6 +68,14 @@ class EvrelayGroup(TyperGroup):
         except BrokenPipeError:
             _silence_stdout()
             raise typer.Exit(int(ExitCode.SUCCESS)) from None
+        except OSError as exc:
+            if exc.filename is not None or exc.errno not in OUTPUT_ERRNOS:
+                report_error(exc, verbose=RUNTIME.verbose)
+                raise typer.Exit(int(ExitCode.FAILURE)) from None
+            # Writing our output failed (a full disk, /dev/full, an I/O error).
+            report_error(EvrelayError(f"cannot write to stdout: {exc.strerror}"), verbose=RUNTIME.verbose)
+            _silence_stdout()
+            raise typer.Exit(int(ExitCode.FAILURE)) from None
         except Exception as exc:
             report_error(exc, verbose=RUNTIME.verbose)
             raise typer.Exit(int(ExitCode.FAILURE)) from None
@@ -71,7 +86,8 @@ app = typer.Typer(
     cls=EvrelayGroup,
     help=(
         f"Publish, tail, bridge, replay and ack events on every backend ({backends.help_backend_names()}).\n\n"
-        f"ADDRESS is {backends.help_address_forms()} (NAME: in the default profile; -: stdin/stdout, JSONL)."
+        f"ADDRESS is {backends.help_address_forms()} (NAME: in the default profile; -: stdin/stdout, JSONL).\n\n"
+        "--config, --profile, -v and -q work before the command as well as after it."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -90,8 +106,16 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."),
+    config: ConfigOption = None,
+    profile: ProfileOption = None,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """evrelay: one tool and one syntax for event streams."""
+    # Given before the command: the defaults for the command's own (same) options.
+    RUNTIME.config, RUNTIME.profile = config, profile
+    RUNTIME.global_verbose = RUNTIME.verbose = verbose
+    RUNTIME.quiet = quiet
 
 
 app.command("publish", no_args_is_help=True)(publish.publish)
