@@ -256,7 +256,7 @@ def test_ack_takes_the_sequence_numbers_tail_prints(address):
     assert lag[0]["pending"] == 1
     bad = evrelay("ack", address, "-g", "billing", "1700000000000-0")
     assert bad.returncode == 2
-    assert "'1700000000000-0' is not a nats message ID: use a stream sequence number (42)" in bad.err
+    assert "'1700000000000-0' is an entry ID; nats messages are acked by a stream sequence number (42)" in bad.err
 
 
 def test_a_live_reader_keeps_what_it_holds_and_a_killed_ones_comes_back(nats_server, stream):

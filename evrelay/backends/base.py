@@ -718,8 +718,23 @@ class Backend(ABC):
             try:
                 positions.append(Position(cls.name, stream, str(StreamId.parse(text.strip()))))
             except ValueError:
-                raise UsageError(f"{text!r} is not a {cls.name} message ID: use {cls.message_id_syntax}") from None
+                raise cls.not_a_message_id(text) from None
         return positions
+
+    @classmethod
+    def not_a_message_id(cls, text: str) -> UsageError:
+        """The refusal of `ack ID` text, naming the form it has when it is another
+        backend's (a PARTITION:OFFSET given to a stream, an entry ID given to Kafka)."""
+        from evrelay.positions import EntryId, PartitionOffsets, parse_position
+
+        try:
+            parsed = parse_position(text)
+        except ValueError:
+            parsed = None
+        looks = {PartitionOffsets: "a PARTITION:OFFSET", EntryId: "an entry ID"}.get(type(parsed))
+        if looks:
+            return UsageError(f"{text!r} is {looks}; {cls.name} messages are acked by {cls.message_id_syntax}")
+        return UsageError(f"{text!r} is not a {cls.name} message ID: use {cls.message_id_syntax}")
 
     @classmethod
     def ack_shortfall_reason(cls) -> str:

@@ -556,7 +556,7 @@ class KafkaBackend(Backend):
             except ValueError:
                 parsed = None
             if not isinstance(parsed, PartitionOffsets):
-                raise UsageError(f"{text!r} is not a Kafka message ID: use {cls.message_id_syntax}")
+                raise cls.not_a_message_id(text)
             positions += [Position(cls.name, stream, offset, partition) for partition, offset in parsed.offsets]
         return positions
 

@@ -452,7 +452,7 @@ class NatsBackend(Backend):
         positions = []
         for text in texts:
             if not text.strip().isdigit() or int(text) < 1:
-                raise UsageError(f"{text!r} is not a nats message ID: use {cls.message_id_syntax}")
+                raise cls.not_a_message_id(text)
             positions.append(Position(cls.name, stream, int(text)))
         return positions
 
