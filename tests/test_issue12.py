@@ -535,6 +535,8 @@ def test_fuzzed_publish_options_never_crash_the_kafka_client(kafka_server):
 
 def test_fuzzed_tail_options_give_usage_errors_only():
     """--from/--to, --timeout, --format and -o text: a value or a UsageError, never a crash."""
+    import io
+
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
@@ -546,7 +548,8 @@ def test_fuzzed_tail_options_give_usage_errors_only():
     @given(st.text(max_size=30), st.sampled_from(["pretty", "json", "raw", None, "x"]))
     def check(text, mode):
         for parse in (lambda: parse_position_option(text, "--from"), lambda: parse_duration(text, "--timeout"),
-                      lambda: make_writer(None, text), lambda: make_writer(mode, None)):
+                      lambda: make_writer(None, text, out=io.BytesIO(), stdout_is_tty=False),
+                      lambda: make_writer(mode, None, out=io.BytesIO(), stdout_is_tty=False)):
             try:
                 parse()
             except UsageError:
