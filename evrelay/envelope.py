@@ -101,18 +101,31 @@ def _bytes_json(data: bytes) -> Any:
         return {"b64": base64.b64encode(data).decode("ascii")}
 
 
+def _fields_json(fields: Fields) -> list[list[Any]]:
+    try:  # the common case, all text, in one pass
+        return [[name.decode("utf-8"), value.decode("utf-8")] for name, value in fields]
+    except UnicodeDecodeError:
+        return [[_bytes_json(name), _bytes_json(value)] for name, value in fields]
+
+
 def envelope_dict(message: Message) -> dict[str, Any]:
     """The CONTRACT §3 envelope of a message, as a dict ready for JSON."""
     out: dict[str, Any] = {}
-    _text_or_b64(message.value, "value", "value_b64", out)
+    value = message.value
+    try:
+        text: str | None = value.decode("utf-8")
+        out["value"] = text
+    except UnicodeDecodeError:
+        text = None
+        out["value_b64"] = base64.b64encode(value).decode("ascii")
     if message.key is not None:
         _text_or_b64(message.key, "key", "key_b64", out)
     headers = []
-    for name, value in message.headers:
+    for name, header in message.headers:
         try:
-            headers.append([name, value.decode("utf-8")])
+            headers.append([name, header.decode("utf-8")])
         except UnicodeDecodeError:
-            headers.append([name, {"b64": base64.b64encode(value).decode("ascii")}])
+            headers.append([name, {"b64": base64.b64encode(header).decode("ascii")}])
     out["headers"] = headers
     if message.timestamp is not None:
         out["timestamp"] = format_ms(message.timestamp)
@@ -121,10 +134,11 @@ def envelope_dict(message: Message) -> dict[str, Any]:
         out["backend"] = position.backend
     fields = message.fields
     if fields is not None:
-        try:  # the common case, all text, in one pass
-            out["fields"] = [[name.decode("utf-8"), value.decode("utf-8")] for name, value in fields]
-        except UnicodeDecodeError:
-            out["fields"] = [[_bytes_json(name), _bytes_json(value)] for name, value in fields]
+        if text is not None and len(fields) == 1 and fields[0][1] is value and fields[0][0] == b"value":
+            # The commonest Redis entry, a lone `value` field: its text is decoded already.
+            out["fields"] = [["value", text]]
+        else:
+            out["fields"] = _fields_json(fields)
     if position is not None:
         if position.partition is not None:
             out["topic"] = position.stream

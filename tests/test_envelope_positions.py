@@ -66,3 +66,15 @@ def test_time_helpers():
     assert parse_rfc3339("2026-11-22T10:00:00+01:00") == parse_rfc3339("2026-11-22T09:00:00Z")
     assert parse_rfc3339("2026-11-22T10:00:00") == parse_rfc3339("2026-11-22T10:00:00Z")
     assert parse_duration_ms("1.5s") == 1500 and parse_duration_ms("2") == 2000 and parse_duration_ms("250ms") == 250
+
+
+@pytest.mark.parametrize("value", [b'{"id": 1}', b"", b"\xff\xfe binary"])
+def test_lone_value_field_fast_path_matches_the_general_encoding(value):
+    """A Redis entry whose only field is `value` is encoded without decoding it twice;
+    the result must be what the general path gives (value_b64 and {"b64"} when binary)."""
+    position = Position("redis", "s", "1-0")
+    fast = Message(value, None, [], 1, position, fields=[(b"value", value)])
+    general = Message(value, None, [], 1, position, fields=[(b"value", bytes(bytearray(value)))])
+    assert fast.fields[0][1] is fast.value
+    assert encode_envelope(fast) == encode_envelope(general)
+    assert decode_envelope(encode_envelope(fast)).fields == [(b"value", value)]

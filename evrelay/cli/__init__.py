@@ -6,6 +6,7 @@ evrelay pay only for a bare interpreter start.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -25,4 +26,11 @@ def main(argv: list[str] | None = None) -> None:
         completion_init()
     from evrelay.cli.app import app
 
+    # The data paths allocate millions of short-lived objects (messages, positions, field
+    # lists) that hold no reference cycles; at CPython's default threshold (700) the cycle
+    # collector made ~21 full passes over everything alive during a 300k-message tail, a
+    # third of its read time (1.15 s -> 0.83 s without them). Everything imported so far
+    # lives until exit: freeze it out of the collector's view, and collect less often.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     app(args=args, prog_name="evrelay")
