@@ -235,3 +235,16 @@ def test_options_librdkafka_rejects_are_a_config_error(kafka_server):
         run = evrelay(*args)
         assert run.returncode == 2, run.err
         assert "librdkafka rejected the Kafka options" in run.err and "Traceback" not in run.err
+
+
+def test_profile_options_reach_librdkafka_and_can_turn_idempotence_off(kafka_server, topic):
+    """The user's librdkafka options come last: librdkafka itself refuses acks=1 beside
+    the idempotent producer evrelay sets by default, and accepts it once the user turns
+    idempotence off (the benchmark's `publish kafka:?enable.idempotence=false`)."""
+    base = f"kafka://{kafka_server.bootstrap}/{topic}"
+    refused = evrelay("publish", f"{base}?acks=1", "x")
+    assert refused.returncode == 2, refused.err
+    assert "acks" in refused.err and "idempotence" in refused.err, refused.err
+    sent = evrelay("publish", f"{base}?enable.idempotence=false&acks=1", "a", "b", "-q")
+    assert sent.returncode == 0, sent.err
+    assert [r.value() for r in consume_directly(kafka_server.bootstrap, topic, 2)] == [b"a", b"b"]
