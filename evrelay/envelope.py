@@ -152,7 +152,46 @@ def envelope_dict(message: Message) -> dict[str, Any]:
 
 def encode_envelope(message: Message) -> bytes:
     """One JSONL line (with its newline) for the message."""
+    fields = message.fields
+    if fields is not None and len(fields) == 1 and message.key is None and not message.headers:
+        line = _lone_value_field_line(message, fields[0])
+        if line is not None:
+            return line
     return orjson.dumps(envelope_dict(message), option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _lone_value_field_line(message: Message, field: tuple[bytes, bytes]) -> bytes | None:
+    """The commonest Redis entry (one `value` field, text, no key or headers) spliced from
+    pieces, its value escaped once for both places it appears: byte for byte what
+    envelope_dict + orjson give (a test holds them together), in 60% of the time, which
+    `tail redis: -o json` needs to stay near a plain read."""
+    name, value = field
+    position = message.position
+    if value is not message.value or name != b"value" or position is None or position.partition is not None or message.timestamp is None:
+        return None
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    global _last_pieces
+    ms, backend, stream = message.timestamp, position.backend, position.stream
+    last = _last_pieces
+    if last[0] != ms or last[1] != backend or last[2] != stream:
+        # Consecutive entries share their millisecond (hundreds per ms when written in
+        # bulk) and always their stream: those pieces are made once per run of them.
+        last = _last_pieces = (
+            ms,
+            backend,
+            stream,
+            b'","backend":' + orjson.dumps(backend) + b',"fields":[["value",',
+            b',"headers":[],"timestamp":"' + format_ms(ms).encode(),
+            b']],"stream":' + orjson.dumps(stream) + b',"id":',
+        )
+    literal = orjson.dumps(text)
+    return b"".join((b'{"value":', literal, last[4], last[3], literal, last[5], orjson.dumps(position.id), b"}\n"))
+
+
+_last_pieces: tuple = (None, None, None, b"", b"", b"")
 
 
 # --- decoding ----------------------------------------------------------------------------
