@@ -18,13 +18,16 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.stdout.write(f"evrelay {__version__}\n")
         return
-    if "_EVRELAY_COMPLETE" in os.environ:
+    completing = "_EVRELAY_COMPLETE" in os.environ
+    if completing:
         # A completion request from the scripts in completions/: typer registers its
         # shell classes only for apps with its own --install-completion, which we hide.
         from typer._completion_classes import completion_init
 
         completion_init()
-    from evrelay.cli.app import app
+    from evrelay.cli.app import build_app
+
+    app = build_app(None if completing else args)
 
     # The data paths allocate millions of short-lived objects (messages, positions, field
     # lists) that hold no reference cycles; at CPython's default threshold (700) the cycle

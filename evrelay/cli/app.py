@@ -17,7 +17,6 @@ import typer
 from typer.core import TyperGroup
 
 from evrelay import __version__
-from evrelay.cli import ack, bridge, completion, config_cmd, inspect, publish, replay, tail
 from evrelay.cli.common import RUNTIME
 from evrelay.errors import EvrelayError, ExitCode, Interrupted
 
@@ -66,16 +65,17 @@ class EvrelayGroup(TyperGroup):
             raise typer.Exit(int(ExitCode.FAILURE)) from None
 
 
-app = typer.Typer(
-    name="evrelay",
-    cls=EvrelayGroup,
-    help="Publish, tail, bridge, replay and ack events on Kafka, Redis Streams, a local store and JSONL files.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+def _new_app() -> typer.Typer:
+    return typer.Typer(
+        name="evrelay",
+        cls=EvrelayGroup,
+        help="Publish, tail, bridge, replay and ack events on Kafka, Redis Streams, a local store and JSONL files.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
 
 
 def _version(value: bool) -> None:
@@ -84,7 +84,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def root(
     version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
@@ -95,11 +94,71 @@ def root(
     """
 
 
-app.command("publish", no_args_is_help=True)(publish.publish)
-app.command("tail", no_args_is_help=True)(tail.tail)
-bridge.register(app)
-replay.register(app)
-ack.register(app)
-inspect.register(app)
-app.add_typer(config_cmd.app, name="config")
-app.command("completion", no_args_is_help=True)(completion.completion)
+def _register_publish(app: typer.Typer) -> None:
+    from evrelay.cli import publish
+
+    app.command("publish", no_args_is_help=True)(publish.publish)
+
+
+def _register_tail(app: typer.Typer) -> None:
+    from evrelay.cli import tail
+
+    app.command("tail", no_args_is_help=True)(tail.tail)
+
+
+def _register_module(name: str) -> Any:
+    def register(app: typer.Typer) -> None:
+        import importlib
+
+        importlib.import_module(f"evrelay.cli.{name}").register(app)
+
+    return register
+
+
+def _register_config(app: typer.Typer) -> None:
+    from evrelay.cli import config_cmd
+
+    app.add_typer(config_cmd.app, name="config")
+
+
+def _register_completion(app: typer.Typer) -> None:
+    from evrelay.cli import completion
+
+    app.command("completion", no_args_is_help=True)(completion.completion)
+
+
+# Command name -> what registers it, in the order `evrelay --help` lists them. One
+# registration may add several commands (inspect: ls, info, groups, health, lag).
+_REGISTRATIONS: list[tuple[tuple[str, ...], Any]] = [
+    (("publish",), _register_publish),
+    (("tail",), _register_tail),
+    (("bridge",), _register_module("bridge")),
+    (("replay",), _register_module("replay")),
+    (("ack",), _register_module("ack")),
+    (("ls", "info", "groups", "health", "lag"), _register_module("inspect")),
+    (("config",), _register_config),
+    (("completion",), _register_completion),
+]
+
+
+def build_app(args: list[str] | None = None) -> typer.Typer:
+    """The CLI with every command, or (given the command line) with only the commands
+    named in it: `tail --help` then imports one command module instead of eight (a
+    start-up cost users pay on every call). The command a line invokes is always one of
+    its words; a line naming none (`evrelay`, `--help`, a typo) gets every command, so
+    help, "no such command" and completion see them all."""
+    words = set(args or ())
+    wanted = [register for names, register in _REGISTRATIONS if words.intersection(names)]
+    app = _new_app()
+    app.callback()(root)
+    for register in wanted or [register for _, register in _REGISTRATIONS]:
+        register(app)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    # `from evrelay.cli.app import app` (tests, docs): the whole CLI, built on first use.
+    if name == "app":
+        globals()["app"] = built = build_app()
+        return built
+    raise AttributeError(name)
