@@ -334,6 +334,7 @@ class KafkaGroupConsumer(_KafkaReader):
                     self.created = False  # another member created and joined it first
             self.assigned: set[int] = set()
             self.ever_assigned = False
+            self.incremental = backend.incremental_rebalance
             self.paused = False
             self.stash: list[Message] = []
             self.client.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
@@ -346,7 +347,10 @@ class KafkaGroupConsumer(_KafkaReader):
         for tp in partitions:
             self.states.setdefault(tp.partition, _PartitionState()).done = False
             self.assigned.add(tp.partition)
-        client.assign(partitions)
+        if self.incremental:
+            client.incremental_assign(partitions)  # the partitions added, not the whole set
+        else:
+            client.assign(partitions)
 
     def close(self) -> None:
         # Leaving a group while its join is still in progress leaves a ghost member on
@@ -361,7 +365,10 @@ class KafkaGroupConsumer(_KafkaReader):
     def _on_revoke(self, client: Any, partitions: list[Any]) -> None:
         for tp in partitions:
             self.assigned.discard(tp.partition)
-        client.unassign()
+        if self.incremental:
+            client.incremental_unassign(partitions)
+        else:
+            client.unassign()
 
     def _partition_finished(self, partition: int) -> None:
         if not self.follow and self.assigned and all(self.states.get(p) and self.states[p].done for p in self.assigned):
