@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from evrelay.backends.base import Consumer, DeliveryFailure, Message, Producer, StopReason
+from evrelay.backends.base import Consumer, DeliveryFailure, Message, Position, Producer, StopReason
 from evrelay.errors import BackendUnavailable, DeliveryFailed
 
 PROVENANCE_HEADER = "evrelay-source"
@@ -243,21 +243,11 @@ class Relay:
     def _start(self, batch: list[Message]) -> tuple[list[Message], list[Message], bool] | None:
         """Hand a window to the sink without waiting: (batch, what was sent, sent?).
         A dry run shows it instead, and there is nothing to complete."""
-        provenance = self.provenance
         # The provenance header is replaced, not appended: a message relayed A->B->C->A
         # carries one, naming its last hop. Raw fields (Redis) travel along; a Redis sink
         # writes them back only while they still match the message.
-        outgoing = [
-            Message(
-                m.value,
-                m.key,
-                [*(h for h in m.headers if h[0] != PROVENANCE_HEADER), (PROVENANCE_HEADER, m.position.coordinates.encode())]
-                if provenance and m.position is not None
-                else list(m.headers),
-                m.timestamp,
-                fields=m.fields,
-            )
-            for m in batch
+        outgoing = self._outgoing(batch) if self.provenance else [
+            Message(m.value, m.key, list(m.headers), m.timestamp, fields=m.fields) for m in batch
         ]
         if self.sink is None:
             if self.emit is not None:
@@ -272,16 +262,51 @@ class Relay:
             sent = False  # _complete() waits out the outage and sends again
         return batch, outgoing, sent
 
+    @staticmethod
+    def _outgoing(batch: list[Message]) -> list[Message]:
+        """The window's copies with their provenance header. Per message in every bridge:
+        the coordinates' prefix is made once per partition, and a message without headers
+        (the common case) skips the filtering (relay overhead 1.4 -> X us per message)."""
+        prefixes: dict[tuple[str, str, int | None], str] = {}
+        out = []
+        append = out.append
+        for m in batch:
+            position = m.position
+            if position is None:
+                append(Message(m.value, m.key, list(m.headers), m.timestamp, fields=m.fields))
+                continue
+            where = (position.backend, position.stream, position.partition)
+            prefix = prefixes.get(where)
+            if prefix is None:
+                # Position.coordinates without the ID (a test holds the two together)
+                prefix = prefixes[where] = (
+                    f"{position.backend}/{position.stream}/{position.partition}/" if position.partition is not None
+                    else f"{position.backend}/{position.stream}/"
+                )
+            header = (PROVENANCE_HEADER, f"{prefix}{position.id}".encode())
+            headers = m.headers
+            append(Message(
+                m.value,
+                m.key,
+                [*(h for h in headers if h[0] != PROVENANCE_HEADER), header] if headers else [header],
+                m.timestamp,
+                fields=m.fields,
+            ))
+        return out
+
     def _complete(self, batch: list[Message], outgoing: list[Message], sent: bool) -> None:
         """Confirm a window (retrying, dead-lettering), then ack it at the source."""
         safe, poison = self._deliver(batch, outgoing, sent)
         if self.ack and safe:
             self.consumer.ack(safe)
             self.stats.acked += len(safe)
+            last: dict[tuple[str, int | None], Position] = {}
             for message in safe:
                 position = message.position
                 if position is not None:
-                    self.stats.last_positions[(position.stream, position.partition)] = position.coordinates
+                    last[(position.stream, position.partition)] = position
+            for where, position in last.items():  # the summary needs only the last per partition
+                self.stats.last_positions[where] = position.coordinates
         self.stats.last_done_at = time.monotonic()
         if poison is not None:
             message, failure = poison
@@ -309,6 +334,9 @@ class Relay:
             failures = self._send_and_confirm(self.sink, [outgoing[i] for i in waiting], "sink", already_sent=already_sent)
             already_sent = False
             self.backoff.reset()
+            if not failures:  # the common case, without a loop per message
+                self.stats.delivered += len(waiting)
+                break
             retry = []
             failed_ids = {id(f.message): f for f in failures}
             for i in waiting:
