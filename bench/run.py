@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -105,6 +106,13 @@ def make_data(path: Path, count: int) -> None:
             f.write(json.dumps({"id": i, "sku": f"SKU-{i % 997:04d}", "qty": i % 7, "price": round(i * 0.37 % 100, 2), "note": "n" * (18 - len(str(i)) % 3)}) + "\n")
 
 
+def make_keyed(lines: Path, path: Path) -> None:
+    """The same JSON values as envelopes keyed `even` / `odd` by id: half pass either selection."""
+    with lines.open() as source, path.open("w") as f:
+        for i, line in enumerate(source):
+            f.write(json.dumps({"value": line.rstrip("\n"), "key": "even" if i % 2 == 0 else "odd"}) + "\n")
+
+
 class Topics:
     """Fresh topics on demand (3 partitions), outside the timed part."""
 
@@ -137,6 +145,7 @@ def main() -> int:
     parser.add_argument("--kafka", choices=("tansu", "apache"), default="tansu", help="the Kafka broker to run against")
     parser.add_argument("--memory-messages", type=int, default=1_000_000, help="the big runs for the RSS checks")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--only-selection", action="store_true", help="only the bridge --filter/--match-key comparison")
     args = parser.parse_args()
     n, rounds = args.messages, args.repeat
     ev = evrelay_command()
@@ -169,8 +178,23 @@ def main() -> int:
         def bridge(source: str, sink: str, count: int) -> Run:
             return run([*ev, "bridge", source, sink, "-g", f"bench-{next(groups)}", "--count", str(count), "-q"], env=env)
 
+        keyed_src = topics.new("keyed")
+        keyed = work / "keyed.jsonl"
+        make_keyed(data, keyed)
+        run([*ev, "publish", f"kafka://{b}/{keyed_src}", "--input", "json", "-q"], stdin=keyed, env=env)
+        selections = {"unfiltered": [], "--filter": ["--filter", ".value.id % 2 == 0"], "--match-key": ["--match-key", "even"]}
+
+        def selected_rate(extra: list[str]) -> float:
+            """Messages handled (delivered or filtered out) per second while moving: the summary's rate."""
+            bridged = run([*ev, "bridge", f"kafka://{b}/{keyed_src}", f"{redis}/sel-{next(streams)}", "-g", f"sel-{next(groups)}", "--count", str(n), *extra], env=env)
+            return float(re.search(r"\(([\d,]+) msg/s\)", bridged.stderr).group(1).replace(",", ""))
+
         for r in range(rounds):
             print(f"# round {r + 1}", file=sys.stderr)
+            # a bridge Kafka -> Redis with a selection passing half the messages vs none
+            alternate(r, [(f"selection {who}", lambda extra=extra: selected_rate(extra)) for who, extra in selections.items()], results)
+            if args.only_selection:
+                continue
             alternate(r, [
                 ("publish kafka evrelay", lambda: secs([*ev, "publish", f"kafka://{b}/{topics.new('pub')}", "-q"], data)),
                 ("publish kafka kcat idempotent", lambda: secs([*kcat, "-b", b, *kcat_idempotent, "-P", "-t", topics.new("pub"), "-l", str(data)])),
@@ -206,12 +230,15 @@ def main() -> int:
                 ("publish redis 1", lambda: secs([*ev, "publish", f"{redis}/pub-{next(streams)}", "-q"], one)),
             ], results)
 
-        startups = [("bridge start-up", lambda: bridge(f"kafka://{b}/{kafka_src}", f"{redis}/start-{next(streams)}", 1).seconds)]
-        if args.kafka == "apache":  # KIP-848's protocol needs a Kafka 4 broker (tansu never assigns under it)
+        if args.only_selection:
+            startups: list[tuple[str, Callable[[], float]]] = []
+        else:
+            startups = [("bridge start-up", lambda: bridge(f"kafka://{b}/{kafka_src}", f"{redis}/start-{next(streams)}", 1).seconds)]
+        if args.kafka == "apache" and not args.only_selection:  # KIP-848's protocol needs a Kafka 4 broker (tansu never assigns under it)
             startups.append(("bridge start-up consumer protocol", lambda: bridge(f"kafka://{b}/{kafka_src}?group.protocol=consumer", f"{redis}/start-{next(streams)}", 1).seconds))
         for r in range(max(rounds, 3)):
             alternate(r, startups, results)
-        for r in range(20):
+        for r in range(0 if args.only_selection else 20):
             alternate(r, [
                 ("python -c pass", lambda: secs([sys.executable, "-c", "pass"])),
                 ("evrelay --version", lambda: secs([*ev, "--version"])),
@@ -219,7 +246,7 @@ def main() -> int:
             ], results)
 
         big_label = f"{args.memory_messages:,}"
-        if not args.skip_memory:
+        if not args.skip_memory and not args.only_selection:
             big, small = work / "big.jsonl", work / "small.jsonl"
             make_data(big, args.memory_messages)
             make_data(small, 10_000)
@@ -265,6 +292,24 @@ def render(results: Results, n: int, avg: float, rounds: int, flavour: str, big_
             return None
         return (n - 1) / (full - single)
 
+    def table() -> str:
+        lines = [
+            f"{n:,} messages of ~{avg:.0f} bytes, Kafka broker: {flavour}; medians of {rounds} alternating rounds "
+            "(start-up: 20); one run, one machine; ratios are evrelay / peer (rates: evrelay / peer).",
+            "",
+            "| measure | evrelay | peer | ratio | target | |",
+            "| --- | --- | --- | --- | --- | --- |",
+            *(f"| {' | '.join(r)} |" for r in rows),
+        ]
+        return "\n".join(lines) + "\n"
+
+    plain, jq_rate, glob_rate = (m(f"selection {who}") for who in ("unfiltered", "--filter", "--match-key"))
+    if plain and jq_rate and glob_rate:
+        # messages handled (delivered or filtered out) per second while moving
+        row("bridge kafka->redis, `--filter` passing half", f"{jq_rate:,.0f} msg/s", f"unfiltered {plain:,.0f} msg/s", jq_rate / plain, "≥ 0.5x", 0.5, higher_is_better=True)
+        row("bridge kafka->redis, `--match-key` passing half", f"{glob_rate:,.0f} msg/s", f"unfiltered {plain:,.0f} msg/s", glob_rate / plain, "≥ 0.9x", 0.9, higher_is_better=True)
+    if m("publish kafka evrelay") is None:  # --only-selection
+        return table()
     timed("`publish kafka:` (idempotent, acks=all)", "publish kafka evrelay", "publish kafka kcat idempotent", "kcat -X enable.idempotence=true", 1.0)
     timed("`publish kafka:?enable.idempotence=false`", "publish kafka evrelay plain", "publish kafka kcat", "plain kcat", 1.3)
     timed("`tail kafka: -o raw`", "tail kafka evrelay raw", "tail kafka kcat", "kcat", 1.0)
@@ -306,15 +351,7 @@ def render(results: Results, n: int, avg: float, rounds: int, flavour: str, big_
         else:
             row(f"{what} of {big_label} messages, peak RSS", "-", "-", None, "≤ 1.3x", 1.3)
     row("NATS publish / tail vs a nats-py loop", "-", "-", None, "≤ 1.5x", 1.5)
-    lines = [
-        f"{n:,} messages of ~{avg:.0f} bytes, Kafka broker: {flavour}; medians of {rounds} alternating rounds "
-        "(start-up: 20); one run, one machine; ratios are evrelay / peer (rates: evrelay / peer).",
-        "",
-        "| measure | evrelay | peer | ratio | target | |",
-        "| --- | --- | --- | --- | --- | --- |",
-        *(f"| {' | '.join(r)} |" for r in rows),
-    ]
-    return "\n".join(lines) + "\n"
+    return table()
 
 
 if __name__ == "__main__":

@@ -70,6 +70,9 @@ class Message:
     fields: Fields | None = None
     """Redis: the entry's raw fields, in order. A Redis sink writes them back exactly when
     they still say what value, key and headers say in its layout."""
+    origin: Position | None = field(default=None, repr=False)
+    """On a relayed copy: the source position it was made from (for sink-name templates);
+    not part of its envelope."""
 
     def ack(self) -> None:
         if self.receipt is not None:

@@ -19,7 +19,7 @@ from evrelay.envelope import Message, Position, encode_envelope
 from evrelay.errors import UsageError
 from evrelay.timestamps import format_ms
 
-OUTPUT_MODES = ("pretty", "json", "raw")
+OUTPUT_MODES = ("pretty", "json", "raw", "kcat", "keyed")
 TEMPLATE_FIELDS = (
     "value",
     "key",
@@ -258,8 +258,9 @@ def _shown(data: bytes) -> str:
         return repr(data)[2:-1]
 
 
-def make_writer(mode: str | None, template: str | None, *, stdout_is_tty: bool | None = None) -> MessageWriter:
-    """The writer for `-o MODE` / `--format`; the default is pretty on a terminal, else json."""
+def make_writer(mode: str | None, template: str | None, *, stdout_is_tty: bool | None = None, key_delimiter: bytes = b":") -> MessageWriter:
+    """The writer for `-o MODE` / `--format`; the default is pretty on a terminal, else json.
+    `kcat` and `keyed` are kcat's -J and -K line formats (evrelay/kcat.py)."""
     if template is not None:
         if mode is not None:
             raise UsageError("give either -o/--output or --format, not both")
@@ -273,6 +274,10 @@ def make_writer(mode: str | None, template: str | None, *, stdout_is_tty: bool |
         return RawWriter()
     if mode == "pretty":
         return PrettyWriter()
+    if mode in ("kcat", "keyed"):
+        from evrelay.kcat import KcatJsonWriter, KeyedWriter
+
+        return KcatJsonWriter() if mode == "kcat" else KeyedWriter(key_delimiter)
     raise UsageError(f"-o/--output must be one of {', '.join(OUTPUT_MODES)}, not {mode!r}")
 
 

@@ -122,3 +122,12 @@ def kcat():
         if _in_ci():
             pytest.fail(f"CI=true and kcat is missing: {exc}")
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def nats_server():
+    from tests.servers import NatsServer
+
+    server = start_server(NatsServer)
+    yield server
+    server.stop()

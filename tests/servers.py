@@ -193,3 +193,68 @@ def kcat_command() -> list[str]:
         os.symlink(libs[0], tmp)
         os.replace(tmp, link)
     return ["env", f"LD_LIBRARY_PATH={shim}", binary]
+
+
+def nats_binary() -> str:
+    found = shutil.which("nats-server") or next(
+        (p for p in ("/usr/sbin/nats-server", "/usr/bin/nats-server") if os.path.exists(p)), None
+    )
+    if found is None:
+        raise ServerUnavailable("nats-server is not installed (apt-get install -y nats-server)")
+    return found
+
+
+class NatsServer(Server):
+    """Debian's nats-server with JetStream (`-js`), its store in a temporary directory (kept
+    across restart()); with `user` and `password`, clients must log in."""
+
+    def __init__(self, *, user: str | None = None, password: str | None = None) -> None:
+        self.binary = nats_binary()
+        self.user, self.password = user, password
+        self.dir = tempfile.mkdtemp(prefix="evrelay-nats-")
+        super().__init__()
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        cmd = [self.binary, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", self.dir]
+        if self.user is not None:
+            cmd += ["--user", self.user, "--pass", self.password or ""]
+        return cmd
+
+    def start(self) -> NatsServer:
+        super().start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            # JetStream answers a moment after the port opens: wait for its API.
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.recv(4096)
+                    import json
+
+                    login = {"user": self.user, "pass": self.password} if self.user is not None else {}
+                    connect = {"verbose": False, "headers": True, "no_responders": True, **login}
+                    sock.sendall(b"CONNECT " + json.dumps(connect).encode() + b"\r\n"
+                                 b"SUB _probe 1\r\nPUB $JS.API.INFO _probe 0\r\n\r\nPING\r\n")
+                    reply = b""
+                    while b"MSG _probe" not in reply and b"HMSG _probe" not in reply:
+                        chunk = sock.recv(4096)
+                        if not chunk:
+                            break
+                        reply += chunk
+                    if b"_probe" in reply and b"503" not in reply:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"nats-server on {self.port} never answered the JetStream API")
+
+    def restart(self) -> NatsServer:
+        self.stop()
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -24,7 +24,8 @@ def test_benchmark_runs_and_reports_every_measure():
                     "`tail kafka: -o json`", "`tail redis: -o raw`", "`tail redis: -o json`", "`publish redis:`",
                     "bridge kafka->redis, marginal rate", "bridge redis->kafka, marginal rate", "bridge start-up",
                     "`evrelay --version`", "`evrelay tail --help`", "tail of 20,000 messages, peak RSS",
-                    "bridge of 20,000 messages, peak RSS"):
+                    "bridge of 20,000 messages, peak RSS", "bridge kafka->redis, `--filter` passing half",
+                    "bridge kafka->redis, `--match-key` passing half"):
         row = next((r for r in rows if r.startswith(f"| {measure}")), None)
         assert row is not None, f"{measure} missing:\n{proc.stdout}"
         if "marginal rate" not in row:  # with 2,000 messages, join noise can swamp the difference

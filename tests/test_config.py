@@ -55,8 +55,8 @@ def test_address_forms():
     assert (file_address.backend, file_address.options["path"]) == ("file", "x/y.jsonl")
     with pytest.raises(AddressError, match="did you mean work:s"):
         resolve_address("wrok:s", config)
-    with pytest.raises(AddressError, match="no backend handles nats://"):
-        resolve_address("nats://host/subject", config)
+    with pytest.raises(AddressError, match="no backend handles mqtt://"):
+        resolve_address("mqtt://host/subject", config)
 
 
 def test_inline_urls():

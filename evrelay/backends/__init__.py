@@ -30,10 +30,11 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "file": "evrelay.backends.jsonl:JsonlBackend",
     "kafka": "evrelay.backends.kafka:KafkaBackend",
     "redis": "evrelay.backends.redis_streams:RedisStreamsBackend",
+    "nats": "evrelay.backends.nats:NatsBackend",
 }
 
 # URL schemes of inline addresses (`kafka://host/topic`) and the backend that parses them.
-BUILTIN_SCHEMES: dict[str, str] = {"kafka": "kafka", "redis": "redis", "rediss": "redis"}
+BUILTIN_SCHEMES: dict[str, str] = {"kafka": "kafka", "redis": "redis", "rediss": "redis", "nats": "nats"}
 
 
 @cache

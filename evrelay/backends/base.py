@@ -20,6 +20,7 @@ them stay backend-neutral.
 from __future__ import annotations
 
 import enum
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -64,6 +65,7 @@ class Capability(enum.Enum):
     SEEK_POSITION = "starting at a native position"
     SEEK_TIME = "starting at a time"
     GROUP_SEEK = "moving a consumer group (replay -g)"
+    GROUP_DELETE = "deleting a consumer group"
     KEEP_TIMESTAMP = "keeping the original timestamp"
     INSPECT = "inspection (ls, info, groups, lag)"
 
@@ -182,6 +184,9 @@ class GroupLag:
     """Messages after the position: not yet delivered to the group."""
     pending: int | None = None
     """Delivered but not acked (Redis, local); None where there is no such thing (Kafka)."""
+    oldest_time: int | None = None
+    """Epoch ms of the oldest message the group has not finished with (pending, or not
+    yet delivered): `lag --max-age` compares its age. None when there is none."""
 
 
 @dataclass(slots=True)
@@ -256,6 +261,9 @@ class Consumer(ABC):
     stop_reason: StopReason | None = None
     created: bool | None = None
     """Group reads: True when this consumer created the group, False when it existed."""
+    cumulative_acks: bool = False
+    """True where acking a message also acks every earlier one of its partition (a Kafka
+    commit): a caller that leaves a message unacked must not ack past it."""
 
     @abstractmethod
     def read(self, max_messages: int, timeout: float) -> list[Message]:
@@ -471,12 +479,24 @@ class Backend(ABC):
         self.require(Capability.INSPECT)
         raise NotImplementedError
 
+    def stream_names(self) -> list[str]:
+        """Names of the topics/streams there are; backends override it when listing
+        names is cheaper than `list_streams()` (which also counts)."""
+        return [info.name for info in self.list_streams()]
+
+    def matching_streams(self, pattern: re.Pattern[str]) -> list[str]:
+        """The topics/streams whose whole name matches `pattern` (an address's `~REGEX`),
+        sorted; called again while following, to pick up new ones."""
+        self.require(Capability.INSPECT, command="a ~PATTERN address")
+        return sorted(name for name in self.stream_names() if pattern.fullmatch(name))
+
     def group_infos(self, stream: str) -> list[GroupInfo]:
         self.require(Capability.GROUPS)
         raise NotImplementedError
 
     def group_lag(self, stream: str, group: str) -> list[GroupLag]:
-        """The group's position, the end and the lag, per partition or for the stream."""
+        """The group's position, the end and the lag, per partition or for the stream,
+        with the time of the oldest message not yet finished (`oldest_time`)."""
         self.require(Capability.GROUPS)
         raise NotImplementedError
 
@@ -500,4 +520,16 @@ class Backend(ABC):
 
     def apply_group_seek(self, plan: GroupSeekPlan) -> None:
         self.require(Capability.GROUP_SEEK)
+        raise NotImplementedError
+
+    def group_delete_scope(self, stream: str, group: str) -> str:
+        """What deleting the group removes, for the confirmation (raises NotFoundError
+        when there is no such group, GroupBusyError when it cannot be deleted now)."""
+        self.require(Capability.GROUP_DELETE)
+        return f"consumer group {group!r} of {self.stream_noun} {stream!r}, with its position and pending messages"
+
+    def delete_group(self, stream: str, group: str) -> None:
+        """Delete the group: its position, pending list and consumers (NotFoundError
+        when there is no such group)."""
+        self.require(Capability.GROUP_DELETE)
         raise NotImplementedError

@@ -134,6 +134,8 @@ _REGISTRATIONS: list[tuple[tuple[str, ...], Any]] = [
     (("tail",), _register_tail),
     (("bridge",), _register_module("bridge")),
     (("replay",), _register_module("replay")),
+    (("redrive",), _register_module("redrive")),
+    (("stats",), _register_module("stats")),
     (("ack",), _register_module("ack")),
     (("ls", "info", "groups", "health", "lag"), _register_module("inspect")),
     (("config",), _register_config),
@@ -143,7 +145,7 @@ _REGISTRATIONS: list[tuple[tuple[str, ...], Any]] = [
 
 def build_app(args: list[str] | None = None) -> typer.Typer:
     """The CLI with every command, or (given the command line) with only the commands
-    named in it: `tail --help` then imports one command module instead of eight (a
+    named in it: `tail --help` then imports one command module instead of ten (a
     start-up cost users pay on every call). The command a line invokes is always one of
     its words; a line naming none (`evrelay`, `--help`, a typo) gets every command, so
     help, "no such command" and completion see them all."""

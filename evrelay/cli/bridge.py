@@ -6,7 +6,6 @@ import contextlib
 import re
 import signal
 import sys
-import time
 from typing import Annotated, Optional
 
 import typer
@@ -16,11 +15,15 @@ from evrelay.cli.common import (
     ConfigOption,
     ConsumerOption,
     DryRunOption,
+    FilterOption,
     FollowOption,
     FormatOption,
     FromOption,
     GroupOption,
     IdleTimeoutOption,
+    MapOption,
+    MatchHeaderOption,
+    MatchKeyOption,
     OutputOption,
     ProfileOption,
     QuietOption,
@@ -32,6 +35,7 @@ from evrelay.cli.common import (
     default_consumer_name,
     parse_duration,
     parse_position_option,
+    selection_from_options,
 )
 from evrelay.errors import Interrupted, UsageError
 
@@ -64,28 +68,6 @@ def default_group(sink_backend: str, sink_stream: str) -> str:
     return "evrelay-bridge-" + re.sub(r"[^A-Za-z0-9._-]+", "_", f"{sink_backend}-{sink_stream}")
 
 
-class ProgressLine:
-    """A self-overwriting progress line on stderr (terminals only), at most twice a second."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.next_draw = 0.0
-        self.drawn = False
-
-    def __call__(self, stats) -> None:
-        if not self.enabled or time.monotonic() < self.next_draw:
-            return
-        self.next_draw = time.monotonic() + 0.5
-        sys.stderr.write(f"\r\x1b[Kbridged {stats.delivered} message(s), {stats.rate:,.0f}/s, {stats.retries} retries")
-        sys.stderr.flush()
-        self.drawn = True
-
-    def clear(self) -> None:
-        if self.drawn:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
-
-
 def bridge(
     source: Annotated[str, typer.Argument(metavar="SOURCE", help="Where to read (or 'SOURCE->SINK').", autocompletion=complete_address, show_default=False)],
     sink: Annotated[Optional[str], typer.Argument(metavar="SINK", help="Where to write.", autocompletion=complete_address, show_default=False)] = None,
@@ -96,6 +78,7 @@ def bridge(
     idle_timeout: IdleTimeoutOption = None,
     dead_letter: Annotated[Optional[str], typer.Option("--dead-letter", metavar="ADDRESS", help="Send messages the sink rejects for good here (error in headers) instead of stopping.", show_default=False)] = None,
     dry_run: DryRunOption = False,
+    metrics: Annotated[Optional[str], typer.Option("--metrics", metavar="ADDR:PORT", help="Serve Prometheus metrics here (e.g. 127.0.0.1:9464); needs prometheus-client.", show_default=False)] = None,
     window: Annotated[int, typer.Option("--window", metavar="N", min=1, help="Messages in flight at once: read, sent, confirmed, then acked together.")] = DEFAULT_WINDOW,
     claim_idle: Annotated[str, typer.Option("--claim-idle", metavar="DURATION", help="Redis/local: take over group messages another consumer left pending this long (0: never).")] = DEFAULT_CLAIM_IDLE,
     follow: FollowOption = False,
@@ -103,6 +86,10 @@ def bridge(
     cloudevents: CloudEventsOption = None,
     output: OutputOption = None,
     template: FormatOption = None,
+    filter_expr: FilterOption = None,
+    map_expr: MapOption = None,
+    match_key: MatchKeyOption = None,
+    match_header: MatchHeaderOption = None,
     timeout: TimeoutOption = None,
     config: ConfigOption = None,
     profile: ProfileOption = None,
@@ -117,6 +104,8 @@ def bridge(
     group share the work. Each message gets an evrelay-source header with its source
     coordinates, replacing one from an earlier hop (--no-provenance: none). SIGTERM
     exits 0 and SIGINT 130, both after acking what was delivered.
+    Messages --filter/--match-* drop are acked with their window; one --filter/--map
+    fails on goes to --dead-letter (or stops the bridge, like a rejected message).
 
     \b
     Examples:
@@ -124,21 +113,28 @@ def bridge(
       evrelay bridge 'kafka:orders->redis:orders' --idle-timeout 30s
       evrelay bridge redis:orders kafka:orders-copy --dead-letter file:rejected.jsonl
       evrelay bridge kafka:orders - --dry-run -n 5
+      evrelay bridge kafka:orders redis:big-orders --filter '.value.total > 100' --dead-letter file:dlq.jsonl
     """
     from evrelay.backends.base import Capability, ReadSpec
+    from evrelay.multi import MultiConsumer, StreamSource, stream_pattern
     from evrelay.output import make_writer
     from evrelay.positions import Beginning
     from evrelay.relay import Relay
+    from evrelay.routing import open_sink
     from evrelay.transforms import message_transform, previewing, with_transform
+    from evrelay.watch import LagSampler, MetricsServer, ProgressLine, Watch, group_lag_sampler, parse_listen_address
 
     source_text, sink_text = split_endpoints(source, sink)
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     idle_seconds = parse_duration(idle_timeout, "--idle-timeout")
     claim_seconds = parse_duration(claim_idle, "--claim-idle")
+    if metrics is not None:
+        parse_listen_address(metrics)  # a bad --metrics is a usage error before connecting
     start = parse_position_option(from_, "--from") or Beginning()
     src = session.address(source_text)
     dst = session.address(sink_text)
     writer = make_writer(output, template) if dry_run else None
+    selection = selection_from_options(filter_expr, map_expr, match_key, match_header)
     transform = message_transform(cloudevents)
 
     with contextlib.ExitStack() as stack:
@@ -153,7 +149,7 @@ def bridge(
             dst_stream = dst.require_stream(dst_backend.stream_noun)
             if dst_backend.location() == src_backend.location() and dst_stream == src_stream:
                 raise UsageError(f"{source_text} and {sink_text} are the same {src_backend.stream_noun}: that would relay into itself")
-            sink_producer = with_transform(stack.enter_context(dst_backend.producer(dst_stream)), transform)
+            sink_producer = with_transform(stack.enter_context(open_sink(dst_backend, dst_stream)), transform)
         else:
             dst_stream = dst.stream or "-"
         grouped = src_backend.supports(Capability.GROUPS) and not dry_run
@@ -173,15 +169,25 @@ def bridge(
             dead_backend = stack.enter_context(session.backend(dead))
             dead_backend.require(Capability.PUBLISH, command="--dead-letter")
             dead_producer = stack.enter_context(dead_backend.producer(dead.require_stream(dead_backend.stream_noun)))
-        reader = stack.enter_context(src_backend.consumer(spec))
+        pattern = stream_pattern(src_stream)
+        if pattern is not None:  # every topic/stream matching ~REGEX, new ones included
+            reader = stack.enter_context(MultiConsumer([StreamSource(src.display, src_backend, pattern=pattern)], spec, warn=session.warn))
+        else:
+            reader = stack.enter_context(src_backend.consumer(spec))
         if group_name and reader.created:
             session.info(f"evrelay: created consumer group {group_name!r} on {src.display} at {start}")
-        progress = ProgressLine(sys.stderr.isatty() and not quiet)
+        lag = LagSampler(group_lag_sampler(src_backend, src_stream, group_name)) if group_name else None
+        server = MetricsServer(metrics, source=src.display, sink=dst.display) if metrics else None
+        if server is not None:
+            session.info(f"evrelay: serving Prometheus metrics on http://{parse_listen_address(metrics)[0]}:{server.port}/metrics")
+        progress = Watch(ProgressLine(sys.stderr.isatty() and not quiet), server, lag)
         stop = stack.enter_context(StopFlag())
         relay = Relay(
             reader,
             sink_producer,
             sink_label=dst.display,
+            source_label=src.display,
+            selection=selection,
             dead_letter=dead_producer,
             emit=previewing(writer.write if writer is not None else None, transform, session.warn),
             provenance=not no_provenance,
@@ -193,10 +199,11 @@ def bridge(
         try:
             stats = relay.run(limit=count, idle_timeout=idle_seconds, window=window)
         finally:
-            progress.clear()
+            progress.close()
     verb = "would bridge" if dry_run else "bridged"
     positions = ", ".join(sorted(stats.last_positions.values())) or "none"
-    note = f"; {stats.dead_lettered} dead-lettered" if stats.dead_lettered else ""
+    note = f"; {stats.filtered} filtered out" if selection is not None else ""
+    note += f"; {stats.dead_lettered} dead-lettered" if stats.dead_lettered else ""
     reason = f" ({stats.stop_reason.value})" if stats.stop_reason else ""
     session.info(
         f"{verb} {stats.delivered} message(s) from {src.display} to {dst.display} in {stats.elapsed:.1f}s "

@@ -65,7 +65,7 @@ CountOption = Annotated[Optional[int], typer.Option("-n", "--count", metavar="N"
 FollowOption = Annotated[bool, typer.Option("-f", "--follow", help="Keep waiting for new messages.")]
 TimeoutOption = Annotated[Optional[str], typer.Option("--timeout", metavar="DURATION", help="Give up after this long (10s, 2m); also bounds connecting.", show_default=False)]
 IdleTimeoutOption = Annotated[Optional[str], typer.Option("--idle-timeout", metavar="DURATION", help="Stop when nothing arrived for this long.", show_default=False)]
-OutputOption = Annotated[Optional[str], typer.Option("-o", "--output", metavar="MODE", help="pretty (default on a terminal), json (default otherwise) or raw.", show_default=False)]
+OutputOption = Annotated[Optional[str], typer.Option("-o", "--output", metavar="MODE", help="pretty (default on a terminal), json (default otherwise), raw, or kcat/keyed (kcat -J / -K lines).", show_default=False)]
 FormatOption = Annotated[Optional[str], typer.Option("--format", metavar="TEMPLATE", help="Python format template, e.g. '{partition}:{offset} {key} {value}'.", show_default=False)]
 KeyOption = Annotated[Optional[str], typer.Option("-k", "--key", metavar="KEY", help="Message key.", show_default=False)]
 HeaderOption = Annotated[Optional[list[str]], typer.Option("-H", "--header", metavar="NAME=VALUE", help="Header (repeatable; order and duplicates kept).", show_default=False)]
@@ -76,6 +76,50 @@ CloudEventsOption = Annotated[
     typer.Option("--cloudevents", metavar="MODE", help="Convert CloudEvents to this content mode on the sink: binary (ce_ headers + data) or structured (application/cloudevents+json).", show_default=False),
 ]
 YesOption = Annotated[bool, typer.Option("-y", "--yes", help="Do not ask for confirmation.")]
+KcatJsonOption = Annotated[bool, typer.Option("-J", "--kcat-json", help="kcat's -J JSON envelope (the same as -o kcat / --input kcat).")]
+KeyDelimiterOption = Annotated[
+    Optional[str],
+    typer.Option("-K", "--key-delimiter", metavar="DELIM", help="kcat's -K: KEY<DELIM>VALUE lines (implies -o keyed / --input keyed).", show_default=False),
+]
+
+
+def kcat_mode(mode: str | None, kcat_json: bool, key_delimiter: str | None, flag: str) -> tuple[str | None, bytes]:
+    """Resolve -J / -K into the output or input mode they stand for, and the delimiter."""
+    if kcat_json and key_delimiter is not None:
+        raise UsageError("give -J or -K, not both")
+    wanted = "kcat" if kcat_json else "keyed" if key_delimiter is not None else None
+    if wanted is not None and mode is not None and mode != wanted:
+        raise UsageError(f"-{'J' if kcat_json else 'K'} means {flag} {wanted}; it does not go with {flag} {mode}")
+    if key_delimiter == "":
+        raise UsageError("-K/--key-delimiter needs a delimiter, e.g. -K:")
+    delimiter = os.fsencode(key_delimiter) if key_delimiter is not None else b":"
+    return (wanted or mode), delimiter
+
+
+FilterOption = Annotated[
+    Optional[str],
+    typer.Option("--filter", metavar="JQ", help="Keep a message when this jq expression is true; it sees the JSON envelope, .value parsed when it is JSON.", show_default=False),
+]
+MapOption = Annotated[
+    Optional[str],
+    typer.Option("--map", metavar="JQ", help="Rewrite the envelope with this jq expression (no output drops the message, several split it).", show_default=False),
+]
+MatchKeyOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--match-key", metavar="GLOB", help="Keep messages whose key matches this glob (repeatable: any of them).", show_default=False),
+]
+MatchHeaderOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--match-header", metavar="NAME=GLOB", help="Keep messages with a header NAME matching GLOB (repeatable: all of them).", show_default=False),
+]
+
+
+def selection_from_options(filter_expr, map_expr, match_keys, match_headers):
+    """The compiled --filter/--map/--match-* of a command, or None; a jq syntax error is a
+    usage error here, before anything is connected."""
+    from evrelay.selection import Selection
+
+    return Selection.from_options(filter_expr, map_expr, match_keys, match_headers)
 
 
 class _Runtime:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -18,10 +19,11 @@ from evrelay.cli.common import (
     Session,
     TimeoutOption,
     VerboseOption,
+    YesOption,
     complete_address,
     parse_duration,
 )
-from evrelay.errors import BackendUnavailable, ExpectationFailed, UsageError
+from evrelay.errors import BackendUnavailable, EvrelayError, ExpectationFailed, UsageError
 
 if TYPE_CHECKING:
     from evrelay.addresses import Address
@@ -156,6 +158,8 @@ GROUP_COLUMNS = [
 
 def groups(
     address: AddressArgument,
+    delete: Annotated[Optional[str], typer.Option("--delete", metavar="GROUP", help="Delete this consumer group (asks first; --yes in scripts).", show_default=False)] = None,
+    yes: YesOption = False,
     output: OutputOption = None,
     timeout: TimeoutOption = None,
     config: ConfigOption = None,
@@ -163,18 +167,39 @@ def groups(
     verbose: VerboseOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """List the consumer groups of a topic or stream: members, pending, lag, position.
+    """List the consumer groups of a topic or stream: members, pending, lag, position;
+    or delete one with --delete GROUP.
+
+    Deleting removes the group's position, pending list and consumers: a reader of that
+    group starts again as a new group. It asks on a terminal; --yes skips the question.
+    A Kafka group is cluster-wide (deleting it drops its offsets on every topic) and must
+    have no live members.
 
     \b
     Examples:
       evrelay groups redis:orders
+      evrelay groups kafka:orders --delete old-billing --yes
     """
     from evrelay.backends.base import Capability
     from evrelay.output import record_mode, write_records
 
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
-    mode = record_mode(output)
     source = session.address(address)
+    if delete is not None:
+        with session.backend(source) as backend:
+            backend.require(Capability.GROUP_DELETE, command="groups --delete")
+            stream = source.require_stream(backend.stream_noun)
+            scope = backend.group_delete_scope(stream, delete)
+            session.info(f"delete {scope}")
+            if not yes:
+                if not sys.stdin.isatty():
+                    raise UsageError("refusing to delete the group without confirmation: stdin is not a terminal; add --yes")
+                if not typer.confirm(f"Delete group {delete!r}?", default=False, err=True):
+                    raise EvrelayError("not deleted (declined)")
+            backend.delete_group(stream, delete)
+        session.info(f"deleted consumer group {delete!r} on {source.display}")
+        return
+    mode = record_mode(output)
     with session.backend(source) as backend:
         backend.require(Capability.GROUPS, command="groups")
         stream = source.require_stream(backend.stream_noun)
@@ -245,6 +270,7 @@ def lag(
     address: AddressArgument,
     group: GroupOption = None,
     max_lag: Annotated[Optional[int], typer.Option("--max", metavar="N", min=0, help="Exit 4 when the total lag is over N.", show_default=False)] = None,
+    max_age: Annotated[Optional[str], typer.Option("--max-age", metavar="DURATION", help="Exit 4 when the oldest unconsumed message is older than this (5m, 1h).", show_default=False)] = None,
     output: OutputOption = None,
     timeout: TimeoutOption = None,
     config: ConfigOption = None,
@@ -252,29 +278,52 @@ def lag(
     verbose: VerboseOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Show how far a consumer group is behind; with --max N, exit 4 when it is more than N.
+    """Show how far a consumer group is behind, in messages and in time (the age of the
+    oldest message it has not finished: pending or not yet delivered).
+
+    With --max N, exit 4 when it is more than N messages behind; with --max-age DURATION,
+    when that oldest message is older than DURATION.
 
     \b
     Examples:
       evrelay lag kafka:orders -g billing --max 1000    # a CI gate
+      evrelay lag redis:orders -g billing --max-age 5m  # a cron check
     """
     from evrelay.backends.base import Capability
     from evrelay.output import record_mode, write_records
+    from evrelay.timestamps import format_duration, format_ms, now_ms
 
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
+    max_age_seconds = parse_duration(max_age, "--max-age")
     mode = record_mode(output)
     source = session.address(address)
     with session.backend(source) as backend:
         backend.require(Capability.GROUPS, command="lag")
         stream = source.require_stream(backend.stream_noun)
         group_name = group_for(session, source, group, "lag")
-        rows = [asdict(r) for r in backend.group_lag(stream, group_name)]
+        lags = backend.group_lag(stream, group_name)
+    now = now_ms()
+    rows = []
+    for row in lags:
+        record = asdict(row)
+        oldest = record.pop("oldest_time")
+        record["oldest"] = format_ms(oldest) if oldest is not None else None
+        record["age_s"] = round(max(now - oldest, 0) / 1000, 3) if oldest is not None else None
+        rows.append(record)
     total = sum(r["lag"] for r in rows)
-    columns = [("partition", "PARTITION"), ("position", "POSITION"), ("end", "END"), ("lag", "LAG"), ("pending", "PENDING")]
+    ages = [r["age_s"] for r in rows if r["age_s"] is not None]
+    oldest_age = max(ages) if ages else None
+    columns = [("partition", "PARTITION"), ("position", "POSITION"), ("end", "END"), ("lag", "LAG"), ("pending", "PENDING"), ("age_s", "AGE S")]
     write_records(rows, columns, mode)
-    session.info(f"lag of group {group_name!r} on {source.display}: {total}")
+    age_text = f", oldest unconsumed message {format_duration(oldest_age)} old" if oldest_age is not None else ", nothing unconsumed"
+    session.info(f"lag of group {group_name!r} on {source.display}: {total}{age_text}")
     if max_lag is not None and total > max_lag:
         raise ExpectationFailed(f"group {group_name!r} on {source.display} is {total} message(s) behind, over --max {max_lag}")
+    if max_age_seconds is not None and oldest_age is not None and oldest_age > max_age_seconds:
+        raise ExpectationFailed(
+            f"group {group_name!r} on {source.display} has a message {format_duration(oldest_age)} old not yet consumed, "
+            f"over --max-age {max_age}"
+        )
 
 
 def register(app: typer.Typer) -> None:

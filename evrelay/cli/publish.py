@@ -15,12 +15,15 @@ from evrelay.cli.common import (
     CloudEventsOption,
     ConfigOption,
     HeaderOption,
+    KcatJsonOption,
+    KeyDelimiterOption,
     KeyOption,
     ProfileOption,
     QuietOption,
     Session,
     TimeoutOption,
     VerboseOption,
+    kcat_mode,
     parse_duration,
     parse_headers,
 )
@@ -29,7 +32,9 @@ from evrelay.errors import DeliveryFailed, InputError, Interrupted, UsageError
 if TYPE_CHECKING:
     from evrelay.envelope import Message
 
-INPUT_MODES = ("lines", "json", "raw")
+INPUT_MODES = ("lines", "json", "raw", "kcat", "keyed")
+LINE_DECODED_MODES = ("json", "kcat", "keyed")
+"""Input modes with one message per line, decoded (a bad line stops or is skipped)."""
 BATCH_SIZE = 2000
 
 
@@ -61,11 +66,15 @@ def _envelope_batches(
     headers: list[tuple[str, bytes]],
     skipped: list[str],
     skip_invalid: bool,
+    decode=None,
 ) -> Iterator[list[Message]]:
-    """Messages from JSON envelopes (arguments or stdin lines). A bad line ends the
-    iteration with InputError naming it, after the batch of good lines before it."""
+    """Messages from JSON envelopes (arguments or stdin lines), or another line format
+    (`decode`). A bad line ends the iteration with InputError naming it, after the
+    batch of good lines before it."""
     from evrelay.envelope import EnvelopeError, decode_envelope
     from evrelay.lines import STDIO, LineReader
+
+    decode = decode or decode_envelope
 
     def convert(first: int, lines: list[bytes], where: str) -> Iterator[list[Message]]:
         batch: list[Message] = []
@@ -73,7 +82,7 @@ def _envelope_batches(
             if not line.strip():
                 continue
             try:
-                message = decode_envelope(line)
+                message = decode(line)
             except EnvelopeError as exc:
                 if skip_invalid:
                     skipped.append(f"{where} {number}: {exc}")
@@ -103,8 +112,10 @@ def publish(
     values: Annotated[Optional[list[str]], typer.Argument(metavar="VALUE", help="Values to send; without them, stdin is read.", show_default=False)] = None,
     key: KeyOption = None,
     header: HeaderOption = None,
-    input_mode: Annotated[str, typer.Option("--input", metavar="MODE", help="stdin as lines (one message per line), json (envelopes) or raw (one message).")] = "lines",
-    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="With --input json: report and skip bad lines instead of stopping.")] = False,
+    input_mode: Annotated[Optional[str], typer.Option("--input", metavar="MODE", help="stdin as lines (one message per line, the default), json (envelopes), raw (one message), kcat (kcat -J lines) or keyed (KEY:VALUE lines, see -K).", show_default=False)] = None,
+    kcat_json: KcatJsonOption = False,
+    key_delimiter: KeyDelimiterOption = None,
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="With --input json/kcat: report and skip bad lines instead of stopping.")] = False,
     cloudevents: CloudEventsOption = None,
     timeout: TimeoutOption = None,
     config: ConfigOption = None,
@@ -119,7 +130,10 @@ def publish(
       evrelay publish demo hello world
       evrelay publish kafka:orders -k order-1 -H source=ci '{"id": 1}'
       cat events.jsonl | evrelay publish redis:orders --input json
+      evrelay publish kafka:orders -K: < keyed.txt     # like kcat -P -K: -t orders
     """
+    input_mode, delimiter = kcat_mode(input_mode, kcat_json, key_delimiter, "--input")
+    input_mode = input_mode or "lines"
     if input_mode not in INPUT_MODES:
         raise UsageError(f"--input must be one of {', '.join(INPUT_MODES)}, not {input_mode!r}")
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
@@ -143,8 +157,8 @@ def publish(
             input_error: InputError | None = None
             interrupted = False
             try:
-                if input_mode == "json":
-                    for batch in _envelope_batches(values, key_bytes, headers, skipped, skip_invalid):
+                if input_mode in LINE_DECODED_MODES:
+                    for batch in _envelope_batches(values, key_bytes, headers, skipped, skip_invalid, _line_decoder(input_mode, delimiter)):
                         if batch:
                             producer.send(batch)
                             queued += len(batch)
@@ -190,12 +204,25 @@ def publish(
         raise InputError(
             f"{input_error.message}; the {delivered} message(s) before it were published to {target.display}, "
             "nothing from that line on was sent",
-            hint="--skip-invalid reports and skips bad lines instead" if input_mode == "json" else None,
+            hint="--skip-invalid reports and skips bad lines instead" if input_mode in LINE_DECODED_MODES else None,
         )
     if interrupted:
         raise Interrupted(f"interrupted: {delivered} message(s) were published to {target.display} before stopping")
     note = f", skipped {len(skipped)} invalid line(s)" if skipped else ""
     session.info(f"published {delivered} message(s) to {where} in {_seconds(elapsed)}{note}")
+
+
+def _line_decoder(mode: str, delimiter: bytes):
+    """The decoder of one input line for a line-decoded --input mode."""
+    if mode == "kcat":
+        from evrelay.kcat import decode_kcat_json
+
+        return decode_kcat_json
+    if mode == "keyed":
+        from evrelay.kcat import decode_keyed
+
+        return lambda line: decode_keyed(line, delimiter)
+    return None
 
 
 def _seconds(elapsed: float) -> str:

@@ -12,8 +12,12 @@ from evrelay.cli.common import (
     CloudEventsOption,
     ConfigOption,
     DryRunOption,
+    FilterOption,
     FormatOption,
     GroupOption,
+    MapOption,
+    MatchHeaderOption,
+    MatchKeyOption,
     OutputOption,
     ProfileOption,
     QuietOption,
@@ -26,6 +30,7 @@ from evrelay.cli.common import (
     complete_address,
     parse_duration,
     parse_position_option,
+    selection_from_options,
 )
 from evrelay.errors import EvrelayError, UsageError
 
@@ -42,6 +47,10 @@ def replay(
     yes: YesOption = False,
     output: OutputOption = None,
     template: FormatOption = None,
+    filter_expr: FilterOption = None,
+    map_expr: MapOption = None,
+    match_key: MatchKeyOption = None,
+    match_header: MatchHeaderOption = None,
     timeout: TimeoutOption = None,
     config: ConfigOption = None,
     profile: ProfileOption = None,
@@ -69,6 +78,8 @@ def replay(
     start = parse_position_option(from_, "--from")
     stop = parse_position_option(to, "--to")
     assert start is not None
+    if group and (filter_expr or map_expr or match_key or match_header):
+        raise UsageError("--filter/--map/--match-* select messages to copy; they do not apply when moving a group (-g)")
     if group and sink:
         raise UsageError("give SINK (copy a range) or -g GROUP (move a group), not both")
     if group:
@@ -80,17 +91,22 @@ def replay(
         return
     if sink is None:
         raise UsageError("replay needs a SINK to copy into, or -g GROUP to move a group")
-    _copy_range(session, source, sink, start, stop, pace=pace, dry_run=dry_run, output=output, template=template, cloudevents=cloudevents)
+    selection = selection_from_options(filter_expr, map_expr, match_key, match_header)
+    _copy_range(session, source, sink, start, stop, pace=pace, dry_run=dry_run, output=output, template=template,
+                cloudevents=cloudevents, selection=selection)
 
 
-def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: str, dry_run: bool, output, template, cloudevents) -> None:
+def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: str, dry_run: bool, output, template,
+                cloudevents, selection) -> None:
     import contextlib
 
     from evrelay.backends.base import Capability, ReadSpec
     from evrelay.cli.tail import required_capabilities
     from evrelay.output import make_writer
     from evrelay.relay import Pacer, Relay, parse_pace
+    from evrelay.routing import open_sink
     from evrelay.transforms import message_transform, previewing, with_transform
+    from evrelay.watch import ProgressLine, Watch
 
     try:
         speed = parse_pace(pace)
@@ -110,23 +126,31 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
             dst_backend.require(Capability.PUBLISH, command="replay")
             if not dst_backend.supports(Capability.KEEP_TIMESTAMP):
                 session.debug(f"{dst_backend.name} does not keep timestamps; the copies get new ones")
-            producer = with_transform(stack.enter_context(dst_backend.producer(dst.require_stream(dst_backend.stream_noun))), transform)
+            producer = with_transform(stack.enter_context(open_sink(dst_backend, dst.require_stream(dst_backend.stream_noun))), transform)
         reader = stack.enter_context(src_backend.consumer(spec))
         stop_flag = stack.enter_context(StopFlag())
+        progress = Watch(ProgressLine(sys.stderr.isatty() and not session.quiet and not dry_run, verb="replayed"))
         relay = Relay(
             reader,
             producer,
             sink_label=dst.display,
+            source_label=src.display,
+            selection=selection,
             emit=previewing(writer.write if writer is not None else None, transform, session.warn),
             provenance=False,
             ack=False,
             stop=stop_flag,
             warn=session.warn,
             pacer=Pacer(speed, stop_flag),
+            progress=progress,
         )
-        stats = relay.run()
+        try:
+            stats = relay.run()
+        finally:
+            progress.close()
     verb = "would replay" if dry_run else "replayed"
-    session.info(f"{verb} {stats.delivered} message(s) from {src.display} ({start} .. {stop or 'end'}) to {dst.display} in {stats.elapsed:.1f}s")
+    note = f"; {stats.filtered} filtered out" if selection is not None else ""
+    session.info(f"{verb} {stats.delivered} message(s){note} from {src.display} ({start} .. {stop or 'end'}) to {dst.display} in {stats.elapsed:.1f}s")
     if stop_flag.signal is not None:
         from evrelay.errors import Interrupted
 

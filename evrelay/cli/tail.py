@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from typing import Annotated, Optional
@@ -9,15 +10,20 @@ from typing import Annotated, Optional
 import typer
 
 from evrelay.cli.common import (
-    AddressArgument,
     ConfigOption,
     ConsumerOption,
     CountOption,
+    FilterOption,
     FollowOption,
     FormatOption,
     FromOption,
     GroupOption,
     IdleTimeoutOption,
+    KcatJsonOption,
+    KeyDelimiterOption,
+    MapOption,
+    MatchHeaderOption,
+    MatchKeyOption,
     OutputOption,
     PartitionOption,
     ProfileOption,
@@ -27,9 +33,12 @@ from evrelay.cli.common import (
     TimeoutOption,
     ToOption,
     VerboseOption,
+    complete_address,
     default_consumer_name,
+    kcat_mode,
     parse_duration,
     parse_position_option,
+    selection_from_options,
 )
 from evrelay.errors import ExpectationFailed, Interrupted, UsageError
 
@@ -56,7 +65,10 @@ def required_capabilities(spec: object, *, follow: bool) -> list[object]:
 
 
 def tail(
-    address: AddressArgument,
+    addresses: Annotated[
+        list[str],
+        typer.Argument(metavar="ADDRESS...", help="One or more addresses; NAME may be ~REGEX for every matching topic/stream.", autocompletion=complete_address, show_default=False),
+    ],
     from_: FromOption = None,
     to: ToOption = None,
     count: CountOption = None,
@@ -69,7 +81,13 @@ def tail(
     idle_timeout: IdleTimeoutOption = None,
     output: OutputOption = None,
     template: FormatOption = None,
+    kcat_json: KcatJsonOption = False,
+    key_delimiter: KeyDelimiterOption = None,
     partition: PartitionOption = None,
+    filter_expr: FilterOption = None,
+    map_expr: MapOption = None,
+    match_key: MatchKeyOption = None,
+    match_header: MatchHeaderOption = None,
     config: ConfigOption = None,
     profile: ProfileOption = None,
     verbose: VerboseOption = False,
@@ -87,8 +105,13 @@ def tail(
       evrelay tail kafka:orders --from -15m --to -5m -o json
       evrelay tail redis:orders -g billing -n 100 --no-ack
       evrelay tail demo --from end --expect 3 --timeout 20s
+      evrelay tail kafka:orders --from beginning --filter '.value.total > 100'
+      evrelay tail redis:orders --match-key 'customer-*' --match-header region=eu
+      evrelay tail kafka:orders -J          # like kcat -C -J -t orders
+      evrelay tail kafka:orders kafka:payments 'redis:~audit-.*' -f
     """
     from evrelay.backends.base import ReadSpec, StopReason
+    from evrelay.cli.sources import open_reader
     from evrelay.output import make_writer
     from evrelay.positions import Beginning, Last
 
@@ -101,11 +124,21 @@ def tail(
     stop = parse_position_option(to, "--to")
     if no_ack and not group:
         raise UsageError("--no-ack only makes sense with -g/--group")
-    writer = make_writer(output, template)
+    output, delimiter = kcat_mode(output, kcat_json, key_delimiter, "-o")
+    writer = make_writer(output, template, key_delimiter=delimiter)
+    selection = selection_from_options(filter_expr, map_expr, match_key, match_header)
     follow = follow or expect is not None
+    # With a selection, `-n N` counts the messages shown, and a plain read without --from
+    # searches the whole stream for the last N matches (tail's "last 10" of what matches).
+    last_matches: int | None = None
+    if selection is not None and start is None and not group and not follow and stop is None:
+        last_matches = count if count is not None else DEFAULT_LAST
+        start = Beginning()
 
     limit = count if count is not None else expect
-    if group:
+    if last_matches is not None:
+        limit = None
+    elif group:
         group_start = start if start is not None else Beginning()
     elif start is None:
         start = Beginning() if stop is not None else Last(count if count is not None else DEFAULT_LAST)
@@ -114,15 +147,14 @@ def tail(
         elif follow and expect is None:
             limit = None
 
-    source = session.address(address)
+    display = ", ".join(session.address(text).display for text in addresses)
     started = time.monotonic()
     deadline = started + deadline_seconds if deadline_seconds is not None else None
     received = 0
-    with session.backend(source) as backend:
-        stream = source.require_stream(backend.stream_noun)
+    with contextlib.ExitStack() as stack:
         group_name = group or None
         spec = ReadSpec(
-            stream=stream,
+            stream="",
             start=group_start if group_name else start,
             stop=stop,
             follow=follow,
@@ -130,32 +162,87 @@ def tail(
             consumer_name=(consumer or default_consumer_name()) if group_name else None,
             partitions=tuple(partition) if partition else None,
         )
-        backend.require(*required_capabilities(spec, follow=follow), command="tail")
-        with backend.consumer(spec) as reader:
-            if group_name and reader.created:
-                session.info(f"evrelay: created consumer group {group_name!r} on {source.display} at {group_start}")
-            if group_name and from_ is not None and reader.created is False:
-                session.warn(
-                    f"group {group_name!r} already exists, so --from {from_} was not applied; "
-                    f"`evrelay replay {address} -g {group_name} --from {from_}` moves it"
-                )
-            # SIGTERM (and Ctrl-C) end the read between batches, so the consumer closes
-            # cleanly: acks done, group left (a Kafka group is free to move at once).
-            with StopFlag() as stop:
-                for batch in reader.batches(
-                    limit=limit, deadline=deadline, idle_timeout=idle_seconds, batch_size=500 if group_name else 5000, should_stop=stop
-                ):
-                    writer.write(batch)
-                    received += len(batch)
-                    if group_name and not no_ack:
-                        reader.ack(batch)
-            reason = reader.stop_reason
-    session.debug(f"read {received} message(s) from {source.display}; stopped: {reason.value if reason else 'done'}")
+        reader, _, _ = open_reader(session, stack, addresses, spec, command="tail", needs=lambda s: required_capabilities(s, follow=follow))
+        if group_name and reader.created:
+            session.info(f"evrelay: created consumer group {group_name!r} on {display} at {group_start}")
+        if group_name and from_ is not None and reader.created is False:
+            session.warn(
+                f"group {group_name!r} already exists, so --from {from_} was not applied; "
+                f"`evrelay replay {addresses[0]} -g {group_name} --from {from_}` moves it"
+            )
+        # SIGTERM (and Ctrl-C) end the read between batches, so the consumer closes
+        # cleanly: acks done, group left (a Kafka group is free to move at once).
+        with StopFlag() as stop:
+            shown = ShownMessages(writer, selection, session, limit=None if selection is None else limit, last=last_matches)
+            for batch in reader.batches(
+                limit=limit if selection is None else None,
+                deadline=deadline,
+                idle_timeout=idle_seconds,
+                batch_size=500 if group_name else 5000,
+                should_stop=stop if selection is None else (lambda: stop() or shown.done),
+            ):
+                handled = shown.write(batch)
+                if group_name and not no_ack:
+                    reader.ack(handled)
+            shown.finish()
+            received = shown.count
+        reason = StopReason.LIMIT if shown.done else reader.stop_reason
+    session.debug(f"read {received} message(s) from {display}; stopped: {reason.value if reason else 'done'}")
     if stop.signal == signal.SIGINT:
         raise Interrupted(f"interrupted after {received} message(s)")
     if expect is not None and received < expect:
         raise ExpectationFailed(
-            f"expected {expect} message(s) from {source.display}, got {received} within {deadline_seconds:g}s"
+            f"expected {expect} message(s) from {display}, got {received} within {deadline_seconds:g}s"
         )
     if reason is StopReason.DEADLINE and limit is not None and received < limit:
-        raise ExpectationFailed(f"--timeout: only {received} of {limit} message(s) from {source.display} arrived in time")
+        raise ExpectationFailed(f"--timeout: only {received} of {limit} message(s) from {display} arrived in time")
+
+
+class ShownMessages:
+    """tail's output side: applies the selection, writes, and counts what was shown.
+
+    `write()` returns the messages of the batch that were handled (shown or dropped by the
+    selection), which a group read then acks: with a count, the rest of the batch after
+    the last message shown stays unacked and is read again. `last` keeps only the final N
+    matches and writes them at `finish()`."""
+
+    def __init__(self, writer, selection, session: Session, *, limit: int | None, last: int | None) -> None:
+        import collections
+
+        self.writer = writer
+        self.selection = selection
+        self.session = session
+        self.limit = limit
+        self.last = collections.deque(maxlen=last) if last is not None else None
+        self.count = 0
+
+    @property
+    def done(self) -> bool:
+        return self.limit is not None and self.count >= self.limit
+
+    def write(self, batch: list) -> list:
+        if self.selection is None:
+            self.writer.write(batch)
+            self.count += len(batch)
+            return batch
+        result = self.selection.select(batch)
+        kept, handled_upto = result.kept, len(batch)
+        if self.limit is not None and self.count + len(kept) >= self.limit:
+            kept = kept[: self.limit - self.count]
+            handled_upto = result.origins[len(kept) - 1] + 1 if kept else 0
+        for index, reason in result.errors:
+            if index < handled_upto:
+                position = batch[index].position
+                where = position.coordinates if position is not None else "a message"
+                self.session.warn(f"{where}: {reason} (not shown)")
+        if self.last is not None:
+            self.last.extend(kept)
+        else:
+            self.writer.write(kept)
+            self.count += len(kept)
+        return batch[:handled_upto]
+
+    def finish(self) -> None:
+        if self.last is not None:
+            self.writer.write(list(self.last))
+            self.count = len(self.last)

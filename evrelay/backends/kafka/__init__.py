@@ -87,6 +87,7 @@ class KafkaBackend(Backend):
             Capability.SEEK_POSITION,
             Capability.SEEK_TIME,
             Capability.GROUP_SEEK,
+            Capability.GROUP_DELETE,
             Capability.KEEP_TIMESTAMP,
             Capability.INSPECT,
         }
@@ -463,7 +464,7 @@ class KafkaBackend(Backend):
 
     def group_lag(self, stream: str, group: str) -> list[GroupLag]:
         partitions, lows, ends = self.topic_extent(stream)
-        rows = self._lag_rows(stream, group, partitions, lows, ends)
+        rows = self._lag_rows(stream, group, partitions, lows, ends, oldest=True)
         if rows is None:
             raise NotFoundError(f"consumer group {group!r} has no committed offsets on Kafka topic {stream!r}")
         return rows
@@ -479,7 +480,7 @@ class KafkaBackend(Backend):
         return partitions, lows, self.end_offsets(stream, partitions)
 
     def _lag_rows(
-        self, stream: str, group: str, partitions: list[int], lows: dict[int, int], ends: dict[int, int]
+        self, stream: str, group: str, partitions: list[int], lows: dict[int, int], ends: dict[int, int], *, oldest: bool = False
     ) -> list[GroupLag] | None:
         client = self.new_consumer(group)
         try:
@@ -489,11 +490,42 @@ class KafkaBackend(Backend):
         if all(offset < 0 for offset in committed.values()):
             return None
         rows = []
+        starts = {}
         for p in partitions:
             position = committed.get(p, OFFSET_INVALID)
             start = position if position >= 0 else lows[p]
+            if ends[p] > start:
+                starts[p] = start
             rows.append(GroupLag(p, str(position) if position >= 0 else None, str(ends[p]), max(ends[p] - start, 0)))
+        if oldest:
+            times = self.first_timestamps(stream, starts)
+            for row in rows:
+                row.oldest_time = times.get(row.partition)  # type: ignore[arg-type]
         return rows
+
+    def first_timestamps(self, topic: str, starts: dict[int, int]) -> dict[int, int]:
+        """The timestamp of the record at each partition's start offset (the first one
+        the group has not committed)."""
+        from confluent_kafka import TopicPartition
+
+        found: dict[int, int] = {}
+        if not starts:
+            return found
+        client = self.new_consumer(None)
+        try:
+            client.assign([TopicPartition(topic, p, o) for p, o in starts.items()])
+            deadline = time.monotonic() + max(self.settings.timeout, 10.0)
+            while len(found) < len(starts) and time.monotonic() < deadline:
+                for record in client.consume(num_messages=len(starts) * 100, timeout=0.5):
+                    partition = record.partition()
+                    if record.error() is None and partition not in found and record.offset() >= starts[partition]:
+                        found[partition] = record.timestamp()[1]
+            missing = sorted(set(starts) - set(found))
+            if missing:
+                raise self.unavailable(f"reading the oldest unconsumed record of {topic}[{missing[0]}] timed out")
+        finally:
+            client.close()
+        return found
 
     def list_streams(self) -> list[StreamInfo]:
         metadata = self.metadata(self.admin())
@@ -531,10 +563,10 @@ class KafkaBackend(Backend):
         return infos
 
     @staticmethod
-    def _busy(group: str, members: int | None) -> GroupBusyError:
+    def _busy(group: str, members: int | None, doing: str = "moving") -> GroupBusyError:
         count = f"{members} " if members else ""
         return GroupBusyError(
-            f"consumer group {group!r} has {count}live member(s); stop them before moving it "
+            f"consumer group {group!r} has {count}live member(s); stop them before {doing} it "
             "(Kafka only lets an empty group's offsets be changed)"
         )
 
@@ -552,6 +584,34 @@ class KafkaBackend(Backend):
         if not members and state in ACTIVE_GROUP_STATES:
             return None, state
         return members, state
+
+    def group_delete_scope(self, stream: str, group: str) -> str:
+        client = self.new_consumer(group)
+        try:
+            partitions = self.topic_partitions(client, stream)
+            committed = self.committed(client, stream, partitions, group)
+        finally:
+            client.close()
+        if all(offset < 0 for offset in committed.values()):
+            raise NotFoundError(f"consumer group {group!r} has no committed offsets on Kafka topic {stream!r}")
+        members, state = self.group_members(group)
+        if members or state in ACTIVE_GROUP_STATES:
+            raise self._busy(group, members, "deleting")
+        return (f"consumer group {group!r} on the whole Kafka cluster: its committed offsets on topic {stream!r} "
+                "and on every other topic it reads (Kafka groups are not per topic)")
+
+    def delete_group(self, stream: str, group: str) -> None:
+        from confluent_kafka import KafkaError, KafkaException
+
+        try:
+            self.admin().delete_consumer_groups([group], request_timeout=self.settings.timeout)[group].result()
+        except KafkaException as exc:
+            code = exc.args[0].code() if exc.args and hasattr(exc.args[0], "code") else None
+            if code == KafkaError.GROUP_ID_NOT_FOUND:
+                raise NotFoundError(f"consumer group {group!r} does not exist on Kafka") from None
+            if code == KafkaError.NON_EMPTY_GROUP:
+                raise self._busy(group, None, "deleting") from None
+            raise self.unavailable(f"deleting consumer group {group!r}", exc) from None
 
     def plan_group_seek(self, stream: str, group: str, target: StreamPosition) -> GroupSeekPlan:
         refuse_entry_id(target)

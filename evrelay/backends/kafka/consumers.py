@@ -305,6 +305,8 @@ class KafkaGroupConsumer(_KafkaReader):
     """A consumer-group read: subscribe, start a new group at the spec's position, commit
     synchronously only what has been acked."""
 
+    cumulative_acks = True
+
     def __init__(self, backend: KafkaBackend, spec: ReadSpec) -> None:
         super().__init__()
         self.backend = backend

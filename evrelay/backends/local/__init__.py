@@ -89,6 +89,7 @@ class LocalBackend(Backend):
             Capability.SEEK_POSITION,
             Capability.SEEK_TIME,
             Capability.GROUP_SEEK,
+            Capability.GROUP_DELETE,
             Capability.KEEP_TIMESTAMP,
             Capability.INSPECT,
         }
@@ -294,7 +295,13 @@ class LocalBackend(Backend):
         last = self.last_id(stream)
         pending = self.db.execute("SELECT count(*) FROM pending WHERE stream = ? AND grp = ?", (stream, group)).fetchone()[0]
         end = format_id(*last) if last != BEFORE_ALL else None
-        return [GroupLag(None, show_cursor(cursor), end, self.count_between(stream, cursor), pending)]
+        oldest = self.db.execute("SELECT min(ms) FROM pending WHERE stream = ? AND grp = ?", (stream, group)).fetchone()[0]
+        if oldest is None:
+            row = self.db.execute(
+                "SELECT ms FROM entries WHERE stream = ? AND (ms, seq) > (?, ?) ORDER BY ms, seq LIMIT 1", (stream, *cursor)
+            ).fetchone()
+            oldest = row[0] if row else None
+        return [GroupLag(None, show_cursor(cursor), end, self.count_between(stream, cursor), pending, oldest)]
 
     def pending(self, stream: str, group: str, *, consumer: str | None = None, count: int = 100) -> list[PendingEntry]:
         self._require_group(stream, group)
@@ -352,6 +359,18 @@ class LocalBackend(Backend):
                 (*plan.native, plan.stream, plan.group),
             )
 
+    def group_delete_scope(self, stream: str, group: str) -> str:
+        cursor = self._require_group(stream, group)
+        pending = self.db.execute("SELECT count(*) FROM pending WHERE stream = ? AND grp = ?", (stream, group)).fetchone()[0]
+        return f"consumer group {group!r} of local stream {stream!r}: its position ({show_cursor(cursor)}) and {pending} pending entries"
+
+    def delete_group(self, stream: str, group: str) -> None:
+        with self.transaction() as db:
+            if not db.execute("DELETE FROM groups WHERE stream = ? AND name = ?", (stream, group)).rowcount:
+                raise NotFoundError(f"group {group!r} does not exist on local stream {stream!r}")
+            db.execute("DELETE FROM pending WHERE stream = ? AND grp = ?", (stream, group))
+            db.execute("DELETE FROM consumers WHERE stream = ? AND grp = ?", (stream, group))
+
     def _require_group(self, stream: str, group: str) -> tuple[int, int]:
         cursor = self.group_cursor(stream, group)
         if cursor is None:
@@ -361,8 +380,10 @@ class LocalBackend(Backend):
     # --- inspection --------------------------------------------------------------------
 
     def list_streams(self) -> list[StreamInfo]:
-        names = [row[0] for row in self.db.execute("SELECT name FROM streams ORDER BY name").fetchall()]
-        return [self._summary(name) for name in names]
+        return [self._summary(name) for name in self.stream_names()]
+
+    def stream_names(self) -> list[str]:
+        return [row[0] for row in self.db.execute("SELECT name FROM streams ORDER BY name").fetchall()]
 
     def stream_info(self, stream: str) -> StreamInfo:
         if not self.stream_exists(stream):

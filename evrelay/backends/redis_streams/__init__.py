@@ -102,6 +102,7 @@ class RedisStreamsBackend(Backend):
             Capability.SEEK_POSITION,
             Capability.SEEK_TIME,
             Capability.GROUP_SEEK,
+            Capability.GROUP_DELETE,
             Capability.INSPECT,
         }
     )
@@ -397,8 +398,30 @@ class RedisStreamsBackend(Backend):
             lag = info.get("lag")
             if lag is None:  # Redis < 7, or a lag Redis cannot compute after deletions
                 lag = self.count_between(stream, info["last-delivered-id"], end or "0-0")
-            return [GroupLag(None, info["last-delivered-id"], end, int(lag), int(info["pending"]))]
+            return [GroupLag(None, info["last-delivered-id"], end, int(lag), int(info["pending"]),
+                             self.oldest_unfinished(stream, group, info["last-delivered-id"]))]
         raise NotFoundError(f"group {group!r} does not exist on Redis stream {stream!r}")
+
+    def group_delete_scope(self, stream: str, group: str) -> str:
+        for info in self.raw_group_infos(stream):
+            if info["name"] == group:
+                return (f"consumer group {group!r} of Redis stream {stream!r}: its position "
+                        f"({info['last-delivered-id']}), {info['consumers']} consumer(s) and {info['pending']} pending entries")
+        raise NotFoundError(f"group {group!r} does not exist on Redis stream {stream!r}")
+
+    def delete_group(self, stream: str, group: str) -> None:
+        self.require_stream(stream)
+        if not self.command("XGROUP", "DESTROY", stream, group, what=f"deleting group {group!r}"):
+            raise NotFoundError(f"group {group!r} does not exist on Redis stream {stream!r}")
+
+    def oldest_unfinished(self, stream: str, group: str, last_delivered: str) -> int | None:
+        """The entry time (its ID's milliseconds) of the oldest pending entry or, with
+        none pending, of the first entry not yet delivered."""
+        summary = self.command("XPENDING", stream, group, what=f"pending entries of group {group!r}")
+        if summary and summary[0] and summary[1] is not None:
+            return parse_stream_id(summary[1])[0]
+        rows = self.command("XRANGE", stream, f"({last_delivered}", "+", "COUNT", 1)
+        return parse_stream_id(rows[0][0])[0] if rows else None
 
     def pending(self, stream: str, group: str, *, consumer: str | None = None, count: int = 100) -> list[PendingEntry]:
         args: list[Any] = ["XPENDING", stream, group, "-", "+", count]
@@ -450,6 +473,9 @@ class RedisStreamsBackend(Backend):
     # --- inspection --------------------------------------------------------------------
 
     def list_streams(self) -> list[StreamInfo]:
+        return [self.stream_summary(name) for name in self.stream_names()]
+
+    def stream_names(self) -> list[str]:
         names: list[str] = []
         cursor = 0
         while True:
@@ -457,7 +483,7 @@ class RedisStreamsBackend(Backend):
             names += [k.decode("utf-8", "replace") for k in keys]
             if int(cursor) == 0:
                 break
-        return [self.stream_summary(name) for name in sorted(set(names))]
+        return sorted(set(names))
 
     def stream_summary(self, stream: str) -> StreamInfo:
         length = int(self.command("XLEN", stream))

@@ -1,0 +1,223 @@
+"""`bridge` with NATS JetStream at either end, against real servers: kill -9 mid-run loses
+nothing (kafka->nats, nats->redis, redis->nats, the scenarios tests/test_bridge.py runs
+for Kafka and Redis), a SIGTERM'd bridge restarts without duplicates, and a NATS sink that
+restarts mid-run is waited out.
+
+The figures (messages, kills, duplicates) are printed with -s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+import uuid
+
+import pytest
+
+from tests.conftest import evrelay
+from tests.servers import NatsServer
+from tests.test_bridge import (
+    WINDOW,
+    check_delivery,
+    produce_kafka,
+    redis_len,
+    redis_values,
+    spawn,
+    wait_until,
+)
+from tests.test_contract_kafka import create_topic
+
+pytestmark = pytest.mark.nats
+
+COUNT = 20000
+
+
+def nats_values(url: str, stream: str) -> list[bytes]:
+    """Every payload in the stream, read by nats-py (not by evrelay)."""
+    import nats
+    import nats.errors
+
+    async def main() -> list[bytes]:
+        nc = await nats.connect(url)
+        try:
+            js = nc.jetstream()
+            sub = await js.pull_subscribe_bind(
+                stream=stream,
+                consumer=(await js.add_consumer(stream, ack_policy="none", inactive_threshold=30.0)).name,
+            )
+            expected = (await js.stream_info(stream)).state.messages
+            out: list[bytes] = []
+            deadline = time.monotonic() + 120
+            while len(out) < expected and time.monotonic() < deadline:
+                try:
+                    msgs = await sub.fetch(1000, timeout=2)
+                except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
+                    continue
+                out += [m.data for m in msgs]
+            return out
+        finally:
+            await nc.close()
+
+    return asyncio.run(main())
+
+
+def nats_state(url: str, stream: str, group: str | None = None) -> dict:
+    """The stream's message count (and the group's pending acks), -1 when unknown."""
+    import nats
+
+    async def main() -> dict:
+        nc = await nats.connect(url, allow_reconnect=False)
+        try:
+            js = nc.jetstream()
+            try:
+                state = {"messages": (await js.stream_info(stream)).state.messages}
+            except Exception:
+                return {"messages": -1}
+            if group is not None:
+                info = await js.consumer_info(stream, group)
+                state["ack_pending"] = info.num_ack_pending
+                state["delivered"] = info.delivered.stream_seq
+            return state
+        finally:
+            await nc.close()
+
+    return asyncio.run(main())
+
+
+def fill_nats(address: str, prefix: str) -> list[bytes]:
+    sent = [f"{prefix}-{i:06d}".encode() for i in range(COUNT)]
+    run = evrelay("publish", address, input=b"\n".join(sent) + b"\n", timeout=120)
+    assert run.returncode == 0, run.err
+    return sent
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_kill_9_kafka_to_nats_loses_nothing(kafka_server, nats_server, tmp_path):
+    topic = create_topic(kafka_server.bootstrap, f"crash-{uuid.uuid4().hex[:6]}", partitions=3)
+    stream = f"crash-{uuid.uuid4().hex[:6]}"
+    sent = produce_kafka(kafka_server.bootstrap, topic, COUNT)
+    log = tmp_path / "bridge.log"
+    args = ["bridge", f"kafka://{kafka_server.bootstrap}/{topic}", f"{nats_server.url}/{stream}?create=true",
+            "--idle-timeout", "20s", "--window", str(WINDOW), "-q"]
+    kills = 0
+    for threshold in sorted(random.sample(range(2000, 16000), 2)):
+        proc = spawn(*args, log=log)
+        wait_until(lambda t=threshold, p=proc: nats_state(nats_server.url, stream)["messages"] >= t or p.poll() is not None,
+                   120, "progress")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        print(f"\nkilled with {nats_state(nats_server.url, stream)['messages']} message(s) in the sink")
+    final = spawn(*args, log=log)
+    assert final.wait(timeout=300) == 0, log.read_text()
+    check_delivery(sent, nats_values(nats_server.url, stream), max_duplicates=kills * WINDOW, label="kafka->nats kill -9")
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_kill_9_nats_to_redis_loses_nothing(nats_server, redis_server, tmp_path):
+    stream = f"crash-{uuid.uuid4().hex[:6]}"
+    # ack_wait 2s: what a killed bridge held is redelivered to the next one 2s later.
+    source = f"{nats_server.url}/{stream}?create=true&ack_wait=2s"
+    sent = fill_nats(source, "n")
+    sink = f"redis://127.0.0.1:{redis_server.port}/0/{stream}"
+    log = tmp_path / "bridge.log"
+    args = ["bridge", source, sink, "-g", "copier", "--idle-timeout", "8s", "--window", str(WINDOW), "-q"]
+    kills = 0
+    for threshold in sorted(random.sample(range(2000, 16000), 2)):
+        proc = spawn(*args, log=log)
+        wait_until(lambda t=threshold, p=proc: redis_len(redis_server.url, stream) >= t or p.poll() is not None, 120, "progress")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        print(f"\nkilled with {redis_len(redis_server.url, stream)} message(s) in the sink")
+    final = spawn(*args, log=log)
+    assert final.wait(timeout=300) == 0, log.read_text()
+    check_delivery(sent, redis_values(redis_server.url, stream), max_duplicates=kills * WINDOW, label="nats->redis kill -9")
+    assert nats_state(nats_server.url, stream, "copier")["ack_pending"] == 0, "everything delivered must be acked"
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_kill_9_redis_to_nats_loses_nothing(nats_server, redis_server, tmp_path):
+    import redis
+
+    stream = f"crash-{uuid.uuid4().hex[:6]}"
+    client = redis.Redis.from_url(redis_server.url)
+    sent = [f"r-{i:06d}".encode() for i in range(COUNT)]
+    for start in range(0, len(sent), 5000):
+        pipe = client.pipeline(transaction=False)
+        for value in sent[start : start + 5000]:
+            pipe.xadd(stream, {"value": value})
+        pipe.execute()
+    log = tmp_path / "bridge.log"
+    args = ["bridge", f"redis://127.0.0.1:{redis_server.port}/0/{stream}", f"{nats_server.url}/{stream}?create=true",
+            "--idle-timeout", "5s", "--window", str(WINDOW), "-q"]
+    kills = 0
+    for threshold in sorted(random.sample(range(2000, 16000), 2)):
+        proc = spawn(*args, log=log)
+        wait_until(lambda t=threshold, p=proc: nats_state(nats_server.url, stream)["messages"] >= t or p.poll() is not None,
+                   120, "progress")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        print(f"\nkilled with {nats_state(nats_server.url, stream)['messages']} message(s) in the sink")
+    final = spawn(*args, log=log)
+    assert final.wait(timeout=300) == 0, log.read_text()
+    check_delivery(sent, nats_values(nats_server.url, stream), max_duplicates=kills * WINDOW, label="redis->nats kill -9")
+    (group,) = client.xinfo_groups(stream)
+    assert group["pending"] == 0, "everything delivered must be acked"
+
+
+@pytest.mark.redis
+def test_sigterm_then_restart_from_nats_gives_no_loss_and_no_duplicates(nats_server, redis_server, tmp_path):
+    stream = f"term-{uuid.uuid4().hex[:6]}"
+    source = f"{nats_server.url}/{stream}?create=true"
+    sent = fill_nats(source, "t")
+    sink = f"redis://127.0.0.1:{redis_server.port}/0/{stream}"
+    log = tmp_path / "bridge.log"
+    args = ["bridge", source, sink, "--idle-timeout", "5s", "--window", "500"]
+    proc = spawn(*args, log=log)
+    wait_until(lambda: redis_len(redis_server.url, stream) >= 2000, 120, "progress")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0, log.read_text()
+    assert "(stopped)" in log.read_text()
+    assert 0 < redis_len(redis_server.url, stream) < len(sent)
+    started = time.monotonic()
+    assert spawn(*args, log=log).wait(timeout=300) == 0, log.read_text()
+    check_delivery(sent, redis_values(redis_server.url, stream), max_duplicates=0, label="nats SIGTERM + restart")
+    # The stopped bridge gave back what it had not delivered: no wait for ack_wait (30s).
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_a_nats_sink_restarting_mid_run_is_waited_out_and_nothing_is_lost(nats_server, redis_server, tmp_path):
+    import redis
+
+    stream = f"outage-{uuid.uuid4().hex[:6]}"
+    client = redis.Redis.from_url(redis_server.url)
+    sent = [f"o-{i:06d}".encode() for i in range(COUNT)]
+    pipe = client.pipeline(transaction=False)
+    for value in sent:
+        pipe.xadd(stream, {"value": value})
+    pipe.execute()
+    log = tmp_path / "bridge.log"
+    with NatsServer() as sink:
+        proc = spawn("bridge", f"redis://127.0.0.1:{redis_server.port}/0/{stream}", f"{sink.url}/{stream}?create=true",
+                     "--idle-timeout", "15s", "--window", str(WINDOW), log=log)
+        wait_until(lambda: nats_state(sink.url, stream)["messages"] >= 3000 or proc.poll() is not None, 120, "progress")
+        # A clean stop: nats-server 2.9 may acknowledge a write a moment before its file
+        # store writes it, so a kill -9 would test the server's durability, not evrelay's.
+        sink.stop()
+        time.sleep(3.0)
+        assert proc.poll() is None, "the bridge must wait out the outage, not exit"
+        sink.start()
+        assert proc.wait(timeout=300) == 0, log.read_text()
+        print(f"\nafter the run: {nats_state(sink.url, stream)}; bridge log: {log.read_text()}")
+        check_delivery(sent, nats_values(sink.url, stream), max_duplicates=2 * WINDOW, label="nats sink outage")
+    (group,) = client.xinfo_groups(stream)
+    assert group["pending"] == 0
