@@ -1,7 +1,7 @@
 """evrelay side by side with its peers (kcat, redis-py loops, redis-benchmark), in one run.
 
     python bench/run.py                          # N = 300,000 messages of ~90 bytes, 3 rounds, on tansu
-    python bench/run.py --kafka apache           # on Apache Kafka (needs ApacheKafkaServer in tests/servers.py)
+    python bench/run.py --kafka apache           # on Apache Kafka 4 (jars resolved once by Maven, as the tests do)
     python bench/run.py --messages 1000000 --repeat 5
 
 Starts its own Kafka broker and redis-server on free ports, as the tests do, generates its
@@ -63,7 +63,7 @@ def kafka_server(flavour: str) -> servers.Server:
         if cls is None:
             raise ServerUnavailable("tests/servers.py has no ApacheKafkaServer on this branch")
         return cls()
-    return getattr(servers, "TansuServer", None)() if hasattr(servers, "TansuServer") else servers.KafkaServer()
+    return servers.TansuServer() if hasattr(servers, "TansuServer") else servers.KafkaServer()
 
 
 @dataclass

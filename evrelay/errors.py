@@ -82,6 +82,11 @@ class DeliveryFailed(EvrelayError):
         self.delivered = delivered
 
 
+class TransactionAborted(EvrelayError):
+    """An exactly-once window's transaction was aborted (a rebalance took a partition, the
+    broker timed it out): none of it is visible, and the source re-reads it."""
+
+
 class NotFoundError(EvrelayError):
     """A topic, stream or group the command needs does not exist."""
 

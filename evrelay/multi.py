@@ -109,6 +109,12 @@ class MultiConsumer(Consumer):
         got: list[Message] = []
         while True:
             live = [c for c in self.consumers if not c.exhausted]
+            for consumer in self.consumers:
+                if consumer.exhausted:
+                    # Kafka's behaviour: a rebalance waits for every member of the group to
+                    # rejoin, so a member that has read all it will read must still answer
+                    # (else a sibling in the same group waits up to max.poll.interval.ms).
+                    consumer.keepalive()
             if not live:
                 self.exhausted = not self.spec.follow
                 if self.spec.follow:

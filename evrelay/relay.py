@@ -7,10 +7,17 @@ only repeat the window in flight, never lose it. While the sink (or source) is u
 the batch is retried with capped exponential backoff; nothing is read meanwhile, so memory
 never grows past the window. A message the sink rejects for good goes to the dead-letter
 producer, with the error in its headers, or stops the relay with a clear error.
+
+With an exactly-once sink (`Producer.transactional`) each window is one transaction that
+also carries the source's acks: begin, send, confirm, commit. A window whose transaction
+aborts is re-read from the source and sent again in a new one, so a crash or a failure
+never shows a message twice to a reader of committed data. Without acks (a replay) the
+whole run is one transaction, committed at its end: all of the copy, or none of it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -18,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from evrelay.backends.base import Consumer, DeliveryFailure, Message, Position, Producer, StopReason
-from evrelay.errors import BackendUnavailable, DeliveryFailed
+from evrelay.errors import BackendUnavailable, DeliveryFailed, EvrelayError, TransactionAborted
 
 if TYPE_CHECKING:
     from evrelay.selection import Selection
@@ -196,6 +203,9 @@ class Relay:
         self.source_label = source_label
         self.stats = RelayStats()
         self._letter_reasons: dict[int, str] = {}
+        self.transactional = sink is not None and sink.transactional
+        self.whole_run_transaction = self.transactional and not self.ack
+        self.in_transaction = False
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -210,7 +220,8 @@ class Relay:
         stats = self.stats
         self._next_claim = time.monotonic() + self.claim_every
         self._idle_since = time.monotonic()
-        overlap = self.pacer.speed is None
+        # A transaction holds one window from begin to commit: no reading ahead into it.
+        overlap = self.pacer.speed is None and not self.transactional
         in_flight: InFlight | None = None
         try:
             while True:
@@ -233,7 +244,34 @@ class Relay:
                 self._report_progress()
         except Abandoned:
             stats.stop_reason = StopReason.STOPPED
+        if self.in_transaction:
+            if stats.stop_reason is StopReason.STOPPED:
+                self._abort_transaction()  # not left open to hold back readers
+                if self.whole_run_transaction:
+                    stats.delivered = 0
+            else:
+                self._commit_whole_run()
         return stats
+
+    def _commit_whole_run(self) -> None:
+        assert self.sink is not None
+        try:
+            self.sink.commit(self.consumer, [])
+        except TransactionAborted as exc:
+            self.stats.delivered = 0
+            raise DeliveryFailed(
+                f"the transaction holding the whole copy was aborted ({exc.message}): nothing of it is visible in "
+                f"{self.sink_label}; run it again",
+                failed=self.stats.read,
+                delivered=0,
+            ) from None
+        finally:
+            self.in_transaction = False
+
+    def _abort_transaction(self) -> None:
+        self.in_transaction = False
+        with contextlib.suppress(EvrelayError):
+            self.sink.abort()  # type: ignore[union-attr]
 
     def _end_reason(self, limit: int | None, idle_timeout: float | None) -> StopReason | None:
         if self.stop():
@@ -293,6 +331,9 @@ class Relay:
             self.stats.delivered += len(window.outgoing)
             self.stats.last_done_at = time.monotonic()
             return None
+        if self.transactional and not self.in_transaction:
+            self._begin_transaction()
+            self.in_transaction = True
         if window.outgoing:
             try:
                 self.sink.send(window.outgoing)
@@ -352,11 +393,23 @@ class Relay:
             ))
         return out
 
+    def _begin_transaction(self) -> None:
+        assert self.sink is not None
+        while True:
+            try:
+                self.sink.begin()
+                return
+            except BackendUnavailable as exc:
+                self._wait_out(f"sink: {exc.message}")
+
     def _count_error(self, kind: str, count: int = 1) -> None:
         self.stats.errors[kind] = self.stats.errors.get(kind, 0) + count
 
     def _complete(self, window: InFlight) -> None:
         """Confirm a window (retrying, dead-lettering), then ack it at the source."""
+        if self.transactional:
+            self._complete_transaction(window)
+            return
         safe, poison = self._deliver(window)
         self.stats.window_seconds.append(time.monotonic() - window.started)
         self.stats.bytes_sent += sum([len(m.value) for m in window.outgoing])
@@ -383,6 +436,63 @@ class Relay:
                 failed=1,
                 delivered=self.stats.delivered,
             )
+
+    def _complete_transaction(self, window: InFlight) -> None:
+        """Confirm a window sent in a transaction and commit it with the source's acks; or
+        abort it, give the window back to the source (it is read again) and wait a little."""
+        assert self.sink is not None
+        batch, outgoing = window.batch, window.outgoing
+        failures = self._send_and_confirm(self.sink, outgoing, "sink", already_sent=window.sent) if outgoing else []
+        if window.errors and not failures:
+            # --filter/--map failed on a message: no dead-letter inside a transaction.
+            index, reason = window.errors[0]
+            failures = [DeliveryFailure(batch[index], f"--filter/--map failed: {reason}", permanent=True)]
+        why = failures[0].reason if failures else ""
+        if self.whole_run_transaction:
+            if failures:
+                self._abort_transaction()
+                raise DeliveryFailed(
+                    f"{self.sink_label} did not take a message ({why}); the transaction holding the whole copy was "
+                    "aborted, so nothing of it is visible; run it again",
+                    failed=len(failures),
+                    delivered=0,
+                )
+            self.stats.delivered += len(outgoing)
+            self.stats.bytes_sent += sum(len(m.value) for m in outgoing)
+            self.stats.last_done_at = time.monotonic()
+            return
+        if not failures:
+            self.in_transaction = False
+            try:
+                self.sink.commit(self.consumer, batch)
+            except TransactionAborted as exc:
+                why = exc.message
+            else:
+                stats = self.stats
+                stats.delivered += len(outgoing)
+                stats.acked += len(batch)
+                stats.bytes_sent += sum(len(m.value) for m in outgoing)
+                stats.window_seconds.append(time.monotonic() - window.started)
+                for message in batch:
+                    if message.position is not None:
+                        stats.last_positions[(message.position.stream, message.position.partition)] = message.position.coordinates
+                stats.last_done_at = time.monotonic()
+                self.backoff.reset()
+                return
+        else:
+            self._abort_transaction()
+        self.consumer.reject(batch)
+        permanent = next((f for f in failures if f.permanent), None)
+        if permanent is not None:
+            raise DeliveryFailed(
+                f"a message was rejected by {self.sink_label} for good ({permanent.reason}); its window's transaction "
+                "was aborted, so nothing of it is visible and nothing of it was acked",
+                failed=1,
+                delivered=self.stats.delivered,
+            )
+        self.stats.retries += 1
+        self._count_error("transaction_aborted")
+        self._wait_out(f"sink: a window of {len(batch)} message(s) was not committed ({why}); it is read and sent again")
 
     def _deliver(self, window: InFlight) -> tuple[list[Message], tuple[Message, str] | None]:
         """Until every message is delivered or dead-lettered; returns the source messages

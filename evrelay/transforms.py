@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from evrelay.backends.base import DeliveryFailure, DeliveryReport, Message, Producer
+from evrelay.backends.base import Consumer, DeliveryFailure, DeliveryReport, Message, Producer
 from evrelay.errors import UsageError
 
 Transform = Callable[[Message], Message]
@@ -58,6 +58,7 @@ class TransformingProducer(Producer):
     def __init__(self, inner: Producer, transform: Transform) -> None:
         self.inner = inner
         self.transform = transform
+        self.transactional = inner.transactional  # type: ignore[misc]  # an exactly-once sink stays one
         self._originals: dict[int, tuple[Message, Message]] = {}  # id(converted) -> (converted, given)
         self._refused: list[DeliveryFailure] = []
 
@@ -85,6 +86,15 @@ class TransformingProducer(Producer):
         if not report.pending:
             self._originals.clear()
         return report
+
+    def begin(self) -> None:
+        self.inner.begin()
+
+    def commit(self, source: Consumer, acked: Sequence[Message]) -> None:
+        self.inner.commit(source, acked)
+
+    def abort(self) -> None:
+        self.inner.abort()
 
     def close(self) -> None:
         self.inner.close()

@@ -93,13 +93,27 @@ def start_server(factory):
         pytest.skip(str(exc))
 
 
+def pytest_report_header(config) -> str:
+    return f"Kafka broker for the tests: {os.environ.get('EVRELAY_TEST_KAFKA', 'apache')} (EVRELAY_TEST_KAFKA=apache|tansu)"
+
+
 @pytest.fixture(scope="session")
 def kafka_server():
+    """One Kafka broker for the whole session: Apache Kafka, or tansu with EVRELAY_TEST_KAFKA=tansu."""
     from tests.servers import KafkaServer
 
     server = start_server(KafkaServer)
     yield server
-    server.stop()
+    server.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def apache_kafka(kafka_server):
+    """The session's broker where it is Apache Kafka: for tests of Kafka's own behaviour
+    and tools (kafka-consumer-groups); skipped when the tests run on tansu."""
+    if getattr(kafka_server, "flavour", None) != "apache":
+        pytest.skip("needs Apache Kafka itself (EVRELAY_TEST_KAFKA=apache)")
+    return kafka_server
 
 
 @pytest.fixture(scope="session")
@@ -109,6 +123,16 @@ def redis_server():
     server = start_server(RedisServer)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_redis_server():
+    """redis-server on TLS only, with an ACL user (TlsRedisServer.USER / PASSWORD)."""
+    from tests.servers import TlsRedisServer
+
+    server = start_server(TlsRedisServer)
+    yield server
+    server.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,11 @@ SQLite store, a JSONL file), opened from a profile's options. It hands out
   last N) or as a consumer group; group-read messages can be `ack()`ed or `reject()`ed,
   and non-follow reads set `exhausted` at the end of the data.
 
+A backend that can commit a source's progress in the same transaction as the messages it
+writes (Kafka -> Kafka on one cluster) also hands out exactly-once producers: their
+`commit()` makes a window of messages and the source's acks of it visible together, or
+neither (`transactional`, `begin`, `commit`, `abort` below; the relay drives them).
+
 Each backend declares its `capabilities`; commands call `require()` first so a missing
 capability is refused cleanly, before anything is read or sent. Inspection and group
 administration (pending, claim, group seeks, lag) live here too, so the commands that use
@@ -68,6 +73,7 @@ class Capability(enum.Enum):
     GROUP_DELETE = "deleting a consumer group"
     KEEP_TIMESTAMP = "keeping the original timestamp"
     INSPECT = "inspection (ls, info, groups, lag)"
+    EXACTLY_ONCE = "exactly-once delivery (transactions that include the source's progress)"
 
 
 @dataclass(slots=True)
@@ -80,6 +86,9 @@ class BackendSettings:
     warn: Callable[[str], None] = field(default=lambda text: None)
     """Writes a warning line to stderr (through the CLI's console)."""
     client_name: str = "evrelay"
+    origin: str = ""
+    """Where the options came from (config file, line and profile, or the address): errors
+    about credentials and certificates name it."""
 
 
 @dataclass(slots=True)
@@ -217,7 +226,15 @@ class GroupSeekPlan:
 
 
 class Producer(ABC):
-    """Sends messages to one topic/stream. `send` queues, `flush` confirms."""
+    """Sends messages to one topic/stream. `send` queues, `flush` confirms.
+
+    An exactly-once producer (`transactional` True) sends inside a transaction opened by
+    `begin()`; `commit(source, acked)` then makes the messages and the source's acks of `acked`
+    visible atomically (the relay does not ack them at the source itself), and `abort()`
+    discards both, after which the source must re-read the window.
+    """
+
+    transactional: ClassVar[bool] = False
 
     @abstractmethod
     def send(self, messages: Sequence[Message]) -> None:
@@ -235,6 +252,18 @@ class Producer(ABC):
 
     def close(self) -> None:
         """Release resources; anything not flushed is abandoned."""
+
+    def begin(self) -> None:
+        """Open a transaction (exactly-once producers only)."""
+        raise UnsupportedError("this producer has no transactions")
+
+    def commit(self, source: Consumer, acked: Sequence[Message]) -> None:
+        """Commit the open transaction together with `source`'s acks of `acked`.
+        Raises TransactionAborted when the transaction had to be aborted instead."""
+        raise UnsupportedError("this producer has no transactions")
+
+    def abort(self) -> None:
+        """Discard the open transaction: none of its messages become visible."""
 
     def publish(self, messages: Sequence[Message], timeout: float | None = None) -> DeliveryReport:
         """Send and confirm; raises ProducerTimeout when confirmations did not all arrive."""
@@ -467,6 +496,38 @@ class Backend(ABC):
 
     def consumer(self, spec: ReadSpec) -> Consumer:
         self.require(Capability.READ)
+        raise NotImplementedError
+
+    # --- exactly-once --------------------------------------------------------------------
+
+    def refuse_exactly_once(self, source: Backend | None) -> None:
+        """Raise UnsupportedError, saying why and what there is instead, unless this
+        backend (the sink) can commit `source`'s group progress inside its own
+        transactions (a bridge), or, with `source` None, make a whole run visible at once
+        or not at all (a replay: there is no source progress to keep). Called before
+        anything connects, so a refused command has touched nothing."""
+        if source is None:
+            raise UnsupportedError(
+                f"--exactly-once needs a sink with transactions (Kafka); the {self.name} backend has none. Without "
+                f"the flag a replay into {self.name} that stops part-way keeps what it copied, and says how much"
+            )
+        raise UnsupportedError(
+            f"--exactly-once needs a sink that commits the source's progress in the same transaction as the "
+            f"messages (Kafka -> Kafka on one cluster); the {self.name} backend has no such transactions. "
+            f"Without the flag the bridge into {self.name} is at-least-once: a crash repeats at most one window "
+            "(--window), and every message carries its source coordinates in the evrelay-source header, so a "
+            "reader can drop the repeats"
+        )
+
+    def exactly_once_producer(self, stream: str, *, transaction_id: str, max_transaction_seconds: float = 60.0) -> Producer:
+        """A transactional producer that commits a source's progress with each window
+        (or, for a replay, the whole run in one transaction of at most
+        `max_transaction_seconds`).
+
+        `transaction_id` is stable across restarts, so a restarted bridge fences the one it
+        replaces and aborts whatever that one left open; make it before the source's
+        consumer, which may otherwise wait for the abandoned transaction's offsets."""
+        self.require(Capability.EXACTLY_ONCE)
         raise NotImplementedError
 
     # --- groups and inspection -----------------------------------------------------------

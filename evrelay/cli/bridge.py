@@ -40,6 +40,10 @@ from evrelay.cli.common import (
 from evrelay.errors import Interrupted, UsageError
 
 DEFAULT_WINDOW = 1000
+# An exactly-once window's transaction lives for about a second; a bridge killed mid-window
+# and not restarted under its name holds back read_committed readers until the broker
+# aborts its transaction: keep that short.
+BRIDGE_TRANSACTION_SECONDS = 15.0
 DEFAULT_CLAIM_IDLE = "5m"
 
 
@@ -80,6 +84,7 @@ def bridge(
     dry_run: DryRunOption = False,
     metrics: Annotated[Optional[str], typer.Option("--metrics", metavar="ADDR:PORT", help="Serve Prometheus metrics here (e.g. 127.0.0.1:9464); needs prometheus-client.", show_default=False)] = None,
     window: Annotated[int, typer.Option("--window", metavar="N", min=1, help="Messages in flight at once: read, sent, confirmed, then acked together.")] = DEFAULT_WINDOW,
+    exactly_once: Annotated[bool, typer.Option("--exactly-once", help="Kafka -> Kafka on one cluster: each window is a transaction that also commits the source group's offsets; readers with isolation.level=read_committed see every message once.")] = False,
     claim_idle: Annotated[str, typer.Option("--claim-idle", metavar="DURATION", help="Redis/local: take over group messages another consumer left pending this long (0: never).")] = DEFAULT_CLAIM_IDLE,
     follow: FollowOption = False,
     no_provenance: Annotated[bool, typer.Option("--no-provenance", help="Do not add the evrelay-source header (for consumers strict about headers).")] = False,
@@ -114,13 +119,14 @@ def bridge(
       evrelay bridge redis:orders kafka:orders-copy --dead-letter file:rejected.jsonl
       evrelay bridge kafka:orders - --dry-run -n 5
       evrelay bridge kafka:orders redis:big-orders --filter '.value.total > 100' --dead-letter file:dlq.jsonl
+      evrelay bridge kafka:orders kafka:orders-copy --exactly-once
     """
     from evrelay.backends.base import Capability, ReadSpec
     from evrelay.multi import MultiConsumer, StreamSource, stream_pattern
     from evrelay.output import make_writer
     from evrelay.positions import Beginning
     from evrelay.relay import Relay
-    from evrelay.routing import open_sink
+    from evrelay.routing import is_template, open_sink
     from evrelay.transforms import message_transform, previewing, with_transform
     from evrelay.watch import LagSampler, MetricsServer, ProgressLine, Watch, group_lag_sampler, parse_listen_address
 
@@ -134,11 +140,19 @@ def bridge(
     src = session.address(source_text)
     dst = session.address(sink_text)
     writer = make_writer(output, template) if dry_run else None
+    if exactly_once and (dry_run or dead_letter is not None):
+        raise UsageError(f"--exactly-once cannot be combined with {'--dry-run' if dry_run else '--dead-letter'}")
     selection = selection_from_options(filter_expr, map_expr, match_key, match_header)
     transform = message_transform(cloudevents)
 
     with contextlib.ExitStack() as stack:
-        src_backend = stack.enter_context(session.backend(src))
+        src_backend = session.backend(src)
+        if exactly_once:
+            # Refused before anything connects: the pair decides, not the servers.
+            if not src_backend.supports(Capability.GROUPS):
+                raise UsageError(f"--exactly-once needs a source read as a consumer group; the {src_backend.name} backend has none")
+            session.backend(dst).refuse_exactly_once(src_backend)
+        src_backend = stack.enter_context(src_backend)
         src_backend.require(Capability.READ, command="bridge")
         src_stream = src.require_stream(src_backend.stream_noun)
         sink_producer = None
@@ -149,13 +163,23 @@ def bridge(
             dst_stream = dst.require_stream(dst_backend.stream_noun)
             if dst_backend.location() == src_backend.location() and dst_stream == src_stream:
                 raise UsageError(f"{source_text} and {sink_text} are the same {src_backend.stream_noun}: that would relay into itself")
-            sink_producer = with_transform(stack.enter_context(open_sink(dst_backend, dst_stream)), transform)
+            if not exactly_once:
+                sink_producer = with_transform(stack.enter_context(open_sink(dst_backend, dst_stream)), transform)
+            elif is_template(dst_stream):
+                raise UsageError("--exactly-once writes one topic in each transaction; a sink name template routes to many")
         else:
             dst_stream = dst.stream or "-"
         grouped = src_backend.supports(Capability.GROUPS) and not dry_run
         if group and not src_backend.supports(Capability.GROUPS):
             src_backend.require(Capability.GROUPS, command="bridge -g")
         group_name = (group or src.group or default_group(dst.backend, dst_stream)) if grouped else None
+        if exactly_once:
+            assert dst_backend is not None and group_name is not None
+            # Stable across restarts (a restarted bridge fences its predecessor and aborts
+            # what it left open); distinct per --consumer, so bridges sharing a group do not fence each other.
+            transaction_id = f"evrelay-{group_name}" + (f"-{consumer}" if consumer else "")
+            sink_producer = with_transform(stack.enter_context(dst_backend.exactly_once_producer(
+                dst_stream, transaction_id=transaction_id, max_transaction_seconds=BRIDGE_TRANSACTION_SECONDS)), transform)
         spec = ReadSpec(
             stream=src_stream,
             start=start,
@@ -170,6 +194,8 @@ def bridge(
             dead_backend.require(Capability.PUBLISH, command="--dead-letter")
             dead_producer = stack.enter_context(dead_backend.producer(dead.require_stream(dead_backend.stream_noun)))
         pattern = stream_pattern(src_stream)
+        if pattern is not None and exactly_once:
+            raise UsageError("--exactly-once reads one topic as one consumer group; a ~REGEX source reads many")
         if pattern is not None:  # every topic/stream matching ~REGEX, new ones included
             reader = stack.enter_context(MultiConsumer([StreamSource(src.display, src_backend, pattern=pattern)], spec, warn=session.warn))
         else:

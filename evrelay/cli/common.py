@@ -207,7 +207,7 @@ class Session:
         from evrelay.addresses import open_backend
         from evrelay.backends.base import BackendSettings
 
-        settings = BackendSettings(timeout=self.connect_timeout, verbose=self.verbose, warn=self.warn)
+        settings = BackendSettings(timeout=self.connect_timeout, verbose=self.verbose, warn=self.warn, origin=address.where)
         return open_backend(address, settings)
 
     # --- stderr ------------------------------------------------------------------------

@@ -42,6 +42,7 @@ def replay(
     to: ToOption = None,
     group: GroupOption = None,
     pace: Annotated[str, typer.Option("--pace", metavar="PACE", help="max (as fast as possible), original (the original spacing) or Nx (N times faster).")] = "max",
+    exactly_once: Annotated[bool, typer.Option("--exactly-once", help="Copy in one transaction (Kafka sinks): readers with isolation.level=read_committed see the whole range once, or nothing if the replay fails or is killed.")] = False,
     cloudevents: CloudEventsOption = None,
     dry_run: DryRunOption = False,
     yes: YesOption = False,
@@ -73,6 +74,7 @@ def replay(
       evrelay replay redis:orders kafka:orders-replay --from -2h --to -1h
       evrelay replay kafka:orders file:incident.jsonl --from 2026-11-22T10:00:00Z --to 2026-11-22T10:05:00Z
       evrelay replay kafka:orders -g billing --from -1h --yes
+      evrelay replay kafka:orders kafka:orders-fix --from -1h --exactly-once
     """
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     start = parse_position_option(from_, "--from")
@@ -91,20 +93,26 @@ def replay(
         return
     if sink is None:
         raise UsageError("replay needs a SINK to copy into, or -g GROUP to move a group")
+    if exactly_once and dry_run:
+        raise UsageError("--exactly-once cannot be combined with --dry-run")
     selection = selection_from_options(filter_expr, map_expr, match_key, match_header)
     _copy_range(session, source, sink, start, stop, pace=pace, dry_run=dry_run, output=output, template=template,
-                cloudevents=cloudevents, selection=selection)
+                cloudevents=cloudevents, selection=selection, exactly_once=exactly_once)
+
+
+# A whole replay is one transaction: Kafka brokers cap a transaction at 15 minutes by default.
+REPLAY_TRANSACTION_SECONDS = 900.0
 
 
 def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: str, dry_run: bool, output, template,
-                cloudevents, selection) -> None:
+                cloudevents, selection, exactly_once: bool = False) -> None:
     import contextlib
 
     from evrelay.backends.base import Capability, ReadSpec
     from evrelay.cli.tail import required_capabilities
     from evrelay.output import make_writer
     from evrelay.relay import Pacer, Relay, parse_pace
-    from evrelay.routing import open_sink
+    from evrelay.routing import is_template, open_sink
     from evrelay.transforms import message_transform, previewing, with_transform
     from evrelay.watch import ProgressLine, Watch
 
@@ -117,6 +125,8 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
     writer = make_writer(output, template) if dry_run else None
     transform = message_transform(cloudevents)
     with contextlib.ExitStack() as stack:
+        if exactly_once:
+            session.backend(dst).refuse_exactly_once(None)  # before anything connects
         src_backend = stack.enter_context(session.backend(src))
         spec = ReadSpec(stream=src.require_stream(src_backend.stream_noun), start=start, stop=stop)
         src_backend.require(*required_capabilities(spec, follow=False), command="replay")
@@ -126,7 +136,16 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
             dst_backend.require(Capability.PUBLISH, command="replay")
             if not dst_backend.supports(Capability.KEEP_TIMESTAMP):
                 session.debug(f"{dst_backend.name} does not keep timestamps; the copies get new ones")
-            producer = with_transform(stack.enter_context(open_sink(dst_backend, dst.require_stream(dst_backend.stream_noun))), transform)
+            dst_stream = dst.require_stream(dst_backend.stream_noun)
+            if exactly_once:
+                if is_template(dst_stream):
+                    raise UsageError("--exactly-once writes one topic in its transaction; a sink name template routes to many")
+                # Stable per sink: a rerun fences a killed replay and aborts what it left open.
+                producer = stack.enter_context(dst_backend.exactly_once_producer(
+                    dst_stream, transaction_id=f"evrelay-replay-{dst_stream}", max_transaction_seconds=REPLAY_TRANSACTION_SECONDS))
+            else:
+                producer = stack.enter_context(open_sink(dst_backend, dst_stream))
+            producer = with_transform(producer, transform)
         reader = stack.enter_context(src_backend.consumer(spec))
         stop_flag = stack.enter_context(StopFlag())
         progress = Watch(ProgressLine(sys.stderr.isatty() and not session.quiet and not dry_run, verb="replayed"))

@@ -11,12 +11,22 @@ Features
     what has been acked, synchronously, never ahead of the output.
 
 Connection string
-    kafka://HOST:PORT[,HOST:PORT]/TOPIC[?librdkafka.key=value&...]
+    kafka://[USER:PASSWORD@]HOST:PORT[,HOST:PORT]/TOPIC[?librdkafka.key=value&...]
+    (USER:PASSWORD become sasl.username / sasl.password; give security.protocol and
+    sasl.mechanism in the query, e.g. ?security.protocol=SASL_SSL&sasl.mechanism=SCRAM-SHA-512)
 
 Options
     bootstrap_servers  "host:port[,host:port]" (or a list)
     options            a table passed to librdkafka as is (TLS, SASL, tuning), e.g.
                        "security.protocol" = "SASL_SSL", "sasl.password" = "${KAFKA_PASSWORD}"
+
+TLS and SASL
+    librdkafka's settings in `options`: security.protocol (SSL, SASL_PLAINTEXT, SASL_SSL),
+    ssl.ca.location, sasl.mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), sasl.username,
+    sasl.password. Certificates are verified unless the profile sets
+    enable.ssl.certificate.verification = false, which is warned about on every run. A
+    refused password or an untrusted certificate ends the command at once with exit 3 and
+    one line naming the profile.
 
 librdkafka's own log lines reach stderr only with -v.
 """
@@ -26,7 +36,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from evrelay.backends.base import (
     Backend,
@@ -46,11 +56,13 @@ from evrelay.backends.base import (
 from evrelay.backends.kafka.codes import (
     ACTIVE_GROUP_STATES,
     AUTH_CODES,
+    COORDINATOR_STARTING,
     OFFSET_BEGINNING,
     OFFSET_END,
     OFFSET_INVALID,
     client_logger,
     error_name,
+    plain_client_error,
     refuse_entry_id,
 )
 from evrelay.errors import (
@@ -90,6 +102,7 @@ class KafkaBackend(Backend):
             Capability.GROUP_DELETE,
             Capability.KEEP_TIMESTAMP,
             Capability.INSPECT,
+            Capability.EXACTLY_ONCE,
         }
     )
 
@@ -105,6 +118,21 @@ class KafkaBackend(Backend):
         self._logger = client_logger(self.settings.verbose)
         self._admin: Any = None
         self._last_error: str | None = None
+        self._refusal: str | None = None
+        """The first authentication or TLS failure librdkafka reported: retrying cannot help."""
+        self._warn_about_verification()
+
+    def _warn_about_verification(self) -> None:
+        origin = self.settings.origin or f"Kafka at {self.bootstrap}"
+        if str(self.client_options.get("enable.ssl.certificate.verification", "true")).lower() in ("false", "0"):
+            self.settings.warn(
+                f"TLS certificate verification is off for {origin} (enable.ssl.certificate.verification = false): "
+                "anyone on the network path can pose as the broker"
+            )
+        elif str(self.client_options.get("ssl.endpoint.identification.algorithm", "https")).lower() == "none":
+            self.settings.warn(
+                f"TLS host name verification is off for {origin} (ssl.endpoint.identification.algorithm = none)"
+            )
 
     @classmethod
     def options_from_url(cls, url: str) -> tuple[dict[str, Any], str | None]:
@@ -114,7 +142,16 @@ class KafkaBackend(Backend):
         topic = parts.path.strip("/") or None
         if topic and "/" in topic:
             raise AddressError(f"{url!r}: a Kafka topic name cannot contain '/'")
-        return {"bootstrap_servers": parts.netloc}, topic
+        userinfo, at, hosts = parts.netloc.rpartition("@")
+        options: dict[str, Any] = {"bootstrap_servers": hosts}
+        if at:
+            # kafka://USER:PASSWORD@HOST:PORT/TOPIC: SASL credentials (the query names the mechanism).
+            username, colon, password = userinfo.partition(":")
+            credentials = {"sasl.username": unquote(username)}
+            if colon:
+                credentials["sasl.password"] = unquote(password)
+            options["options"] = credentials
+        return options, topic
 
     @classmethod
     def options_from_query(cls, query: dict[str, str]) -> dict[str, Any]:
@@ -130,6 +167,8 @@ class KafkaBackend(Backend):
 
     def _error_cb(self, err: Any) -> None:
         self._last_error = f"{error_name(err)}: {err.str() if hasattr(err, 'str') else err}"
+        if error_name(err) in AUTH_CODES and self._refusal is None:
+            self._refusal = error_name(err) + ": " + plain_client_error(err.str() if hasattr(err, "str") else str(err))
         if self.settings.verbose:
             self.settings.warn(f"kafka: {self._last_error}")
 
@@ -138,6 +177,9 @@ class KafkaBackend(Backend):
             "bootstrap.servers": self.bootstrap,
             "client.id": self.settings.client_name,
             "logger": self._logger,
+            # Without -v nothing of librdkafka's logging is wanted: some of it (e.g. BGQUEUE
+            # while a transactional client is destroyed) bypasses the logger and hits stderr.
+            "log_level": 7 if self.settings.verbose else 0,
             "error_cb": self._error_cb,
             "socket.connection.setup.timeout.ms": max(int(self.settings.timeout * 1000), 1000),
         }
@@ -146,6 +188,8 @@ class KafkaBackend(Backend):
         return config
 
     def unavailable(self, what: str, exc: BaseException | None = None) -> BackendUnavailable:
+        if self._refusal is not None:
+            return self.refused()
         detail = self._last_error or ""
         if not detail and exc is not None and exc.args:
             error = exc.args[0]
@@ -156,6 +200,22 @@ class KafkaBackend(Backend):
         if detail:
             text += f": {detail}"
         return BackendUnavailable(text, hint=None if refused else "is the broker running, and is bootstrap_servers right?")
+
+    def refused(self) -> BackendUnavailable:
+        """The broker refused the credentials, or its certificate was not trusted: one
+        sentence naming the profile (never the secret), and what to check."""
+        assert self._refusal is not None
+        code, _, detail = self._refusal.partition(": ")
+        origin = self.settings.origin or "these settings"
+        if code == "_SSL":
+            return BackendUnavailable(
+                f"Kafka at {self.bootstrap}: the TLS handshake for {origin} failed ({detail})",
+                hint="check ssl.ca.location (the CA that signed the broker's certificate) and the host name in bootstrap_servers",
+            )
+        return BackendUnavailable(
+            f"Kafka at {self.bootstrap} refused the credentials of {origin} ({detail})",
+            hint="check sasl.mechanism, sasl.username and sasl.password",
+        )
 
     def make_client(self, factory: Any, config: dict[str, Any]) -> Any:
         """A confluent-kafka client; options librdkafka rejects are a config error (exit 2)."""
@@ -181,10 +241,20 @@ class KafkaBackend(Backend):
         """Cluster (or one topic's) metadata; BackendUnavailable when the broker is not there."""
         from confluent_kafka import KafkaException
 
-        try:
-            return client.list_topics(topic, timeout=self.settings.timeout)
-        except KafkaException as exc:
-            raise self.unavailable(f"no metadata within {self.settings.timeout:g}s", exc) from None
+        # In slices, serving librdkafka's error callbacks in between: a refused password or
+        # an untrusted certificate ends the wait at once instead of after the full timeout.
+        deadline = time.monotonic() + self.settings.timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return client.list_topics(topic, timeout=max(min(left, 0.5), 0.05))
+            except KafkaException as exc:
+                if not hasattr(client, "assignment") or not client.assignment():
+                    client.poll(0)  # serves error_cb; a consumer with partitions would fetch instead
+                if self._refusal is not None:
+                    raise self.refused() from None
+                if time.monotonic() >= deadline:
+                    raise self.unavailable(f"no metadata within {self.settings.timeout:g}s", exc) from None
 
     def topic_partitions(self, client: Any, topic: str) -> list[int]:
         """Partition numbers of an existing topic (NotFoundError if it does not exist).
@@ -272,6 +342,27 @@ class KafkaBackend(Backend):
         from evrelay.backends.kafka.producer import KafkaProducer
 
         return KafkaProducer(self, stream)
+
+    def refuse_exactly_once(self, source: Backend | None) -> None:
+        if source is None:
+            return  # a replay: one transaction holds the whole copy
+        if not isinstance(source, KafkaBackend):
+            raise UsageError(
+                f"--exactly-once into Kafka needs a Kafka source: the progress of a {source.name} source "
+                "(its acks) cannot be committed inside a Kafka transaction, so a crash between the two could "
+                "repeat a window; without the flag the bridge is at-least-once (a crash repeats at most one "
+                "window, and the evrelay-source header lets readers drop the repeats)"
+            )
+        if set(source.bootstrap.split(",")) != set(self.bootstrap.split(",")):
+            raise UsageError(
+                f"--exactly-once needs the source and the sink on one Kafka cluster ({source.bootstrap} is not "
+                f"{self.bootstrap}): a transaction cannot span two clusters"
+            )
+
+    def exactly_once_producer(self, stream: str, *, transaction_id: str, max_transaction_seconds: float = 60.0) -> Producer:
+        from evrelay.backends.kafka.producer import KafkaTransactionalProducer
+
+        return KafkaTransactionalProducer(self, stream, transaction_id, timeout_ms=int(max_transaction_seconds * 1000))
 
     # --- consuming -----------------------------------------------------------------------
 
@@ -423,11 +514,17 @@ class KafkaBackend(Backend):
     def committed(self, client: Any, topic: str, partitions: list[int], group: str) -> dict[int, int]:
         from confluent_kafka import KafkaException, TopicPartition
 
-        try:
-            found = client.committed([TopicPartition(topic, p) for p in partitions], timeout=self.settings.timeout)
-        except KafkaException as exc:
-            raise self.unavailable(f"committed offsets of group {group!r}", exc) from None
-        return {tp.partition: tp.offset for tp in found}
+        deadline = time.monotonic() + self.settings.timeout
+        while True:
+            try:
+                found = client.committed([TopicPartition(topic, p) for p in partitions], timeout=self.settings.timeout)
+                return {tp.partition: tp.offset for tp in found}
+            except KafkaException as exc:
+                # Apache Kafka creates __consumer_offsets on the first group request and
+                # answers NOT_COORDINATOR until its coordinator is loaded: wait for it.
+                if error_name(exc.args[0]) not in COORDINATOR_STARTING or time.monotonic() > deadline:
+                    raise self.unavailable(f"committed offsets of group {group!r}", exc) from None
+                time.sleep(0.2)
 
     def ack(self, stream: str, group: str, positions: Sequence[Position]) -> int:
         """Kafka acks are cumulative per partition: from the group's committed offset, the

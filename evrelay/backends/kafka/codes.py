@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from evrelay.errors import UsageError
@@ -31,6 +32,9 @@ TRANSIENT_CODES = {
     "COORDINATOR_NOT_AVAILABLE",
     "_QUEUE_FULL",
 }
+# The group coordinator is moving or loading (e.g. __consumer_offsets is being created on
+# a fresh cluster): asking again shortly succeeds.
+COORDINATOR_STARTING = {"NOT_COORDINATOR", "NOT_COORDINATOR_FOR_GROUP", "COORDINATOR_LOAD_IN_PROGRESS", "COORDINATOR_NOT_AVAILABLE", "_WAIT_COORD"}
 ACTIVE_GROUP_STATES = {"stable", "preparing_rebalance", "completing_rebalance"}
 AUTH_CODES = {
     "_AUTHENTICATION",
@@ -59,6 +63,14 @@ def error_name(err: Any) -> str:
         return err.name()
     except Exception:
         return str(err)
+
+
+def plain_client_error(text: str) -> str:
+    """librdkafka's error text without the broker URL in front and the state note behind:
+    `sasl_ssl://h:9093/bootstrap: SASL authentication error: X (after 300ms in state AUTH_REQ)` -> `SASL authentication error: X`."""
+    text = re.sub(r"^\S+://\S+?: ", "", text.strip())
+    text = re.sub(r"\s*\(after \d+ms in state [A-Z_]+\)$", "", text)
+    return re.sub(r", verify that ssl.ca.location is correctly configured or root CA certificates are installed.*$", "", text)
 
 
 def refuse_entry_id(position: StreamPosition) -> None:

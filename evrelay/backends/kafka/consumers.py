@@ -413,6 +413,10 @@ class KafkaGroupConsumer(_KafkaReader):
             # the last commit, so nothing is lost (at-least-once).
             self.backend.settings.warn(f"kafka: commit for group {self.group!r} failed: {exc.args[0]}")
 
+    def group_metadata(self) -> Any:
+        """The group's generation and member, for offsets committed inside a transaction."""
+        return self.client.consumer_group_metadata()
+
     def reject(self, messages: Sequence[Message]) -> None:
         from confluent_kafka import KafkaException, TopicPartition
 

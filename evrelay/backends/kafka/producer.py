@@ -1,4 +1,6 @@
-"""The Kafka producer: the idempotent producer, batched, with per-message delivery accounting."""
+"""The Kafka producers: the idempotent producer, batched, with per-message delivery
+accounting; and the transactional one behind exactly-once bridges, which commits the
+source group's offsets inside each transaction (send_offsets_to_transaction)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from evrelay.backends.kafka.codes import (
     TRANSIENT_CODES,
     error_name,
 )
+from evrelay.errors import EvrelayError, TransactionAborted, UsageError
 
 if TYPE_CHECKING:
     from evrelay.backends.kafka import KafkaBackend
@@ -24,7 +27,7 @@ if TYPE_CHECKING:
 class KafkaProducer(Producer):
     """Queues into librdkafka; flush() waits for every delivery report."""
 
-    def __init__(self, backend: KafkaBackend, topic: str) -> None:
+    def __init__(self, backend: KafkaBackend, topic: str, **extra_config: Any) -> None:
         from confluent_kafka import Producer as KProducer
 
         self.backend = backend
@@ -41,6 +44,7 @@ class KafkaProducer(Producer):
                 # Success needs no report: once flush() has resolved everything, whatever
                 # did not fail was delivered. Saves a Python callback per message.
                 "delivery.report.only.error": True,
+                **extra_config,
             }
         )
         self.client = backend.make_client(KProducer, config)
@@ -172,4 +176,108 @@ class KafkaProducer(Producer):
         # drop what never left the local queue instead of sending it after we gave up.
         if len(self.client):
             self.client.purge(in_queue=True, in_flight=False)
+        self.client.flush(0)
+
+
+class KafkaTransactionalProducer(KafkaProducer):
+    """Exactly-once into Kafka from a Kafka consumer group on the same cluster.
+
+    Each window is one transaction: the messages, and the source group's offsets past
+    them (send_offsets_to_transaction, fenced by the group's generation, KIP-447), commit
+    together or not at all. The transactional.id is stable across restarts, so
+    init_transactions() in a restarted bridge aborts what a killed one left open at once
+    instead of leaving read_committed consumers waiting for the transaction timeout.
+    """
+
+    transactional = True
+
+    def __init__(self, backend: KafkaBackend, topic: str, transaction_id: str, *, timeout_ms: int = 60000) -> None:
+        from confluent_kafka import KafkaException
+
+        super().__init__(
+            backend,
+            topic,
+            **{
+                "transactional.id": transaction_id,
+                "transaction.timeout.ms": timeout_ms,
+                "message.timeout.ms": min(timeout_ms - 5000, 300000),
+            },
+        )
+        self.transaction_id = transaction_id
+        self.open = False
+        try:
+            self.client.init_transactions(max(backend.settings.timeout, 30.0))
+        except KafkaException as exc:
+            raise backend.unavailable(f"initialising transactions as {transaction_id!r}", exc) from None
+
+    def begin(self) -> None:
+        from confluent_kafka import KafkaException
+
+        try:
+            self.client.begin_transaction()
+        except KafkaException as exc:
+            raise self._failure("beginning a transaction", exc) from None
+        self.open = True
+
+    def commit(self, source: Any, acked: Sequence[Message]) -> None:
+        from confluent_kafka import KafkaException, TopicPartition
+
+        from evrelay.backends.kafka.consumers import KafkaGroupConsumer
+
+        if acked and not isinstance(source, KafkaGroupConsumer):
+            raise UsageError("exactly-once into Kafka needs a Kafka consumer group as the source")
+        highest: dict[tuple[str, int], int] = {}
+        for message in acked:
+            position = message.position
+            if position is not None and position.partition is not None:
+                where = (position.stream, position.partition)
+                highest[where] = max(highest.get(where, -1), int(position.id))
+        offsets = [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in sorted(highest.items())]
+        timeout = max(self.backend.settings.timeout, 30.0)
+        try:
+            if offsets:
+                self.client.send_offsets_to_transaction(offsets, source.group_metadata(), timeout)
+            while True:
+                try:
+                    self.client.commit_transaction(timeout)
+                    break
+                except KafkaException as exc:
+                    if not exc.args[0].retriable():
+                        raise
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.txn_requires_abort():
+                self.abort()
+                raise TransactionAborted(f"the transaction was aborted ({error_name(error)}: {error.str()})") from None
+            raise self._failure("committing a transaction", exc) from None
+        self.open = False
+
+    def abort(self) -> None:
+        from confluent_kafka import KafkaException
+
+        if not self.open:
+            return
+        try:
+            self.client.abort_transaction(max(self.backend.settings.timeout, 30.0))
+        except KafkaException as exc:
+            raise self._failure("aborting a transaction", exc) from None
+        finally:
+            self.open = False
+        self._report = DeliveryReport()
+        self._unresolved = 0
+        self._async_failures = 0
+
+    def _failure(self, what: str, exc: Any) -> EvrelayError:
+        error = exc.args[0]
+        if error.fatal():
+            return EvrelayError(
+                f"{what} on Kafka as transactional id {self.transaction_id!r} failed for good "
+                f"({error_name(error)}: {error.str()}); another bridge with the same id probably took over",
+                hint="give each exactly-once bridge of a group its own --consumer NAME",
+            )
+        return self.backend.unavailable(what, exc)
+
+    def close(self) -> None:
+        # An open transaction is abandoned: the broker aborts it, or the next bridge with
+        # this transactional.id does at once (init_transactions).
         self.client.flush(0)

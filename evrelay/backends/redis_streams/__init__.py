@@ -36,7 +36,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from evrelay.backends.base import (
     Backend,
@@ -87,6 +87,10 @@ from evrelay.positions import (
 _RAW_REPLIES = ("XRANGE", "XREVRANGE", "XREAD", "XREADGROUP", "XAUTOCLAIM", "XCLAIM", "XPENDING", "XINFO GROUPS", "XINFO STREAM")
 
 
+# redis-py connection settings an address's query may carry besides the ssl_* ones.
+_QUERY_CLIENT_SETTINGS = {"health_check_interval", "client_name", "socket_keepalive", "retry_on_timeout"}
+
+
 class RedisStreamsBackend(Backend):
     name = "redis"
     stream_noun = "stream"
@@ -117,6 +121,7 @@ class RedisStreamsBackend(Backend):
         self.client_options = self.table_option("options", "redis-py connection settings")
         self.layout = parse_layout(self.options.get("layout"))
         self._client: Any = None
+        self._warn_about_verification()
 
     @classmethod
     def options_from_url(cls, url: str) -> tuple[dict[str, Any], str | None]:
@@ -130,6 +135,18 @@ class RedisStreamsBackend(Backend):
         path = f"/{segments[0]}" if segments else ""
         # The query string was cut off by the address resolver: it never reaches redis-py.
         return {"url": urlunsplit((parts.scheme, parts.netloc, path, "", ""))}, stream
+
+    @classmethod
+    def options_from_query(cls, query: dict[str, str]) -> dict[str, Any]:
+        """`?layout=taskiq&max_len=1000` set evrelay's options; redis-py's TLS and connection
+        settings (`?ssl_ca_certs=PATH`, `ssl_cert_reqs`, ...) go to its `options` table, as in
+        a profile; any other name is refused as an unknown option."""
+        is_client = lambda name: name.startswith("ssl_") or name in _QUERY_CLIENT_SETTINGS  # noqa: E731
+        options = super().options_from_query({k: v for k, v in query.items() if not is_client(k)})
+        client = super().options_from_query({k: v for k, v in query.items() if is_client(k)})
+        if client:
+            options["options"] = client
+        return options
 
     @property
     def where(self) -> str:
@@ -180,6 +197,17 @@ class RedisStreamsBackend(Backend):
             self.open()
         return self._client
 
+    @property
+    def _of_origin(self) -> str:
+        return f" of {self.settings.origin}" if self.settings.origin else ""
+
+    def _warn_about_verification(self) -> None:
+        query = dict(parse_qsl(urlsplit(self.url).query))
+        setting = str(self.client_options.get("ssl_cert_reqs", query.get("ssl_cert_reqs", "required"))).lower()
+        if self.url.startswith("rediss://") and setting in ("none", "optional"):
+            origin = self.settings.origin or f"Redis at {self.where}"
+            self.settings.warn(f"TLS certificate verification is off for {origin} (ssl_cert_reqs = {setting}): anyone on the network path can pose as the server")
+
     def translate(self, exc: Exception, what: str = "") -> EvrelayError:
         """A redis-py exception as an evrelay error (credentials and reachability -> exit 3)."""
         import redis
@@ -188,7 +216,14 @@ class RedisStreamsBackend(Backend):
         if isinstance(exc, redis.AuthenticationError) or (
             isinstance(exc, redis.ResponseError) and str(exc).startswith(("NOAUTH", "WRONGPASS", "NOPERM"))
         ):
-            return BackendUnavailable(f"Redis at {self.where} refused the credentials{detail}: {exc}")
+            return BackendUnavailable(f"Redis at {self.where} refused the credentials{self._of_origin}{detail}: {exc}")
+        if isinstance(exc, redis.ConnectionError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            reason = str(exc).rpartition("certificate verify failed: ")[2].split(" (_ssl")[0] or str(exc)
+            return BackendUnavailable(
+                f"Redis at {self.where}: the server's TLS certificate is not trusted"
+                + (f" by {self.settings.origin}" if self.settings.origin else "") + f" ({reason})",
+                hint="give the CA that signed it as ssl_ca_certs (?ssl_ca_certs=PATH in the url, or in the profile's options)",
+            )
         if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
             return BackendUnavailable(
                 f"Redis at {self.where} could not be reached{detail}: {exc}",
