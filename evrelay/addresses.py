@@ -58,6 +58,10 @@ def resolve_address(text: str, config: Config, *, profile: str | None = None) ->
     """Resolve ADDRESS text; `profile` overrides the default profile for bare names."""
     if not text:
         raise AddressError("empty address")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise AddressError(f"address {os.fsencode(text)!r} is not valid UTF-8; topic and stream names are text") from None
     if text == "-":
         return Address(text, "file", "-", {"path": "-"}, where="stdin/stdout")
     if text.startswith("file:") and not text.startswith("file://"):

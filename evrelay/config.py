@@ -25,7 +25,10 @@ PROFILE_KEYS = frozenset({"backend", "topic", "stream", "group"})
 DEFAULT_PROFILE = "local"
 _VAR = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SECRET_KEY = re.compile(r"pass|secret|token|credential|api[_.-]?key|private|jaas|\bpem\b|\.pem$", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")
+# The password runs to the LAST '@' before the query: an unencoded '@' (or '/') inside it
+# must not leave the rest of it showing.
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^?#\s]*@")
+_QUERY_PAIR = re.compile(r"([?&;])([^=&;#\s]+)=([^&;#\s]*)")
 MASK = "********"
 
 
@@ -64,16 +67,26 @@ def is_secret_key(key: str) -> bool:
     return bool(_SECRET_KEY.search(key))
 
 
-_QUERY_OPTION = re.compile(r"([?&])([^=&#]+)=([^&#]*)")
-
-
 def mask_url(text: str) -> str:
-    """`redis://user:pw@host` -> `redis://user:********@host`; a secret-looking query
-    option (`?sasl.password=...`) is masked too."""
+    """`redis://user:pw@host` -> `redis://user:********@host`, and every secret-looking
+    query option (`?sasl.password=...`) masked too."""
+    from urllib.parse import unquote
+
     text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}@", text)
-    if "?" not in text:
-        return text
-    return _QUERY_OPTION.sub(lambda m: f"{m.group(1)}{m.group(2)}={MASK}" if is_secret_key(m.group(2)) else m.group(0), text)
+    if "=" in text:
+        text = _QUERY_PAIR.sub(
+            lambda m: f"{m.group(1)}{m.group(2)}={MASK}" if is_secret_key(unquote(m.group(2))) else m.group(0), text
+        )
+    return text
+
+
+def mask_secrets(text: str, secrets: list[str]) -> str:
+    """`text` (an error from a client library, say) with each of the given secret values
+    replaced, and any URL credentials masked."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, MASK)
+    return mask_url(text)
 
 
 def masked(value: Any, key: str = "") -> Any:
@@ -225,9 +238,14 @@ def write_document(path: Path, document: dict[str, Any]) -> None:
     """Write a config document with tomli-w (comments in the old file are not kept)."""
     import tomli_w
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = tomli_w.dumps(document)
     parse_config(data, path)  # never write a file we could not read back
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(data, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(data, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        blocker = next((parent for parent in reversed(path.parents) if parent.exists() and not parent.is_dir()), None)
+        reason = f"{blocker} is a file, not a directory" if blocker is not None else (exc.strerror or str(exc))
+        raise ConfigError(f"cannot write the config file {path}: {reason}") from None

@@ -61,7 +61,8 @@ class Message:
     group they do nothing.
     """
 
-    value: bytes
+    value: bytes | None
+    """None is a null value (a Kafka tombstone), distinct from an empty one."""
     key: bytes | None = None
     headers: Headers = field(default_factory=list)
     timestamp: int | None = None
@@ -115,12 +116,15 @@ def envelope_dict(message: Message) -> dict[str, Any]:
     """The CONTRACT §3 envelope of a message, as a dict ready for JSON."""
     out: dict[str, Any] = {}
     value = message.value
-    try:
-        text: str | None = value.decode("utf-8")
-        out["value"] = text
-    except UnicodeDecodeError:
-        text = None
-        out["value_b64"] = base64.b64encode(value).decode("ascii")
+    text: str | None = None
+    if value is None:  # a tombstone
+        out["value"] = None
+    else:
+        try:
+            text = value.decode("utf-8")
+            out["value"] = text
+        except UnicodeDecodeError:
+            out["value_b64"] = base64.b64encode(value).decode("ascii")
     if message.key is not None:
         _text_or_b64(message.key, "key", "key_b64", out)
     headers = []
@@ -214,7 +218,7 @@ def _payload(obj: dict[str, Any], text_field: str, b64_field: str, required: boo
     if text_field in obj:
         text = obj[text_field]
         if text is None:
-            return None if not required else b""
+            return None
         if isinstance(text, str):
             return text.encode("utf-8")
         # A JSON object or number as the value is sent as its compact JSON text: handy for
@@ -251,6 +255,9 @@ def _headers(raw: Any) -> Headers:
     return headers
 
 
+MAX_TIMESTAMP_MS = 253_402_300_799_999
+"""9999-12-31T23:59:59.999Z: the last instant RFC 3339 (four-digit years) can write, so
+the last one an envelope can carry and be read back."""
 def _field_bytes(raw: Any, what: str) -> bytes:
     if isinstance(raw, str):
         return raw.encode("utf-8")
@@ -281,13 +288,20 @@ def _timestamp(raw: Any) -> int | None:
     if isinstance(raw, bool):
         raise EnvelopeError("'timestamp' must be RFC 3339 text or epoch milliseconds")
     if isinstance(raw, int):
-        return raw
-    if isinstance(raw, str):
+        ms = raw
+    elif isinstance(raw, str):
         try:
-            return parse_rfc3339(raw)
+            ms = parse_rfc3339(raw)
         except ValueError as exc:
             raise EnvelopeError(f"'timestamp': {exc}") from None
-    raise EnvelopeError("'timestamp' must be RFC 3339 text or epoch milliseconds")
+    else:
+        raise EnvelopeError("'timestamp' must be RFC 3339 text or epoch milliseconds")
+    if not 0 <= ms <= MAX_TIMESTAMP_MS:
+        raise EnvelopeError(
+            f"'timestamp' {raw!r} is out of range: it must lie between 1970-01-01T00:00:00Z and "
+            f"9999-12-31T23:59:59.999Z (epoch milliseconds 0..{MAX_TIMESTAMP_MS})"
+        )
+    return ms
 
 
 def _position(obj: dict[str, Any]) -> Position | None:
@@ -312,7 +326,6 @@ def message_from_envelope(obj: Any) -> Message:
     if not isinstance(obj, dict):
         raise EnvelopeError(f"expected a JSON object, got {type(obj).__name__}")
     value = _payload(obj, "value", "value_b64", required=True)
-    assert value is not None
     return Message(
         value=value,
         key=_payload(obj, "key", "key_b64", required=False),

@@ -17,6 +17,7 @@ class ExitCode(enum.IntEnum):
     UNAVAILABLE = 3
     EXPECTATION = 4
     INTERRUPTED = 130
+    TERMINATED = 143
 
 
 class EvrelayError(Exception):
@@ -105,3 +106,9 @@ class Interrupted(EvrelayError):
     """The user pressed Ctrl-C (SIGINT)."""
 
     exit_code = ExitCode.INTERRUPTED
+
+
+class Terminated(Interrupted):
+    """SIGTERM stopped a command that reports what it finished (publish): 128 + 15."""
+
+    exit_code = ExitCode.TERMINATED

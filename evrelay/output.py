@@ -8,15 +8,16 @@ stdout only; everything else (summaries, warnings, errors) goes to stderr throug
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import IO, Any
 
 import orjson
 
 from evrelay.envelope import Message, Position, encode_envelope
-from evrelay.errors import UsageError
+from evrelay.errors import EvrelayError, UsageError
 from evrelay.timestamps import format_ms
 
 OUTPUT_MODES = ("pretty", "json", "raw", "kcat", "keyed")
@@ -37,22 +38,83 @@ TEMPLATE_FIELDS = (
 )
 
 
-class MessageWriter(ABC):
+class OutputClosed(BrokenPipeError):
+    """The reader of stdout went away (`| head`): only the first `written` messages of the
+    batch reached it in full (a message sitting in the pipe's buffer counts as printed)."""
+
+    def __init__(self, written: int) -> None:
+        super().__init__(errno.EPIPE, "the reader of stdout went away")
+        self.written = written
+
+
+def write_failure(exc: OSError) -> EvrelayError:
+    """stdout cannot take data (a full disk, /dev/full, a closed descriptor): exit 1."""
+    return EvrelayError(f"cannot write to stdout: {exc.strerror or exc}")
+
+
+class MessageWriter:
+    """Subclasses give `render_each` (the bytes of each message) or `render` (a batch)."""
+
     def __init__(self, out: IO[bytes] | None = None) -> None:
         self.out = out if out is not None else sys.stdout.buffer
 
-    @abstractmethod
-    def render(self, messages: Sequence[Message]) -> bytes: ...
+    def render(self, messages: Sequence[Message]) -> bytes:
+        return b"".join(self.render_each(messages))
+
+    def render_each(self, messages: Sequence[Message]) -> list[bytes]:
+        """The output of each message, in order."""
+        return [self.render([m]) for m in messages]
 
     def write(self, messages: Sequence[Message]) -> None:
-        """Write and flush a batch; raises BrokenPipeError when the reader has gone."""
-        self.out.write(self.render(messages))
-        self.out.flush()
+        """Write a batch straight to the descriptor, counting whole messages: raises
+        OutputClosed (how many were written in full) when the reader has gone, so a group
+        reader acks exactly what reached it."""
+        chunks = self.render_each(messages)
+        data = b"".join(chunks)
+        try:
+            self.out.flush()
+            fd = self.out.fileno()
+        except (AttributeError, OSError, ValueError):
+            fd = None
+        if fd is None:
+            self.out.write(data)
+            self.out.flush()
+            return
+        view = memoryview(data)
+        sent = 0
+        try:
+            while sent < len(data):
+                sent += os.write(fd, view[sent:])
+        except BrokenPipeError:
+            written = 0
+            end = 0
+            for chunk in chunks:
+                end += len(chunk)
+                if end > sent:
+                    break
+                written += 1
+            raise OutputClosed(written) from None
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:
+                raise OutputClosed(0) from None
+            raise write_failure(exc) from None
+
+    def reader_gone(self) -> bool:
+        """True when stdout is a pipe whose reader has exited (noticed without writing, so
+        a follower waiting for new messages stops as soon as `| head` is done)."""
+        import select
+
+        try:
+            poller = select.poll()
+            poller.register(self.out.fileno(), 0)
+            return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
+        except (AttributeError, OSError, ValueError):
+            return False
 
 
 class JsonWriter(MessageWriter):
-    def render(self, messages: Sequence[Message]) -> bytes:
-        return b"".join([encode_envelope(m) for m in messages])
+    def render_each(self, messages: Sequence[Message]) -> list[bytes]:
+        return [encode_envelope(m) for m in messages]
 
     def write(self, messages: Sequence[Message]) -> None:
         # Each line goes into the buffered stream as soon as it is encoded, so the working
@@ -63,10 +125,8 @@ class JsonWriter(MessageWriter):
 
 
 class RawWriter(MessageWriter):
-    def render(self, messages: Sequence[Message]) -> bytes:
-        if not messages:
-            return b""
-        return b"\n".join([m.value for m in messages]) + b"\n"
+    def render_each(self, messages: Sequence[Message]) -> list[bytes]:
+        return [(m.value or b"") + b"\n" for m in messages]
 
 
 def _text(data: bytes | None) -> str:
@@ -157,10 +217,8 @@ class TemplateWriter(MessageWriter):
         except (ValueError, IndexError, AttributeError) as exc:
             raise UsageError(f"--format: bad template {template!r}: {exc}") from None
 
-    def render(self, messages: Sequence[Message]) -> bytes:
-        return "".join(self.template.format_map(template_fields(m)) + "\n" for m in messages).encode(
-            "utf-8", "surrogateescape"
-        )
+    def render_each(self, messages: Sequence[Message]) -> list[bytes]:
+        return [(self.template.format_map(template_fields(m)) + "\n").encode("utf-8", "surrogateescape") for m in messages]
 
 
 class PrettyWriter(MessageWriter):
@@ -170,42 +228,60 @@ class PrettyWriter(MessageWriter):
 
     def __init__(self, out: IO[bytes] | None = None, color: bool | None = None) -> None:
         super().__init__(out)
+        import io
+
         from rich.console import Console
 
-        self.console = Console(file=sys.stdout, force_terminal=color, highlight=False, soft_wrap=True)
+        tty = sys.stdout.isatty() if color is None else color
+        # Rendered into a buffer, then written like every other mode, so a closed pipe
+        # ends it the same way (whole messages counted, no error).
+        self.buffer = io.StringIO()
+        self.console = Console(
+            file=self.buffer, force_terminal=tty, color_system="auto" if tty else None, highlight=False,
+            soft_wrap=True, width=_terminal_width(),
+        )
 
-    def render(self, messages: Sequence[Message]) -> bytes:  # pragma: no cover - write() is used
-        raise NotImplementedError
+    def render_each(self, messages: Sequence[Message]) -> list[bytes]:
+        return [self._render_one(m) for m in messages]
 
-    def write(self, messages: Sequence[Message]) -> None:
+    def _render_one(self, message: Message) -> bytes:
         from rich.json import JSON
         from rich.text import Text
 
-        for message in messages:
-            meta = Text()
-            position = message.position
-            if position is not None:
-                meta.append(f"{position.stream} ", style="bold cyan")
-                meta.append(str(position), style="cyan")
-            if message.timestamp is not None:
-                meta.append(f"  {format_ms(message.timestamp)}", style="dim")
-            if message.key is not None:
-                meta.append("  key=", style="dim")
-                meta.append(_shown(message.key), style="yellow")
-            for name, value in message.headers:
-                meta.append(f"  {name}=", style="dim")
-                meta.append(_shown(value), style="magenta")
-            self.console.print(meta)
-            summary = payload_summary(message)
-            if summary is not None:
-                self.console.print(Text(summary, style="bold green"))
-            body = _shown(message.value)
-            parsed = _json_document(body)
-            if parsed is not None:
-                self.console.print(JSON.from_data(_decode_nested(parsed)))
-                continue
+        meta = Text()
+        position = message.position
+        if position is not None:
+            meta.append(f"{position.stream} ", style="bold cyan")
+            meta.append(str(position), style="cyan")
+        if message.timestamp is not None:
+            meta.append(f"  {format_ms(message.timestamp)}", style="dim")
+        if message.key is not None:
+            meta.append("  key=", style="dim")
+            meta.append(_shown(message.key), style="yellow")
+        for name, value in message.headers:
+            meta.append(f"  {name}=", style="dim")
+            meta.append(_shown(value), style="magenta")
+        self.console.print(meta)
+        summary = payload_summary(message)
+        if summary is not None:
+            self.console.print(Text(summary, style="bold green"))
+        body = _shown(message.value) if message.value is not None else "(null)"
+        parsed = _json_document(body)
+        if parsed is not None:
+            self.console.print(JSON.from_data(_decode_nested(parsed)))
+        else:
             self.console.print(Text(body))
-        self.console.file.flush()
+        text = self.buffer.getvalue()
+        self.buffer.seek(0)
+        self.buffer.truncate()
+        return text.encode("utf-8", "surrogateescape")
+
+
+def _terminal_width() -> int | None:
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _json_document(text: str) -> Any:

@@ -94,6 +94,9 @@ class Last:
 
 StreamPosition = Beginning | End | Stored | Offset | PartitionOffsets | EntryId | AtTime | Last
 
+MAX_POSITION = 2**63 - 1
+"""Offsets, IDs and counts are 64-bit signed integers in Kafka, Redis and SQLite."""
+
 _ALIASES: dict[str, StreamPosition] = {
     "beginning": Beginning(),
     "earliest": Beginning(),
@@ -123,11 +126,17 @@ def parse_position(text: str, *, now: int | None = None) -> StreamPosition:
     if lowered in _ALIASES:
         return _ALIASES[lowered]
     if candidate.isdigit():
+        if int(candidate) > MAX_POSITION:
+            raise ValueError(f"{text!r} is too large for a position (at most {MAX_POSITION})")
         return Offset(int(candidate))
     if _ENTRY_ID.match(candidate):
+        if any(int(part) > MAX_POSITION for part in candidate.split("-")):
+            raise ValueError(f"{text!r} is too large for a stream ID (each part at most {MAX_POSITION})")
         return EntryId(candidate)
     if _PARTITION_OFFSETS.match(candidate):
         pairs = tuple((int(p), int(o)) for p, o in (item.split(":") for item in candidate.split(",")))
+        if any(p > 2**31 - 1 or o > MAX_POSITION for p, o in pairs):
+            raise ValueError(f"{text!r} is too large (partitions are 32-bit, offsets 64-bit)")
         if len({p for p, _ in pairs}) != len(pairs):
             raise ValueError(f"{text!r} names a partition twice")
         return PartitionOffsets(pairs)
@@ -142,3 +151,20 @@ def parse_position(text: str, *, now: int | None = None) -> StreamPosition:
             raise ValueError(str(exc)) from None
     raise ValueError(f"{text!r} is not a position; use {POSITION_FORMS}")
 
+
+
+def reversed_range(start: StreamPosition | None, stop: StreamPosition | None) -> bool:
+    """True when `stop` is certainly before `start` (same kind of position), so the range
+    `--from start --to stop` is empty: almost always the two were swapped."""
+    if start is None or stop is None:
+        return False
+    if isinstance(start, AtTime) and isinstance(stop, AtTime):
+        return stop.ms < start.ms
+    if isinstance(start, EntryId) and isinstance(stop, EntryId):
+        return stop.parts < start.parts
+    if isinstance(start, Offset) and isinstance(stop, Offset):
+        return stop.offset < start.offset
+    if isinstance(start, PartitionOffsets) and isinstance(stop, PartitionOffsets):
+        starts = start.as_dict()
+        return any(p in starts and offset < starts[p] for p, offset in stop.offsets)
+    return isinstance(start, End) and isinstance(stop, Beginning)

@@ -115,7 +115,7 @@ class Pacer:
                         yield chunk
                         chunk = []
                     while not self.stop() and time.monotonic() < due:
-                        time.sleep(min(0.2, due - time.monotonic()))
+                        time.sleep(min(0.2, max(due - time.monotonic(), 0.0)))
                     if self.stop():
                         raise Abandoned
             chunk.append(message)
@@ -140,6 +140,38 @@ def parse_pace(text: str) -> float | None:
     raise ValueError(f"{text!r} is not a pace: use max, original or Nx (e.g. 10x, 0.5x)")
 
 
+class TimeOrdered(Consumer):
+    """A bounded read served in timestamp order across partitions, for `--pace`: Kafka
+    hands partitions out interleaved as fetched, while a replay at the original pace must
+    follow the clock. The range is read whole first (it is bounded, and at the original
+    pace it takes far longer to send than to hold)."""
+
+    def __init__(self, inner: Consumer) -> None:
+        self.inner = inner
+        self.sorted: list[Message] | None = None
+        self.next = 0
+
+    def read(self, max_messages: int, timeout: float) -> list[Message]:
+        if self.sorted is None:
+            gathered: list[Message] = []
+            while not self.inner.exhausted:
+                gathered += self.inner.read(10000, timeout)
+            gathered.sort(
+                key=lambda m: (
+                    m.timestamp if m.timestamp is not None else 0,
+                    m.position.partition if m.position is not None and m.position.partition is not None else -1,
+                    m.position.id if m.position is not None and isinstance(m.position.id, int) else 0,
+                )
+            )
+            self.sorted = gathered
+        out = self.sorted[self.next : self.next + max_messages]
+        self.next += len(out)
+        if self.next >= len(self.sorted):
+            self.exhausted = True
+        return out
+
+    def close(self) -> None:
+        self.inner.close()
 @dataclass(slots=True)
 class InFlight:
     """A window on its way: the source messages, what goes to the sink, the source index
@@ -175,7 +207,7 @@ class Relay:
         grace: float = 15.0,
         backoff: Backoff | None = None,
         claim_idle_ms: int | None = None,
-        claim_every: float = 30.0,
+        claim_every: float = 5.0,
         pacer: Pacer | None = None,
         selection: Selection | None = None,
         source_label: str | None = None,
@@ -218,7 +250,9 @@ class Relay:
         confirmed, so a crash repeats at most one window in the sink; what was read ahead
         is unacked and simply read again."""
         stats = self.stats
-        self._next_claim = time.monotonic() + self.claim_every
+        # Claim at once: a restarted bridge has a new consumer name, and its predecessor's
+        # pending messages are recovered only by claiming them.
+        self._next_claim = time.monotonic()
         self._idle_since = time.monotonic()
         # A transaction holds one window from begin to commit: no reading ahead into it.
         overlap = self.pacer.speed is None and not self.transactional
@@ -280,8 +314,11 @@ class Relay:
             return StopReason.LIMIT
         if self.consumer.exhausted:
             return StopReason.END_OF_DATA
-        if idle_timeout is not None and time.monotonic() - self._idle_since >= idle_timeout:
-            return StopReason.IDLE
+        if idle_timeout is not None:
+            if not self.consumer.caught_up:
+                self._idle_since = time.monotonic()
+            elif time.monotonic() - self._idle_since >= idle_timeout:
+                return StopReason.IDLE
         return None
 
     def _next_batch(self, limit: int | None, window: int) -> list[Message]:
@@ -299,7 +336,7 @@ class Relay:
             if self.stats.first_read_at is None:
                 self.stats.first_read_at = self._idle_since
             self.stats.read += len(batch)
-            self.stats.bytes_read += sum([len(m.value) for m in batch])
+            self.stats.bytes_read += sum([len(m.value or b"") for m in batch])
         return batch
 
     def _read(self, want: int) -> list[Message]:
@@ -324,6 +361,8 @@ class Relay:
         window = self._outgoing(batch)
         if self.sink is None:
             if self.emit is not None:
+                for message in window.outgoing:  # a dry run shows where each comes from
+                    message.position = message.origin
                 self.emit(window.outgoing)
             for index, reason in window.errors:
                 where = batch[index].position.coordinates if batch[index].position else "a message"
@@ -411,8 +450,9 @@ class Relay:
             self._complete_transaction(window)
             return
         safe, poison = self._deliver(window)
+        self._idle_since = time.monotonic()  # time spent with the sink is not idleness
         self.stats.window_seconds.append(time.monotonic() - window.started)
-        self.stats.bytes_sent += sum([len(m.value) for m in window.outgoing])
+        self.stats.bytes_sent += sum([len(m.value or b"") for m in window.outgoing])
         if self.ack and safe:
             self.consumer.ack(safe)
             self.stats.acked += len(safe)
@@ -622,3 +662,4 @@ class Relay:
                 raise Abandoned
             self.consumer.keepalive()
             time.sleep(min(0.2, max(deadline - time.monotonic(), 0)))
+        self._idle_since = time.monotonic()  # an outage is not idleness

@@ -235,7 +235,9 @@ class BackendContract:
     def test_pending_claim_and_ack_by_position(self, backend, stream):
         self.needs(backend, Capability.PENDING, Capability.CLAIM)
         publish(backend, stream, numbered("q", 3))
-        with backend.consumer(self.spec(stream, group="pq", consumer_name="dead", start=Beginning())) as consumer:
+        # release_on_close=False: this reader dies (a clean close would hand its messages back).
+        dead = self.spec(stream, group="pq", consumer_name="dead", start=Beginning(), release_on_close=False)
+        with backend.consumer(dead) as consumer:
             taken = read_n(consumer, 3)
         pending = backend.pending(stream, "pq")
         assert [str(p.position) for p in pending] == [str(m.position) for m in taken]

@@ -30,3 +30,13 @@ def test_benchmark_runs_and_reports_every_measure():
         assert row is not None, f"{measure} missing:\n{proc.stdout}"
         if "marginal rate" not in row:  # with 2,000 messages, join noise can swamp the difference
             assert "not measured" not in row, row
+
+
+@pytest.mark.slow
+def test_large_values_benchmark_runs():
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "large_values.py"), "--small", "2000", "--big-mb", "1", "--repeat", "1"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "worst ratio" in proc.stdout and "read another stream" in proc.stdout

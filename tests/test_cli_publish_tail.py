@@ -139,10 +139,10 @@ def test_group_acks_after_printing_and_no_ack_leaves_pending():
     evrelay("publish", "jobs", *[f"j{i}" for i in range(5)])
     first = evrelay("tail", "jobs", "-g", "workers", "-n", "2", "-o", "raw")
     assert first.lines() == [b"j0", b"j1"]
-    peek = evrelay("tail", "jobs", "-g", "workers", "-n", "2", "--no-ack", "-o", "raw")
+    peek = evrelay("tail", "jobs", "-g", "workers", "-n", "2", "--no-ack", "--consumer", "me", "-o", "raw")
     assert peek.lines() == [b"j2", b"j3"]
-    # Same consumer name: its unacked messages come back first.
-    rest = evrelay("tail", "jobs", "-g", "workers", "-o", "raw")
+    # Same (stable) consumer name: its unacked messages come back first.
+    rest = evrelay("tail", "jobs", "-g", "workers", "--consumer", "me", "-o", "raw")
     assert rest.lines() == [b"j2", b"j3", b"j4"]
     assert evrelay("tail", "jobs", "-g", "workers", "-o", "raw").stdout == b""
 

@@ -103,7 +103,7 @@ def test_group_rewind_by_relative_time_redelivers_exactly_that_window(request, b
     assert sum(step["affected"] for step in envelopes(plan)) == 2
     moved = evrelay("replay", address, "-g", "g", "--from", relative(), "--yes")
     assert moved.returncode == 0, moved.err
-    assert "+2 message(s) to be delivered again" in moved.err
+    assert "2 message(s) to be delivered again" in moved.err
     assert evrelay("tail", address, "-g", "g", "-o", "raw").lines() == [b"new-1", b"new-2"]
 
 

@@ -25,7 +25,10 @@ them stay backend-neutral.
 from __future__ import annotations
 
 import enum
+import os
 import re
+import secrets
+import socket
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -33,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from evrelay.envelope import Headers, Message, Position
-from evrelay.errors import AddressError, ConfigError, ProducerTimeout, UnsupportedError
+from evrelay.errors import AddressError, ConfigError, EvrelayError, ProducerTimeout, UnsupportedError
 from evrelay.positions import Beginning, StreamPosition
 
 __all__ = [
@@ -57,7 +60,22 @@ __all__ = [
     "ReadSpec",
     "StopReason",
     "StreamInfo",
+    "default_consumer_name",
 ]
+
+
+def default_consumer_name() -> str:
+    """This process's consumer name within a group, unless the user gives one: unique per
+    process (host, pid and a random tag), so two readers on one host never take each
+    other's pending messages for their own. A restarted reader gets a new name and
+    recovers a dead predecessor's messages by claiming those idle past a bound."""
+    global _CONSUMER_NAME
+    if _CONSUMER_NAME is None:
+        _CONSUMER_NAME = f"evrelay-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+    return _CONSUMER_NAME
+
+
+_CONSUMER_NAME: str | None = None
 
 
 class Capability(enum.Enum):
@@ -108,6 +126,13 @@ class ReadSpec:
     group: str | None = None
     consumer_name: str | None = None
     partitions: tuple[int, ...] | None = None
+    finish_group: bool = False
+    """Group reads: idle (for --idle-timeout) only once the whole group is finished, other
+    consumers' pending messages included, which are claimed once idle past the bound (a
+    bridge after a crash); False: once nothing is left undelivered (tail)."""
+    release_on_close: bool = True
+    """Group reads: hand back, on a clean close, what this consumer took and did not ack,
+    so the next reader gets it at once; False keeps it pending (`tail -g --no-ack`)."""
 
 
 class StopReason(enum.Enum):
@@ -294,6 +319,13 @@ class Consumer(ABC):
     """True where acking a message also acks every earlier one of its partition (a Kafka
     commit): a caller that leaves a message unacked must not ack past it."""
 
+    @property
+    def caught_up(self) -> bool:
+        """True while the source is assigned to us, reachable and has nothing more for us
+        right now: only then does `--idle-timeout` count (a Kafka group join, a partition
+        not yet read to its end, or an outage is not idleness). Default: always."""
+        return True
+
     @abstractmethod
     def read(self, max_messages: int, timeout: float) -> list[Message]:
         """Up to `max_messages`, waiting at most `timeout` seconds for the first one."""
@@ -331,20 +363,27 @@ class Consumer(ABC):
         batch_size: int = 1000,
         should_stop: Callable[[], bool] | None = None,
         poll_interval: float = 0.5,
+        claim_idle_ms: int | None = None,
+        claim_every: float = 5.0,
     ) -> Iterator[list[Message]]:
         """Batches until the data ends (non-follow), `limit` messages, the monotonic
         `deadline`, `idle_timeout` seconds without a message, or `should_stop()`.
+        With `claim_idle_ms`, a group reader first (and every `claim_every` seconds)
+        takes over messages other consumers left pending that long (dead readers).
 
         Why it stopped is left in `stop_reason`. Never reads more than `limit`, so a
         group reader does not take messages it will not process.
         """
         received = 0
         last_arrival = time.monotonic()
+        next_claim = last_arrival if claim_idle_ms is not None else None
         self.stop_reason = None
         while True:
             if should_stop is not None and should_stop():
                 self.stop_reason = StopReason.STOPPED
                 return
+            if idle_timeout is not None and not self.caught_up:
+                last_arrival = time.monotonic()
             if limit is not None and received >= limit:
                 self.stop_reason = StopReason.LIMIT
                 return
@@ -365,11 +404,17 @@ class Consumer(ABC):
                     return
                 wait = min(wait, idle_left)
             want = batch_size if limit is None else min(batch_size, limit - received)
-            batch = self.read(want, max(wait, 0.0))
+            batch: list[Message] = []
+            if next_claim is not None and claim_idle_ms is not None and now >= next_claim:
+                next_claim = now + claim_every
+                batch = self.claim_idle(claim_idle_ms, want)
+            if not batch:
+                batch = self.read(want, max(wait, 0.0))
             if batch:
                 received += len(batch)
-                last_arrival = time.monotonic()
                 yield batch
+                # Only now: time the caller spent writing and acking is not idleness.
+                last_arrival = time.monotonic()
 
 
 class GroupReader(Consumer):
@@ -385,6 +430,45 @@ class GroupReader(Consumer):
         positions = [m.position for m in messages if m.position is not None]
         if positions:
             self.backend.ack(self.stream, self.group, positions)
+
+    release_on_close: bool = True
+    REFRESH_EVERY = 5.0
+    """Seconds between refreshes of this reader's in-flight messages while it waits (see
+    keepalive): far below any claim bound, so a live reader's work is never taken over."""
+    _refreshed_at: float = 0.0
+
+    finish_group: bool = False
+
+    @property
+    def caught_up(self) -> bool:
+        """Nothing is left undelivered for the group; with `finish_group`, nothing pending
+        for another consumer either (a dead one's messages are claimed once idle past the
+        bound, so an idle timeout waits for them)."""
+        if self.finish_group:
+            return self.backend.group_backlog(self.stream, self.group, excluding_consumer=self.consumer) == 0
+        return sum(row.lag for row in self.backend.group_lag(self.stream, self.group)) == 0
+
+    def keepalive(self) -> None:
+        """While the sink is down: mark this reader's pending messages as just delivered,
+        so no other reader mistakes them for a dead reader's and claims them."""
+        now = time.monotonic()
+        if now - self._refreshed_at >= self.REFRESH_EVERY:
+            self._refreshed_at = now
+            self.refresh_pending()
+
+    def refresh_pending(self) -> None:
+        """Reset the idle time of every message pending for this consumer."""
+
+    def release_pending(self) -> None:
+        """Hand back every message still pending for this consumer (its name is unique
+        per process unless the user chose one), making it available to other readers."""
+
+    def close(self) -> None:
+        if self.release_on_close:
+            try:
+                self.release_pending()
+            except EvrelayError as exc:  # the server went away: they stay pending, claimable later
+                self.backend.settings.warn(f"could not hand back unacked messages of group {self.group!r}: {exc}")
 
     def claim_idle(self, min_idle_ms: int, count: int) -> list[Message]:
         claimed = self.backend.claim(self.stream, self.group, self.consumer, min_idle_ms=min_idle_ms, count=count)
@@ -415,6 +499,8 @@ class Backend(ABC):
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     option_names: ClassVar[frozenset[str]] = frozenset()
     stream_noun: ClassVar[str] = "stream"
+    partitioned: ClassVar[bool] = False
+    """True when positions are PARTITION:OFFSET (Kafka), False for entry IDs."""
 
     def __init__(self, options: Mapping[str, Any], settings: BackendSettings | None = None) -> None:
         self.options = dict(options)
@@ -565,13 +651,20 @@ class Backend(ABC):
         self.require(Capability.PENDING)
         raise NotImplementedError
 
+    def group_backlog(self, stream: str, group: str, *, excluding_consumer: str | None = None) -> int:
+        """What the group has not finished: messages not yet delivered, plus messages
+        pending (delivered, not acked) for consumers other than `excluding_consumer`."""
+        rows = self.group_lag(stream, group)
+        return sum(r.lag for r in rows) + sum(r.pending or 0 for r in rows)
+
     def claim(self, stream: str, group: str, consumer: str, *, min_idle_ms: int, count: int = 100) -> list[Message]:
         """Take over messages pending longer than `min_idle_ms` for `consumer`."""
         self.require(Capability.CLAIM)
         raise NotImplementedError
 
-    def ack(self, stream: str, group: str, positions: Sequence[Position]) -> int:
-        """Acknowledge by position (the `ack` command); returns how many were acked."""
+    def ack(self, stream: str, group: str, positions: Sequence[Position], *, force: bool = False) -> int:
+        """Acknowledge by position (the `ack` command); returns how many were acked.
+        `force`: where acks are cumulative (Kafka), allow skipping unacked messages."""
         self.require(Capability.GROUPS)
         raise NotImplementedError
 

@@ -11,8 +11,35 @@ import os
 import sys
 
 
+class ClosedOutput:
+    """Stands in for a stdout the caller closed (`evrelay tail x >&-`): commands that only
+    talk on stderr work; writing data fails with a clear error instead of a crash."""
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        raise OSError(9, "stdout is closed")
+
+    def flush(self) -> None:
+        pass
+
+    def write(self, data: object) -> int:
+        from evrelay.errors import EvrelayError
+
+        raise EvrelayError("cannot write to stdout: it is closed")
+
+    @property
+    def buffer(self) -> ClosedOutput:
+        return self
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    if sys.stdout is None:
+        sys.stdout = ClosedOutput()  # type: ignore[assignment]
+    if sys.stdin is None:  # a closed stdin reads as empty
+        sys.stdin = open(os.devnull)  # noqa: SIM115
     if args in (["--version"], ["-V"]):
         from evrelay import __version__
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from evrelay.cli.common import (
+    MAX_COUNT,
     AddressArgument,
     ConfigOption,
     ConsumerOption,
@@ -20,7 +21,6 @@ from evrelay.cli.common import (
     Session,
     TimeoutOption,
     VerboseOption,
-    default_consumer_name,
     parse_duration,
 )
 from evrelay.errors import InputError, UsageError
@@ -29,8 +29,9 @@ if TYPE_CHECKING:
     from evrelay.envelope import Position
 
 
-def positions_from_ids(texts: list[str], backend_name: str, stream: str) -> list[Position]:
-    """`1700000000000-0` (Redis, local) or `PARTITION:OFFSET[,...]` (Kafka) as positions."""
+def positions_from_ids(texts: list[str], backend_name: str, stream: str, *, partitioned: bool) -> list[Position]:
+    """`1700000000000-0` (Redis, local) or `PARTITION:OFFSET[,...]` (Kafka) as positions;
+    the form the backend does not use is refused (`partitioned`: Kafka)."""
     from evrelay.envelope import Position
     from evrelay.positions import EntryId, PartitionOffsets, parse_position
 
@@ -40,6 +41,10 @@ def positions_from_ids(texts: list[str], backend_name: str, stream: str) -> list
             parsed = parse_position(text)
         except ValueError:
             parsed = None
+        if isinstance(parsed, PartitionOffsets) and not partitioned:
+            raise UsageError(f"{text!r} is a Kafka PARTITION:OFFSET; {backend_name} messages are acked by entry ID (1700000000000-0)")
+        if isinstance(parsed, EntryId) and partitioned:
+            raise UsageError(f"{text!r} is an entry ID; {backend_name} messages are acked by PARTITION:OFFSET (e.g. 0:42)")
         if isinstance(parsed, PartitionOffsets):
             positions += [Position(backend_name, stream, offset, partition) for partition, offset in parsed.offsets]
         elif isinstance(parsed, EntryId):
@@ -80,7 +85,8 @@ def ack(
     claim: Annotated[bool, typer.Option("--claim", help="Take over messages pending longer than --min-idle and print them.")] = False,
     min_idle: Annotated[str, typer.Option("--min-idle", metavar="DURATION", help="With --claim: how long a message must have been pending.")] = "1m",
     consumer: ConsumerOption = None,
-    count: Annotated[int, typer.Option("-n", "--count", metavar="N", min=1, help="With --list/--claim: at most N messages.")] = 100,
+    force: Annotated[bool, typer.Option("--force", help="Kafka: commit even when that skips offsets the group has not acked.")] = False,
+    count: Annotated[int, typer.Option("-n", "--count", metavar="N", min=1, max=MAX_COUNT, help="With --list/--claim: at most N messages.")] = 100,
     output: OutputOption = None,
     template: FormatOption = None,
     timeout: TimeoutOption = None,
@@ -141,6 +147,8 @@ def ack(
         if claim:
             backend.require(Capability.CLAIM, command="ack --claim")
             writer = make_writer(output, template)
+            from evrelay.backends.base import default_consumer_name
+
             name = consumer or default_consumer_name()
             claimed = backend.claim(stream, group_name, name, min_idle_ms=idle_ms, count=count)
             if claimed:
@@ -149,13 +157,17 @@ def ack(
             return
         if not ids and sys.stdin.isatty():
             raise UsageError("give message IDs, or pipe JSON envelopes in (e.g. from `evrelay tail ... -g GROUP --no-ack -o json`)")
-        positions = positions_from_ids(ids, backend.name, stream) if ids else positions_from_stdin(backend.name, stream)
-        acked = backend.ack(stream, group_name, positions) if positions else 0
+        positions = (
+            positions_from_ids(ids, backend.name, stream, partitioned=backend.partitioned)
+            if ids
+            else positions_from_stdin(backend.name, stream)
+        )
+        acked = backend.ack(stream, group_name, positions, force=force) if positions else 0
     session.info(f"acked {acked} of {len(positions)} message(s) for group {group_name!r} on {target.display}")
     if acked < len(positions):
         why = (
             "an earlier offset of their partition was not acked (Kafka acks are cumulative)"
-            if backend.name == "kafka"
+            if backend.partitioned
             else "they were not pending (already acked, or not delivered to this group)"
         )
         session.warn(f"{len(positions) - acked} message(s) not acked: {why}")

@@ -8,6 +8,7 @@ reported as an internal error without a traceback unless `-v` was given.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import traceback
@@ -17,7 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from evrelay import __version__
-from evrelay.cli.common import RUNTIME
+from evrelay.cli.common import RUNTIME, ConfigOption, ProfileOption, QuietOption, VerboseOption
 from evrelay.errors import EvrelayError, ExitCode, Interrupted
 
 
@@ -37,16 +38,22 @@ def report_error(exc: BaseException, *, verbose: bool) -> None:
     sys.stderr.flush()
 
 
+OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EBADF, errno.EDQUOT, errno.EFBIG})
+
+
 def _silence_stdout() -> None:
-    # The reader of our stdout has gone; point stdout at /dev/null so that the final
-    # flush at interpreter exit does not raise a second BrokenPipeError.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    # The reader of our stdout has gone (or it cannot take data); point stdout at
+    # /dev/null so that the final flush at interpreter exit does not fail a second time.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 class EvrelayGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
-        RUNTIME.verbose = False
+        RUNTIME.reset()
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.exceptions.TyperException):
@@ -60,6 +67,14 @@ class EvrelayGroup(TyperGroup):
         except BrokenPipeError:
             _silence_stdout()
             raise typer.Exit(int(ExitCode.SUCCESS)) from None
+        except OSError as exc:
+            if exc.filename is not None or exc.errno not in OUTPUT_ERRNOS:
+                report_error(exc, verbose=RUNTIME.verbose)
+                raise typer.Exit(int(ExitCode.FAILURE)) from None
+            # Writing our output failed (a full disk, /dev/full, an I/O error).
+            report_error(EvrelayError(f"cannot write to stdout: {exc.strerror}"), verbose=RUNTIME.verbose)
+            _silence_stdout()
+            raise typer.Exit(int(ExitCode.FAILURE)) from None
         except Exception as exc:
             report_error(exc, verbose=RUNTIME.verbose)
             raise typer.Exit(int(ExitCode.FAILURE)) from None
@@ -86,12 +101,22 @@ def _version(value: bool) -> None:
 
 def root(
     version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."),
+    config: ConfigOption = None,
+    profile: ProfileOption = None,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """evrelay: one tool and one syntax for event streams.
 
     ADDRESS is PROFILE, PROFILE:NAME, NAME (in the default profile), kafka://HOST:PORT/TOPIC,
     redis://[USER:PASS@]HOST:PORT[/DB]/STREAM, file:PATH or - (stdin/stdout, JSONL).
+
+    --config, --profile, -v and -q work before the command as well as after it.
     """
+    # Given before the command: the defaults for the command's own (same) options.
+    RUNTIME.config, RUNTIME.profile = config, profile
+    RUNTIME.global_verbose = RUNTIME.verbose = verbose
+    RUNTIME.quiet = quiet
 
 
 def _register_publish(app: typer.Typer) -> None:

@@ -11,6 +11,9 @@ from typing import Annotated, Optional
 import typer
 
 from evrelay.cli.common import (
+    DEFAULT_CLAIM_IDLE,
+    MAX_COUNT,
+    ClaimIdleOption,
     CloudEventsOption,
     ConfigOption,
     ConsumerOption,
@@ -32,7 +35,6 @@ from evrelay.cli.common import (
     TimeoutOption,
     VerboseOption,
     complete_address,
-    default_consumer_name,
     parse_duration,
     parse_position_option,
     selection_from_options,
@@ -44,7 +46,6 @@ DEFAULT_WINDOW = 1000
 # and not restarted under its name holds back read_committed readers until the broker
 # aborts its transaction: keep that short.
 BRIDGE_TRANSACTION_SECONDS = 15.0
-DEFAULT_CLAIM_IDLE = "5m"
 
 
 def split_endpoints(source: str, sink: str | None) -> tuple[str, str]:
@@ -78,14 +79,14 @@ def bridge(
     group: GroupOption = None,
     consumer: ConsumerOption = None,
     from_: FromOption = None,
-    count: Annotated[Optional[int], typer.Option("-n", "--count", metavar="N", min=1, help="Stop after N messages.", show_default=False)] = None,
+    count: Annotated[Optional[int], typer.Option("-n", "--count", metavar="N", min=1, max=MAX_COUNT, help="Stop after N messages.", show_default=False)] = None,
     idle_timeout: IdleTimeoutOption = None,
     dead_letter: Annotated[Optional[str], typer.Option("--dead-letter", metavar="ADDRESS", help="Send messages the sink rejects for good here (error in headers) instead of stopping.", show_default=False)] = None,
     dry_run: DryRunOption = False,
     metrics: Annotated[Optional[str], typer.Option("--metrics", metavar="ADDR:PORT", help="Serve Prometheus metrics here (e.g. 127.0.0.1:9464); needs prometheus-client.", show_default=False)] = None,
-    window: Annotated[int, typer.Option("--window", metavar="N", min=1, help="Messages in flight at once: read, sent, confirmed, then acked together.")] = DEFAULT_WINDOW,
+    window: Annotated[int, typer.Option("--window", metavar="N", min=1, max=1_000_000, help="Messages in flight at once: read, sent, confirmed, then acked together.")] = DEFAULT_WINDOW,
     exactly_once: Annotated[bool, typer.Option("--exactly-once", help="Kafka -> Kafka on one cluster: each window is a transaction that also commits the source group's offsets; readers with isolation.level=read_committed see every message once.")] = False,
-    claim_idle: Annotated[str, typer.Option("--claim-idle", metavar="DURATION", help="Redis/local: take over group messages another consumer left pending this long (0: never).")] = DEFAULT_CLAIM_IDLE,
+    claim_idle: ClaimIdleOption = DEFAULT_CLAIM_IDLE,
     follow: FollowOption = False,
     no_provenance: Annotated[bool, typer.Option("--no-provenance", help="Do not add the evrelay-source header (for consumers strict about headers).")] = False,
     cloudevents: CloudEventsOption = None,
@@ -185,7 +186,8 @@ def bridge(
             start=start,
             follow=grouped or follow,
             group=group_name,
-            consumer_name=(consumer or default_consumer_name()) if grouped else None,
+            consumer_name=consumer if grouped else None,
+            finish_group=True,
         )
         dead_producer = None
         if dead_letter is not None and not dry_run:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -54,14 +53,34 @@ AddressArgument = Annotated[
 ]
 VerboseOption = Annotated[bool, typer.Option("-v", "--verbose", help="More detail on stderr (client logs, tracebacks).")]
 QuietOption = Annotated[bool, typer.Option("-q", "--quiet", help="No summary or progress on stderr.")]
-GroupOption = Annotated[Optional[str], typer.Option("-g", "--group", metavar="GROUP", help="Read as this consumer group.", show_default=False)]
+MAX_COUNT = 2**62
+"""Counts (-n, --window, --expect) beyond this are a typo, and overflow 64-bit storage."""
+
+
+def utf8_name(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:
+    """Group and consumer names are text everywhere: bytes that are not UTF-8 (passed
+    through by the shell as surrogates) are a usage error, not a crash in a client library."""
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise typer.BadParameter(f"{os.fsencode(value)!r} is not valid UTF-8") from None
+    return value
+
+
+GroupOption = Annotated[Optional[str], typer.Option("-g", "--group", metavar="GROUP", help="Read as this consumer group.", show_default=False, callback=utf8_name)]
 ConsumerOption = Annotated[
     Optional[str],
-    typer.Option("--consumer", metavar="NAME", help="Consumer name within the group (default: evrelay-HOSTNAME; keep it stable so a restart re-reads its own pending messages).", show_default=False),
+    typer.Option("--consumer", metavar="NAME", callback=utf8_name, help="Consumer name within the group (default: unique per process, evrelay-HOST-PID-TAG; a stable name re-reads its own pending messages on restart).", show_default=False),
 ]
+ClaimIdleOption = Annotated[
+    str,
+    typer.Option("--claim-idle", metavar="DURATION", help="Groups with pending lists (Redis, local): at start and every few seconds, take over messages another consumer left pending this long (a dead reader's: live readers keep theirs fresh; 0: never).", show_default=True),
+]
+DEFAULT_CLAIM_IDLE = "30s"
 FromOption = Annotated[Optional[str], typer.Option("--from", metavar="POSITION", help="Start: beginning, end, stored, OFFSET, P:OFFSET,..., ID, RFC 3339 time, -15m.", show_default=False)]
 ToOption = Annotated[Optional[str], typer.Option("--to", metavar="POSITION", help="Stop after this position or time (inclusive).", show_default=False)]
-CountOption = Annotated[Optional[int], typer.Option("-n", "--count", metavar="N", min=0, help="Number of messages.", show_default=False)]
+CountOption = Annotated[Optional[int], typer.Option("-n", "--count", metavar="N", min=0, max=MAX_COUNT, help="Number of messages (with -g: acked once written to stdout; a message in a pipe's buffer counts as printed).", show_default=False)]
 FollowOption = Annotated[bool, typer.Option("-f", "--follow", help="Keep waiting for new messages.")]
 TimeoutOption = Annotated[Optional[str], typer.Option("--timeout", metavar="DURATION", help="Give up after this long (10s, 2m); also bounds connecting.", show_default=False)]
 IdleTimeoutOption = Annotated[Optional[str], typer.Option("--idle-timeout", metavar="DURATION", help="Stop when nothing arrived for this long.", show_default=False)]
@@ -123,16 +142,26 @@ def selection_from_options(filter_expr, map_expr, match_keys, match_headers):
 
 
 class _Runtime:
-    """Process-wide flags the error mapper needs before/after a command's own code runs."""
+    """Process-wide flags the error mapper needs before/after a command's own code runs,
+    and the global options given before the command (`evrelay -v --config X tail ...`)."""
 
     verbose: bool = False
+    config: str | None = None
+    profile: str | None = None
+    global_verbose: bool = False
+    quiet: bool = False
+
+    def reset(self) -> None:
+        self.verbose = self.global_verbose = self.quiet = False
+        self.config = self.profile = None
+
+
+def effective_config(config: str | None) -> str | None:
+    """`--config` after the command, else the one before it."""
+    return config if config is not None else RUNTIME.config
 
 
 RUNTIME = _Runtime()
-
-
-def default_consumer_name() -> str:
-    return f"evrelay-{socket.gethostname()}"
 
 
 def parse_duration(text: str | None, flag: str) -> float | None:
@@ -158,12 +187,33 @@ def parse_position_option(text: str | None, flag: str) -> StreamPosition | None:
         raise UsageError(f"{flag}: {exc}") from None
 
 
+def check_range(start: StreamPosition | None, stop: StreamPosition | None, from_text: str | None, to_text: str | None) -> None:
+    """Refuse `--to` before `--from`: an empty range is a mistake, not a quiet success."""
+    from evrelay.positions import reversed_range
+
+    if reversed_range(start, stop):
+        raise UsageError(f"--to {to_text} is before --from {from_text}: the range is empty (were they swapped?)")
+
+
+def check_header_name(name: str, where: str) -> None:
+    """Header names are text on every backend: refuse bytes that are not UTF-8 (the shell
+    passes them through as surrogates, which crash librdkafka) and NUL (a C string end)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(name)
+        raise UsageError(f"{where}: header name {shown!r} is not valid UTF-8; header values may be binary, names may not") from None
+    if "\0" in name:
+        raise UsageError(f"{where}: header name {name!r} contains a NUL character")
+
+
 def parse_headers(pairs: list[str] | None) -> list[tuple[str, bytes]]:
     headers: list[tuple[str, bytes]] = []
     for pair in pairs or []:
         name, sep, value = pair.partition("=")
         if not sep or not name:
             raise UsageError(f"-H/--header expects NAME=VALUE, got {pair!r}")
+        check_header_name(name, "-H/--header")
         headers.append((name, os.fsencode(value)))
     return headers
 
@@ -180,12 +230,12 @@ class Session:
         quiet: bool = False,
         timeout: float | None = None,
     ) -> None:
-        self.config_option = config
-        self.profile = profile
-        self.verbose = verbose
-        self.quiet = quiet
+        self.config_option = effective_config(config)
+        self.profile = profile if profile is not None else RUNTIME.profile
+        self.verbose = verbose or RUNTIME.global_verbose
+        self.quiet = quiet or RUNTIME.quiet
         self.timeout = timeout
-        RUNTIME.verbose = verbose
+        RUNTIME.verbose = self.verbose
 
     @cached_property
     def config(self) -> Config:

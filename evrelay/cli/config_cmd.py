@@ -6,6 +6,7 @@ before they replace the old file. `show` and `list` mask every secret.
 
 from __future__ import annotations
 
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from evrelay.cli.common import ConfigOption, OutputOption, Session
+from evrelay.cli.common import ConfigOption, OutputOption, Session, effective_config
 from evrelay.errors import ConfigError, UsageError
 
 app = typer.Typer(help="Show and edit connection profiles (the TOML config file).", no_args_is_help=True)
@@ -22,12 +23,34 @@ KEY_ARGUMENT = typer.Argument(metavar="KEY", help="default_profile, PROFILE.KEY 
 
 
 def _target_file(config: str | None) -> Path:
+    """The file to edit: the one in use, or the one --config names (created on write)."""
     from evrelay.config import candidate_paths, locate_config
 
+    config = effective_config(config)
+    if config and not Path(config).is_file():
+        return Path(config)
     located = locate_config(config)
     if located is not None:
         return located
     return candidate_paths(config)[0][0] if config else candidate_paths(None)[-1][0]
+
+
+PROFILE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _check_profile_name(name: str) -> None:
+    """A profile name is used in ADDRESS (`PROFILE:NAME`) and in keys (`PROFILE.KEY`)."""
+    if not PROFILE_NAME.match(name):
+        raise UsageError(f"profile name {name!r} may contain only letters, digits, '_' and '-' (it is used as PROFILE:NAME)")
+
+
+def _check_backend(name: object) -> None:
+    from evrelay import backends
+
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"backend must be a name (kafka, redis, local, file or a plug-in), not {name!r}")
+    if name not in backends.backend_names():
+        backends.load_backend_class(name)  # raises with a did-you-mean
 
 
 def _load_document(path: Path) -> dict[str, Any]:
@@ -65,6 +88,7 @@ def path_cmd(config: ConfigOption = None) -> None:
     """Print the config file in use (or where `config init` would create one)."""
     from evrelay.config import candidate_paths, locate_config
 
+    config = effective_config(config)
     located = locate_config(config)
     if located is not None:
         sys.stdout.write(f"{located}\n")
@@ -149,6 +173,7 @@ def init_cmd(
     """Create a starter config file with the local profile as default."""
     from evrelay.config import candidate_paths, write_document
 
+    config = effective_config(config)
     target = Path(config) if config else candidate_paths(None)[-1][0]
     if target.exists() and not force:
         raise ConfigError(f"{target} already exists; use --force to overwrite it")
@@ -165,13 +190,12 @@ def add_cmd(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing profile.")] = False,
 ) -> None:
     """Add a profile, e.g. `evrelay config add kafka -b kafka bootstrap_servers=localhost:9092`."""
-    from evrelay import backends
     from evrelay.config import write_document
 
     if not backend:
         raise UsageError("--backend is required (kafka, redis, local, file or a plug-in)")
-    if backend not in backends.backend_names():
-        backends.load_backend_class(backend)  # raises with a did-you-mean
+    _check_profile_name(name)
+    _check_backend(backend)
     path = _target_file(config)
     document = _load_document(path)
     profiles = document.setdefault("profiles", {})
@@ -205,11 +229,16 @@ def set_cmd(
     document = _load_document(path)
     profile, parts = _split_key(key)
     if not parts:
+        known = set(document.get("profiles", {})) | {"local"}
+        if value not in known:
+            raise ConfigError(f"default_profile {value!r} is not a profile in {path} (profiles: {', '.join(sorted(known))})")
         document["default_profile"] = value
     else:
         table = document.setdefault("profiles", {}).get(profile)
         if table is None:
             raise ConfigError(f"no profile {profile!r} in {path}; create it with `evrelay config add {profile} -b BACKEND`")
+        if parts == ["backend"]:
+            _check_backend(_parse_value(value))
         if len(parts) == 2:
             table.setdefault("options", {})[parts[1]] = _parse_value(value)
         else:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from evrelay.cli.common import (
+    MAX_COUNT,
     AddressArgument,
     ConfigOption,
     GroupOption,
@@ -269,7 +270,7 @@ def health(
 def lag(
     address: AddressArgument,
     group: GroupOption = None,
-    max_lag: Annotated[Optional[int], typer.Option("--max", metavar="N", min=0, help="Exit 4 when the total lag is over N.", show_default=False)] = None,
+    max_lag: Annotated[Optional[int], typer.Option("--max", metavar="N", min=0, max=MAX_COUNT, help="Exit 4 when the total lag (not yet delivered plus delivered but not acked) is over N.", show_default=False)] = None,
     max_age: Annotated[Optional[str], typer.Option("--max-age", metavar="DURATION", help="Exit 4 when the oldest unconsumed message is older than this (5m, 1h).", show_default=False)] = None,
     output: OutputOption = None,
     timeout: TimeoutOption = None,
@@ -283,6 +284,10 @@ def lag(
 
     With --max N, exit 4 when it is more than N messages behind; with --max-age DURATION,
     when that oldest message is older than DURATION.
+
+    The total counts messages not yet delivered to the group and, where the backend keeps
+    them (Redis, local), messages delivered but still pending (not acked): both are work
+    the group has not finished.
 
     \b
     Examples:
@@ -310,15 +315,20 @@ def lag(
         record["oldest"] = format_ms(oldest) if oldest is not None else None
         record["age_s"] = round(max(now - oldest, 0) / 1000, 3) if oldest is not None else None
         rows.append(record)
-    total = sum(r["lag"] for r in rows)
+    undelivered = sum(r["lag"] for r in rows)
+    pending = sum(r["pending"] or 0 for r in rows)
+    total = undelivered + pending
+    detail = f" ({undelivered} not delivered, {pending} pending)" if pending else ""
     ages = [r["age_s"] for r in rows if r["age_s"] is not None]
     oldest_age = max(ages) if ages else None
     columns = [("partition", "PARTITION"), ("position", "POSITION"), ("end", "END"), ("lag", "LAG"), ("pending", "PENDING"), ("age_s", "AGE S")]
     write_records(rows, columns, mode)
     age_text = f", oldest unconsumed message {format_duration(oldest_age)} old" if oldest_age is not None else ", nothing unconsumed"
-    session.info(f"lag of group {group_name!r} on {source.display}: {total}{age_text}")
+    session.info(f"lag of group {group_name!r} on {source.display}: {total}{detail}{age_text}")
     if max_lag is not None and total > max_lag:
-        raise ExpectationFailed(f"group {group_name!r} on {source.display} is {total} message(s) behind, over --max {max_lag}")
+        raise ExpectationFailed(
+            f"group {group_name!r} on {source.display} is {total} message(s) behind{detail}, over --max {max_lag}"
+        )
     if max_age_seconds is not None and oldest_age is not None and oldest_age > max_age_seconds:
         raise ExpectationFailed(
             f"group {group_name!r} on {source.display} has a message {format_duration(oldest_age)} old not yet consumed, "

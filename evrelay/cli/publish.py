@@ -35,6 +35,19 @@ if TYPE_CHECKING:
 INPUT_MODES = ("lines", "json", "raw", "kcat", "keyed")
 LINE_DECODED_MODES = ("json", "kcat", "keyed")
 """Input modes with one message per line, decoded (a bad line stops or is skipped)."""
+TERM_FLUSH_SECONDS = 10.0
+"""After SIGTERM, how long publish waits for what it accepted to be confirmed (unless --timeout)."""
+
+
+class _TermSignal(Exception):
+    """Raised in the main thread by the SIGTERM handler: stop reading input."""
+
+
+def _on_sigterm(_signum: int, _frame: object) -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough; the flush is bounded
+    raise _TermSignal
 BATCH_SIZE = 2000
 
 
@@ -149,34 +162,61 @@ def publish(
         session.info("evrelay: reading messages from the terminal, one per line; end with Ctrl-D")
     skipped: list[str] = []
     started = time.perf_counter()
-    with session.backend(target) as backend:
-        backend.require(Capability.PUBLISH, command="publish")
-        stream = target.require_stream(backend.stream_noun)
-        with with_transform(backend.producer(stream), transform) as producer:
-            queued = 0
-            input_error: InputError | None = None
-            interrupted = False
-            try:
-                if input_mode in LINE_DECODED_MODES:
-                    for batch in _envelope_batches(values, key_bytes, headers, skipped, skip_invalid, _line_decoder(input_mode, delimiter)):
-                        if batch:
-                            producer.send(batch)
-                            queued += len(batch)
-                else:
-                    for plain in _value_batches(values, input_mode):
-                        if plain:
-                            producer.send_values(plain, key_bytes, headers)
-                            queued += len(plain)
-            except InputError as exc:
-                input_error = exc
-            except KeyboardInterrupt:
-                interrupted = True
-            report = producer.flush(session.timeout)
+    import signal
+
+    # SIGTERM stops reading, then what was accepted is flushed (bounded) and reported:
+    # dying by the signal would drop messages still queued in the client (Kafka).
+    previous_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    terminated = False
+    try:
+        with session.backend(target) as backend:
+            backend.require(Capability.PUBLISH, command="publish")
+            stream = target.require_stream(backend.stream_noun)
+            with with_transform(backend.producer(stream), transform) as producer:
+                queued = 0
+                input_error: InputError | None = None
+                interrupted = False
+                try:
+                    if input_mode in LINE_DECODED_MODES:
+                        for batch in _envelope_batches(values, key_bytes, headers, skipped, skip_invalid, _line_decoder(input_mode, delimiter)):
+                            if batch:
+                                producer.send(batch)
+                                queued += len(batch)
+                    else:
+                        for plain in _value_batches(values, input_mode):
+                            if plain:
+                                producer.send_values(plain, key_bytes, headers)
+                                queued += len(plain)
+                except InputError as exc:
+                    input_error = exc
+                except KeyboardInterrupt:
+                    interrupted = True
+                except _TermSignal:
+                    terminated = True
+                try:
+                    report = producer.flush(session.timeout if session.timeout is not None or not terminated else TERM_FLUSH_SECONDS)
+                except _TermSignal:  # arrived between reading and flushing
+                    terminated = True
+                    report = producer.flush(session.timeout or TERM_FLUSH_SECONDS)
+    except _TermSignal:  # before anything was read (connecting): nothing to flush
+        from evrelay.errors import Terminated
+
+        raise Terminated(f"terminated before anything was published to {target.display}") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
     elapsed = time.perf_counter() - started
     for line in skipped:
         session.warn(f"skipped {line}")
     delivered = report.delivered
     where = f"{target.display} [{backend.describe()}]"
+    if terminated:
+        from evrelay.errors import Terminated
+
+        lost = report.pending + len(report.failures)
+        raise Terminated(
+            f"terminated: {delivered} message(s) were published to {where}"
+            + (f"; {lost} read before the signal were not confirmed" if lost else "; nothing read was lost")
+        )
     if report.pending:
         from evrelay.errors import ProducerTimeout
 

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from evrelay.cli.common import (
+    DEFAULT_CLAIM_IDLE,
     AddressArgument,
     ConfigOption,
     ConsumerOption,
@@ -26,7 +27,6 @@ from evrelay.cli.common import (
     TimeoutOption,
     VerboseOption,
     complete_address,
-    default_consumer_name,
     parse_duration,
     selection_from_options,
 )
@@ -90,7 +90,7 @@ def redrive(
             stream=dlq.require_stream(backend.stream_noun),
             start=Beginning(),
             group=group_name,
-            consumer_name=(consumer or default_consumer_name()) if grouped else None,
+            consumer_name=consumer if grouped else None,
         )
         producers: dict[str, object] = {}
 
@@ -115,7 +115,10 @@ def redrive(
         engine = Redrive(reader, producer_for, to=to, selection=selection, emit=show if dry_run else None,
                          confirm_timeout=max(session.connect_timeout, 30.0))
         stop = stack.enter_context(StopFlag())
-        for batch in reader.batches(limit=count, batch_size=500, should_stop=stop):
+        # Letters an earlier run left in place were handed back when it closed (or belong
+        # to a reader that died): take them over first, like any group reader.
+        claim_ms = int((parse_duration(DEFAULT_CLAIM_IDLE, "--claim-idle") or 0) * 1000) if grouped else None
+        for batch in reader.batches(limit=count, batch_size=500, should_stop=stop, claim_idle_ms=claim_ms):
             engine.handle(batch)
     stats = engine.stats
     for problem in stats.problems:

@@ -27,6 +27,7 @@ from evrelay.cli.common import (
     ToOption,
     VerboseOption,
     YesOption,
+    check_range,
     complete_address,
     parse_duration,
     parse_position_option,
@@ -79,6 +80,7 @@ def replay(
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     start = parse_position_option(from_, "--from")
     stop = parse_position_option(to, "--to")
+    check_range(start, stop, from_, to)
     assert start is not None
     if group and (filter_expr or map_expr or match_key or match_header):
         raise UsageError("--filter/--map/--match-* select messages to copy; they do not apply when moving a group (-g)")
@@ -111,7 +113,7 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
     from evrelay.backends.base import Capability, ReadSpec
     from evrelay.cli.tail import required_capabilities
     from evrelay.output import make_writer
-    from evrelay.relay import Pacer, Relay, parse_pace
+    from evrelay.relay import Pacer, Relay, TimeOrdered, parse_pace
     from evrelay.routing import is_template, open_sink
     from evrelay.transforms import message_transform, previewing, with_transform
     from evrelay.watch import ProgressLine, Watch
@@ -147,6 +149,8 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
                 producer = stack.enter_context(open_sink(dst_backend, dst_stream))
             producer = with_transform(producer, transform)
         reader = stack.enter_context(src_backend.consumer(spec))
+        if speed is not None and src_backend.partitioned:
+            reader = TimeOrdered(reader)
         stop_flag = stack.enter_context(StopFlag())
         progress = Watch(ProgressLine(sys.stderr.isatty() and not session.quiet and not dry_run, verb="replayed"))
         relay = Relay(
@@ -199,7 +203,8 @@ def _move_group(session: Session, source: str, group: str, target, *, dry_run: b
                 raise EvrelayError("not moved (declined)")
         backend.apply_group_seek(plan)
     total = sum(step.affected or 0 for step in plan.steps)
-    session.info(f"moved group {group!r} on {src.display} to {target}: {total:+d} message(s) to be delivered again")
+    effect = f"{total} message(s) to be delivered again" if total >= 0 else f"{-total} message(s) skipped"
+    session.info(f"moved group {group!r} on {src.display} to {target}: {effect}")
 
 
 def register(app: typer.Typer) -> None:

@@ -10,6 +10,9 @@ from typing import Annotated, Optional
 import typer
 
 from evrelay.cli.common import (
+    DEFAULT_CLAIM_IDLE,
+    MAX_COUNT,
+    ClaimIdleOption,
     ConfigOption,
     ConsumerOption,
     CountOption,
@@ -33,8 +36,8 @@ from evrelay.cli.common import (
     TimeoutOption,
     ToOption,
     VerboseOption,
+    check_range,
     complete_address,
-    default_consumer_name,
     kcat_mode,
     parse_duration,
     parse_position_option,
@@ -75,8 +78,9 @@ def tail(
     follow: FollowOption = False,
     group: GroupOption = None,
     consumer: ConsumerOption = None,
+    claim_idle: ClaimIdleOption = DEFAULT_CLAIM_IDLE,
     no_ack: Annotated[bool, typer.Option("--no-ack", help="With -g: leave what was printed pending (not acked).")] = False,
-    expect: Annotated[Optional[int], typer.Option("--expect", metavar="N", min=0, help="Exit 4 unless N messages arrive before --timeout (default 30s); stops after N.", show_default=False)] = None,
+    expect: Annotated[Optional[int], typer.Option("--expect", metavar="N", min=0, max=MAX_COUNT, help="Exit 4 unless N messages arrive before --timeout (default 30s); stops after N.", show_default=False)] = None,
     timeout: TimeoutOption = None,
     idle_timeout: IdleTimeoutOption = None,
     output: OutputOption = None,
@@ -96,7 +100,10 @@ def tail(
     """Print messages: the last 10 by default, a range with --from/--to/-n, new ones with -f.
 
     With -g GROUP it reads as that consumer group (a new group starts at --from, default
-    beginning) and acks each message after printing it; --no-ack leaves them pending.
+    beginning) and acks each message once it is written in full to stdout (a message
+    sitting in a pipe's buffer counts as printed: `| head -n 1` may ack a few more than
+    head shows); --no-ack leaves them pending. When the reader of stdout goes away,
+    tail stops at once and exits 0.
     Data goes to stdout; -o json envelopes round-trip through `publish --input json`.
 
     \b
@@ -112,16 +119,18 @@ def tail(
     """
     from evrelay.backends.base import ReadSpec, StopReason
     from evrelay.cli.sources import open_reader
-    from evrelay.output import make_writer
+    from evrelay.output import OutputClosed, make_writer
     from evrelay.positions import Beginning, Last
 
     deadline_seconds = parse_duration(timeout, "--timeout")
     idle_seconds = parse_duration(idle_timeout, "--idle-timeout")
+    claim_seconds = parse_duration(claim_idle, "--claim-idle")
     if expect is not None and deadline_seconds is None:
         deadline_seconds = DEFAULT_EXPECT_TIMEOUT
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=deadline_seconds)
     start = parse_position_option(from_, "--from")
     stop = parse_position_option(to, "--to")
+    check_range(start, stop, from_, to)
     if no_ack and not group:
         raise UsageError("--no-ack only makes sense with -g/--group")
     output, delimiter = kcat_mode(output, kcat_json, key_delimiter, "-o")
@@ -136,6 +145,9 @@ def tail(
         start = Beginning()
 
     limit = count if count is not None else expect
+    if group and follow and count == 0 and expect is None:
+        count = None  # `-f -n 0`: no backlog, only what comes next; a group has no backlog
+        limit = None
     if last_matches is not None:
         limit = None
     elif group:
@@ -159,8 +171,9 @@ def tail(
             stop=stop,
             follow=follow,
             group=group_name,
-            consumer_name=(consumer or default_consumer_name()) if group_name else None,
+            consumer_name=consumer if group_name else None,
             partitions=tuple(partition) if partition else None,
+            release_on_close=not no_ack,
         )
         reader, _, _ = open_reader(session, stack, addresses, spec, command="tail", needs=lambda s: required_capabilities(s, follow=follow))
         if group_name and reader.created:
@@ -171,7 +184,9 @@ def tail(
                 f"`evrelay replay {addresses[0]} -g {group_name} --from {from_}` moves it"
             )
         # SIGTERM (and Ctrl-C) end the read between batches, so the consumer closes
-        # cleanly: acks done, group left (a Kafka group is free to move at once).
+        # cleanly: acks done, group left (a Kafka group is free to move at once). A closed
+        # stdout (`| head`) ends it at once too, even while waiting for new messages; only
+        # messages written in full are acked.
         with StopFlag() as stop:
             shown = ShownMessages(writer, selection, session, limit=None if selection is None else limit, last=last_matches)
             for batch in reader.batches(
@@ -179,14 +194,24 @@ def tail(
                 deadline=deadline,
                 idle_timeout=idle_seconds,
                 batch_size=500 if group_name else 5000,
-                should_stop=stop if selection is None else (lambda: stop() or shown.done),
+                should_stop=lambda: stop() or shown.done or writer.reader_gone(),
+                claim_idle_ms=int(claim_seconds * 1000) if group_name and claim_seconds else None,
             ):
                 handled = shown.write(batch)
-                if group_name and not no_ack:
+                if group_name and not no_ack and handled:
                     reader.ack(handled)
-            shown.finish()
+                if shown.closed:
+                    break
+            if not shown.closed:
+                try:
+                    shown.finish()
+                except OutputClosed:
+                    shown.closed = True
             received = shown.count
         reason = StopReason.LIMIT if shown.done else reader.stop_reason
+    if shown.closed or (reason is StopReason.STOPPED and stop.signal is None and not shown.done):
+        session.debug(f"the reader of stdout went away after {received} message(s)")
+        return
     session.debug(f"read {received} message(s) from {display}; stopped: {reason.value if reason else 'done'}")
     if stop.signal == signal.SIGINT:
         raise Interrupted(f"interrupted after {received} message(s)")
@@ -215,14 +240,22 @@ class ShownMessages:
         self.limit = limit
         self.last = collections.deque(maxlen=last) if last is not None else None
         self.count = 0
+        self.closed = False
+        """The reader of stdout went away: nothing more is written or acked."""
 
     @property
     def done(self) -> bool:
         return self.limit is not None and self.count >= self.limit
 
     def write(self, batch: list) -> list:
+        from evrelay.output import OutputClosed
+
         if self.selection is None:
-            self.writer.write(batch)
+            try:
+                self.writer.write(batch)
+            except OutputClosed as exc:
+                self.closed = True
+                batch = batch[: exc.written]
             self.count += len(batch)
             return batch
         result = self.selection.select(batch)
@@ -238,7 +271,13 @@ class ShownMessages:
         if self.last is not None:
             self.last.extend(kept)
         else:
-            self.writer.write(kept)
+            try:
+                self.writer.write(kept)
+            except OutputClosed as exc:
+                # Only what reached the reader in full counts as handled (and is acked).
+                self.closed = True
+                kept = kept[: exc.written]
+                handled_upto = result.origins[len(kept) - 1] + 1 if kept else 0
             self.count += len(kept)
         return batch[:handled_upto]
 

@@ -33,6 +33,7 @@ librdkafka's own log lines reach stderr only with -v.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -86,9 +87,22 @@ from evrelay.positions import (
 )
 
 
+class _Redacting(logging.Filter):
+    """Masks secrets in librdkafka's log lines (shown with -v)."""
+
+    def __init__(self, redact: Any) -> None:
+        super().__init__()
+        self.redact = redact
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = self.redact(record.getMessage()), ()
+        return True
+
+
 class KafkaBackend(Backend):
     name = "kafka"
     stream_noun = "topic"
+    partitioned = True
     option_names = frozenset({"bootstrap_servers", "options"})
     capabilities = frozenset(
         {
@@ -115,7 +129,14 @@ class KafkaBackend(Backend):
             raise ConfigError("a kafka profile needs bootstrap_servers = \"host:port[,host:port]\"")
         self.bootstrap = servers
         self.client_options = self.table_option("options", "librdkafka settings")
+        from evrelay.config import is_secret_key
+
+        self.secret_values = [str(v) for k, v in self.client_options.items() if is_secret_key(k) and v]
+        """Option values never to print: librdkafka may quote them in its errors and logs."""
+
         self._logger = client_logger(self.settings.verbose)
+        if self.secret_values:
+            self._logger.addFilter(_Redacting(self.redact))
         self._admin: Any = None
         self._last_error: str | None = None
         self._refusal: str | None = None
@@ -165,10 +186,15 @@ class KafkaBackend(Backend):
 
     # --- client construction -----------------------------------------------------------------
 
+    def redact(self, text: str) -> str:
+        from evrelay.config import mask_secrets
+
+        return mask_secrets(text, self.secret_values)
+
     def _error_cb(self, err: Any) -> None:
-        self._last_error = f"{error_name(err)}: {err.str() if hasattr(err, 'str') else err}"
+        self._last_error = self.redact(f"{error_name(err)}: {err.str() if hasattr(err, 'str') else err}")
         if error_name(err) in AUTH_CODES and self._refusal is None:
-            self._refusal = error_name(err) + ": " + plain_client_error(err.str() if hasattr(err, "str") else str(err))
+            self._refusal = self.redact(error_name(err) + ": " + plain_client_error(err.str() if hasattr(err, "str") else str(err)))
         if self.settings.verbose:
             self.settings.warn(f"kafka: {self._last_error}")
 
@@ -198,7 +224,7 @@ class KafkaBackend(Backend):
         reason = "refused the credentials" if refused else "could not be reached"
         text = f"Kafka at {self.bootstrap} {reason} ({what})"
         if detail:
-            text += f": {detail}"
+            text += f": {self.redact(detail)}"
         return BackendUnavailable(text, hint=None if refused else "is the broker running, and is bootstrap_servers right?")
 
     def refused(self) -> BackendUnavailable:
@@ -226,9 +252,9 @@ class KafkaBackend(Backend):
         except KafkaException as exc:
             error = exc.args[0]
             detail = error.str() if hasattr(error, "str") else str(error)
-            raise ConfigError(f"librdkafka rejected the Kafka options: {detail}") from None
+            raise ConfigError(f"librdkafka rejected the Kafka options: {self.redact(detail)}") from None
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"invalid Kafka options: {exc}") from None
+            raise ConfigError(f"invalid Kafka options: {self.redact(str(exc))}") from None
 
     def admin(self) -> Any:
         if self._admin is None:
@@ -526,10 +552,12 @@ class KafkaBackend(Backend):
                     raise self.unavailable(f"committed offsets of group {group!r}", exc) from None
                 time.sleep(0.2)
 
-    def ack(self, stream: str, group: str, positions: Sequence[Position]) -> int:
-        """Kafka acks are cumulative per partition: from the group's committed offset, the
-        offsets given without a gap are acked and the commit moves past the last of them.
-        Returns how many of `positions` are now acked (at or below the new commit)."""
+    def ack(self, stream: str, group: str, positions: Sequence[Position], *, force: bool = False) -> int:
+        """Kafka acks are cumulative per partition: from the group's committed offset (the
+        partition's first offset when nothing is committed), the offsets given without a
+        gap are acked and the commit moves past the last of them. A commit that would
+        skip offsets nobody acked is refused unless `force` (then it moves past the
+        highest offset given). Returns how many of `positions` are now acked."""
         given: dict[int, set[int]] = {}
         for position in positions:
             if position.partition is None:
@@ -539,17 +567,32 @@ class KafkaBackend(Backend):
             return 0
         client = self.new_consumer(group)
         try:
-            self.topic_partitions(client, stream)
+            partitions = self.topic_partitions(client, stream)
+            unknown = sorted(set(given) - set(partitions))
+            if unknown:
+                raise UsageError(
+                    f"topic {stream!r} has no partition {unknown[0]} (partitions: {', '.join(map(str, partitions))})"
+                )
             committed = self.committed(client, stream, sorted(given), group)
             moves: dict[int, int] = {}
             acked = 0
-            for partition, offsets in given.items():
+            for partition, offsets in sorted(given.items()):
                 current = committed.get(partition, OFFSET_INVALID)
                 if current < 0:
-                    current = min(offsets)  # nothing committed yet: start at the lowest given
-                nxt = current
-                while nxt in offsets:
-                    nxt += 1
+                    current = self.watermarks(client, stream, partition)[0]
+                if force:
+                    nxt = max(max(offsets) + 1, current)
+                else:
+                    lowest = min(offsets)
+                    if lowest > current:
+                        raise UsageError(
+                            f"acking {partition}:{lowest} would commit past {partition}:{current}..{partition}:{lowest - 1}, "
+                            f"which group {group!r} has not acked (Kafka acks are cumulative)",
+                            hint="ack those first, or give --force to skip them",
+                        )
+                    nxt = current
+                    while nxt in offsets:
+                        nxt += 1
                 if nxt > current:
                     moves[partition] = nxt
                 acked += sum(1 for offset in offsets if offset < nxt)
@@ -722,6 +765,12 @@ class KafkaBackend(Backend):
             lows = {p: self.watermarks(client, stream, p)[0] for p in partitions}
         finally:
             client.close()
+        if all(offset < 0 for offset in current.values()):
+            # Committing here would create it: a typo in the name must not make a new group.
+            raise NotFoundError(
+                f"consumer group {group!r} does not exist on Kafka topic {stream!r} (no committed offsets); "
+                f"a group is created by reading: `evrelay tail ... -g {group} --from POSITION`"
+            )
         if isinstance(target, Stored):
             raise UsageError("moving a group to 'stored' changes nothing; give a position or a time")
         if isinstance(target, PartitionOffsets):  # only the partitions named move

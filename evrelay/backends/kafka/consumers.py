@@ -13,6 +13,7 @@ from evrelay.backends.base import (
     Message,
     Position,
     ReadSpec,
+    default_consumer_name,
 )
 from evrelay.backends.kafka.codes import (
     AUTH_CODES,
@@ -40,10 +41,11 @@ if TYPE_CHECKING:
 
 
 def record_to_message(record: Any, topic: str, receipt: Consumer | None) -> Message:
-    """A confluent-kafka record as a Message (a null value or header value is empty bytes)."""
+    """A confluent-kafka record as a Message (a null value stays None: a tombstone; a null
+    header value is empty bytes)."""
     headers = record.headers()
     return Message(
-        record.value() or b"",
+        record.value(),
         record.key(),
         [(name, value if value is not None else b"") for name, value in headers] if headers else [],
         record.timestamp()[1],
@@ -76,6 +78,8 @@ class _KafkaReader(Consumer):
 
     def __init__(self) -> None:
         self.states: dict[int, _PartitionState] = {}
+        self.at_eof: set[int] = set()
+        """Partitions whose last event was an EOF: read to their end, nothing new since."""
 
     def _poll(self, max_messages: int, timeout: float) -> list[Any]:
         """consume() in short slices: it waits for a *full* batch or its timeout, so one long
@@ -99,12 +103,14 @@ class _KafkaReader(Consumer):
         out: list[Message] = []
         topic = self.topic
         states = self.states
+        at_eof = self.at_eof
         for record in raw:
             error = record.error()
             if error is not None:
                 self._on_error(record, error)
                 continue
             partition = record.partition()
+            at_eof.discard(partition)
             offset = record.offset()
             timestamp = record.timestamp()[1]
             state = states.get(partition)
@@ -146,10 +152,13 @@ class _KafkaReader(Consumer):
         """The common case, no partition filters active: the hot loop of tail and bridge."""
         topic = self.topic
         out: list[Message] = []
+        at_eof = self.at_eof
         for record in raw:
             error = record.error()
             if error is None:
                 out.append(record_to_message(record, topic, receipt))
+                if at_eof:
+                    at_eof.discard(record.partition())
             else:
                 self._on_error(record, error)
         return out
@@ -159,6 +168,7 @@ class _KafkaReader(Consumer):
 
         code = error.code()
         if code == KafkaError._PARTITION_EOF:
+            self.at_eof.add(record.partition())
             state = self.states.get(record.partition())
             if state is not None:
                 state.skip_until_eof = False
@@ -194,42 +204,70 @@ class KafkaPartitionConsumer(_KafkaReader):
 
     def __init__(self, backend: KafkaBackend, spec: ReadSpec) -> None:
         super().__init__()
-        from confluent_kafka import TopicPartition
-
         self.backend = backend
+        self.spec = spec
         self.topic = spec.stream
         self.follow = spec.follow
+        self.partitions: list[int] = []
+        self.last: int | None = None
+        self.backlog: collections.deque[Message] | None = None
+        self.waiting_for_topic = False
         self.client = backend.new_consumer(None)
         try:
-            partitions = backend.topic_partitions(self.client, self.topic)
-            if spec.partitions:
-                missing = sorted(set(spec.partitions) - set(partitions))
-                if missing:
-                    raise UsageError(f"topic {self.topic!r} has no partition {missing[0]} (partitions: {', '.join(map(str, partitions))})")
-                partitions = sorted(spec.partitions)
-            start = spec.start
-            # PARTITION:OFFSET in --from or --to names the partitions to read.
-            for named in (start, spec.stop):
-                if isinstance(named, PartitionOffsets):
-                    missing = sorted(set(named.as_dict()) - set(partitions))
-                    if missing:
-                        raise UsageError(f"topic {self.topic!r} has no partition {missing[0]} (partitions: {', '.join(map(str, partitions))})")
-                    partitions = [p for p in partitions if p in named.as_dict()]
-            self.last = start.count if isinstance(start, Last) else None
-            offsets = backend.start_offsets(self.client, self.topic, partitions, start)
-            for partition, (offset, minimum) in offsets.items():
-                state = self.states.setdefault(partition, _PartitionState())
-                state.min_offset = minimum
-                state.skip_until_eof = offset == OFFSET_END
-                if isinstance(start, AtTime):
-                    state.min_time = start.ms
-            self._apply_stop(spec.stop, partitions)
-            self.client.assign([TopicPartition(self.topic, p, offsets[p][0]) for p in partitions])
+            self._assign(spec)
+        except NotFoundError:
+            if not spec.follow:
+                self.client.close()
+                raise
+            # Like `tail -f` on a file that is not there yet: wait for it (-f only).
+            self.waiting_for_topic = True
+            backend.settings.warn(
+                f"Kafka topic {self.topic!r} does not exist (yet) on {backend.bootstrap}; waiting for it to be created"
+            )
         except BaseException:
             self.client.close()
             raise
+
+    def _assign(self, spec: ReadSpec) -> None:
+        from confluent_kafka import TopicPartition
+
+        backend = self.backend
+        partitions = backend.topic_partitions(self.client, self.topic)
+        if spec.partitions:
+            missing = sorted(set(spec.partitions) - set(partitions))
+            if missing:
+                raise UsageError(f"topic {self.topic!r} has no partition {missing[0]} (partitions: {', '.join(map(str, partitions))})")
+            partitions = sorted(spec.partitions)
+        start = spec.start
+        # PARTITION:OFFSET in --from or --to names the partitions to read.
+        for named in (start, spec.stop):
+            if isinstance(named, PartitionOffsets):
+                missing = sorted(set(named.as_dict()) - set(partitions))
+                if missing:
+                    raise UsageError(f"topic {self.topic!r} has no partition {missing[0]} (partitions: {', '.join(map(str, partitions))})")
+                partitions = [p for p in partitions if p in named.as_dict()]
+        self.last = start.count if isinstance(start, Last) else None
+        offsets = backend.start_offsets(self.client, self.topic, partitions, start)
+        for partition, (offset, minimum) in offsets.items():
+            state = self.states.setdefault(partition, _PartitionState())
+            state.min_offset = minimum
+            state.skip_until_eof = offset == OFFSET_END
+            if isinstance(start, AtTime):
+                state.min_time = start.ms
+        self._apply_stop(spec.stop, partitions)
+        self.client.assign([TopicPartition(self.topic, p, offsets[p][0]) for p in partitions])
         self.partitions = partitions
-        self.backlog: collections.deque[Message] | None = None
+
+    def _topic_appeared(self, timeout: float) -> bool:
+        """While waiting for the topic: look again (about once a second)."""
+        time.sleep(min(max(timeout, 0.0), 1.0))
+        try:
+            self._assign(self.spec)
+        except NotFoundError:
+            return False
+        self.waiting_for_topic = False
+        self.backend.settings.warn(f"Kafka topic {self.topic!r} now exists; reading it")
+        return True
 
     def _apply_stop(self, stop: StreamPosition | None, partitions: list[int]) -> None:
         if stop is None or isinstance(stop, End):
@@ -251,6 +289,10 @@ class KafkaPartitionConsumer(_KafkaReader):
     def _all_done(self) -> bool:
         return all(self.states[p].done for p in self.partitions)
 
+    @property
+    def caught_up(self) -> bool:
+        return all(p in self.at_eof or self.states[p].done for p in self.partitions)
+
     def _partition_finished(self, partition: int) -> None:
         """EOF (non-follow) or the --to bound reached: stop fetching it; all done, exhausted.
 
@@ -263,6 +305,8 @@ class KafkaPartitionConsumer(_KafkaReader):
             self.exhausted = True
 
     def read(self, max_messages: int, timeout: float) -> list[Message]:
+        if self.waiting_for_topic and not self._topic_appeared(timeout):
+            return []
         if self.last is not None:
             return self._read_last(max_messages, timeout)
         if self.exhausted:
@@ -320,7 +364,7 @@ class KafkaGroupConsumer(_KafkaReader):
         if isinstance(spec.start, Last):
             raise UsageError("a new consumer group cannot start at 'the last N'; use --from with a position or time")
         self.client = backend.new_consumer(
-            self.group, **{"client.id": spec.consumer_name or backend.settings.client_name}
+            self.group, **{"client.id": spec.consumer_name or default_consumer_name()}
         )
         try:
             partitions = backend.topic_partitions(self.client, self.topic)
@@ -349,10 +393,16 @@ class KafkaGroupConsumer(_KafkaReader):
         for tp in partitions:
             self.states.setdefault(tp.partition, _PartitionState()).done = False
             self.assigned.add(tp.partition)
+            self.at_eof.discard(tp.partition)
         if self.incremental:
             client.incremental_assign(partitions)  # the partitions added, not the whole set
         else:
             client.assign(partitions)
+
+    @property
+    def caught_up(self) -> bool:
+        """Joined the group, and every partition it gave us is read to its end."""
+        return self.ever_assigned and not self.stash and self.assigned <= self.at_eof
 
     def close(self) -> None:
         # Leaving a group while its join is still in progress leaves a ghost member on
@@ -367,6 +417,7 @@ class KafkaGroupConsumer(_KafkaReader):
     def _on_revoke(self, client: Any, partitions: list[Any]) -> None:
         for tp in partitions:
             self.assigned.discard(tp.partition)
+            self.at_eof.discard(tp.partition)
         if self.incremental:
             client.incremental_unassign(partitions)
         else:

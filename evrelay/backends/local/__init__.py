@@ -53,13 +53,14 @@ from evrelay.backends.local.store import (
     ensure_stream,
     format_id,
     id_before,
+    migrate,
     parse_id,
     show_cursor,
     touch_consumer,
     unpack_headers,
 )
 from evrelay.config import xdg_data_home
-from evrelay.errors import BackendUnavailable, NotFoundError, UnsupportedError, UsageError
+from evrelay.errors import BackendUnavailable, ConfigError, NotFoundError, UnsupportedError, UsageError
 from evrelay.positions import (
     AtTime,
     Beginning,
@@ -98,6 +99,8 @@ class LocalBackend(Backend):
     def __init__(self, options: dict[str, Any], settings: Any = None) -> None:
         super().__init__(options, settings)
         raw_path = self.options.get("path")
+        if raw_path is not None and not isinstance(raw_path, str):
+            raise ConfigError(f"local option path must be a file path (a string), not {raw_path!r}")
         self.path = Path(os.path.expanduser(raw_path)) if raw_path else xdg_data_home() / "evrelay" / "local.db"
         self.max_len = self.positive_int_option("max_len")
         self._db: sqlite3.Connection | None = None
@@ -127,6 +130,7 @@ class LocalBackend(Backend):
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
+                migrate(db)
                 db.execute("COMMIT")
                 break
             except sqlite3.OperationalError as exc:
@@ -303,6 +307,13 @@ class LocalBackend(Backend):
             oldest = row[0] if row else None
         return [GroupLag(None, show_cursor(cursor), end, self.count_between(stream, cursor), pending, oldest)]
 
+    def group_backlog(self, stream: str, group: str, *, excluding_consumer: str | None = None) -> int:
+        cursor = self._require_group(stream, group)
+        others = self.db.execute(
+            "SELECT count(*) FROM pending WHERE stream = ? AND grp = ? AND consumer IS NOT ?", (stream, group, excluding_consumer)
+        ).fetchone()[0]
+        return others + self.count_between(stream, cursor)
+
     def pending(self, stream: str, group: str, *, consumer: str | None = None, count: int = 100) -> list[PendingEntry]:
         self._require_group(stream, group)
         now = now_ms()
@@ -334,7 +345,7 @@ class LocalBackend(Backend):
             touch_consumer(db, stream, group, consumer, now)
         return self.rows_to_messages(stream, self.fetch(stream, ids))
 
-    def ack(self, stream: str, group: str, positions: Sequence[Position]) -> int:
+    def ack(self, stream: str, group: str, positions: Sequence[Position], *, force: bool = False) -> int:
         self._require_group(stream, group)
         keys = [(stream, group, *parse_id(p.id)) for p in positions]
         with self.transaction() as db:

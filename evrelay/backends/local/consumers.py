@@ -12,6 +12,7 @@ from evrelay.backends.base import (
     GroupReader,
     Message,
     ReadSpec,
+    default_consumer_name,
 )
 from evrelay.backends.local.store import (
     BEFORE_ALL,
@@ -96,7 +97,9 @@ class LocalGroupConsumer(GroupReader):
         self.spec = spec
         self.stream = spec.stream
         self.group = spec.group or ""
-        self.consumer = spec.consumer_name or "evrelay"
+        self.consumer = spec.consumer_name or default_consumer_name()
+        self.release_on_close = spec.release_on_close
+        self.finish_group = spec.finish_group
         self.created = backend.ensure_group(self.stream, self.group, spec.start)
         self.bound = backend.bound_for(self.stream, spec.stop) if spec.stop is not None else None
         self.follower = _Follower(backend) if spec.follow else None
@@ -170,6 +173,22 @@ class LocalGroupConsumer(GroupReader):
         if len(rows) < limit and not self.spec.follow and not self.recovering:
             self.exhausted = True
         return rows
+
+    def refresh_pending(self) -> None:
+        now = now_ms()
+        with self.backend.transaction() as db:
+            db.execute(
+                "UPDATE pending SET delivered_ms = ? WHERE stream = ? AND grp = ? AND consumer = ?",
+                (now, self.stream, self.group, self.consumer),
+            )
+            touch_consumer(db, self.stream, self.group, self.consumer, now)
+
+    def release_pending(self) -> None:
+        with self.backend.transaction() as db:
+            db.execute(
+                "UPDATE pending SET consumer = ? WHERE stream = ? AND grp = ? AND consumer = ?",
+                (RELEASED, self.stream, self.group, self.consumer),
+            )
 
     def reject(self, messages: Sequence[Message]) -> None:
         if not messages:

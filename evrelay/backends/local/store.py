@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS entries (
     seq INTEGER NOT NULL,
     timestamp INTEGER NOT NULL,
     key BLOB,
-    value BLOB NOT NULL,
+    value BLOB,
     headers BLOB,
     PRIMARY KEY (stream, ms, seq)
 ) WITHOUT ROWID;
@@ -51,6 +51,20 @@ CREATE TABLE IF NOT EXISTS consumers (
     PRIMARY KEY (stream, grp, name)
 );
 """
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Bring a store made by an older evrelay up to SCHEMA (inside the caller's transaction).
+
+    Stores made before null values (tombstones) were kept declared `value NOT NULL`;
+    SQLite cannot relax that in place, so the table is copied once."""
+    columns = {row[1]: row for row in db.execute("PRAGMA table_info(entries)")}
+    if columns.get("value", (None, None, None, 0))[3]:
+        create = SCHEMA.split("CREATE TABLE IF NOT EXISTS entries")[1].split(";")[0]
+        db.execute("CREATE TABLE entries_nullable" + create)
+        db.execute("INSERT INTO entries_nullable SELECT stream, ms, seq, timestamp, key, value, headers FROM entries")
+        db.execute("DROP TABLE entries")
+        db.execute("ALTER TABLE entries_nullable RENAME TO entries")
+
 
 BEFORE_ALL = (-1, 0)
 """A cursor before every entry (IDs are >= 0-0): reads start strictly after the cursor."""

@@ -437,6 +437,12 @@ class RedisStreamsBackend(Backend):
                              self.oldest_unfinished(stream, group, info["last-delivered-id"]))]
         raise NotFoundError(f"group {group!r} does not exist on Redis stream {stream!r}")
 
+    def group_backlog(self, stream: str, group: str, *, excluding_consumer: str | None = None) -> int:
+        (row,) = self.group_lag(stream, group)
+        summary = self.command("XPENDING", stream, group, what=f"pending entries of group {group!r}")
+        owners = summary[3] if summary and len(summary) > 3 and summary[3] else []
+        others = sum(int(count) for name, count in owners if name.decode("utf-8", "replace") != excluding_consumer)
+        return row.lag + others
     def group_delete_scope(self, stream: str, group: str) -> str:
         for info in self.raw_group_infos(stream):
             if info["name"] == group:
@@ -482,8 +488,10 @@ class RedisStreamsBackend(Backend):
                 break
         return claimed
 
-    def ack(self, stream: str, group: str, positions: Sequence[Position]) -> int:
+    def ack(self, stream: str, group: str, positions: Sequence[Position], *, force: bool = False) -> int:
         ids = [str(p.id) for p in positions]
+        # XACK on a missing group answers 0 like "already acked": say the group is missing.
+        self.group_last_delivered(stream, group)
         if not ids:
             return 0
         return int(self.command("XACK", stream, group, *ids, what=f"acking for group {group!r}"))

@@ -10,6 +10,7 @@ from evrelay.backends.base import (
     GroupReader,
     Message,
     ReadSpec,
+    default_consumer_name,
 )
 from evrelay.backends.redis_streams.fields import (
     MAX_SEQ,
@@ -25,6 +26,9 @@ from evrelay.positions import (
     End,
     Last,
 )
+
+RELEASED_IDLE_MS = 365 * 24 * 3600 * 1000
+"""The idle time a handed-back entry gets: past any claim bound a user would set."""
 
 if TYPE_CHECKING:
     from evrelay.backends.redis_streams import RedisStreamsBackend
@@ -103,7 +107,9 @@ class RedisGroupConsumer(GroupReader):
         self.backend = backend
         self.stream = spec.stream
         self.group = spec.group or ""
-        self.consumer = spec.consumer_name or "evrelay"
+        self.consumer = spec.consumer_name or default_consumer_name()
+        self.release_on_close = spec.release_on_close
+        self.finish_group = spec.finish_group
         self.follow = spec.follow
         if spec.stop is not None:
             raise UnsupportedError("--to is not supported with a consumer group; use -n or --idle-timeout")
@@ -148,6 +154,34 @@ class RedisGroupConsumer(GroupReader):
         if not rows and not self.follow:
             self.exhausted = True
         return self.backend.to_messages(self.stream, rows, self)
+
+    def refresh_pending(self) -> None:
+        self._reclaim_own(None)
+
+    def release_pending(self) -> None:
+        """Redis has no negative ack: mark this consumer's pending entries as idle for a
+        year (XCLAIM ... IDLE), so the next reader's claim (any bound under a year) takes
+        them at once."""
+        self._reclaim_own(RELEASED_IDLE_MS)
+
+    def _reclaim_own(self, idle_ms: int | None) -> None:
+        """XCLAIM this consumer's own pending entries back to itself (JUSTID: no data, no
+        delivery count): their idle time becomes `idle_ms`, or 0."""
+        cursor = "-"
+        while True:
+            rows = self.backend.command(
+                "XPENDING", self.stream, self.group, cursor, "+", 1000, self.consumer,
+                what=f"pending entries of group {self.group!r}",
+            )
+            if rows:
+                self.backend.command(
+                    "XCLAIM", self.stream, self.group, self.consumer, 0, *[row[0] for row in rows],
+                    *(("IDLE", idle_ms) if idle_ms is not None else ()), "JUSTID",
+                    what=f"pending entries of group {self.group!r}",
+                )
+            if len(rows) < 1000:
+                return
+            cursor = "(" + rows[-1][0].decode()
 
     def reject(self, messages: Sequence[Message]) -> None:
         """Redis has no negative ack: the entries stay pending for this consumer, which

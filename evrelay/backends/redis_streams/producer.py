@@ -87,8 +87,8 @@ class RedisProducer(Producer):
 
     def _command(self, message: Message) -> bytes:
         """One XADD in RESP, in the field layout of EvrelayLayout.encode() (the fast path)."""
-        if message.fields is not None or not self._fast:
-            return self._layout_command(message)
+        if message.fields is not None or not self._fast or message.value is None:
+            return self._layout_command(message)  # a null value: refused there, clearly
         value = message.value
         key = message.key
         headers = message.headers
