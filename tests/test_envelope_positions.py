@@ -92,3 +92,28 @@ def test_one_stream_id_model_for_redis_and_local():
     assert store.parse_id("7-1") == (7, 1)
     assert store.show_cursor(store.id_before(7, 0)) == "6-*"
     assert store.show_cursor(store.BEFORE_ALL) == "0-0"
+
+
+@pytest.mark.parametrize("value", [b'{"id": 1}', b"", b"\xff\xfe binary"])
+def test_lone_value_field_fast_path_matches_the_general_encoding(value):
+    """A Redis entry whose only field is `value` is encoded without decoding it twice;
+    the result must be what the general path gives (value_b64 and {"b64"} when binary)."""
+    position = Position("redis", "s", "1-0")
+    fast = Message(value, None, [], 1, position, fields=[(b"value", value)])
+    general = Message(value, None, [], 1, position, fields=[(b"value", bytes(bytearray(value)))])
+    assert fast.fields[0][1] is fast.value
+    assert encode_envelope(fast) == encode_envelope(general)
+    assert decode_envelope(encode_envelope(fast)).fields == [(b"value", value)]
+
+
+def test_lone_value_field_lines_follow_changing_streams_and_milliseconds():
+    """The spliced encoding reuses its pieces across consecutive entries: a change of
+    millisecond, stream or backend must show in the very next line."""
+    import orjson
+
+    messages = []
+    for i, (stream, ms) in enumerate([("a", 1), ("a", 1), ("a", 2), ("b", 2), ("a", 2), ("b\"x", 1700000000999), ("b\"x", 1)]):
+        value = f'{{"n": {i}, "q": "\\" é"}}'.encode()
+        messages.append(Message(value, None, [], ms, Position("local" if i == 4 else "redis", stream, f"{ms}-{i}"), fields=[(b"value", value)]))
+    for message in messages:
+        assert encode_envelope(message) == orjson.dumps(envelope_dict(message), option=orjson.OPT_APPEND_NEWLINE)

@@ -235,3 +235,41 @@ def test_options_librdkafka_rejects_are_a_config_error(kafka_server):
         run = evrelay(*args)
         assert run.returncode == 2, run.err
         assert "librdkafka rejected the Kafka options" in run.err and "Traceback" not in run.err
+
+
+def test_profile_options_reach_librdkafka_and_can_turn_idempotence_off(kafka_server, topic):
+    """The user's librdkafka options come last: librdkafka itself refuses acks=1 beside
+    the idempotent producer evrelay sets by default, and accepts it once the user turns
+    idempotence off (the benchmark's `publish kafka:?enable.idempotence=false`)."""
+    base = f"kafka://{kafka_server.bootstrap}/{topic}"
+    refused = evrelay("publish", f"{base}?acks=1", "x")
+    assert refused.returncode == 2, refused.err
+    assert "acks" in refused.err and "idempotence" in refused.err, refused.err
+    sent = evrelay("publish", f"{base}?enable.idempotence=false&acks=1", "a", "b", "-q")
+    assert sent.returncode == 0, sent.err
+    assert [r.value() for r in consume_directly(kafka_server.bootstrap, topic, 2)] == [b"a", b"b"]
+
+
+def test_group_protocol_consumer_option_is_accepted_by_librdkafka():
+    """`?group.protocol=consumer` (KIP-848) reaches librdkafka: the classic session and
+    heartbeat defaults evrelay sets are left out for it (librdkafka refuses them), while
+    a user's own explicit setting still gets librdkafka's own refusal."""
+    from evrelay.backends.kafka import KafkaBackend
+    from evrelay.errors import ConfigError
+
+    backend = KafkaBackend({"bootstrap_servers": "127.0.0.1:9", "options": {"group.protocol": "consumer"}})
+    backend.new_consumer("g").close()
+    explicit = KafkaBackend({"bootstrap_servers": "127.0.0.1:9", "options": {"group.protocol": "consumer", "session.timeout.ms": 6000}})
+    with pytest.raises(ConfigError, match=r"session\.timeout\.ms"):
+        explicit.new_consumer("g")
+
+
+def test_group_read_with_an_incremental_rebalance_protocol(kafka_server, topic):
+    """A cooperative assignor (as KIP-848's group.protocol=consumer) hands partitions out
+    incrementally: the group reader must take them with incremental_assign, or librdkafka
+    fails the read with _STATE ("Failed to set assignment")."""
+    base = f"kafka://{kafka_server.bootstrap}/{topic}"
+    assert evrelay("publish", base, "a", "b", "c", "-q").returncode == 0
+    read = evrelay("tail", f"{base}?partition.assignment.strategy=cooperative-sticky", "-g", "coop", "-n", "3", "-o", "raw", "--timeout", "40s")
+    assert read.returncode == 0, read.err
+    assert sorted(read.out.split()) == ["a", "b", "c"]

@@ -50,6 +50,28 @@ def test_provenance_header_names_the_source_position():
     assert [m.headers for m in sink.confirmed] == [[(PROVENANCE_HEADER, f"fake/src/{i}".encode())] for i in range(3)]
 
 
+def test_provenance_header_is_the_coordinates_for_every_partition_and_replaces_an_old_one():
+    """The relay builds the header from a per-partition prefix: it must equal
+    Position.coordinates whatever the backend, partition or ID, and replace a provenance
+    header from an earlier hop while keeping the other headers in order."""
+    from evrelay.backends.base import Message, Position
+
+    source = [
+        Message(b"a", None, [], None, Position("kafka", "orders", 7, 2)),
+        Message(b"b", None, [("x", b"1"), (PROVENANCE_HEADER, b"redis/old/1-0"), ("y", b"2")], None, Position("kafka", "orders", 12, 0)),
+        Message(b"c", None, [], None, Position("kafka", "orders", 8, 2)),
+        Message(b"d", None, [], None, Position("redis", "s", "1700000000000-3")),
+        Message(b"e", None, [("z", b"")], None, Position("local", "s", "5-0")),
+    ]
+    sink = FakeSink()
+    stats = relay(FakeLog(source), sink).run(window=10)
+    expected = [[*(h for h in m.headers if h[0] != PROVENANCE_HEADER), (PROVENANCE_HEADER, m.position.coordinates.encode())] for m in source]
+    assert [m.headers for m in sink.confirmed] == expected
+    assert expected[1] == [("x", b"1"), ("y", b"2"), (PROVENANCE_HEADER, b"kafka/orders/0/12")]
+    assert stats.delivered == 5
+    assert stats.last_positions == {("orders", 2): "kafka/orders/2/8", ("orders", 0): "kafka/orders/0/12", ("s", None): "local/s/5-0"}
+
+
 def test_sink_outage_is_waited_out_without_loss_or_early_ack():
     sink = FakeSink(down_flushes=3)
     acked_during_outage = []

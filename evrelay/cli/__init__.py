@@ -6,6 +6,7 @@ evrelay pay only for a bare interpreter start.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -44,7 +45,8 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.stdout.write(f"evrelay {__version__}\n")
         return
-    if "_EVRELAY_COMPLETE" in os.environ:
+    completing = "_EVRELAY_COMPLETE" in os.environ
+    if completing:
         # A completion request from the scripts in completions/: typer registers its
         # shell classes only for apps with its own --install-completion, which we hide.
         from typer._completion_classes import completion_init
@@ -56,6 +58,15 @@ def main(argv: list[str] | None = None) -> None:
         from evrelay import backends
 
         backends.list_plugins_in_help()
-    from evrelay.cli.app import app
+    from evrelay.cli.app import build_app
 
+    app = build_app(None if completing else args)
+
+    # The data paths allocate millions of short-lived objects (messages, positions, field
+    # lists) that hold no reference cycles; at CPython's default threshold (700) the cycle
+    # collector made ~21 full passes over everything alive during a 300k-message tail, a
+    # third of its read time (1.15 s -> 0.83 s without them). Everything imported so far
+    # lives until exit: freeze it out of the collector's view, and collect less often.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     app(args=args, prog_name="evrelay")

@@ -18,7 +18,6 @@ import typer
 from typer.core import TyperGroup
 
 from evrelay import __version__, backends
-from evrelay.cli import ack, bridge, completion, config_cmd, inspect, publish, redrive, replay, stats, tail
 from evrelay.cli.common import RUNTIME, ConfigOption, ProfileOption, QuietOption, VerboseOption
 from evrelay.errors import EvrelayError, ExitCode, Interrupted
 
@@ -81,20 +80,21 @@ class EvrelayGroup(TyperGroup):
             raise typer.Exit(int(ExitCode.FAILURE)) from None
 
 
-app = typer.Typer(
-    name="evrelay",
-    cls=EvrelayGroup,
-    help=(
-        f"Publish, tail, bridge, replay and ack events on every backend ({backends.help_backend_names()}).\n\n"
-        f"ADDRESS is {backends.help_address_forms()} (NAME: in the default profile; -: stdin/stdout, JSONL).\n\n"
-        "--config, --profile, -v and -q work before the command as well as after it."
-    ),
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+def _new_app() -> typer.Typer:
+    return typer.Typer(
+        name="evrelay",
+        cls=EvrelayGroup,
+        help=(
+            f"Publish, tail, bridge, replay and ack events on every backend ({backends.help_backend_names()}).\n\n"
+            f"ADDRESS is {backends.help_address_forms()} (NAME: in the default profile; -: stdin/stdout, JSONL).\n\n"
+            "--config, --profile, -v and -q work before the command as well as after it."
+        ),
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
 
 
 def _version(value: bool) -> None:
@@ -103,7 +103,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def root(
     version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."),
     config: ConfigOption = None,
@@ -118,13 +117,73 @@ def root(
     RUNTIME.quiet = quiet
 
 
-app.command("publish", no_args_is_help=True)(publish.publish)
-app.command("tail", no_args_is_help=True)(tail.tail)
-bridge.register(app)
-replay.register(app)
-redrive.register(app)
-stats.register(app)
-ack.register(app)
-inspect.register(app)
-app.add_typer(config_cmd.app, name="config")
-app.command("completion", no_args_is_help=True)(completion.completion)
+def _register_publish(app: typer.Typer) -> None:
+    from evrelay.cli import publish
+
+    app.command("publish", no_args_is_help=True)(publish.publish)
+
+
+def _register_tail(app: typer.Typer) -> None:
+    from evrelay.cli import tail
+
+    app.command("tail", no_args_is_help=True)(tail.tail)
+
+
+def _register_module(name: str) -> Any:
+    def register(app: typer.Typer) -> None:
+        import importlib
+
+        importlib.import_module(f"evrelay.cli.{name}").register(app)
+
+    return register
+
+
+def _register_config(app: typer.Typer) -> None:
+    from evrelay.cli import config_cmd
+
+    app.add_typer(config_cmd.app, name="config")
+
+
+def _register_completion(app: typer.Typer) -> None:
+    from evrelay.cli import completion
+
+    app.command("completion", no_args_is_help=True)(completion.completion)
+
+
+# Command name -> what registers it, in the order `evrelay --help` lists them. One
+# registration may add several commands (inspect: ls, info, groups, health, lag).
+_REGISTRATIONS: list[tuple[tuple[str, ...], Any]] = [
+    (("publish",), _register_publish),
+    (("tail",), _register_tail),
+    (("bridge",), _register_module("bridge")),
+    (("replay",), _register_module("replay")),
+    (("redrive",), _register_module("redrive")),
+    (("stats",), _register_module("stats")),
+    (("ack",), _register_module("ack")),
+    (("ls", "info", "groups", "health", "lag"), _register_module("inspect")),
+    (("config",), _register_config),
+    (("completion",), _register_completion),
+]
+
+
+def build_app(args: list[str] | None = None) -> typer.Typer:
+    """The CLI with every command, or (given the command line) with only the commands
+    named in it: `tail --help` then imports one command module instead of ten (a
+    start-up cost users pay on every call). The command a line invokes is always one of
+    its words; a line naming none (`evrelay`, `--help`, a typo) gets every command, so
+    help, "no such command" and completion see them all."""
+    words = set(args or ())
+    wanted = [register for names, register in _REGISTRATIONS if words.intersection(names)]
+    app = _new_app()
+    app.callback()(root)
+    for register in wanted or [register for _, register in _REGISTRATIONS]:
+        register(app)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    # `from evrelay.cli.app import app` (tests, docs): the whole CLI, built on first use.
+    if name == "app":
+        globals()["app"] = built = build_app()
+        return built
+    raise AttributeError(name)

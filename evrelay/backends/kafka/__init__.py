@@ -309,6 +309,15 @@ class KafkaBackend(Backend):
             raise EvrelayError(f"Kafka topic {topic!r}: {info.error}")
         return sorted(info.partitions)
 
+    @property
+    def incremental_rebalance(self) -> bool:
+        """True when group members get and give up partitions one by one (KIP-848's
+        `group.protocol=consumer`, or a cooperative assignor) instead of all at once:
+        librdkafka then needs incremental_assign/unassign in the rebalance callbacks."""
+        protocol = str(self.client_options.get("group.protocol", "classic")).lower()
+        strategy = str(self.client_options.get("partition.assignment.strategy", "")).lower()
+        return protocol == "consumer" or strategy.startswith("cooperative")
+
     def new_consumer(self, group: str | None, **overrides: Any) -> Any:
         from confluent_kafka import Consumer as KConsumer
 
@@ -335,6 +344,14 @@ class KafkaBackend(Backend):
                 **overrides,
             }
         )
+        if str(config.get("group.protocol", "classic")).lower() == "consumer":
+            # KIP-848's protocol (Kafka 4): the broker owns session and heartbeat timing,
+            # and librdkafka refuses a client that sets them, so our classic defaults
+            # would make `?group.protocol=consumer` unusable. Its groups skip the
+            # classic join round (and a broker's group.initial.rebalance.delay.ms).
+            for name in ("session.timeout.ms", "heartbeat.interval.ms"):
+                if name not in self.client_options:
+                    config.pop(name, None)
         return self.make_client(KConsumer, config)
 
     # --- life cycle ----------------------------------------------------------------------

@@ -378,6 +378,7 @@ class KafkaGroupConsumer(_KafkaReader):
                     self.created = False  # another member created and joined it first
             self.assigned: set[int] = set()
             self.ever_assigned = False
+            self.incremental = backend.incremental_rebalance
             self.paused = False
             self.stash: list[Message] = []
             self.client.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
@@ -391,7 +392,10 @@ class KafkaGroupConsumer(_KafkaReader):
             self.states.setdefault(tp.partition, _PartitionState()).done = False
             self.assigned.add(tp.partition)
             self.at_eof.discard(tp.partition)
-        client.assign(partitions)
+        if self.incremental:
+            client.incremental_assign(partitions)  # the partitions added, not the whole set
+        else:
+            client.assign(partitions)
 
     @property
     def caught_up(self) -> bool:
@@ -412,7 +416,10 @@ class KafkaGroupConsumer(_KafkaReader):
         for tp in partitions:
             self.assigned.discard(tp.partition)
             self.at_eof.discard(tp.partition)
-        client.unassign()
+        if self.incremental:
+            client.incremental_unassign(partitions)
+        else:
+            client.unassign()
 
     def _partition_finished(self, partition: int) -> None:
         if not self.follow and self.assigned and all(self.states.get(p) and self.states[p].done for p in self.assigned):

@@ -56,7 +56,7 @@ from evrelay.backends.base import (
     ReadSpec,
     StreamInfo,
 )
-from evrelay.backends.redis_streams.layouts import parse_layout
+from evrelay.backends.redis_streams.layouts import VALUE_FIELD, EvrelayLayout, parse_layout
 from evrelay.backends.stream_ids import (
     format_stream_id,
     id_before,
@@ -292,6 +292,25 @@ class RedisStreamsBackend(Backend):
             receipt,
             fields,
         )
+
+    def to_messages(self, stream: str, rows: list[Any], receipt: Consumer | None = None) -> list[Message]:
+        """A batch of entries as messages; `to_message` for each, with the commonest entry,
+        a lone `value` field in the evrelay layout, made in one step (the read path's cost
+        per entry: a 300k tail -o raw went from 0.83 s to X s in-process)."""
+        if type(self.layout) is not EvrelayLayout:
+            return [self.to_message(stream, row, receipt) for row in rows]
+        out = []
+        append = out.append
+        to_message = self.to_message
+        for row in rows:
+            entry_id, flat = row
+            if len(flat) == 2 and flat[0] == VALUE_FIELD:
+                text_id = entry_id.decode()
+                value = flat[1]
+                append(Message(value, None, [], int(text_id.partition("-")[0]), Position("redis", stream, text_id), receipt, [(VALUE_FIELD, value)]))
+            else:
+                append(to_message(stream, row, receipt))
+        return out
 
     def start_id(self, stream: str, position: StreamPosition) -> tuple[str, bool]:
         """(ID, inclusive) where a plain read starts."""

@@ -66,8 +66,9 @@ class RedisConsumer(Consumer):
         rows = self._range(max_messages)
         if not rows and self.follow and (self.stop_key is None or parse_stream_id(self._cursor_id()) < self.stop_key):
             rows = self._block(max_messages, timeout)
-        messages = [self.backend.to_message(self.stream, row) for row in rows]
-        if self.stop_key is not None:
+        messages = self.backend.to_messages(self.stream, rows)
+        # XRANGE already stops at the stop ID; XREAD does not: check the last one first.
+        if self.stop_key is not None and messages and parse_stream_id(str(messages[-1].position.id)) > self.stop_key:  # type: ignore[union-attr]
             kept = [m for m in messages if parse_stream_id(str(m.position.id)) <= self.stop_key]  # type: ignore[union-attr]
             if len(kept) < len(messages):
                 self.exhausted = True
@@ -149,7 +150,7 @@ class RedisGroupConsumer(GroupReader):
         rows = self._xreadgroup(">", max_messages, max(int(timeout * 1000), 1) if self.follow else None)
         if not rows and not self.follow:
             self.exhausted = True
-        return [self.backend.to_message(self.stream, row, self) for row in rows]
+        return self.backend.to_messages(self.stream, rows, self)
 
     def refresh_pending(self) -> None:
         self._reclaim_own(None)
