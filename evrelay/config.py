@@ -28,6 +28,8 @@ _SECRET_KEY = re.compile(r"pass|secret|token|credential|api[_.-]?key|private|jaa
 # The password runs to the LAST '@' before the query: an unencoded '@' (or '/') inside it
 # must not leave the rest of it showing.
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^?#\s]*@")
+_URL_LONE_CREDENTIAL = re.compile(r"(://)[^:/@\s?#]+@")
+"""`nats://TOKEN@host`: a userinfo without a colon may be a token; masked like a password."""
 _QUERY_PAIR = re.compile(r"([?&;])([^=&;#\s]+)=([^&;#\s]*)")
 MASK = "********"
 
@@ -68,11 +70,13 @@ def is_secret_key(key: str) -> bool:
 
 
 def mask_url(text: str) -> str:
-    """`redis://user:pw@host` -> `redis://user:********@host`, and every secret-looking
+    """`redis://user:pw@host` -> `redis://user:********@host`, `nats://TOKEN@host` ->
+    `nats://********@host` (a lone userinfo may be a token), and every secret-looking
     query option (`?sasl.password=...`) masked too."""
     from urllib.parse import unquote
 
     text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}@", text)
+    text = _URL_LONE_CREDENTIAL.sub(lambda m: f"{m.group(1)}{MASK}@", text)
     if "=" in text:
         text = _QUERY_PAIR.sub(
             lambda m: f"{m.group(1)}{m.group(2)}={MASK}" if is_secret_key(unquote(m.group(2))) else m.group(0), text

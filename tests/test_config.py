@@ -230,3 +230,14 @@ def test_config_add_and_set_check_keys_against_the_backend(tmp_path):
     assert 'topic = "orders"' in shown.out and "stream =" not in shown.out
     listed = [json.loads(line) for line in evrelay("config", "list", "-o", "json", "--config", path).out.splitlines()]
     assert {row["name"]: row["target"] for row in listed}["k"] == "h:9092"
+
+
+def test_a_lone_url_credential_is_masked_as_a_token(cli):
+    """`nats://TOKEN@host` carries its token as the userinfo: it was printed verbatim."""
+    from evrelay.config import mask_url
+
+    assert mask_url("nats://s3cr3tTOKEN@127.0.0.1:4222/s") == "nats://********@127.0.0.1:4222/s"
+    assert mask_url("redis://u:pw@h:1/0/s") == "redis://u:********@h:1/0/s"
+    run = cli("tail", "nats://s3cr3tTOKEN@127.0.0.1:1/s", "--timeout", "2s", "-v")
+    assert run.returncode == 3
+    assert "s3cr3tTOKEN" not in run.out + run.err
