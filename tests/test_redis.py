@@ -175,6 +175,31 @@ def test_group_creation_is_announced_and_a_vanished_group_is_an_error(redis_serv
     assert groups == [], "the group must not be recreated behind the user's back"
 
 
+def test_a_group_readers_ack_is_one_xack_and_still_names_a_vanished_group(redis_server, raw, profile, stream):
+    """A bridge acks every window: one XACK, no XINFO beside it; acking twice is harmless,
+    and acking into a destroyed group is still an error that names the group."""
+    from evrelay.backends.base import ReadSpec
+    from evrelay.errors import NotFoundError
+
+    evrelay("publish", profile, "a", "b", "c")
+    backend = RedisStreamsBackend({"url": redis_server.url}, BackendSettings())
+    with backend:
+        reader = backend.consumer(ReadSpec(stream, group="acks", consumer_name="me"))
+        messages = reader.read(10, 0.5)
+        assert [m.value for m in messages] == [b"a", b"b", b"c"]
+        before = raw.info("commandstats")
+        reader.ack(messages[:2])
+        after = raw.info("commandstats")
+        assert after["cmdstat_xack"]["calls"] == before.get("cmdstat_xack", {"calls": 0})["calls"] + 1
+        xinfo = [sum(v["calls"] for k, v in stats.items() if k.startswith("cmdstat_xinfo")) for stats in (before, after)]
+        assert xinfo[0] == xinfo[1]
+        assert [str(p.position) for p in backend.pending(stream, "acks")] == [str(messages[2].position)]
+        reader.ack(messages[:2])  # already acked: nothing to say
+        raw.execute_command("XGROUP", "DESTROY", stream, "acks")
+        with pytest.raises(NotFoundError, match="group 'acks' does not exist"):
+            reader.ack(messages[2:])
+
+
 def test_unreachable_server_exits_3():
     started = time.monotonic()
     run = evrelay("tail", "redis://127.0.0.1:1/s", "--timeout", "2s")

@@ -152,6 +152,17 @@ class RedisGroupConsumer(GroupReader):
             self.exhausted = True
         return self.backend.to_messages(self.stream, rows, self)
 
+    def ack(self, messages: Sequence[Message]) -> None:
+        """One XACK, one round trip (a bridge acks every window). XACK answers 0 for a
+        group that no longer exists, as for entries already acked: only when it acked
+        fewer than asked is the group looked up, to say it is missing."""
+        ids = [m.position.id for m in messages if m.position is not None]
+        if not ids:
+            return
+        acked = self.backend.command("XACK", self.stream, self.group, *ids, what=f"acking for group {self.group!r}")
+        if int(acked) < len(ids):
+            self.backend.group_last_delivered(self.stream, self.group)  # NotFoundError when gone
+
     def refresh_pending(self) -> None:
         self._reclaim_own(None)
 

@@ -176,6 +176,11 @@ class RedisProducer(Producer):
             if isinstance(exc, OSError):
                 exc = redis.ConnectionError(str(exc))
             raise self.backend.translate(exc, f"XADD to {self.stream!r}") from None
+        self._unconfirmed_count = 0
+        if set(map(type, replies)) == {bytes}:  # every reply an entry ID: no loop per reply
+            self._report.delivered += len(replies)
+            self._unconfirmed.clear()
+            return
         replies_iter = iter(replies)
         for batch in self._unconfirmed:
             for item in batch:
@@ -189,7 +194,6 @@ class RedisProducer(Producer):
                 else:
                     self._report.delivered += 1
         self._unconfirmed.clear()
-        self._unconfirmed_count = 0
 
     def _read_replies(self, count: int) -> list[Any]:
         """`count` replies, error replies as exception objects. With hiredis, parsed in
@@ -218,11 +222,7 @@ class RedisProducer(Producer):
             if not data:
                 raise redis.ConnectionError("connection closed by the server")
             reader.feed(data)
-            while True:
-                reply = reader.gets()
-                if reply is False:
-                    break
-                replies.append(reply)
+            replies += iter(reader.gets, False)  # every complete reply, without a Python loop
         return replies
 
     def flush(self, timeout: float | None = None) -> DeliveryReport:
