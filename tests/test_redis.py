@@ -221,6 +221,33 @@ def test_a_closed_group_reader_has_settled_its_last_ack(redis_server, raw, profi
     assert [str(p.position) for p in pending] == [str(m.position) for m in messages[3:]]
 
 
+def test_the_inline_xadd_encodings_write_what_the_layout_says(redis_server, raw, stream):
+    """The producer's hand-made RESP (no header, the lone provenance header of a bridged
+    message, key and several headers) is byte for byte the layout's own encoding, and
+    Redis stores exactly those fields."""
+    from evrelay.envelope import Message
+
+    cases = [
+        Message(b"plain"),
+        Message(b'{"id": 1}', headers=[("evrelay-source", b"kafka/src/2/5")]),
+        Message(b"\xff\x00bin", headers=[("evrelay-source", b"\xfe")]),
+        Message(b"v", b"k", [("a", b"1"), ("evrelay-source", b"redis/s/1-0")]),
+        Message(b"v", b"k", [("only", b"one")]),
+    ]
+    backend = RedisStreamsBackend({"url": redis_server.url}, BackendSettings())
+    with backend:
+        producer = backend.producer(stream)
+        for message in cases:
+            assert producer._command(message) == producer._layout_command(message)
+        producer.send(cases)
+        assert producer.flush().delivered == len(cases)
+        producer.close()
+    stored = [[tuple(fields[i:i + 2]) for i in range(0, len(fields), 2)] for _, fields in raw.execute_command("XRANGE", stream, "-", "+")]
+    layout = backend.layout
+    expected = [layout.encode(m) for m in cases]
+    assert stored == [[tuple(flat[i:i + 2]) for i in range(0, len(flat), 2)] for flat in expected]
+
+
 def test_unreachable_server_exits_3():
     started = time.monotonic()
     run = evrelay("tail", "redis://127.0.0.1:1/s", "--timeout", "2s")

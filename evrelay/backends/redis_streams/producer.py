@@ -60,6 +60,7 @@ class RedisProducer(Producer):
         self.layout = backend.layout
         self._fast = type(self.layout) is EvrelayLayout
         self._value_command = b"*%d\r\n" % (self._prefix_len + 2) + self._prefix
+        self._one_header_command = b"*%d\r\n" % (self._prefix_len + 4) + self._prefix
         self._header_names: dict[str, bytes] = {}
         self._conn: Any = None
         # Batches written but not yet confirmed: (messages, or plain values), in order.
@@ -94,10 +95,16 @@ class RedisProducer(Producer):
         headers = message.headers
         if key is None and not headers:
             return self._value_command + b"$%d\r\n%s\r\n" % (len(value), value)
+        names = self._header_names
+        if key is None and len(headers) == 1:  # a bridged message: its provenance header alone
+            ((name, header),) = headers
+            encoded = names.get(name)
+            if encoded is None:
+                encoded = names[name] = _bulk(HEADER_PREFIX + name.encode("utf-8"))
+            return self._one_header_command + b"$%d\r\n%s\r\n%s$%d\r\n%s\r\n" % (len(value), value, encoded, len(header), header)
         parts = [b"$%d\r\n%s\r\n" % (len(value), value)]
         if key is not None:
             parts.append(b"$3\r\nkey\r\n$%d\r\n%s\r\n" % (len(key), key))
-        names = self._header_names
         for name, header in headers:
             encoded = names.get(name)
             if encoded is None:
