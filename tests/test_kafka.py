@@ -275,10 +275,9 @@ def test_group_read_with_an_incremental_rebalance_protocol(kafka_server, topic):
     assert sorted(read.out.split()) == ["a", "b", "c"]
 
 
-def test_group_acks_commit_asynchronously_and_a_closed_reader_has_committed_every_ack(kafka_server, topic):
-    """A bridge acks every window, so acks commit without waiting for the coordinator;
-    what was acked is nevertheless committed by the time the reader is closed, and
-    nothing past the last ack is (the next reader starts right after it)."""
+def test_a_closed_group_reader_has_committed_every_ack_and_nothing_past_it(kafka_server, topic):
+    """Acked window by window, then closed: the group's committed offset is right after
+    the last ack (the next reader starts there), never past it."""
     from confluent_kafka import Consumer, TopicPartition
 
     from evrelay.backends.base import BackendSettings, ReadSpec

@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import heapq
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from evrelay.backends.base import (
@@ -381,9 +381,6 @@ class KafkaGroupConsumer(_KafkaReader):
             self.incremental = backend.incremental_rebalance
             self.paused = False
             self.stash: list[Message] = []
-            self.acked: dict[int, int] = {}
-            """Partition -> the offset acked last, committed asynchronously and again,
-            synchronously, on close or when the partition is taken away."""
             self.client.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         except BaseException:
             self.client.close()
@@ -413,12 +410,9 @@ class KafkaGroupConsumer(_KafkaReader):
             deadline = time.monotonic() + 15.0
             while not self.ever_assigned and time.monotonic() < deadline:
                 self.client.poll(0.2)
-        if self.client is not None:
-            self._commit_acked(list(self.acked))
         super().close()
 
     def _on_revoke(self, client: Any, partitions: list[Any]) -> None:
-        self._commit_acked([tp.partition for tp in partitions])  # before the next owner starts from it
         for tp in partitions:
             self.assigned.discard(tp.partition)
             self.at_eof.discard(tp.partition)
@@ -460,32 +454,13 @@ class KafkaGroupConsumer(_KafkaReader):
                 highest[position.partition] = max(highest.get(position.partition, -1), int(position.id))
         if not highest:
             return
-        self.acked.update(highest)
         offsets = [TopicPartition(self.topic, p, o + 1) for p, o in highest.items()]
         try:
-            # Asynchronous: a bridge acks every window, and waiting for the coordinator's
-            # answer each time cost ~10% of a Kafka->Redis bridge. Only what the caller
-            # acked is committed, so a commit still in flight when the process dies makes
-            # it re-read, never skip; closing (and losing partitions) commits synchronously.
-            self.client.commit(offsets=offsets, asynchronous=True)
+            self.client.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
-            self._commit_failed(exc)
-
-    def _commit_failed(self, exc: Any) -> None:
-        # Typically a rebalance took the partition away: the new owner re-reads from
-        # the last commit, so nothing is lost (at-least-once).
-        self.backend.settings.warn(f"kafka: commit for group {self.group!r} failed: {exc.args[0]}")
-
-    def _commit_acked(self, partitions: Iterable[int]) -> None:
-        """Commit what was acked on these partitions and wait for the coordinator to take it."""
-        from confluent_kafka import KafkaException, TopicPartition
-
-        offsets = [TopicPartition(self.topic, p, self.acked.pop(p) + 1) for p in partitions if p in self.acked]
-        if offsets:
-            try:
-                self.client.commit(offsets=offsets, asynchronous=False)
-            except KafkaException as exc:
-                self._commit_failed(exc)
+            # Typically a rebalance took the partition away: the new owner re-reads from
+            # the last commit, so nothing is lost (at-least-once).
+            self.backend.settings.warn(f"kafka: commit for group {self.group!r} failed: {exc.args[0]}")
 
     def group_metadata(self) -> Any:
         """The group's generation and member, for offsets committed inside a transaction."""
