@@ -1,15 +1,17 @@
-"""The thin CLI's shape: output goes to the session's own streams, never the global ones,
-and command modules do not import each other (shared code lives in cli/common.py and
-cli/sources.py)."""
+"""The thin CLI's shape: one session per invocation, handed to every command; output goes
+to the session's own streams, never the global ones; command modules do not import each
+other (shared code lives in cli/common.py and cli/sources.py)."""
 
 from __future__ import annotations
 
 import ast
 import io
 
+from typer.testing import CliRunner
+
 from evrelay.backends.base import Message, Position
 from evrelay.cli.common import Session
-from tests.conftest import REPO
+from tests.conftest import REPO, evrelay
 
 SHARED = {"evrelay.cli.common", "evrelay.cli.sources"}
 
@@ -50,3 +52,45 @@ def test_command_modules_do_not_import_each_other():
             if isinstance(node, ast.ImportFrom) and node.module:
                 imported = {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
                 assert not (imported & commands) - {f"evrelay.cli.{path.stem}"}, f"{path.name} imports {imported & commands}"
+
+
+COMMAND_MODULES = sorted(p for p in (REPO / "evrelay" / "cli").glob("*.py") if p.stem not in ("__init__", "app", "common", "sources"))
+
+
+def test_commands_do_not_build_their_own_session():
+    for path in COMMAND_MODULES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Session":
+                raise AssertionError(f"{path.name}:{node.lineno} builds a Session; take `session: Session` from @command")
+
+
+def test_session_options_before_and_after_the_command(tmp_path):
+    # Two config files with the same profile on different stores: the command's own
+    # --config wins over the one before it; -q and -v given before the command hold.
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.toml").write_text(f'[profiles.box]\nbackend = "local"\npath = "{tmp_path / name}.db"\nstream = "s"\n')
+    a, b = str(tmp_path / "a.toml"), str(tmp_path / "b.toml")
+    published = evrelay("--config", a, "publish", "box", "hello")
+    assert published.returncode == 0 and "published 1 message(s)" in published.err
+    assert evrelay("--config", a, "tail", "box", "-o", "raw").stdout == b"hello\n"
+    assert evrelay("--config", b, "tail", "box", "-o", "raw").stdout == b""
+    assert evrelay("--config", b, "tail", "box", "-o", "raw", "--config", a).stdout == b"hello\n"
+    quiet = evrelay("-q", "--config", a, "publish", "box", "again")
+    assert quiet.returncode == 0 and quiet.err == ""
+    verbose = evrelay("-v", "tail", "box", "--from", "bogus", "--config", a)
+    assert verbose.returncode == 2 and "Traceback" in verbose.err and "evrelay: error: --from" in verbose.err
+
+
+def test_each_invocation_gets_a_fresh_session(tmp_path, monkeypatch):
+    # In one process (as an embedding program or a test runs it), -v of one invocation
+    # must not leak into the next: the app builds a new session each time.
+    from evrelay.cli.app import build_app
+
+    monkeypatch.chdir(tmp_path)
+    app = build_app()
+    runner = CliRunner()
+    first = runner.invoke(app, ["-v", "tail", "x", "--from", "bogus"])
+    second = runner.invoke(app, ["tail", "x", "--from", "bogus"])
+    assert first.exit_code == second.exit_code == 2
+    assert "Traceback" in first.stderr and "Traceback" not in second.stderr
+    assert second.stderr.startswith("evrelay: error: --from: 'bogus' is not a position")

@@ -11,16 +11,12 @@ import typer
 from evrelay.cli.common import (
     MAX_COUNT,
     AddressArgument,
-    ConfigOption,
     ConsumerOption,
     FormatOption,
     GroupOption,
     OutputOption,
-    ProfileOption,
-    QuietOption,
     Session,
-    TimeoutOption,
-    VerboseOption,
+    command,
     group_for,
     parse_duration,
 )
@@ -53,6 +49,7 @@ def positions_from_stdin(backend_name: str, stream: str) -> list[Position]:
     return positions
 
 
+@command()
 def ack(
     address: AddressArgument,
     ids: Annotated[Optional[list[str]], typer.Argument(metavar="ID", help="Message IDs as the backend prints them (entry IDs 1700000000000-0, PARTITION:OFFSET, sequence numbers); without IDs, JSON envelopes are read from stdin.", show_default=False)] = None,
@@ -65,11 +62,8 @@ def ack(
     count: Annotated[int, typer.Option("-n", "--count", metavar="N", min=1, max=MAX_COUNT, help="With --list/--claim: at most N messages.")] = 100,
     output: OutputOption = None,
     template: FormatOption = None,
-    timeout: TimeoutOption = None,
-    config: ConfigOption = None,
-    profile: ProfileOption = None,
-    verbose: VerboseOption = False,
-    quiet: QuietOption = False,
+    *,
+    session: Session,
 ) -> None:
     """Acknowledge messages for a consumer group, list what is pending, or claim idle ones.
 
@@ -94,7 +88,6 @@ def ack(
         raise UsageError("give --list or --claim, not both")
     if (list_pending or claim) and ids:
         raise UsageError("IDs are for acking; --list and --claim take none")
-    session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     idle_ms = int((parse_duration(min_idle, "--min-idle") or 0) * 1000)
     target = session.address(address)
     needs = {Capability.GROUPS, Capability.CLAIM} if claim else {Capability.GROUPS}

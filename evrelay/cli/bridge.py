@@ -14,7 +14,6 @@ from evrelay.cli.common import (
     MAX_COUNT,
     ClaimIdleOption,
     CloudEventsOption,
-    ConfigOption,
     ConsumerOption,
     DryRunOption,
     FilterOption,
@@ -27,12 +26,9 @@ from evrelay.cli.common import (
     MatchHeaderOption,
     MatchKeyOption,
     OutputOption,
-    ProfileOption,
-    QuietOption,
     Session,
     StopFlag,
-    TimeoutOption,
-    VerboseOption,
+    command,
     complete_address,
     parse_duration,
     parse_position_option,
@@ -72,6 +68,7 @@ def default_group(sink_backend: str, sink_stream: str) -> str:
     return "evrelay-bridge-" + re.sub(r"[^A-Za-z0-9._-]+", "_", f"{sink_backend}-{sink_stream}")
 
 
+@command()
 def bridge(
     source: Annotated[str, typer.Argument(metavar="SOURCE", help="Where to read (or 'SOURCE->SINK').", autocompletion=complete_address, show_default=False)],
     sink: Annotated[Optional[str], typer.Argument(metavar="SINK", help="Where to write.", autocompletion=complete_address, show_default=False)] = None,
@@ -95,11 +92,8 @@ def bridge(
     map_expr: MapOption = None,
     match_key: MatchKeyOption = None,
     match_header: MatchHeaderOption = None,
-    timeout: TimeoutOption = None,
-    config: ConfigOption = None,
-    profile: ProfileOption = None,
-    verbose: VerboseOption = False,
-    quiet: QuietOption = False,
+    *,
+    session: Session,
 ) -> None:
     """Relay messages from SOURCE to SINK at-least-once, until stopped or --count/--idle-timeout.
 
@@ -130,7 +124,6 @@ def bridge(
     from evrelay.watch import LagSampler, MetricsServer, ProgressLine, Watch, group_lag_sampler, parse_listen_address
 
     source_text, sink_text = split_endpoints(source, sink)
-    session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     idle_seconds = parse_duration(idle_timeout, "--idle-timeout")
     claim_seconds = parse_duration(claim_idle, "--claim-idle")
     if metrics is not None:
@@ -202,7 +195,7 @@ def bridge(
         server = MetricsServer(metrics, source=src.display, sink=dst.display) if metrics else None
         if server is not None:
             session.info(f"evrelay: serving Prometheus metrics on http://{parse_listen_address(metrics)[0]}:{server.port}/metrics")
-        progress = Watch(ProgressLine(session.stderr_is_tty and not quiet, err=session.stderr), server, lag)
+        progress = Watch(ProgressLine(session.stderr_is_tty and not session.quiet, err=session.stderr), server, lag)
         stop = stack.enter_context(StopFlag())
         relay = Relay(
             reader,

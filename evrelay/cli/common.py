@@ -1,15 +1,20 @@
-"""What every command shares: the option spellings of CONTRACT.md §2 and the `Session`.
+"""What every command shares: the option spellings of CONTRACT.md §2, the `Session`, and
+the `command` decorator that hands each command its session.
 
-A `Session` is one command invocation's view of the world (httpie's Environment): the
-config and profile in use, how chatty to be, and the stderr reporter. Commands create one,
-resolve addresses and open backends through it, and never touch a client library.
+A `Session` is one invocation's view of the world (httpie's Environment): the config and
+profile in use, how chatty to be, its stdout and stderr. The app creates it once per
+invocation (evrelay/cli/app.py); `@command` gives it to the command, with the session
+options (--timeout, --config, --profile, -v, -q) declared here once rather than in every
+command (sqlite-utils' shared option decorators). Commands resolve addresses and open
+backends through the session, and never touch a client library or the global streams.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
-import sys
+from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -146,29 +151,6 @@ def selection_from_options(filter_expr, map_expr, match_keys, match_headers):
     return Selection.from_options(filter_expr, map_expr, match_keys, match_headers)
 
 
-class _Runtime:
-    """Process-wide flags the error mapper needs before/after a command's own code runs,
-    and the global options given before the command (`evrelay -v --config X tail ...`)."""
-
-    verbose: bool = False
-    config: str | None = None
-    profile: str | None = None
-    global_verbose: bool = False
-    quiet: bool = False
-
-    def reset(self) -> None:
-        self.verbose = self.global_verbose = self.quiet = False
-        self.config = self.profile = None
-
-
-def effective_config(config: str | None) -> str | None:
-    """`--config` after the command, else the one before it."""
-    return config if config is not None else RUNTIME.config
-
-
-RUNTIME = _Runtime()
-
-
 def group_for(session: Session, address: Address, group: str | None, command: str) -> str:
     """The consumer group a command works on: -g, else the profile's `group`."""
     chosen = group or address.group
@@ -239,27 +221,48 @@ class Session:
     def __init__(
         self,
         *,
+        stdout: IO[bytes],
+        stderr: IO[str],
         config: str | None = None,
         profile: str | None = None,
         verbose: bool = False,
         quiet: bool = False,
         timeout: float | None = None,
-        stdout: IO[bytes] | None = None,
-        stderr: IO[str] | None = None,
         color: bool | None = None,
     ) -> None:
-        self.config_option = effective_config(config)
-        self.profile = profile if profile is not None else RUNTIME.profile
-        self.verbose = verbose or RUNTIME.global_verbose
-        self.quiet = quiet or RUNTIME.quiet
+        self.config_option = config
+        self.profile = profile
+        self.verbose = verbose
+        self.quiet = quiet
         self.timeout = timeout
-        self.stdout: IO[bytes] = stdout if stdout is not None else sys.stdout.buffer
-        self.stderr: IO[str] = stderr if stderr is not None else sys.stderr
+        self.stdout = stdout
+        self.stderr = stderr
         self.stdout_is_tty = bool(getattr(self.stdout, "isatty", lambda: False)())
         self.stderr_is_tty = bool(getattr(self.stderr, "isatty", lambda: False)())
         self.color = False if os.environ.get("NO_COLOR") else color
         """None: colour when stdout is a terminal (rich decides); False: never."""
-        RUNTIME.verbose = self.verbose
+
+    def apply_options(
+        self,
+        *,
+        config: str | None = None,
+        profile: str | None = None,
+        verbose: bool = False,
+        quiet: bool = False,
+        timeout: str | None = None,
+    ) -> None:
+        """The session options given on the command line: before the command (the root
+        callback) and after it (the command's own, which win). A flag given either place
+        holds; --timeout text is parsed here, so every command words its error alike."""
+        if config is not None:
+            self.config_option = config
+            self.__dict__.pop("config", None)  # loaded from the old path: load again
+        if profile is not None:
+            self.profile = profile
+        self.verbose = self.verbose or verbose
+        self.quiet = self.quiet or quiet
+        if timeout is not None:
+            self.timeout = parse_duration(timeout, "--timeout")
 
     @cached_property
     def config(self) -> Config:
@@ -336,6 +339,62 @@ class Session:
         if self.verbose:
             self.stderr.write(f"evrelay: {text}\n")
             self.stderr.flush()
+
+
+SESSION_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "timeout": (TimeoutOption, None),
+    "config": (ConfigOption, None),
+    "profile": (ProfileOption, None),
+    "verbose": (VerboseOption, False),
+    "quiet": (QuietOption, False),
+}
+"""The options every command takes for its session: name -> (declaration, default)."""
+
+
+def invocation_session(context: typer.Context) -> Session:
+    """The one session of this invocation, created by the app before any command runs."""
+    session = context.find_root().obj
+    if not isinstance(session, Session):
+        raise RuntimeError("an evrelay command runs inside the evrelay app, which creates its session")
+    return session
+
+
+def command(*, session_options: tuple[str, ...] = tuple(SESSION_OPTIONS)) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Make a function taking `session: Session` a typer command.
+
+    The `session` parameter is replaced, where it stands, by the `session_options` (in
+    that order: where they appear in `--help`); when the command runs, their values are
+    applied to the invocation's session, which the function receives. A command with its
+    own --timeout rules (tail) leaves "timeout" out and sets `session.timeout` itself."""
+
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+        declared = inspect.signature(function, eval_str=True).parameters
+        if "session" not in declared:
+            raise TypeError(f"{function.__name__} must take a `session` parameter")
+        parameters = []
+        for parameter in declared.values():
+            if parameter.name == "session":
+                parameters.extend(
+                    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=SESSION_OPTIONS[name][0], default=SESSION_OPTIONS[name][1])
+                    for name in session_options
+                )
+            else:
+                # Keyword-only: typer passes every value by name, and the order stays free.
+                parameters.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+        parameters.append(inspect.Parameter("evrelay_context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context))
+
+        def run(*, evrelay_context: typer.Context, **values: Any) -> Any:
+            session = invocation_session(evrelay_context)
+            session.apply_options(**{name: values.pop(name) for name in session_options})
+            return function(session=session, **values)
+
+        run.__name__, run.__qualname__, run.__module__ = function.__name__, function.__qualname__, function.__module__
+        run.__doc__ = function.__doc__
+        run.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in parameters}
+        return run
+
+    return decorate
 
 
 class StopFlag:

@@ -11,7 +11,6 @@ import typer
 from evrelay.cli.common import (
     DEFAULT_CLAIM_IDLE,
     AddressArgument,
-    ConfigOption,
     ConsumerOption,
     DryRunOption,
     FilterOption,
@@ -20,12 +19,9 @@ from evrelay.cli.common import (
     MatchHeaderOption,
     MatchKeyOption,
     OutputOption,
-    ProfileOption,
-    QuietOption,
     Session,
     StopFlag,
-    TimeoutOption,
-    VerboseOption,
+    command,
     complete_address,
     parse_duration,
     selection_from_options,
@@ -35,6 +31,7 @@ from evrelay.errors import DeliveryFailed, Interrupted
 DEFAULT_GROUP = "evrelay-redrive"
 
 
+@command()
 def redrive(
     address: AddressArgument,
     to: Annotated[Optional[str], typer.Option("--to", metavar="SINK", help="Send every message here instead of back to its recorded source.", autocompletion=complete_address, show_default=False)] = None,
@@ -47,11 +44,8 @@ def redrive(
     dry_run: DryRunOption = False,
     output: OutputOption = None,
     template: FormatOption = None,
-    timeout: TimeoutOption = None,
-    config: ConfigOption = None,
-    profile: ProfileOption = None,
-    verbose: VerboseOption = False,
-    quiet: QuietOption = False,
+    *,
+    session: Session,
 ) -> None:
     """Send dead-lettered messages (bridge --dead-letter) back where they came from.
 
@@ -73,7 +67,6 @@ def redrive(
     from evrelay.positions import Beginning
     from evrelay.redrive import Redrive
 
-    session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     selection = selection_from_options(filter_expr, None, match_key, match_header)
     writer = session.writer(output, template) if dry_run else None
     dlq = session.address(address)

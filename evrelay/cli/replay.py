@@ -10,7 +10,6 @@ import typer
 
 from evrelay.cli.common import (
     CloudEventsOption,
-    ConfigOption,
     DryRunOption,
     FilterOption,
     FormatOption,
@@ -19,23 +18,20 @@ from evrelay.cli.common import (
     MatchHeaderOption,
     MatchKeyOption,
     OutputOption,
-    ProfileOption,
-    QuietOption,
     Session,
     StopFlag,
-    TimeoutOption,
     ToOption,
-    VerboseOption,
     YesOption,
     check_range,
+    command,
     complete_address,
-    parse_duration,
     parse_position_option,
     selection_from_options,
 )
 from evrelay.errors import EvrelayError, UsageError
 
 
+@command()
 def replay(
     source: Annotated[str, typer.Argument(metavar="SOURCE", help="Where the range (or the group) is.", autocompletion=complete_address, show_default=False)],
     sink: Annotated[Optional[str], typer.Argument(metavar="SINK", help="Where to copy the range (omit with -g).", autocompletion=complete_address, show_default=False)] = None,
@@ -53,11 +49,8 @@ def replay(
     map_expr: MapOption = None,
     match_key: MatchKeyOption = None,
     match_header: MatchHeaderOption = None,
-    timeout: TimeoutOption = None,
-    config: ConfigOption = None,
-    profile: ProfileOption = None,
-    verbose: VerboseOption = False,
-    quiet: QuietOption = False,
+    *,
+    session: Session,
 ) -> None:
     """Re-deliver a range into SINK, or (with -g) move a consumer group to a position or time.
 
@@ -77,7 +70,6 @@ def replay(
       evrelay replay kafka:orders -g billing --from -1h --yes
       evrelay replay kafka:orders kafka:orders-fix --from -1h --exactly-once
     """
-    session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     start = parse_position_option(from_, "--from")
     stop = parse_position_option(to, "--to")
     check_range(start, stop, from_, to)

@@ -9,19 +9,14 @@ import typer
 
 from evrelay.cli.common import (
     AddressArgument,
-    ConfigOption,
     FilterOption,
     MatchHeaderOption,
     MatchKeyOption,
     OutputOption,
-    ProfileOption,
-    QuietOption,
     Session,
     StopFlag,
-    TimeoutOption,
     ToOption,
-    VerboseOption,
-    parse_duration,
+    command,
     parse_position_option,
     selection_from_options,
 )
@@ -30,6 +25,7 @@ from evrelay.errors import Interrupted
 DEFAULT_FROM = "-1h"
 
 
+@command()
 def stats(
     address: AddressArgument,
     from_: Annotated[str, typer.Option("--from", metavar="POSITION", help="Start: a position or time (default -1h).")] = DEFAULT_FROM,
@@ -38,11 +34,8 @@ def stats(
     match_key: MatchKeyOption = None,
     match_header: MatchHeaderOption = None,
     output: OutputOption = None,
-    timeout: TimeoutOption = None,
-    config: ConfigOption = None,
-    profile: ProfileOption = None,
-    verbose: VerboseOption = False,
-    quiet: QuietOption = False,
+    *,
+    session: Session,
 ) -> None:
     """Summarise a range: messages per minute (a small chart), value-size percentiles,
     top keys and header names.
@@ -59,7 +52,6 @@ def stats(
     from evrelay.cli.sources import open_reader
     from evrelay.summary import RangeSummary
 
-    session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     start = parse_position_option(from_, "--from")
     stop = parse_position_option(to, "--to")
     mode = session.record_mode(output)

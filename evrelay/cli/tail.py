@@ -13,7 +13,6 @@ from evrelay.cli.common import (
     DEFAULT_CLAIM_IDLE,
     MAX_COUNT,
     ClaimIdleOption,
-    ConfigOption,
     ConsumerOption,
     CountOption,
     FilterOption,
@@ -29,14 +28,12 @@ from evrelay.cli.common import (
     MatchKeyOption,
     OutputOption,
     PartitionOption,
-    ProfileOption,
-    QuietOption,
     Session,
     StopFlag,
     TimeoutOption,
     ToOption,
-    VerboseOption,
     check_range,
+    command,
     complete_address,
     kcat_mode,
     parse_duration,
@@ -49,6 +46,7 @@ DEFAULT_LAST = 10
 DEFAULT_EXPECT_TIMEOUT = 30.0
 
 
+@command(session_options=("config", "profile", "verbose", "quiet"))
 def tail(
     addresses: Annotated[
         list[str],
@@ -74,10 +72,8 @@ def tail(
     map_expr: MapOption = None,
     match_key: MatchKeyOption = None,
     match_header: MatchHeaderOption = None,
-    config: ConfigOption = None,
-    profile: ProfileOption = None,
-    verbose: VerboseOption = False,
-    quiet: QuietOption = False,
+    *,
+    session: Session,
 ) -> None:
     """Print messages: the last 10 by default, a range with --from/--to/-n, new ones with -f.
 
@@ -109,7 +105,7 @@ def tail(
     claim_seconds = parse_duration(claim_idle, "--claim-idle")
     if expect is not None and deadline_seconds is None:
         deadline_seconds = DEFAULT_EXPECT_TIMEOUT
-    session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=deadline_seconds)
+    session.timeout = deadline_seconds
     start = parse_position_option(from_, "--from")
     stop = parse_position_option(to, "--to")
     check_range(start, stop, from_, to)
