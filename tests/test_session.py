@@ -94,3 +94,20 @@ def test_each_invocation_gets_a_fresh_session(tmp_path, monkeypatch):
     assert first.exit_code == second.exit_code == 2
     assert "Traceback" in first.stderr and "Traceback" not in second.stderr
     assert second.stderr.startswith("evrelay: error: --from: 'bogus' is not a position")
+
+
+def test_each_option_flag_is_spelled_once():
+    # sqlite-utils style: an option shared by commands is declared once in cli/common.py
+    # (an Annotated alias, or a factory when each command words its help); a command
+    # spells out only its own options. redrive's `--to SINK` is a different option from
+    # the range end `--to POSITION`, sharing only the name.
+    spelled: dict[str, list[str]] = {}
+    for path in sorted((REPO / "evrelay" / "cli").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "Option":
+                for arg in node.args:
+                    if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and arg.value.startswith("--"):
+                        spelled.setdefault(arg.value, []).append(f"{path.name}:{node.lineno}")
+    repeated = {flag: where for flag, where in spelled.items() if len(where) > 1 and flag != "--to"}
+    assert not repeated, repeated
+    assert len(spelled["--to"]) == 2

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from evrelay.cli.common import (
-    MAX_COUNT,
     AddressArgument,
     ConsumerOption,
     FormatOption,
@@ -17,6 +16,8 @@ from evrelay.cli.common import (
     OutputOption,
     Session,
     command,
+    count_option,
+    force_option,
     group_for,
     parse_duration,
 )
@@ -58,8 +59,8 @@ def ack(
     claim: Annotated[bool, typer.Option("--claim", help="Take over messages pending longer than --min-idle and print them.")] = False,
     min_idle: Annotated[str, typer.Option("--min-idle", metavar="DURATION", help="With --claim: how long a message must have been pending.")] = "1m",
     consumer: ConsumerOption = None,
-    force: Annotated[bool, typer.Option("--force", help="Kafka: commit even when that skips offsets the group has not acked.")] = False,
-    count: Annotated[int, typer.Option("-n", "--count", metavar="N", min=1, max=MAX_COUNT, help="With --list/--claim: at most N messages.")] = 100,
+    force: Annotated[bool, force_option("Kafka: commit even when that skips offsets the group has not acked.")] = False,
+    count: Annotated[int, count_option("With --list/--claim: at most N messages.", show_default=True)] = 100,
     output: OutputOption = None,
     template: FormatOption = None,
     *,

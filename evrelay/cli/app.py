@@ -19,7 +19,7 @@ import typer
 from typer.core import TyperGroup
 
 from evrelay import __version__, backends
-from evrelay.cli.common import ConfigOption, ProfileOption, QuietOption, Session, VerboseOption
+from evrelay.cli.common import Session, command
 from evrelay.errors import EvrelayError, ExitCode, Interrupted
 
 
@@ -105,17 +105,15 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+@command(session_options=("config", "profile", "verbose", "quiet"))
 def root(
-    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."),
-    config: ConfigOption = None,
-    profile: ProfileOption = None,
-    verbose: VerboseOption = False,
-    quiet: QuietOption = False,
+    *,
+    session: Session,
 ) -> None:
     """evrelay: one tool and one syntax for event streams."""
-    # Given before the command: the defaults for the command's own (same) options.
-    ctx.obj.apply_options(config=config, profile=profile, verbose=verbose, quiet=quiet)
+    # The session options given before the command are applied to the session by now:
+    # the defaults for the command's own (same) options.
 
 
 def _register_publish(app: typer.Typer) -> None:

@@ -88,9 +88,35 @@ ClaimIdleOption = Annotated[
     typer.Option("--claim-idle", metavar="DURATION", help="Groups with pending lists (Redis, local): at start and every few seconds, take over messages another consumer left pending this long (a dead reader's: live readers keep theirs fresh; 0: never).", show_default=True),
 ]
 DEFAULT_CLAIM_IDLE = "30s"
-FromOption = Annotated[Optional[str], typer.Option("--from", metavar="POSITION", help="Start: beginning, end, stored, OFFSET, P:OFFSET,..., ID, RFC 3339 time, -15m.", show_default=False)]
+
+
+# Options whose flag means the same thing everywhere, worded for each command that takes
+# it: the spelling (flags, metavar, bounds) is here once, the help text is the command's.
+
+
+def from_option(help: str, *, show_default: bool = False) -> Any:
+    """`--from POSITION`: where a read starts."""
+    return typer.Option("--from", metavar="POSITION", help=help, show_default=show_default)
+
+
+def count_option(help: str, *, minimum: int = 1, maximum: int | None = MAX_COUNT, show_default: bool = False) -> Any:
+    """`-n/--count N`: how many messages."""
+    return typer.Option("-n", "--count", metavar="N", min=minimum, max=maximum, help=help, show_default=show_default)
+
+
+def exactly_once_option(help: str) -> Any:
+    """`--exactly-once`: write in transactions, where the sink has them."""
+    return typer.Option("--exactly-once", help=help)
+
+
+def force_option(help: str) -> Any:
+    """`--force`: do it although it replaces or skips something."""
+    return typer.Option("--force", help=help)
+
+
+FromOption = Annotated[Optional[str], from_option("Start: beginning, end, stored, OFFSET, P:OFFSET,..., ID, RFC 3339 time, -15m.")]
 ToOption = Annotated[Optional[str], typer.Option("--to", metavar="POSITION", help="Stop after this position or time (inclusive).", show_default=False)]
-CountOption = Annotated[Optional[int], typer.Option("-n", "--count", metavar="N", min=0, max=MAX_COUNT, help="Number of messages (with -g: acked once written to stdout; a message in a pipe's buffer counts as printed).", show_default=False)]
+CountOption = Annotated[Optional[int], count_option("Number of messages (with -g: acked once written to stdout; a message in a pipe's buffer counts as printed).", minimum=0)]
 FollowOption = Annotated[bool, typer.Option("-f", "--follow", help="Keep waiting for new messages.")]
 TimeoutOption = Annotated[Optional[str], typer.Option("--timeout", metavar="DURATION", help="Give up after this long (10s, 2m); also bounds connecting.", show_default=False)]
 IdleTimeoutOption = Annotated[Optional[str], typer.Option("--idle-timeout", metavar="DURATION", help="Stop when nothing arrived for this long.", show_default=False)]

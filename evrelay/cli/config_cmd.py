@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from evrelay import backends
-from evrelay.cli.common import OutputOption, Session, command
+from evrelay.cli.common import OutputOption, Session, command, force_option
 from evrelay.errors import ConfigError, UsageError
 
 app = typer.Typer(help="Show and edit connection profiles (the TOML config file).", no_args_is_help=True)
@@ -221,7 +221,7 @@ def show_cmd(
 def init_cmd(
     *,
     session: Session,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    force: Annotated[bool, force_option("Overwrite an existing file.")] = False,
 ) -> None:
     """Create a starter config file with the local profile as default."""
     from evrelay.config import candidate_paths, write_document
@@ -242,7 +242,7 @@ def add_cmd(
     backend: Annotated[str, typer.Option("--backend", "-b", metavar="BACKEND", help=f"{backends.help_backend_names()}.", show_default=False)] = "",
     *,
     session: Session,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing profile.")] = False,
+    force: Annotated[bool, force_option("Replace an existing profile.")] = False,
 ) -> None:
     """Add a profile, e.g. `evrelay config add kafka -b kafka bootstrap_servers=localhost:9092`."""
     from evrelay.config import write_document

@@ -23,6 +23,7 @@ from evrelay.cli.common import (
     StopFlag,
     command,
     complete_address,
+    count_option,
     parse_duration,
     selection_from_options,
 )
@@ -37,7 +38,7 @@ def redrive(
     to: Annotated[Optional[str], typer.Option("--to", metavar="SINK", help="Send every message here instead of back to its recorded source.", autocompletion=complete_address, show_default=False)] = None,
     group: GroupOption = None,
     consumer: ConsumerOption = None,
-    count: Annotated[Optional[int], typer.Option("-n", "--count", metavar="N", min=1, help="Re-drive at most N dead letters.", show_default=False)] = None,
+    count: Annotated[Optional[int], count_option("Re-drive at most N dead letters.", maximum=None)] = None,
     filter_expr: FilterOption = None,
     match_key: MatchKeyOption = None,
     match_header: MatchHeaderOption = None,

@@ -25,6 +25,8 @@ from evrelay.cli.common import (
     check_range,
     command,
     complete_address,
+    exactly_once_option,
+    from_option,
     parse_position_option,
     selection_from_options,
 )
@@ -35,11 +37,11 @@ from evrelay.errors import EvrelayError, UsageError
 def replay(
     source: Annotated[str, typer.Argument(metavar="SOURCE", help="Where the range (or the group) is.", autocompletion=complete_address, show_default=False)],
     sink: Annotated[Optional[str], typer.Argument(metavar="SINK", help="Where to copy the range (omit with -g).", autocompletion=complete_address, show_default=False)] = None,
-    from_: Annotated[str, typer.Option("--from", metavar="POSITION", help="Start: a position or time (beginning, 0:42, 1700000000000-0, 2026-11-22T10:00:00Z, -1h).", show_default=False)] = ...,  # type: ignore[assignment]
+    from_: Annotated[str, from_option("Start: a position or time (beginning, 0:42, 1700000000000-0, 2026-11-22T10:00:00Z, -1h).")] = ...,  # type: ignore[assignment]
     to: ToOption = None,
     group: GroupOption = None,
     pace: Annotated[str, typer.Option("--pace", metavar="PACE", help="max (as fast as possible), original (the original spacing) or Nx (N times faster).")] = "max",
-    exactly_once: Annotated[bool, typer.Option("--exactly-once", help="Copy in one transaction (Kafka sinks): readers with isolation.level=read_committed see the whole range once, or nothing if the replay fails or is killed.")] = False,
+    exactly_once: Annotated[bool, exactly_once_option("Copy in one transaction (Kafka sinks): readers with isolation.level=read_committed see the whole range once, or nothing if the replay fails or is killed.")] = False,
     cloudevents: CloudEventsOption = None,
     dry_run: DryRunOption = False,
     yes: YesOption = False,

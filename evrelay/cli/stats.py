@@ -17,6 +17,7 @@ from evrelay.cli.common import (
     StopFlag,
     ToOption,
     command,
+    from_option,
     parse_position_option,
     selection_from_options,
 )
@@ -28,7 +29,7 @@ DEFAULT_FROM = "-1h"
 @command()
 def stats(
     address: AddressArgument,
-    from_: Annotated[str, typer.Option("--from", metavar="POSITION", help="Start: a position or time (default -1h).")] = DEFAULT_FROM,
+    from_: Annotated[str, from_option("Start: a position or time (default -1h).", show_default=True)] = DEFAULT_FROM,
     to: ToOption = None,
     filter_expr: FilterOption = None,
     match_key: MatchKeyOption = None,
