@@ -11,9 +11,8 @@ import typer
 from evrelay.cli.common import (
     AddressArgument,
     ConsumerOption,
-    FormatOption,
     GroupOption,
-    OutputOption,
+    MessageOutputOptions,
     Session,
     command,
     count_option,
@@ -61,8 +60,7 @@ def ack(
     consumer: ConsumerOption = None,
     force: Annotated[bool, force_option("Kafka: commit even when that skips offsets the group has not acked.")] = False,
     count: Annotated[int, count_option("With --list/--claim: at most N messages.", show_default=True)] = 100,
-    output: OutputOption = None,
-    template: FormatOption = None,
+    output: MessageOutputOptions = MessageOutputOptions(),
     *,
     session: Session,
 ) -> None:
@@ -96,7 +94,7 @@ def ack(
         stream = target.require_stream(backend.stream_noun)
         group_name = group_for(session, target, group, "ack")
         if list_pending:
-            mode = session.record_mode(output)
+            mode = session.record_mode(output.output)
             if backend.supports(Capability.PENDING):
                 rows = [
                     {"id": str(p.position), "consumer": p.consumer, "idle_ms": p.idle_ms, "deliveries": p.deliveries}
@@ -113,7 +111,7 @@ def ack(
                 )
             return
         if claim:
-            writer = session.writer(output, template)
+            writer = output.writer(session)
             from evrelay.backends.base import default_consumer_name
 
             name = consumer or default_consumer_name()

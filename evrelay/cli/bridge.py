@@ -15,16 +15,12 @@ from evrelay.cli.common import (
     CloudEventsOption,
     ConsumerOption,
     DryRunOption,
-    FilterOption,
     FollowOption,
-    FormatOption,
     FromOption,
     GroupOption,
     IdleTimeoutOption,
-    MapOption,
-    MatchHeaderOption,
-    MatchKeyOption,
-    OutputOption,
+    MessageOutputOptions,
+    SelectionOptions,
     Session,
     StopFlag,
     command,
@@ -33,7 +29,6 @@ from evrelay.cli.common import (
     exactly_once_option,
     parse_duration,
     parse_position_option,
-    selection_from_options,
 )
 from evrelay.errors import Interrupted, UsageError
 
@@ -87,12 +82,8 @@ def bridge(
     follow: FollowOption = False,
     no_provenance: Annotated[bool, typer.Option("--no-provenance", help="Do not add the evrelay-source header (for consumers strict about headers).")] = False,
     cloudevents: CloudEventsOption = None,
-    output: OutputOption = None,
-    template: FormatOption = None,
-    filter_expr: FilterOption = None,
-    map_expr: MapOption = None,
-    match_key: MatchKeyOption = None,
-    match_header: MatchHeaderOption = None,
+    output: MessageOutputOptions = MessageOutputOptions(),
+    selection_options: SelectionOptions = SelectionOptions(),
     *,
     session: Session,
 ) -> None:
@@ -132,10 +123,10 @@ def bridge(
     start = parse_position_option(from_, "--from") or Beginning()
     src = session.address(source_text)
     dst = session.address(sink_text)
-    writer = session.writer(output, template) if dry_run else None
+    writer = output.writer(session) if dry_run else None
     if exactly_once and (dry_run or dead_letter is not None):
         raise UsageError(f"--exactly-once cannot be combined with {'--dry-run' if dry_run else '--dead-letter'}")
-    selection = selection_from_options(filter_expr, map_expr, match_key, match_header)
+    selection = selection_options.compile()
     transform = message_transform(cloudevents)
 
     with contextlib.ExitStack() as stack:

@@ -15,6 +15,7 @@ import inspect
 import os
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from evrelay.config import Config
     from evrelay.output import MessageWriter
     from evrelay.positions import StreamPosition
+    from evrelay.selection import Selection
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 
@@ -169,12 +171,85 @@ MatchHeaderOption = Annotated[
 ]
 
 
-def selection_from_options(filter_expr, map_expr, match_keys, match_headers):
-    """The compiled --filter/--map/--match-* of a command, or None; a jq syntax error is a
-    usage error here, before anything is connected."""
-    from evrelay.selection import Selection
+class OptionBundle:
+    """Options that go together, declared once (sqlite-utils' option decorators): a
+    dataclass whose fields are options (Annotated aliases, with defaults). A command
+    parameter annotated with a bundle stands, in `--help`, for all of its options at that
+    place; `@command` hands the command the bundle, filled in."""
 
-    return Selection.from_options(filter_expr, map_expr, match_keys, match_headers)
+    @classmethod
+    def parameters(cls) -> list[inspect.Parameter]:
+        import dataclasses
+        import typing
+
+        hints = typing.get_type_hints(cls, include_extras=True)
+        return [
+            inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[field.name], default=field.default)
+            for field in dataclasses.fields(cls)  # type: ignore[arg-type]
+        ]
+
+
+@dataclass
+class MatchOptions(OptionBundle):
+    """--filter and --match-*: which messages a command takes (it keeps them as they are)."""
+
+    filter_expr: FilterOption = None
+    match_key: MatchKeyOption = None
+    match_header: MatchHeaderOption = None
+
+    @property
+    def given(self) -> bool:
+        return bool(self.filter_expr or self.match_key or self.match_header)
+
+    def compile(self) -> Selection | None:
+        """The compiled selection, or None; a jq syntax error is a usage error here, before
+        anything is connected."""
+        from evrelay.selection import Selection
+
+        return Selection.from_options(self.filter_expr, None, self.match_key, self.match_header)
+
+
+@dataclass
+class SelectionOptions(OptionBundle):
+    """--filter, --map and --match-*: which messages a command takes, and how it rewrites them."""
+
+    filter_expr: FilterOption = None
+    map_expr: MapOption = None
+    match_key: MatchKeyOption = None
+    match_header: MatchHeaderOption = None
+
+    @property
+    def given(self) -> bool:
+        return bool(self.filter_expr or self.map_expr or self.match_key or self.match_header)
+
+    def compile(self) -> Selection | None:
+        """The compiled selection, or None (see MatchOptions.compile)."""
+        from evrelay.selection import Selection
+
+        return Selection.from_options(self.filter_expr, self.map_expr, self.match_key, self.match_header)
+
+
+@dataclass
+class MessageOutputOptions(OptionBundle):
+    """-o MODE and --format TEMPLATE: how messages are written to stdout."""
+
+    output: OutputOption = None
+    template: FormatOption = None
+
+    def writer(self, session: Session) -> MessageWriter:
+        return session.writer(self.output, self.template)
+
+
+@dataclass
+class KcatOutputOptions(MessageOutputOptions):
+    """-o/--format, and kcat's -J and -K as their shorthands."""
+
+    kcat_json: KcatJsonOption = False
+    key_delimiter: KeyDelimiterOption = None
+
+    def writer(self, session: Session) -> MessageWriter:
+        mode, delimiter = kcat_mode(self.output, self.kcat_json, self.key_delimiter, "-o")
+        return session.writer(mode, self.template, key_delimiter=delimiter)
 
 
 def group_for(session: Session, address: Address, group: str | None, command: str) -> str:
@@ -391,15 +466,22 @@ def command(*, session_options: tuple[str, ...] = tuple(SESSION_OPTIONS)) -> Cal
     The `session` parameter is replaced, where it stands, by the `session_options` (in
     that order: where they appear in `--help`); when the command runs, their values are
     applied to the invocation's session, which the function receives. A command with its
-    own --timeout rules (tail) leaves "timeout" out and sets `session.timeout` itself."""
+    own --timeout rules (tail) leaves "timeout" out and sets `session.timeout` itself.
+    A parameter annotated with an `OptionBundle` is replaced by the bundle's options in
+    the same way, and receives the bundle."""
 
     def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
         declared = inspect.signature(function, eval_str=True).parameters
         if "session" not in declared:
             raise TypeError(f"{function.__name__} must take a `session` parameter")
         parameters = []
+        bundles: dict[str, tuple[type[OptionBundle], list[str]]] = {}
         for parameter in declared.values():
-            if parameter.name == "session":
+            if isinstance(parameter.annotation, type) and issubclass(parameter.annotation, OptionBundle):
+                options = parameter.annotation.parameters()
+                bundles[parameter.name] = (parameter.annotation, [option.name for option in options])
+                parameters.extend(options)
+            elif parameter.name == "session":
                 parameters.extend(
                     inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=SESSION_OPTIONS[name][0], default=SESSION_OPTIONS[name][1])
                     for name in session_options
@@ -412,6 +494,8 @@ def command(*, session_options: tuple[str, ...] = tuple(SESSION_OPTIONS)) -> Cal
         def run(*, evrelay_context: typer.Context, **values: Any) -> Any:
             session = invocation_session(evrelay_context)
             session.apply_options(**{name: values.pop(name) for name in session_options})
+            for name, (bundle, names) in bundles.items():
+                values[name] = bundle(**{option: values.pop(option) for option in names})
             return function(session=session, **values)
 
         run.__name__, run.__qualname__, run.__module__ = function.__name__, function.__qualname__, function.__module__

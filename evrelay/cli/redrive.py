@@ -13,19 +13,15 @@ from evrelay.cli.common import (
     AddressArgument,
     ConsumerOption,
     DryRunOption,
-    FilterOption,
-    FormatOption,
     GroupOption,
-    MatchHeaderOption,
-    MatchKeyOption,
-    OutputOption,
+    MatchOptions,
+    MessageOutputOptions,
     Session,
     StopFlag,
     command,
     complete_address,
     count_option,
     parse_duration,
-    selection_from_options,
 )
 from evrelay.errors import DeliveryFailed, Interrupted
 
@@ -39,12 +35,9 @@ def redrive(
     group: GroupOption = None,
     consumer: ConsumerOption = None,
     count: Annotated[Optional[int], count_option("Re-drive at most N dead letters.", maximum=None)] = None,
-    filter_expr: FilterOption = None,
-    match_key: MatchKeyOption = None,
-    match_header: MatchHeaderOption = None,
+    match_options: MatchOptions = MatchOptions(),
     dry_run: DryRunOption = False,
-    output: OutputOption = None,
-    template: FormatOption = None,
+    output: MessageOutputOptions = MessageOutputOptions(),
     *,
     session: Session,
 ) -> None:
@@ -68,8 +61,8 @@ def redrive(
     from evrelay.positions import Beginning
     from evrelay.redrive import Redrive
 
-    selection = selection_from_options(filter_expr, None, match_key, match_header)
-    writer = session.writer(output, template) if dry_run else None
+    selection = match_options.compile()
+    writer = output.writer(session) if dry_run else None
     dlq = session.address(address)
     if to is not None:
         session.address(to)  # a bad --to is a usage error before anything is read

@@ -11,13 +11,9 @@ import typer
 from evrelay.cli.common import (
     CloudEventsOption,
     DryRunOption,
-    FilterOption,
-    FormatOption,
     GroupOption,
-    MapOption,
-    MatchHeaderOption,
-    MatchKeyOption,
-    OutputOption,
+    MessageOutputOptions,
+    SelectionOptions,
     Session,
     StopFlag,
     ToOption,
@@ -28,7 +24,6 @@ from evrelay.cli.common import (
     exactly_once_option,
     from_option,
     parse_position_option,
-    selection_from_options,
 )
 from evrelay.errors import EvrelayError, UsageError
 
@@ -45,12 +40,8 @@ def replay(
     cloudevents: CloudEventsOption = None,
     dry_run: DryRunOption = False,
     yes: YesOption = False,
-    output: OutputOption = None,
-    template: FormatOption = None,
-    filter_expr: FilterOption = None,
-    map_expr: MapOption = None,
-    match_key: MatchKeyOption = None,
-    match_header: MatchHeaderOption = None,
+    output: MessageOutputOptions = MessageOutputOptions(),
+    selection_options: SelectionOptions = SelectionOptions(),
     *,
     session: Session,
 ) -> None:
@@ -76,7 +67,7 @@ def replay(
     stop = parse_position_option(to, "--to")
     check_range(start, stop, from_, to)
     assert start is not None
-    if group and (filter_expr or map_expr or match_key or match_header):
+    if group and selection_options.given:
         raise UsageError("--filter/--map/--match-* select messages to copy; they do not apply when moving a group (-g)")
     if group and sink:
         raise UsageError("give SINK (copy a range) or -g GROUP (move a group), not both")
@@ -85,14 +76,14 @@ def replay(
             raise UsageError("--cloudevents applies to copying a range into a SINK, not to moving a group (-g)")
         if to is not None:
             raise UsageError("--to does not apply when moving a group (-g); the group moves to --from")
-        _move_group(session, source, group, start, dry_run=dry_run, yes=yes, output=output)
+        _move_group(session, source, group, start, dry_run=dry_run, yes=yes, output=output.output)
         return
     if sink is None:
         raise UsageError("replay needs a SINK to copy into, or -g GROUP to move a group")
     if exactly_once and dry_run:
         raise UsageError("--exactly-once cannot be combined with --dry-run")
-    selection = selection_from_options(filter_expr, map_expr, match_key, match_header)
-    _copy_range(session, source, sink, start, stop, pace=pace, dry_run=dry_run, output=output, template=template,
+    selection = selection_options.compile()
+    _copy_range(session, source, sink, start, stop, pace=pace, dry_run=dry_run, output=output,
                 cloudevents=cloudevents, selection=selection, exactly_once=exactly_once)
 
 
@@ -100,7 +91,7 @@ def replay(
 REPLAY_TRANSACTION_SECONDS = 900.0
 
 
-def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: str, dry_run: bool, output, template,
+def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: str, dry_run: bool, output: MessageOutputOptions,
                 cloudevents, selection, exactly_once: bool = False) -> None:
     import contextlib
 
@@ -116,7 +107,7 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
         raise UsageError(f"--pace: {exc}") from None
     src = session.address(source)
     dst = session.address(sink)
-    writer = session.writer(output, template) if dry_run else None
+    writer = output.writer(session) if dry_run else None
     transform = message_transform(cloudevents)
     with contextlib.ExitStack() as stack:
         if exactly_once:

@@ -9,9 +9,7 @@ import typer
 
 from evrelay.cli.common import (
     AddressArgument,
-    FilterOption,
-    MatchHeaderOption,
-    MatchKeyOption,
+    MatchOptions,
     OutputOption,
     Session,
     StopFlag,
@@ -19,7 +17,6 @@ from evrelay.cli.common import (
     command,
     from_option,
     parse_position_option,
-    selection_from_options,
 )
 from evrelay.errors import Interrupted
 
@@ -31,9 +28,7 @@ def stats(
     address: AddressArgument,
     from_: Annotated[str, from_option("Start: a position or time (default -1h).", show_default=True)] = DEFAULT_FROM,
     to: ToOption = None,
-    filter_expr: FilterOption = None,
-    match_key: MatchKeyOption = None,
-    match_header: MatchHeaderOption = None,
+    match_options: MatchOptions = MatchOptions(),
     output: OutputOption = None,
     *,
     session: Session,
@@ -56,7 +51,7 @@ def stats(
     start = parse_position_option(from_, "--from")
     stop = parse_position_option(to, "--to")
     mode = session.record_mode(output)
-    selection = selection_from_options(filter_expr, None, match_key, match_header)
+    selection = match_options.compile()
     source = session.address(address)
     summary = RangeSummary()
     with contextlib.ExitStack() as stack:

@@ -15,19 +15,13 @@ from evrelay.cli.common import (
     ClaimIdleOption,
     ConsumerOption,
     CountOption,
-    FilterOption,
     FollowOption,
-    FormatOption,
     FromOption,
     GroupOption,
     IdleTimeoutOption,
-    KcatJsonOption,
-    KeyDelimiterOption,
-    MapOption,
-    MatchHeaderOption,
-    MatchKeyOption,
-    OutputOption,
+    KcatOutputOptions,
     PartitionOption,
+    SelectionOptions,
     Session,
     StopFlag,
     TimeoutOption,
@@ -35,10 +29,8 @@ from evrelay.cli.common import (
     check_range,
     command,
     complete_address,
-    kcat_mode,
     parse_duration,
     parse_position_option,
-    selection_from_options,
 )
 from evrelay.errors import ExpectationFailed, Interrupted, UsageError
 
@@ -63,15 +55,9 @@ def tail(
     expect: Annotated[Optional[int], typer.Option("--expect", metavar="N", min=0, max=MAX_COUNT, help="Exit 4 unless N messages arrive before --timeout (default 30s); stops after N.", show_default=False)] = None,
     timeout: TimeoutOption = None,
     idle_timeout: IdleTimeoutOption = None,
-    output: OutputOption = None,
-    template: FormatOption = None,
-    kcat_json: KcatJsonOption = False,
-    key_delimiter: KeyDelimiterOption = None,
+    output: KcatOutputOptions = KcatOutputOptions(),
     partition: PartitionOption = None,
-    filter_expr: FilterOption = None,
-    map_expr: MapOption = None,
-    match_key: MatchKeyOption = None,
-    match_header: MatchHeaderOption = None,
+    selection_options: SelectionOptions = SelectionOptions(),
     *,
     session: Session,
 ) -> None:
@@ -111,9 +97,8 @@ def tail(
     check_range(start, stop, from_, to)
     if no_ack and not group:
         raise UsageError("--no-ack only makes sense with -g/--group")
-    output, delimiter = kcat_mode(output, kcat_json, key_delimiter, "-o")
-    writer = session.writer(output, template, key_delimiter=delimiter)
-    selection = selection_from_options(filter_expr, map_expr, match_key, match_header)
+    writer = output.writer(session)
+    selection = selection_options.compile()
     follow = follow or expect is not None
     # With a selection, `-n N` counts the messages shown, and a plain read without --from
     # searches the whole stream for the last N matches (tail's "last 10" of what matches).
