@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import ast
 import io
+import os
+import subprocess
+import sys
 
 from typer.testing import CliRunner
 
@@ -111,3 +114,27 @@ def test_each_option_flag_is_spelled_once():
     repeated = {flag: where for flag, where in spelled.items() if len(where) > 1 and flag != "--to"}
     assert not repeated, repeated
     assert len(spelled["--to"]) == 2
+
+
+RUN_WITH_COMMAND = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from evrelay.cli.app import build_app
+import readme_command
+app = build_app()
+app.command("count", no_args_is_help=True)(readme_command.count)
+app(args=sys.argv[2:], prog_name="evrelay")
+"""
+
+
+def test_the_readme_command_example_runs(tmp_path):
+    # README "Writing a command": its whole command, registered, works as it says.
+    section = (REPO / "README.md").read_text().split("## Writing a command", 1)[1].split("\n## ", 1)[0]
+    (tmp_path / "readme_command.py").write_text(section.split("```python\n", 1)[1].split("```", 1)[0])
+    (tmp_path / "evrelay.toml").write_text(f'[profiles.box]\nbackend = "local"\npath = "{tmp_path / "box.db"}"\n')
+    assert evrelay("publish", "box:orders", '{"total": 50}', '{"total": 150}', '{"total": 250}', cwd=str(tmp_path)).returncode == 0
+    run = subprocess.run([sys.executable, "-c", RUN_WITH_COMMAND, str(tmp_path), "count", "box:orders", "--filter", ".value.total > 100"],
+                         capture_output=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == b'{"address":"box:orders","count":2}\n'
+    assert run.stderr == b"counted 2 message(s) on box:orders\n"
