@@ -293,7 +293,7 @@ def check_range(start: StreamPosition | None, stop: StreamPosition | None, from_
 
 def check_header_name(name: str, where: str) -> None:
     """Header names are text on every backend: refuse bytes that are not UTF-8 (the shell
-    passes them through as surrogates, which crash librdkafka) and NUL (a C string end)."""
+    passes them through as surrogates, which crash C client libraries) and NUL (a C string end)."""
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:

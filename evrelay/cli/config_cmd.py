@@ -93,7 +93,7 @@ def _profile_keys(backend: str, table: dict[str, Any], where: str, *, complete: 
 
 
 def _split_key(key: str) -> tuple[str, list[str]]:
-    """`kafka.options.sasl.mechanism` -> ("kafka", ["options", "sasl.mechanism"])."""
+    """`prod.options.sasl.mechanism` -> ("prod", ["options", "sasl.mechanism"])."""
     if key == "default_profile":
         return key, []
     profile, _, rest = key.partition(".")
@@ -108,7 +108,7 @@ def _split_key(key: str) -> tuple[str, list[str]]:
 @command(session_options=("config",))
 def path_cmd(*, session: Session) -> None:
     """Print the config file in use (or where `config init` would create one)."""
-    from evrelay.config import candidate_paths, locate_config
+    from evrelay.config import DEFAULT_PROFILE, candidate_paths, locate_config
 
     config = session.config_option
     located = locate_config(config)
@@ -117,7 +117,7 @@ def path_cmd(*, session: Session) -> None:
         return
     target = _target_file(session)
     session.write_text(f"{target}\n")
-    session.stderr.write("evrelay: no config file yet (built-in defaults: one 'local' profile); looked in:\n")
+    session.stderr.write(f"evrelay: no config file yet (built-in defaults: one {DEFAULT_PROFILE!r} profile); looked in:\n")
     for candidate, source in candidate_paths(config):
         session.stderr.write(f"  {candidate}  ({source})\n")
 
@@ -191,7 +191,7 @@ def show_cmd(
     """Print the configuration as TOML with every secret masked."""
     import tomli_w
 
-    from evrelay.config import masked
+    from evrelay.config import masked, starter_document
 
     cfg = session.config
     session.stderr.write(f"# {cfg.source}\n")
@@ -208,7 +208,7 @@ def show_cmd(
     document = dict(cfg.document) if cfg.document else {}
     document.setdefault("default_profile", cfg.default_profile)
     if not cfg.document:
-        document["profiles"] = {"local": {"backend": "local"}}
+        document["profiles"] = starter_document()["profiles"]
     shown = masked(document)
     for name, table in (document.get("profiles") or {}).items():
         if isinstance(table, dict):
@@ -224,13 +224,13 @@ def init_cmd(
     force: Annotated[bool, force_option("Overwrite an existing file.")] = False,
 ) -> None:
     """Create a starter config file with the local profile as default."""
-    from evrelay.config import candidate_paths, write_document
+    from evrelay.config import candidate_paths, starter_document, write_document
 
     config = session.config_option
     target = Path(config) if config else candidate_paths(None)[-1][0]
     if target.exists() and not force:
         raise ConfigError(f"{target} already exists; use --force to overwrite it")
-    write_document(target, {"default_profile": "local", "profiles": {"local": {"backend": "local"}}})
+    write_document(target, starter_document())
     session.write_text(f"{target}\n")
 
 
@@ -281,13 +281,13 @@ def set_cmd(
     session: Session,
 ) -> None:
     """Set one key: `evrelay config set kafka.topic orders`, `... set default_profile kafka`."""
-    from evrelay.config import write_document
+    from evrelay.config import DEFAULT_PROFILE, write_document
 
     path = _target_file(session)
     document = _load_document(path)
     profile, parts = _split_key(key)
     if not parts:
-        known = set(document.get("profiles", {})) | {"local"}
+        known = set(document.get("profiles", {})) | {DEFAULT_PROFILE}
         if value not in known:
             raise ConfigError(f"default_profile {value!r} is not a profile in {path} (profiles: {', '.join(sorted(known))})")
         document["default_profile"] = value

@@ -157,7 +157,7 @@ def publish(
     import signal
 
     # SIGTERM stops reading, then what was accepted is flushed (bounded) and reported:
-    # dying by the signal would drop messages still queued in the client (Kafka).
+    # dying by the signal would drop messages still queued in a client that sends in the background.
     previous_term = signal.signal(signal.SIGTERM, _on_sigterm)
     terminated = False
     try:

@@ -87,7 +87,7 @@ def replay(
                 cloudevents=cloudevents, selection=selection, exactly_once=exactly_once)
 
 
-# A whole replay is one transaction: Kafka brokers cap a transaction at 15 minutes by default.
+# A whole replay is one transaction: brokers cap a transaction at 15 minutes by default.
 REPLAY_TRANSACTION_SECONDS = 900.0
 
 

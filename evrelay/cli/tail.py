@@ -147,7 +147,7 @@ def tail(
                 f"`evrelay replay {addresses[0]} -g {group_name} --from {from_}` moves it"
             )
         # SIGTERM (and Ctrl-C) end the read between batches, so the consumer closes
-        # cleanly: acks done, group left (a Kafka group is free to move at once). A closed
+        # cleanly: acks done, group left (its partitions are free to move at once). A closed
         # stdout (`| head`) ends it at once too, even while waiting for new messages; only
         # messages written in full are acked.
         with StopFlag() as stop:
