@@ -138,3 +138,25 @@ def test_the_readme_command_example_runs(tmp_path):
     assert run.returncode == 0, run.stderr
     assert run.stdout == b'{"address":"box:orders","count":2}\n'
     assert run.stderr == b"counted 2 message(s) on box:orders\n"
+
+
+def test_a_caller_hands_the_app_its_own_streams(tmp_path, monkeypatch, capsys):
+    # httpie's Environment: run in-process with a session of our own, every byte of the
+    # commands' input and output goes through its streams, none through the process's.
+    from evrelay.cli.app import build_app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "evrelay.toml").write_text(f'[profiles.box]\nbackend = "local"\npath = "{tmp_path / "box.db"}"\n')
+
+    def run(*args: str, stdin: bytes = b"") -> tuple[bytes, str]:
+        out, err = io.BytesIO(), io.StringIO()
+        build_app()(args=list(args), obj=Session(stdin=io.BytesIO(stdin), stdout=out, stderr=err), standalone_mode=False)
+        return out.getvalue(), err.getvalue()
+
+    assert run("publish", "box:s", "a", "b")[1].startswith("published 2 message(s) to box:s")
+    envelopes, _ = run("tail", "box:s", "-g", "g", "--no-ack", "-o", "json")
+    assert [line.split(b'"value":"')[1][:1] for line in envelopes.splitlines()] == [b"a", b"b"]
+    assert run("ack", "box:s", "-g", "g", stdin=envelopes)[1] == "acked 2 of 2 message(s) for group 'g' on box:s\n"
+    assert run("ack", "box:s", "-g", "g", "--list", "-o", "json")[1] == "0 pending message(s) for group 'g' on box:s\n"
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""

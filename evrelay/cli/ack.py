@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -23,15 +22,17 @@ from evrelay.cli.common import (
 from evrelay.errors import InputError, UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from evrelay.envelope import Position
 
 
-def positions_from_stdin(backend_name: str, stream: str) -> list[Position]:
+def positions_from_stdin(stdin: Iterable[bytes], backend_name: str, stream: str) -> list[Position]:
     """Positions of the JSON envelopes on stdin (e.g. from `tail -g G --no-ack -o json`)."""
     from evrelay.envelope import EnvelopeError, decode_envelope
 
     positions = []
-    for number, line in enumerate(sys.stdin.buffer, 1):
+    for number, line in enumerate(stdin, 1):
         if not line.strip():
             continue
         try:
@@ -120,9 +121,9 @@ def ack(
                 writer.write(claimed)
             session.info(f"claimed {len(claimed)} message(s) pending for {min_idle} or more, now owned by {name!r}")
             return
-        if not ids and sys.stdin.isatty():
+        if not ids and session.stdin_is_tty:
             raise UsageError("give message IDs, or pipe JSON envelopes in (e.g. from `evrelay tail ... -g GROUP --no-ack -o json`)")
-        positions = backend.parse_message_ids(ids, stream) if ids else positions_from_stdin(backend.name, stream)
+        positions = backend.parse_message_ids(ids, stream) if ids else positions_from_stdin(session.stdin, backend.name, stream)
         acked = backend.ack(stream, group_name, positions, force=force) if positions else 0
     session.info(f"acked {acked} of {len(positions)} message(s) for group {group_name!r} on {target.display}")
     if acked < len(positions):

@@ -55,7 +55,9 @@ def _silence_stdout(session: Session) -> None:
 
 class EvrelayGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
-        ctx.obj = session = Session(stdout=sys.stdout.buffer, stderr=sys.stderr)
+        # A caller running the app in-process may hand in its own (`app(args, obj=Session(...))`).
+        session = ctx.obj if isinstance(ctx.obj, Session) else Session(stdin=sys.stdin.buffer, stdout=sys.stdout.buffer, stderr=sys.stderr)
+        ctx.obj = session
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.exceptions.TyperException):

@@ -12,6 +12,7 @@ backends through the session, and never touch a client library or the global str
 from __future__ import annotations
 
 import inspect
+import io
 import os
 import signal
 from collections.abc import Callable
@@ -330,6 +331,7 @@ class Session:
         *,
         stdout: IO[bytes],
         stderr: IO[str],
+        stdin: IO[bytes] | None = None,
         config: str | None = None,
         profile: str | None = None,
         verbose: bool = False,
@@ -344,6 +346,9 @@ class Session:
         self.timeout = timeout
         self.stdout = stdout
         self.stderr = stderr
+        self.stdin: IO[bytes] = stdin if stdin is not None else io.BytesIO()
+        """Input (envelopes for `ack`, answers to questions); none given reads as empty."""
+        self.stdin_is_tty = bool(getattr(self.stdin, "isatty", lambda: False)())
         self.stdout_is_tty = bool(getattr(self.stdout, "isatty", lambda: False)())
         self.stderr_is_tty = bool(getattr(self.stderr, "isatty", lambda: False)())
         self.color = False if os.environ.get("NO_COLOR") else color

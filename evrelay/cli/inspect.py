@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -140,7 +139,7 @@ def groups(
             scope = backend.group_delete_scope(stream, delete)
             session.info(f"delete {scope}")
             if not yes:
-                if not sys.stdin.isatty():
+                if not session.stdin_is_tty:
                     raise UsageError("refusing to delete the group without confirmation: stdin is not a terminal; add --yes")
                 if not typer.confirm(f"Delete group {delete!r}?", default=False, err=True):
                     raise EvrelayError("not deleted (declined)")

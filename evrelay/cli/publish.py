@@ -150,7 +150,7 @@ def publish(
     target = session.address(address)
     key_bytes = os.fsencode(key) if key is not None else None
     headers = parse_headers(header)
-    if not values and sys.stdin.isatty() and not session.quiet:
+    if not values and session.stdin_is_tty and not session.quiet:
         session.info("evrelay: reading messages from the terminal, one per line; end with Ctrl-D")
     skipped: list[str] = []
     started = time.perf_counter()

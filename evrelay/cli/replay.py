@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict
 from typing import Annotated, Optional
 
@@ -176,7 +175,7 @@ def _move_group(session: Session, source: str, group: str, target, *, dry_run: b
             session.info("dry run: nothing changed")
             return
         if not yes:
-            if not sys.stdin.isatty():
+            if not session.stdin_is_tty:
                 raise UsageError("refusing to move the group without confirmation: stdin is not a terminal; add --yes")
             if not typer.confirm(f"Move group {group!r}?", default=False, err=True):
                 raise EvrelayError("not moved (declined)")
