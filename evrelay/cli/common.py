@@ -176,7 +176,7 @@ class OptionBundle:
     whose annotated attributes are options (Annotated aliases), their values the defaults.
     A command parameter annotated with a bundle stands, in `--help`, for all of its options
     at that place; `@command` hands the command the bundle, filled in. (Plain classes, not
-    dataclasses: building those cost `tail --help` 2 ms of its start-up.)"""
+    dataclasses: importing and building those cost every command ~1.4 ms of its start-up.)"""
 
     def __init__(self, **values: Any) -> None:
         unknown = set(values) - set(self.option_names())
