@@ -37,13 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from evrelay.backends.capabilities import REFUSAL_HINTS as REFUSAL_HINTS  # defined here before the split
-from evrelay.backends.capabilities import (
-    Capability,
-    ClientLibrary,
-    import_client,
-    read_needs,
-    refuse_missing,
-)
+from evrelay.backends.capabilities import Capability, ClientLibrary, import_client, read_needs, refuse_missing
 from evrelay.backends.inspection import (
     GroupInfo,
     GroupLag,
