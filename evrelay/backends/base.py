@@ -109,7 +109,6 @@ class BackendSettings:
     about credentials and certificates name it."""
 
 
-
 def _query_value(text: str) -> Any:
     import tomllib
 
@@ -118,7 +117,6 @@ def _query_value(text: str) -> Any:
     except tomllib.TOMLDecodeError:
         return text
     return value if isinstance(value, (int, float, bool)) else text
-
 
 
 class Backend(ABC):

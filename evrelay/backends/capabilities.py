@@ -107,4 +107,3 @@ def refuse_missing(backend: type[Backend] | Backend, needed: Iterable[Capability
         if capability not in backend.capabilities:
             needs = f" ({command} needs it)" if command else ""
             raise UnsupportedError(f"the {backend.name} backend does not support {capability.value}{needs}", hint=REFUSAL_HINTS.get(capability))
-

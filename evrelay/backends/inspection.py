@@ -112,4 +112,3 @@ class GroupSeekPlan:
     steps: list[GroupSeekStep]
     native: Any = None
     """Backend-private data `apply_group_seek` needs (the resolved offsets or ID)."""
-

@@ -44,7 +44,6 @@ def default_consumer_name() -> str:
 _CONSUMER_NAME: str | None = None
 
 
-
 @dataclass(slots=True)
 class ReadSpec:
     """What a consumer should read.
@@ -102,7 +101,6 @@ class DeliveryReport:
     @property
     def ok(self) -> bool:
         return not self.failures and not self.pending
-
 
 
 class Producer(ABC):
@@ -330,4 +328,3 @@ class GroupReader(Consumer):
         for message in claimed:
             message.receipt = self
         return claimed
-
