@@ -43,11 +43,20 @@ class PullSession:
     """Deliveries of one JetStream consumer to this process (runs on the connection's loop).
 
     `durable` names an existing consumer; without it an ephemeral consumer is created from
-    `ephemeral_config` by `start()` and deleted by `stop()`.
+    `ephemeral_config` by `start()` and deleted by `stop()`. With `read_ahead` (plain reads
+    only: nothing to ack, so a message taken early is never a message held from others),
+    a fetch that filled its batch sends the next request at once, and the server delivers
+    the next batch while the caller converts and prints this one.
     """
 
     def __init__(
-        self, conn: NatsConnection, stream: str, durable: str | None, ephemeral_config: dict[str, Any] | None = None
+        self,
+        conn: NatsConnection,
+        stream: str,
+        durable: str | None,
+        ephemeral_config: dict[str, Any] | None = None,
+        *,
+        read_ahead: bool = False,
     ) -> None:
         self.conn = conn
         self.stream = stream
@@ -62,6 +71,14 @@ class PullSession:
         self.held: dict[int, str] = {}
         """Group reads: stream sequence -> ack subject of each message handed out, not yet acked."""
         self.progress_task: asyncio.Task[None] | None = None
+        self.read_ahead = read_ahead
+        self.ahead: int | None = None
+        """The request sent ahead by the last fetch, not collected yet."""
+        self.owed = 0
+        """Deliveries the requests sent still owe. A request that delivers all it asked for
+        sends no status, and deliveries do not say which request they answer (they carry
+        the stream's subject): the server serves requests in order, so a count tells when
+        every request sent so far is done."""
 
     async def start(self, keep_in_progress: float | None = None) -> None:
         self.arrived = asyncio.Event()
@@ -98,8 +115,11 @@ class PullSession:
             if status and status != "100":
                 request = int(msg.subject.rsplit(".", 1)[1])
                 self.statuses[request] = (status, str(headers.get("Description", "")))
+                if request == self.requests:
+                    self.owed = 0  # the newest request ended: so did every older one
         else:
             self.queue.append(msg)
+            self.owed -= 1
         assert self.arrived is not None
         self.arrived.set()
 
@@ -107,6 +127,7 @@ class PullSession:
         import orjson
 
         self.requests += 1
+        self.owed += body["batch"]
         await self.conn.nc.publish(
             f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.name}",
             orjson.dumps(body),
@@ -149,8 +170,18 @@ class PullSession:
         self._take(out, limit)
         if len(out) >= limit:
             return self._handed_out(out), False
-        request = await self._request({"batch": limit - len(out), "no_wait": True})
+        if self.ahead is not None and self.owed > 0 and self.ahead not in self.statuses:
+            request, self.ahead = self.ahead, None  # still delivering: collect the rest of it
+        else:
+            self.ahead = None  # delivered in full (or ended): its messages were in the queue
+            request = await self._request({"batch": limit - len(out), "no_wait": True})
         status = await self._collect(request, out, limit, self.conn.timeout)
+        if self.read_ahead and len(out) >= limit and self.owed <= 0:
+            # A full batch: more is probably there. Waiting for it only after the caller
+            # asks again left the server and this process idle by turns (a 300k tail
+            # spent half its time so). Only with nothing else owed, so the count above
+            # tells when this request is done.
+            self.ahead = await self._request({"batch": limit, "no_wait": True})
         if out or wait < 0.01:
             return self._handed_out(out), not out and status == "404"
         request = await self._request({"batch": 1, "expires": int(wait * 1e9)})
@@ -246,7 +277,7 @@ class NatsStreamConsumer(CaughtUp, Consumer):
         self._start_session()
 
     def _start_session(self) -> None:
-        self.session = PullSession(self.backend.conn, self.stream, None, self.config)
+        self.session = PullSession(self.backend.conn, self.stream, None, self.config, read_ahead=True)
         try:
             self.backend.conn.run(self.session.start(), what=f"reading stream {self.stream}")
         except JetStreamError as exc:
@@ -293,7 +324,8 @@ class NatsStreamConsumer(CaughtUp, Consumer):
                 break
             out.append(message)
             self.last_seq = seq
-            pending = reply_metadata(msg.reply)[3]
+        if out:
+            pending = reply_metadata(msgs[len(out) - 1].reply)[3]
         if self.stop_seq is not None and self.last_seq >= self.stop_seq:
             self.exhausted = True
         if not self.follow and (nothing or pending == 0):
