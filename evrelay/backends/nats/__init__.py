@@ -299,11 +299,9 @@ class NatsBackend(Backend):
         )
 
     def to_message(self, msg: Any, stream: str) -> Message:
-        from evrelay.backends.nats.mapping import decode_headers, reply_metadata
+        from evrelay.backends.nats.mapping import delivery_to_message
 
-        seq, timestamp_ns, _, _ = reply_metadata(msg.reply)
-        key, headers = decode_headers(msg.headers)
-        return Message(msg.data, key, headers, timestamp_ns // 1_000_000, Position("nats", stream, seq))
+        return delivery_to_message(msg, stream)
 
     # --- positions -----------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from evrelay.backends.base import Consumer, Message, ReadSpec
 from evrelay.backends.nats.connection import JetStreamError
-from evrelay.backends.nats.mapping import reply_metadata
+from evrelay.backends.nats.mapping import delivery_to_message, reply_metadata
 from evrelay.errors import NotFoundError, UsageError
 from evrelay.positions import Beginning, End, Last, Stored
 
@@ -169,6 +169,7 @@ class PullSession:
         out: list[Any] = []
         self._take(out, limit)
         if len(out) >= limit:
+            await self._read_ahead(limit)
             return self._handed_out(out), False
         if self.ahead is not None and self.owed > 0 and self.ahead not in self.statuses:
             request, self.ahead = self.ahead, None  # still delivering: collect the rest of it
@@ -176,17 +177,21 @@ class PullSession:
             self.ahead = None  # delivered in full (or ended): its messages were in the queue
             request = await self._request({"batch": limit - len(out), "no_wait": True})
         status = await self._collect(request, out, limit, self.conn.timeout)
-        if self.read_ahead and len(out) >= limit and self.owed <= 0:
-            # A full batch: more is probably there. Waiting for it only after the caller
-            # asks again left the server and this process idle by turns (a 300k tail
-            # spent half its time so). Only with nothing else owed, so the count above
-            # tells when this request is done.
-            self.ahead = await self._request({"batch": limit, "no_wait": True})
+        if len(out) >= limit:
+            await self._read_ahead(limit)
         if out or wait < 0.01:
             return self._handed_out(out), not out and status == "404"
         request = await self._request({"batch": 1, "expires": int(wait * 1e9)})
         status = await self._collect(request, out, 1, wait + 0.5)
         return self._handed_out(out), not out and status == "408"
+
+    async def _read_ahead(self, limit: int) -> None:
+        """After a full batch (more is probably there), ask for the next one at once:
+        waiting for it only when the caller asks again left the server and this process
+        idle by turns (a 300k tail spent half its time so). Only with nothing else owed,
+        so the count tells when this request is done."""
+        if self.read_ahead and self.owed <= 0:
+            self.ahead = await self._request({"batch": limit, "no_wait": True})
 
     def _handed_out(self, msgs: list[Any]) -> list[Any]:
         if self.progress_task is not None:
@@ -314,8 +319,9 @@ class NatsStreamConsumer(CaughtUp, Consumer):
         self.answered_empty = not msgs and nothing
         out: list[Message] = []
         pending = None
+        stream = self.stream
         for msg in msgs:
-            message = self.backend.to_message(msg, self.stream)
+            message = delivery_to_message(msg, stream)
             seq = int(message.position.id)  # type: ignore[union-attr]
             if (self.stop_seq is not None and seq > self.stop_seq) or (
                 self.stop_ms is not None and (message.timestamp or 0) > self.stop_ms
@@ -379,7 +385,7 @@ class NatsGroupConsumer(CaughtUp, Consumer):
         self.answered_empty = not msgs and nothing
         if self.answered_empty and not self.follow:
             self.exhausted = True
-        messages = [self.backend.to_message(msg, self.stream) for msg in msgs]
+        messages = [delivery_to_message(msg, self.stream) for msg in msgs]
         for message in messages:
             message.receipt = self
         return messages
