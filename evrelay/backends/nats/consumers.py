@@ -354,7 +354,7 @@ class NatsGroupConsumer(CaughtUp, Consumer):
     close() gives back what it still holds."""
 
     def __init__(self, backend: NatsBackend, spec: ReadSpec) -> None:
-        from evrelay.backends.nats import durable_name
+        from evrelay.backends.nats.groups import durable_name
 
         self.backend = backend
         self.stream = spec.stream
