@@ -257,6 +257,9 @@ class Relay:
         # A transaction holds one window from begin to commit: no reading ahead into it.
         overlap = self.pacer.speed is None and not self.transactional
         in_flight: InFlight | None = None
+        for producer in (self.sink, self.dead_letter):
+            if producer is not None:
+                producer.ready()  # unreachable from the start: exit 3, not retried as an outage
         try:
             while True:
                 reason = self._end_reason(limit, idle_timeout)

@@ -87,6 +87,9 @@ class TransformingProducer(Producer):
             self._originals.clear()
         return report
 
+    def ready(self) -> None:
+        self.inner.ready()
+
     def begin(self) -> None:
         self.inner.begin()
 

@@ -194,6 +194,23 @@ def test_unreachable_broker_exits_3_quickly_and_quietly():
         assert "librdkafka" not in run.err and "FAIL|" not in run.err and "Traceback" not in run.err
 
 
+@pytest.mark.parametrize("lines", [0, 1], ids=["empty-source", "one-message"])
+def test_a_bridge_into_an_unreachable_cluster_exits_3(tmp_path, lines):
+    """The sink's reachability check runs in the background (kafka/producer.py), but a
+    bridge or replay still fails fast with exit 3 when its sink cannot be reached: it
+    must neither retry forever as if the sink had gone down mid-run nor report 'bridged 0'
+    and exit 0 (both did, after the check moved into a thread)."""
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"value":"x"}\n' * lines)
+    for command in (["bridge"], ["replay", "--from", "beginning"]):
+        started = time.monotonic()
+        run = evrelay(*command, f"file:{source}", "kafka://127.0.0.1:1/t", "--timeout", "1s", timeout=30)
+        assert run.returncode == 3, (command, run.err)
+        assert time.monotonic() - started < 15
+        assert run.err.startswith("evrelay: error: Kafka at 127.0.0.1:1 could not be reached"), run.err
+        assert "retrying" not in run.err and "Traceback" not in run.err
+
+
 def test_unreachable_broker_is_reported_at_the_next_line_of_a_slow_pipe():
     """Input is read while librdkafka connects (the reachability check runs beside it), so
     an unreachable cluster is reported once the check has failed and the next line comes:

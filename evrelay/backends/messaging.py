@@ -131,6 +131,12 @@ class Producer(ABC):
     def close(self) -> None:
         """Release resources; anything not flushed is abandoned."""
 
+    def ready(self) -> None:
+        """Raise BackendUnavailable (exit 3) when the sink cannot be reached. A relay asks
+        before its first read, so that a sink unreachable from the start ends the run
+        instead of being retried as an outage; a producer that checks reachability in
+        the background (Kafka) waits here for the verdict."""
+
     def begin(self) -> None:
         """Open a transaction (exactly-once producers only)."""
         raise UnsupportedError("this producer has no transactions")

@@ -71,6 +71,9 @@ class KafkaProducer(Producer):
             self.client.poll(0)  # serves error_cb: the reason librdkafka gave
             raise self.backend.unavailable(f"no metadata within {self.backend.settings.timeout:g}s", probe.failure)
 
+    def ready(self) -> None:
+        self._check_reachable(wait=True)
+
     def _on_delivery(self, message: Message, err: Any, _msg: Any) -> None:
         if err is None:
             return
