@@ -93,6 +93,13 @@ def test_kafka_wrong_password_exits_3_naming_the_profile(apache_kafka, kafka_pro
     run = evrelay("publish", "scram", "x", env={"KAFKA_PASSWORD": "wrong-secret"})
     line = assert_one_line_refusal(run, names="profile 'scram'", secret="wrong-secret", started=started)
     assert "refused the credentials" in line and "SCRAM-SHA-512" in line
+    # As a bridge's sink (reachability is checked in the background, then waited for
+    # before the first read): a refusal, not an outage retried forever.
+    for lines in ("", '{"value":"x"}\n'):
+        started = time.monotonic()
+        run = evrelay("bridge", "-", "scram", input=lines, env={"KAFKA_PASSWORD": "wrong-secret"}, timeout=60)
+        line = assert_one_line_refusal(run, names="profile 'scram'", secret="wrong-secret", started=started)
+        assert "refused the credentials" in line
     started = time.monotonic()
     run = evrelay("tail", f"kafka://plain-user:not-it@{apache_kafka.address('SASL')}/{kafka_profiles}"
                   "?security.protocol=SASL_PLAINTEXT&sasl.mechanism=PLAIN")
