@@ -179,5 +179,14 @@ class MultiConsumer(Consumer):
         return claimed
 
     def close(self) -> None:
+        # Every reader is closed even when one fails (e.g. its last XACK is answered with
+        # an error only now): the others still settle their acks and hand back what they
+        # read and did not ack. The first failure is raised once all are closed.
+        failure: BaseException | None = None
         for consumer in self.consumers:
-            consumer.close()
+            try:
+                consumer.close()
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure

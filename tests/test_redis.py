@@ -296,3 +296,35 @@ def test_the_fast_xadd_encoder_writes_the_documented_field_layout(redis_server):
             fields = [f if isinstance(f, bytes) else f.encode() for f in EvrelayLayout().encode(message)]
             assert producer._command(message) == resp(b"XADD", b"layout", b"MAXLEN", b"~", b"50", b"*", *fields)
         producer.close()
+
+
+def test_a_multi_stream_group_reader_closes_every_stream_when_one_fails(redis_server, raw, stream):
+    """`tail 'redis:~...' -g G`: one stream's last XACK failing late (its group was
+    destroyed meanwhile) is still reported, and the other streams' readers are closed
+    all the same: what they read and did not ack is handed back (pending, idle for a
+    year, for the next reader to claim at once), not left with a reader that is gone."""
+    from evrelay.backends.base import ReadSpec
+    from evrelay.envelope import Message
+    from evrelay.errors import NotFoundError
+    from evrelay.multi import MultiConsumer, StreamSource
+
+    names = [f"{stream}-a", f"{stream}-b"]
+    backend = RedisStreamsBackend({"url": redis_server.url}, BackendSettings())
+    with backend:
+        for name in names:
+            producer = backend.producer(name)
+            producer.publish([Message(b"x"), Message(b"y")])
+            producer.close()
+        reader = MultiConsumer([StreamSource(name, backend, stream=name) for name in names], ReadSpec(None, group="g", consumer_name="me"))
+        got: list = []
+        deadline = time.monotonic() + 10
+        while len(got) < 4 and time.monotonic() < deadline:
+            got += reader.read(10, 0.2)
+        assert len(got) == 4
+        raw.execute_command("XGROUP", "DESTROY", names[0], "g")
+        reader.ack([m for m in got if m.position.stream == names[0]])  # answered 0: read at close
+        with pytest.raises(NotFoundError, match="group 'g' does not exist"):
+            reader.close()
+        rows = raw.xpending_range(names[1], "g", "-", "+", 10)
+        assert len(rows) == 2
+        assert all(row["time_since_delivered"] > 10**9 for row in rows), rows
