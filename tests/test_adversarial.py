@@ -1,0 +1,62 @@
+"""Defects found by an adversarial pass over the newest code (NATS, selection, envelopes,
+addresses), tried as a hostile user and a flaky network would: each test failed before
+its fix. Real servers come from the session fixtures in tests/conftest.py."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from evrelay.config import mask_url
+from tests.conftest import evrelay
+
+CANARY = "Can4ry-S3cret"
+
+
+@pytest.fixture
+def stream():
+    return f"adv-{uuid.uuid4().hex[:8]}"
+
+
+# --- secrets: a user name with an unencoded '@' ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://alice@corp.example:{CANARY}@h:6379/0/s",
+        f"nats://al@ice:p@{CANARY}:x@h:4222/s",
+        f"nats://to@{CANARY}@h:4222/s",
+        f"kafka://a@b:{CANARY}@h:9092/t->redis://c:{CANARY}@h/0/s",
+    ],
+)
+def test_mask_url_hides_the_whole_password_when_the_user_holds_an_at_sign(url):
+    # Before: the user part stopped at the first '@', so `alice@corp.example:PW@h` showed
+    # `********@corp.example:PW@h`, the password in clear.
+    shown = mask_url(url)
+    assert CANARY not in shown
+    assert "********@h" in shown
+
+
+@pytest.mark.nats
+def test_a_nats_address_whose_user_holds_an_at_sign_never_prints_the_password(nats_server, stream):
+    host = nats_server.url.removeprefix("nats://")
+    address = f"nats://al@ice:{CANARY}@{host}/{stream}"
+    publish = evrelay("publish", f"{address}?create=true", "a", "-v")
+    tail = evrelay("tail", address, "-v")
+    info = evrelay("info", address, "-v")
+    for run in (publish, tail, info):
+        assert CANARY not in run.out + run.err
+    assert tail.returncode == 0, tail.err
+    assert "al@ice:********@" in tail.err
+
+
+@pytest.mark.redis
+def test_a_redis_address_whose_user_holds_an_at_sign_never_prints_the_password(redis_server, stream):
+    host = redis_server.url.removeprefix("redis://").split("/")[0]
+    address = f"redis://alice@corp.example:{CANARY}@{host}/0/{stream}"
+    for args in (("health", address, "-v"), ("tail", address, "-v"), ("publish", address, "x", "-v")):
+        run = evrelay(*args)
+        assert CANARY not in run.out + run.err, args
+        assert run.returncode in (0, 3), run.err
