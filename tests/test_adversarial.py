@@ -60,3 +60,28 @@ def test_a_redis_address_whose_user_holds_an_at_sign_never_prints_the_password(r
         run = evrelay(*args)
         assert CANARY not in run.out + run.err, args
         assert run.returncode in (0, 3), run.err
+
+
+# --- NATS: a message whose headers push it past max_payload --------------------------------
+
+
+@pytest.mark.nats
+def test_nats_refuses_a_message_whose_headers_push_it_past_max_payload(nats_server, stream):
+    # Before: nats-py checks the payload alone, the server counted the headers too and hung
+    # up, and publish waited out its timeout: exit 3, "not confirmed in time ... is the
+    # backend reachable?". Now the message is refused as too large (exit 1), and the
+    # connection stays up for the next one.
+    import base64
+    import json
+
+    address = f"{nats_server.url}/{stream}?create=true"
+    near_limit = base64.b64encode(b"x" * (1024 * 1024 - 16)).decode()
+    lines = [
+        json.dumps({"value_b64": near_limit, "key": "k" * 40, "headers": [["trace", "t" * 40]]}),
+        json.dumps({"value": "small", "key": "k"}),
+    ]
+    run = evrelay("publish", address, "--input", "json", input="\n".join(lines) + "\n", timeout=60)
+    assert run.returncode == 1, run.err
+    assert "max_payload" in run.err and "1 delivered" in run.err
+    tail = evrelay("tail", f"{nats_server.url}/{stream}", "-o", "raw")
+    assert tail.stdout == b"small\n"

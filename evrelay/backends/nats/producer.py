@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from evrelay.backends.base import DeliveryFailure, DeliveryReport, Message, Producer
-from evrelay.backends.nats.mapping import encode_headers
+from evrelay.backends.nats.mapping import encode_headers, header_block_size
 from evrelay.errors import BackendUnavailable
 
 if TYPE_CHECKING:
@@ -82,19 +82,22 @@ class NatsProducer(Producer):
                     DeliveryFailure(message, "NATS has no tombstones: a message needs a value, not null", permanent=True)
                 )
                 continue
+            headers = encode_headers(message.key, message.headers)
+            limit = self.conn.nc.max_payload
+            if headers and len(message.value) + header_block_size(headers) > limit:
+                # The server counts the header block against max_payload and hangs up on a
+                # message over it; nats-py checks the payload alone, so it is caught here.
+                self.report.failures.append(
+                    DeliveryFailure(message, f"larger than the server's max_payload ({limit} bytes, headers and key included)", permanent=True)
+                )
+                continue
             self.counter += 1
             token = str(self.counter)
             self.waiting[token] = (message, time.monotonic(), self.conn.reconnects)
             try:
-                await publish(
-                    self.subject,
-                    message.value,
-                    reply=f"{self.inbox}.{token}",
-                    headers=encode_headers(message.key, message.headers),
-                )
+                await publish(self.subject, message.value, reply=f"{self.inbox}.{token}", headers=headers)
             except nats.errors.MaxPayloadError:
                 del self.waiting[token]
-                limit = getattr(self.conn.nc, "max_payload", "?")
                 self.report.failures.append(
                     DeliveryFailure(message, f"larger than the server's max_payload ({limit} bytes)", permanent=True)
                 )
