@@ -85,3 +85,35 @@ def test_nats_refuses_a_message_whose_headers_push_it_past_max_payload(nats_serv
     assert "max_payload" in run.err and "1 delivered" in run.err
     tail = evrelay("tail", f"{nats_server.url}/{stream}", "-o", "raw")
     assert tail.stdout == b"small\n"
+
+
+# --- addresses that urllib refuses ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "said"),
+    [
+        ("nats://127.0.0.1:notaport/s", "nats url 'nats://127.0.0.1:notaport': Port could not be cast"),
+        ("nats://127.0.0.1:99999/s", "Port out of range"),
+        ("nats://[::1/s", "address 'nats://[::1/s' is not a valid URL: Invalid IPv6 URL"),
+        ("kafka://[::1/t", "is not a valid URL"),
+        ("redis://[::1/0/s", "is not a valid URL"),
+        (f"nats://u:{CANARY}@[::1/s", "address 'nats://u:********@[::1/s' is not a valid URL"),
+    ],
+)
+def test_a_url_with_a_bad_port_or_bracket_is_a_usage_error(address, said):
+    # Before: "internal error: ValueError: ..." (exit 1) from urllib, for health, tail and
+    # every other command. Now exit 2 naming the address, credentials masked.
+    for command in ("health", "tail"):
+        run = evrelay(command, address)
+        assert run.returncode == 2, run.err
+        assert said in run.err and "internal error" not in run.err
+        assert CANARY not in run.err
+
+
+def test_a_nats_profile_url_with_a_bad_port_is_a_config_error(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(f'[profiles.n]\nbackend = "nats"\nurl = "nats://u:{CANARY}@h:port"\n')
+    run = evrelay("--config", str(config), "health", "n")
+    assert run.returncode == 2, run.err
+    assert "nats url 'nats://u:********@h:port'" in run.err and CANARY not in run.err

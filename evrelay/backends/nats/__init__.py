@@ -146,6 +146,10 @@ class NatsBackend(Backend):
         url = self.options.get("url")
         if not url or not isinstance(url, str) or not url.startswith(("nats://", "tls://")):
             raise ConfigError('a nats profile needs url = "nats://[user:password@]host:port"')
+        try:
+            urlsplit(url).port  # noqa: B018 - a port that is not a number, or out of range, raises
+        except ValueError as exc:
+            raise ConfigError(f"nats url {mask_nats_url(url)!r}: {exc}") from None
         self.url = url
         subject = self.options.get("subject")
         if subject is not None and (not isinstance(subject, str) or not subject or " " in subject):
