@@ -117,3 +117,28 @@ def test_a_nats_profile_url_with_a_bad_port_is_a_config_error(tmp_path):
     run = evrelay("--config", str(config), "health", "n")
     assert run.returncode == 2, run.err
     assert "nats url 'nats://u:********@h:port'" in run.err and CANARY not in run.err
+
+
+# --- JSON numbers beyond 64 bits ------------------------------------------------------------
+
+BIG = "123456789012345678901234567890"
+
+
+def test_publish_input_json_keeps_an_integer_beyond_64_bits_exact(stream):
+    # Before: orjson read it as a float and the value published was {"n":1.2345678901234568e+29}.
+    line = '{"value": {"n": BIG, "f": 1.5}, "key": BIG}\n'.replace("BIG", BIG)
+    assert evrelay("publish", stream, "--input", "json", input=line).returncode == 0
+    tail = evrelay("tail", stream, "--format", "{key} {value}")
+    assert tail.out == f'{BIG} {{"n":{BIG},"f":1.5}}\n'
+
+
+def test_map_of_a_value_holding_an_integer_beyond_64_bits_is_no_internal_error(stream):
+    # Before: "internal error: TypeError: Integer exceeds 64-bit range" (exit 1) when the
+    # rewritten value was encoded; a bridge with the same --map died the same way.
+    assert evrelay("publish", stream, '{"n": BIG}'.replace("BIG", BIG), '{"n": 1}').returncode == 0
+    run = evrelay("tail", stream, "--map", ".value.x = 1", "-o", "raw")
+    assert run.returncode == 0, run.err
+    assert "internal error" not in run.err
+    first, second = run.lines()
+    assert first.startswith(b'{"n":1234567890123456') and first.endswith(b',"x":1}')
+    assert second == b'{"n":1,"x":1}'
