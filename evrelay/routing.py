@@ -112,12 +112,31 @@ class RouteTemplate:
 
     def render(self, message: Message) -> str:
         try:
-            name = self.template.format_map(_Fields(message))
+            name = _NameFormatter().vformat(self.template, (), _Fields(message))
         except RouteError as exc:
             raise RouteError(f"route {self.template!r}: {exc}") from None
         if not name:
             raise RouteError(f"route {self.template!r}: the name is empty")
         return name
+
+
+MESSAGE_FIELDS = frozenset({"key", "headers", "value"})
+"""Fields whose text comes from whoever wrote the message, not from the operator."""
+
+
+class _NameFormatter(string.Formatter):
+    """Fills a template, refusing text from the message that would not stay one name:
+    a key `../../etc/x` in `file:/data/out-{key}.jsonl` would write outside /data."""
+
+    def get_field(self, field_name: str, args: Any, kwargs: Any) -> Any:
+        self.from_message = field_name.split("[")[0].split(".")[0] in MESSAGE_FIELDS
+        return super().get_field(field_name, args, kwargs)
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        text = super().format_field(value, format_spec)
+        if self.from_message and (text in (".", "..") or any(c in text for c in "/\\\0")):
+            raise RouteError(f"{text!r} from the message cannot be part of a name (a path separator, NUL, '.' or '..')")
+        return text
 
 
 def open_sink(backend: Any, stream: str) -> Producer:
@@ -159,8 +178,16 @@ class RoutedProducer(Producer):
             except RouteError as exc:
                 self.unroutable.append(DeliveryFailure(message, str(exc), permanent=True))
         for name, batch in by_name.items():
+            try:
+                producer = self._producer(name)
+            except UsageError as exc:
+                # The sink refuses the name the message made (NATS: no dots; Kafka: no
+                # spaces): that message is refused for good, the bridge goes on.
+                reason = f"route {self.route.template!r}: {exc.message}"
+                self.unroutable += [DeliveryFailure(message, reason, permanent=True) for message in batch]
+                continue
             self._busy.add(name)
-            self._producer(name).send(batch)
+            producer.send(batch)
             self.sent_to[name] = self.sent_to.get(name, 0) + len(batch)
 
     def flush(self, timeout: float | None = None) -> DeliveryReport:

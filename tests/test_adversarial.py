@@ -169,3 +169,37 @@ def test_one_huge_input_line_is_read_in_linear_time(tmp_path):
     assert [len(line) for line in lines] == [64 << 20, 5, 4]
     assert lines[1:] == [b"small", b"last"]
     assert elapsed < 2.0, f"{elapsed:.2f}s of CPU to read one 64 MB line"
+
+
+# --- routing: names made by the message ------------------------------------------------------
+
+
+def test_a_routed_key_cannot_climb_out_of_a_file_sinks_directory(tmp_path, stream):
+    # Before: key '../escaped' in file:DIR/route/{key}.jsonl appended to DIR/escaped.jsonl,
+    # outside the directory the operator named. Now it goes to the dead-letter address.
+    (tmp_path / "route").mkdir()
+    for key, value in (("../escaped", "a"), ("..", "b"), ("ok", "c")):
+        assert evrelay("publish", stream, "-k", key, value).returncode == 0
+    dlq = tmp_path / "dlq.jsonl"
+    run = evrelay("bridge", stream, f"file:{tmp_path}/route/{{key}}.jsonl", "--idle-timeout", "1s", "--dead-letter", f"file:{dlq}")
+    assert run.returncode == 0, run.err
+    assert not (tmp_path / "escaped.jsonl").exists()
+    assert sorted(p.name for p in (tmp_path / "route").iterdir()) == ["ok.jsonl"]
+    letters = evrelay("tail", f"file:{dlq}", "--format", "{key} {headers[evrelay-error]}")
+    assert "../escaped route" in letters.out and "cannot be part of a name" in letters.out
+    assert len(letters.lines()) == 2
+
+
+@pytest.mark.nats
+def test_a_routed_name_the_nats_sink_refuses_goes_to_the_dead_letter_address(nats_server, stream):
+    # Before: key 'a.b' routed to nats://…/r-{key} stopped the whole bridge (exit 2: "'r-a.b'
+    # is not a valid NATS stream name") with both messages left pending; the README says a
+    # message the sink refuses for good goes to --dead-letter.
+    assert evrelay("publish", stream, "-k", "a.b", "x").returncode == 0
+    assert evrelay("publish", stream, "-k", "fine", "y").returncode == 0
+    sink = f"{nats_server.url}/{stream}-{{key}}?create=true"
+    run = evrelay("bridge", stream, sink, "--idle-timeout", "1s", "--dead-letter", f"{stream}-dlq")
+    assert run.returncode == 0, run.err
+    letters = evrelay("tail", f"{stream}-dlq", "--format", "{key} {headers[evrelay-error]}")
+    assert letters.out.startswith("a.b route ") and "not a valid NATS stream name" in letters.out
+    assert evrelay("tail", f"{nats_server.url}/{stream}-fine", "-o", "raw").stdout == b"y\n"
