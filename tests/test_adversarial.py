@@ -203,3 +203,29 @@ def test_a_routed_name_the_nats_sink_refuses_goes_to_the_dead_letter_address(nat
     letters = evrelay("tail", f"{stream}-dlq", "--format", "{key} {headers[evrelay-error]}")
     assert letters.out.startswith("a.b route ") and "not a valid NATS stream name" in letters.out
     assert evrelay("tail", f"{nats_server.url}/{stream}-fine", "-o", "raw").stdout == b"y\n"
+
+
+# --- --version onto a stdout that cannot take it ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("redirect", "code", "text"),
+    [
+        (">/dev/full", 1, "evrelay: error: cannot write to stdout: No space left on device\n"),
+        (">&-", 1, "evrelay: error: cannot write to stdout: it is closed\n"),
+        ("| true", 0, ""),
+    ],
+)
+def test_version_onto_a_full_closed_or_gone_stdout_is_one_line(redirect, code, text):
+    # Before: a Python traceback (OSError / EvrelayError / BrokenPipeError) from the
+    # --version fast path, which runs before the CLI's error handling.
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    script = f'"{sys.executable}" -m evrelay --version {redirect}; echo "rc=${{PIPESTATUS[0]}}" >&2'
+    run = subprocess.run(["bash", "-c", script], capture_output=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=60)
+    err = run.stderr.decode("utf-8", "replace")
+    assert err == f"{text}rc={code}\n"
