@@ -229,3 +229,17 @@ def test_version_onto_a_full_closed_or_gone_stdout_is_one_line(redirect, code, t
     run = subprocess.run(["bash", "-c", script], capture_output=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=60)
     err = run.stderr.decode("utf-8", "replace")
     assert err == f"{text}rc={code}\n"
+
+
+# --- a relative time before 1970 -------------------------------------------------------------
+
+
+@pytest.mark.nats
+def test_a_relative_time_before_1970_reads_from_the_beginning_on_nats(nats_server, stream):
+    # Before: `--from -99999999d` became a start time in year -271821, which JetStream
+    # refused: exit 1 "cannot read NATS stream ...: NATS JetStream: invalid JSON".
+    address = f"{nats_server.url}/{stream}"
+    assert evrelay("publish", f"{address}?create=true", "first", "second").returncode == 0
+    run = evrelay("tail", address, "--from", "-99999999d", "-o", "raw")
+    assert run.returncode == 0, run.err
+    assert run.stdout == b"first\nsecond\n"
