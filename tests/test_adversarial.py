@@ -243,3 +243,19 @@ def test_a_relative_time_before_1970_reads_from_the_beginning_on_nats(nats_serve
     run = evrelay("tail", address, "--from", "-99999999d", "-o", "raw")
     assert run.returncode == 0, run.err
     assert run.stdout == b"first\nsecond\n"
+
+
+# --- -o pretty: a message must not drive the terminal ----------------------------------------
+
+
+def test_pretty_output_shows_control_characters_from_a_message_escaped(stream):
+    # Before: `-o pretty`, the default on a terminal, wrote the message's ESC sequences as
+    # they were: a producer could clear the reader's screen, retitle the window, or forge
+    # lines. `-o json` escapes them (\u001b) and `-o raw` is bytes by contract.
+    hostile = evrelay("publish", stream, "-k", "k\x1b[31mRED", "-H", "h=\x1b]0;TITLE\x07", "v\x1b[2J\x1b[HCLEARED\rX")
+    assert hostile.returncode == 0
+    run = evrelay("tail", stream, "-o", "pretty", env={"NO_COLOR": "1"})
+    assert run.returncode == 0, run.err
+    assert b"\x1b" not in run.stdout and b"\x07" not in run.stdout and b"\r" not in run.stdout
+    assert b"key=k\\x1b[31mRED" in run.stdout and b"h=\\x1b]0;TITLE\\x07" in run.stdout
+    assert b"v\\x1b[2J\\x1b[HCLEARED\\x0dX" in run.stdout
