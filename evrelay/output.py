@@ -283,7 +283,7 @@ class PrettyWriter(MessageWriter):
         self.console.print(meta)
         summary = payload_summary(message)
         if summary is not None:
-            self.console.print(Text(summary.translate(_ESCAPED_CONTROLS), style="bold green"))
+            self.console.print(Text(summary.translate(ESCAPED_CONTROLS), style="bold green"))
         body = _shown(message.value) if message.value is not None else "(null)"
         parsed = _json_document(body)
         if parsed is not None:
@@ -346,13 +346,13 @@ def payload_summary(message: Message) -> str | None:
     return None
 
 
-_ESCAPED_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if c not in (0x09, 0x0A)}
+ESCAPED_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if c not in (0x09, 0x0A)}
 """Control characters a message must not send to a terminal (clear it, retitle it, forge lines)."""
 
 
 def _shown(data: bytes) -> str:
     try:
-        return data.decode("utf-8").translate(_ESCAPED_CONTROLS)
+        return data.decode("utf-8").translate(ESCAPED_CONTROLS)
     except UnicodeDecodeError:
         return repr(data)[2:-1]
 

@@ -259,3 +259,14 @@ def test_pretty_output_shows_control_characters_from_a_message_escaped(stream):
     assert b"\x1b" not in run.stdout and b"\x07" not in run.stdout and b"\r" not in run.stdout
     assert b"key=k\\x1b[31mRED" in run.stdout and b"h=\\x1b]0;TITLE\\x07" in run.stdout
     assert b"v\\x1b[2J\\x1b[HCLEARED\\x0dX" in run.stdout
+
+
+def test_stats_shows_control_characters_in_keys_and_header_names_escaped(stream):
+    # Before: `stats -o table` printed a key's ESC sequence and newline as they were.
+    assert evrelay("publish", stream, "-k", "k\x1b[2J", "-H", "h\x1bx=1", "v").returncode == 0
+    assert evrelay("publish", stream, "-k", "two\nlines", "w").returncode == 0
+    run = evrelay("stats", stream, "--from", "beginning", "-o", "table", env={"NO_COLOR": "1"})
+    assert run.returncode == 0, run.err
+    assert b"\x1b" not in run.stdout
+    assert "top keys: " in run.out and "k\\x1b[2J (1)" in run.out and "two\\nlines (1)" in run.out
+    assert "header names: h\\x1bx (1)" in run.out
