@@ -24,7 +24,7 @@ from evrelay.errors import ConfigError
 PROFILE_KEYS = frozenset({"backend", "topic", "stream", "group"})
 DEFAULT_PROFILE = "local"
 _VAR = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_SECRET_KEY = re.compile(r"pass|secret|token|credential|api[_.-]?key|private|jaas|\bpem\b|\.pem$", re.IGNORECASE)
+_SECRET_KEY = re.compile(r"pass|secret|token|credential|seed|api[_.-]?key|private|jaas|\bpem\b|\.pem$", re.IGNORECASE)
 # A URL's userinfo runs to the LAST '@' before the query: an unencoded '@' in the user
 # name (`alice@corp.com:PW@host`), the password or a token must not leave part of the
 # secret showing. It never spans into a second URL (`A->B`).

@@ -270,3 +270,22 @@ def test_stats_shows_control_characters_in_keys_and_header_names_escaped(stream)
     assert b"\x1b" not in run.stdout
     assert "top keys: " in run.out and "k\\x1b[2J (1)" in run.out and "two\\nlines (1)" in run.out
     assert "header names: h\\x1bx (1)" in run.out
+
+
+# --- a NATS NKey seed in a profile's client options ------------------------------------------
+
+
+def test_config_show_masks_a_nats_nkey_seed(tmp_path):
+    # Before: `options = { nkeys_seed_str = "SU…" }` (nats-py's connect option holding the
+    # NKey seed, a private key) was printed in clear by config show.
+    seed = "SUACSSL3UAHUDXKFSNVUZRF5UHPMWZ6BFDTJ7M6USDXIEDNPPQYYYCU3VY"
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[profiles.n]\nbackend = "nats"\nurl = "nats://127.0.0.1:4222"\n'
+        f'[profiles.n.options]\nnkeys_seed_str = "{seed}"\nnkeys_seed = "/secrets/evrelay.nk"\n'
+    )
+    for args in (("config", "show", "n"), ("config", "show"), ("config", "list")):
+        run = evrelay("--config", str(config), *args)
+        assert run.returncode == 0, run.err
+        assert seed not in run.out + run.err
+    assert 'nkeys_seed_str = "********"' in evrelay("--config", str(config), "config", "show", "n").out
