@@ -289,3 +289,31 @@ def test_config_show_masks_a_nats_nkey_seed(tmp_path):
         assert run.returncode == 0, run.err
         assert seed not in run.out + run.err
     assert 'nkeys_seed_str = "********"' in evrelay("--config", str(config), "config", "show", "n").out
+
+
+# --- NATS: a password holding '@', ':' or '/' ------------------------------------------------
+
+
+@pytest.mark.nats
+def test_a_nats_password_with_reserved_characters_works_percent_encoded_and_is_never_shown(nats_server):
+    # Before: nats-py takes the password from the URL without percent-decoding it, so
+    # `p%40ss%3Aw%2Frd` was sent as written and refused (exit 3): such a password could not
+    # be used at all. And written raw, `bob:p@ss:w/rd@host` was masked by the URL parser's
+    # netloc (which ends at the first '/'): the error showed `bob:********@ss:w/rd@…`.
+    from urllib.parse import quote
+
+    from tests.servers import NatsServer
+
+    password = f"p@ss:w/rd-{CANARY}"
+    with NatsServer(user="bob", password=password) as server:
+        encoded = f"nats://bob:{quote(password, safe='')}@127.0.0.1:{server.port}/auth"
+        publish = evrelay("publish", f"{encoded}?create=true", "x", "-v")
+        assert publish.returncode == 0, publish.err
+        tail = evrelay("tail", encoded, "-o", "raw", "-v")
+        assert tail.returncode == 0, tail.err
+        assert tail.stdout == b"x\n"
+        raw = evrelay("tail", f"nats://bob:{password}@127.0.0.1:{server.port}/auth", "-v")
+        assert raw.returncode == 2
+        for run in (publish, tail, raw):
+            assert CANARY not in run.out + run.err and "ss:w" not in run.err
+            assert quote(password, safe="") not in run.err

@@ -59,6 +59,7 @@ from evrelay.backends.base import (
     Table,
 )
 from evrelay.backends.nats.connection import NATS_CLIENT, JetStreamError, NatsConnection, import_nats
+from evrelay.config import mask_url
 from evrelay.errors import (
     AddressError,
     BackendUnavailable,
@@ -109,14 +110,23 @@ def ms_from_rfc3339(text: str | None) -> int | None:
 
 
 def mask_nats_url(url: str) -> str:
-    """The URL with any password or token replaced (a NATS token is a user with no password)."""
+    """The URL with any password or token replaced (a NATS token is a user with no password).
+    The generic masking: it reads the userinfo up to the last '@', so an unencoded '/' or
+    '@' in a password does not leave part of it showing, as a URL parser's netloc would."""
+    return mask_url(url)
+
+
+def url_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """(the URL without its userinfo, nats-py connect() options for it). nats-py reads
+    `user:password@` or a lone `TOKEN@` from the URL without percent-decoding it, so a
+    password holding '@', ':' or '/' could not be written at all; decoded here instead."""
     parts = urlsplit(url)
     if "@" not in parts.netloc:
-        return url
+        return url, {}
     userinfo, _, host = parts.netloc.rpartition("@")
-    user, colon, _ = userinfo.partition(":")
-    shown = f"{user}:********" if colon else "********"
-    return urlunsplit((parts.scheme, f"{shown}@{host}", parts.path, parts.query, parts.fragment))
+    user, colon, password = userinfo.partition(":")
+    credentials = {"user": unquote(user), "password": unquote(password)} if colon else {"token": unquote(user)}
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment)), credentials
 
 
 class NatsBackend(Backend):
@@ -221,12 +231,13 @@ class NatsBackend(Backend):
         if self._conn is not None:
             return
         import_nats()
+        url, credentials = url_credentials(self.url)
         conn = NatsConnection(
-            self.url,
+            url,
             where=self.where,
             timeout=self.settings.timeout,
             name=self.settings.client_name,
-            client_options=self.client_options,
+            client_options={**credentials, **self.client_options},
             warn=self.settings.warn,
             verbose=self.settings.verbose,
         )
