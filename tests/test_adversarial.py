@@ -317,3 +317,22 @@ def test_a_nats_password_with_reserved_characters_works_percent_encoded_and_is_n
         for run in (publish, tail, raw):
             assert CANARY not in run.out + run.err and "ss:w" not in run.err
             assert quote(password, safe="") not in run.err
+
+
+# --- NATS: ack --claim must not take a message no reader has had -----------------------------
+
+
+@pytest.mark.nats
+def test_nats_claim_twice_takes_no_message_that_was_never_delivered(nats_server, stream):
+    # Before: with nothing pending, `ack --claim` fetched the next new message and handed it
+    # back with a NAK, which counts as a delivery; the second `ack --claim --min-idle 30s`
+    # then "claimed" that message, 1 s old and never read by anyone, away from the group.
+    address = f"{nats_server.url}/{stream}"
+    assert evrelay("publish", f"{address}?create=true", "first").returncode == 0
+    assert evrelay("tail", address, "-g", "workers", "-o", "raw").stdout == b"first\n"
+    assert evrelay("publish", address, "never-read").returncode == 0
+    for _ in range(2):
+        claim = evrelay("ack", address, "-g", "workers", "--claim", "--min-idle", "30s", "-o", "raw")
+        assert claim.returncode == 0, claim.err
+        assert claim.stdout == b"" and "claimed 0 message(s)" in claim.err
+    assert evrelay("tail", address, "-g", "workers", "-o", "raw").stdout == b"never-read\n"
