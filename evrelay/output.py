@@ -233,11 +233,14 @@ class TemplateWriter(MessageWriter):
             raise UsageError(
                 f"--format: unknown field {{{exc.args[0]}}}; fields: {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}"
             ) from None
-        except (ValueError, IndexError, AttributeError) as exc:
+        except (ValueError, IndexError, AttributeError, TypeError) as exc:
             raise UsageError(f"--format: bad template {template!r}: {exc}") from None
 
     def render_each(self, messages: Sequence[Message]) -> list[bytes]:
-        return [(self.template.format_map(template_fields(m)) + "\n").encode("utf-8", "surrogateescape") for m in messages]
+        try:
+            return [(self.template.format_map(template_fields(m)) + "\n").encode("utf-8", "surrogateescape") for m in messages]
+        except (KeyError, ValueError, IndexError, AttributeError, TypeError) as exc:  # `{id:08d}` of a stream ID
+            raise UsageError(f"--format: {self.template!r} does not fit this backend's messages: {exc}") from None
 
 
 class PrettyWriter(MessageWriter):

@@ -336,3 +336,22 @@ def test_nats_claim_twice_takes_no_message_that_was_never_delivered(nats_server,
         assert claim.returncode == 0, claim.err
         assert claim.stdout == b"" and "claimed 0 message(s)" in claim.err
     assert evrelay("tail", address, "-g", "workers", "-o", "raw").stdout == b"never-read\n"
+
+
+# --- --format templates that do not fit the messages -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "said"),
+    [
+        ("{value[a][b]}", "--format: bad template '{value[a][b]}': string indices must be integers"),
+        ("{id:08d}", "--format: '{id:08d}' does not fit this backend's messages: Unknown format code 'd'"),
+    ],
+)
+def test_a_format_template_that_does_not_fit_is_a_usage_error(stream, template, said):
+    # Before: "internal error: TypeError" / "ValueError" (exit 1): {value[a][b]} indexes the
+    # value text, and a stream ID is text, so {id:08d} fails only on a real message.
+    assert evrelay("publish", stream, '{"a": {"b": 1}}').returncode == 0
+    run = evrelay("tail", stream, "--format", template)
+    assert run.returncode == 2, run.err
+    assert said in run.err and "internal error" not in run.err
