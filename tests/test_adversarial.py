@@ -4,6 +4,7 @@ its fix. Real servers come from the session fixtures in tests/conftest.py."""
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -355,3 +356,73 @@ def test_a_format_template_that_does_not_fit_is_a_usage_error(stream, template, 
     run = evrelay("tail", stream, "--format", template)
     assert run.returncode == 2, run.err
     assert said in run.err and "internal error" not in run.err
+
+
+# --- NATS: kill -9 the server mid-publish, restart it ----------------------------------------
+
+
+@pytest.mark.nats
+@pytest.mark.slow
+def test_nats_publish_rides_out_a_server_restart_and_counts_what_it_lost(tmp_path):
+    # Before: once nats-py's reconnect buffer filled, publish gave up: exit 3 "lost the
+    # connection to NATS ... while publishing", no count of what was confirmed, and the rest
+    # of the input never sent. Now it waits for the reconnect and goes on; what was in
+    # flight when the server died is counted as not confirmed (exit 1), or all is (exit 0).
+    import re
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+    from tests.crash import wait_until
+    from tests.servers import NatsServer
+
+    lines = 1_500_000
+    with NatsServer() as server:
+        address = f"{server.url}/restarts"
+        assert evrelay("publish", f"{address}?create=true", "first").returncode == 0
+        data = tmp_path / "lines.txt"
+        data.write_bytes(b"".join(b"%d\n" % i for i in range(lines)))
+        with data.open("rb") as stdin:
+            proc = subprocess.Popen([sys.executable, "-m", "evrelay", "publish", address], stdin=stdin,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)})
+            wait_until(lambda: _nats_length(server.url, "restarts") > 50_000 or proc.poll() is not None, 120, "progress")
+            assert proc.poll() is None, "publish ended before the server could be killed"
+            server.kill()
+            time.sleep(3.0)  # long enough for nats-py's 2 MB reconnect buffer to fill
+            server.start()
+            _, err = proc.communicate(timeout=300)
+        text = err.decode()
+        assert proc.returncode in (0, 1), text
+        stored = _nats_length(server.url, "restarts") - 1
+        if proc.returncode == 1:
+            found = re.search(r"(\d+) of (\d+) message\(s\) .* were not delivered \(first failure: the connection .* was lost "
+                              r"before the stream acknowledged it\); (\d+) delivered", text)
+            assert found, text
+            lost, total, delivered = map(int, found.groups())
+            assert total == lines and lost + delivered == lines and lost < 100_000
+        else:
+            delivered = lines
+        print(f"\nNATS restart mid-publish: exit {proc.returncode}, {delivered} confirmed, {stored} stored")
+        assert stored >= delivered
+
+
+def _nats_length(url: str, stream: str) -> int:
+    """The stream's message count, asked with nats-py (not evrelay); -1 while unreachable."""
+    import asyncio
+
+    import nats
+
+    async def main() -> int:
+        try:
+            nc = await nats.connect(url, allow_reconnect=False, connect_timeout=1)
+        except Exception:
+            return -1
+        try:
+            return (await nc.jetstream().stream_info(stream)).state.messages
+        except Exception:
+            return -1
+        finally:
+            await nc.close()
+
+    return asyncio.run(main())

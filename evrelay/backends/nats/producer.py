@@ -76,6 +76,8 @@ class NatsProducer(Producer):
         if self.sub is None:
             await self._start()
         publish = self.conn.nc.publish
+        # Within send()'s own bound, so that a reconnect that never comes ends here, cleanly.
+        deadline = time.monotonic() + max(self.backend.settings.timeout, 30.0) - 2
         for message in messages:
             if message.value is None:
                 self.report.failures.append(
@@ -93,19 +95,39 @@ class NatsProducer(Producer):
                 continue
             self.counter += 1
             token = str(self.counter)
-            self.waiting[token] = (message, time.monotonic(), self.conn.reconnects)
-            try:
-                await publish(self.subject, message.value, reply=f"{self.inbox}.{token}", headers=headers)
-            except nats.errors.MaxPayloadError:
-                del self.waiting[token]
-                self.report.failures.append(
-                    DeliveryFailure(message, f"larger than the server's max_payload ({limit} bytes)", permanent=True)
-                )
-            except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError, nats.errors.StaleConnectionError):
-                # The caller sends everything again: outcomes of this attempt are superseded.
-                self.waiting.clear()
-                self.report = DeliveryReport()
-                raise BackendUnavailable(f"lost the connection to NATS at {self.backend.where} while publishing") from None
+            while True:
+                self.waiting[token] = (message, time.monotonic(), self.conn.reconnects)
+                try:
+                    await publish(self.subject, message.value, reply=f"{self.inbox}.{token}", headers=headers)
+                except nats.errors.MaxPayloadError:
+                    del self.waiting[token]
+                    self.report.failures.append(
+                        DeliveryFailure(message, f"larger than the server's max_payload ({limit} bytes)", permanent=True)
+                    )
+                except nats.errors.OutboundBufferLimitError:
+                    # The server went away and nats-py's buffer for the reconnect is full:
+                    # wait for the reconnect, then go on. What was in flight before it is
+                    # reported by flush() as lost with the connection (counted, not dropped).
+                    if await self._reconnected(deadline):
+                        continue
+                    self._superseded()
+                except (nats.errors.ConnectionClosedError, nats.errors.StaleConnectionError):
+                    self._superseded()
+                break
+
+    async def _reconnected(self, deadline: float) -> bool:
+        """Whether nats-py reconnected before `deadline` (monotonic)."""
+        while time.monotonic() < deadline:
+            if self.conn.nc.is_connected:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    def _superseded(self) -> None:
+        # The caller sends everything again: outcomes of this attempt are superseded.
+        self.waiting.clear()
+        self.report = DeliveryReport()
+        raise BackendUnavailable(f"lost the connection to NATS at {self.backend.where} while publishing")
 
     def send(self, messages: Sequence[Message]) -> None:
         self.conn.run(self._send(messages), max(self.backend.settings.timeout, 30.0), "publishing")
