@@ -426,3 +426,23 @@ def _nats_length(url: str, stream: str) -> int:
             await nc.close()
 
     return asyncio.run(main())
+
+
+# --- --metrics that cannot work is refused before anything connects --------------------------
+
+
+def test_metrics_on_a_port_in_use_is_refused_before_the_group_is_created(stream):
+    # Before: the bridge connected and created its consumer group, then failed to listen
+    # (exit 1), leaving a group behind; the same for a missing prometheus-client (exit 2).
+    import socket
+
+    assert evrelay("publish", stream, "a").returncode == 0
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        run = evrelay("bridge", stream, f"{stream}-copy", "--metrics", f"127.0.0.1:{port}", "-n", "1", "-g", "watched")
+    assert run.returncode == 1, run.err
+    assert f"--metrics: cannot listen on 127.0.0.1:{port}" in run.err
+    assert "created consumer group" not in run.err
+    assert evrelay("groups", stream).out == ""

@@ -127,14 +127,22 @@ def bridge(
     from evrelay.relay import Relay
     from evrelay.routing import is_template, open_sink
     from evrelay.transforms import message_transform, previewing, with_transform
-    from evrelay.watch import LagSampler, MetricsServer, ProgressLine, Watch, group_lag_sampler, parse_listen_address
+    from evrelay.watch import (
+        LagSampler,
+        MetricsServer,
+        ProgressLine,
+        Watch,
+        check_metrics_option,
+        group_lag_sampler,
+        parse_listen_address,
+    )
 
     source_text, sink_text = split_endpoints(source, sink)
     session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     idle_seconds = parse_duration(idle_timeout, "--idle-timeout")
     claim_seconds = parse_duration(claim_idle, "--claim-idle")
     if metrics is not None:
-        parse_listen_address(metrics)  # a bad --metrics is a usage error before connecting
+        check_metrics_option(metrics)  # a --metrics that cannot work is refused before connecting
     start = parse_position_option(from_, "--from") or Beginning()
     src = session.address(source_text)
     dst = session.address(sink_text)
