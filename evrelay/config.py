@@ -23,6 +23,8 @@ from evrelay.errors import ConfigError
 
 PROFILE_KEYS = frozenset({"backend", "topic", "stream", "group"})
 DEFAULT_PROFILE = "local"
+DEFAULT_PROFILE_BACKEND = "local"
+"""The backend of the built-in default profile: an embedded store, so evrelay works with no server."""
 _VAR = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SECRET_KEY = re.compile(r"pass|secret|token|credential|seed|api[_.-]?key|private|jaas|\bpem\b|\.pem$", re.IGNORECASE)
 # A URL's userinfo runs to the LAST '@' before the query: an unencoded '@' in the user
@@ -229,14 +231,20 @@ def parse_config(text: str, path: Path | None) -> Config:
         options = {k: v for k, v in table.items() if k not in PROFILE_KEYS}
         profiles[name] = Profile(name, backend, stream, group, options, line)
     if DEFAULT_PROFILE not in profiles:
-        profiles[DEFAULT_PROFILE] = Profile(DEFAULT_PROFILE, "local", implicit=True)
+        profiles[DEFAULT_PROFILE] = Profile(DEFAULT_PROFILE, DEFAULT_PROFILE_BACKEND, implicit=True)
     return Config(path, default, profiles, document)
+
+
+def starter_document() -> dict[str, Any]:
+    """The config `config init` writes (and `config show` shows when there is no file):
+    the built-in default profile, made explicit."""
+    return {"default_profile": DEFAULT_PROFILE, "profiles": {DEFAULT_PROFILE: {"backend": DEFAULT_PROFILE_BACKEND}}}
 
 
 def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
     path = locate_config(explicit)
     if path is None:
-        return Config(None, DEFAULT_PROFILE, {DEFAULT_PROFILE: Profile(DEFAULT_PROFILE, "local", implicit=True)})
+        return Config(None, DEFAULT_PROFILE, {DEFAULT_PROFILE: Profile(DEFAULT_PROFILE, DEFAULT_PROFILE_BACKEND, implicit=True)})
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

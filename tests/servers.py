@@ -241,6 +241,16 @@ def java_command(jars: Path, main_class: str, *args: str, heap: str | None = Non
     return ["java", *options, *JVM_COMMON, f"-Dlog4j2.configurationFile={log_config}", "-cp", f"{jars}/*", main_class, *args]
 
 
+def new_cluster_id(random_bytes=os.urandom) -> str:
+    """A KRaft cluster ID (16 random bytes, URL-safe base64), as Kafka's Uuid.randomUuid()
+    makes one: never starting with '-', which StorageTool's `-t` would take for an option
+    (one broker start in 64 failed with "argument --cluster-id/-t: expected one argument")."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_bytes(16)).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class ApacheKafkaServer(Server):
     """Apache Kafka 4.x in KRaft mode (one node is broker and controller), on free ports
     with a temporary log directory, formatted fresh on every start."""
@@ -333,7 +343,7 @@ class ApacheKafkaServer(Server):
     def start(self) -> ApacheKafkaServer:
         config = self.dir / "server.properties"
         config.write_text("".join(f"{k}={v}\n" for k, v in self.properties().items()))
-        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         fmt = subprocess.run(
             java_command(self.jars, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config),
                          "--standalone", *self.format_arguments(), heap="256m"),

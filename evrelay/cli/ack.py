@@ -2,40 +2,37 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from evrelay.cli.common import (
-    MAX_COUNT,
     AddressArgument,
-    ConfigOption,
     ConsumerOption,
-    FormatOption,
     GroupOption,
-    OutputOption,
-    ProfileOption,
-    QuietOption,
+    MessageOutputOptions,
     Session,
-    TimeoutOption,
-    VerboseOption,
+    command,
+    count_option,
+    force_option,
     group_for,
     parse_duration,
 )
 from evrelay.errors import InputError, UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from evrelay.envelope import Position
 
 
-def positions_from_stdin(backend_name: str, stream: str) -> list[Position]:
+def positions_from_stdin(stdin: Iterable[bytes], backend_name: str, stream: str) -> list[Position]:
     """Positions of the JSON envelopes on stdin (e.g. from `tail -g G --no-ack -o json`)."""
     from evrelay.envelope import EnvelopeError, decode_envelope
 
     positions = []
-    for number, line in enumerate(sys.stdin.buffer, 1):
+    for number, line in enumerate(stdin, 1):
         if not line.strip():
             continue
         try:
@@ -53,6 +50,7 @@ def positions_from_stdin(backend_name: str, stream: str) -> list[Position]:
     return positions
 
 
+@command()
 def ack(
     address: AddressArgument,
     ids: Annotated[Optional[list[str]], typer.Argument(metavar="ID", help="Message IDs as the backend prints them (entry IDs 1700000000000-0, PARTITION:OFFSET, sequence numbers); without IDs, JSON envelopes are read from stdin.", show_default=False)] = None,
@@ -61,15 +59,11 @@ def ack(
     claim: Annotated[bool, typer.Option("--claim", help="Take over messages pending longer than --min-idle and print them.")] = False,
     min_idle: Annotated[str, typer.Option("--min-idle", metavar="DURATION", help="With --claim: how long a message must have been pending.")] = "1m",
     consumer: ConsumerOption = None,
-    force: Annotated[bool, typer.Option("--force", help="Kafka: commit even when that skips offsets the group has not acked.")] = False,
-    count: Annotated[int, typer.Option("-n", "--count", metavar="N", min=1, max=MAX_COUNT, help="With --list/--claim: at most N messages.")] = 100,
-    output: OutputOption = None,
-    template: FormatOption = None,
-    timeout: TimeoutOption = None,
-    config: ConfigOption = None,
-    profile: ProfileOption = None,
-    verbose: VerboseOption = False,
-    quiet: QuietOption = False,
+    force: Annotated[bool, force_option("Kafka: commit even when that skips offsets the group has not acked.")] = False,
+    count: Annotated[int, count_option("With --list/--claim: at most N messages.", show_default=True)] = 100,
+    output: MessageOutputOptions = MessageOutputOptions(),
+    *,
+    session: Session,
 ) -> None:
     """Acknowledge messages for a consumer group, list what is pending, or claim idle ones.
 
@@ -94,7 +88,6 @@ def ack(
         raise UsageError("give --list or --claim, not both")
     if (list_pending or claim) and ids:
         raise UsageError("IDs are for acking; --list and --claim take none")
-    session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     idle_ms = int((parse_duration(min_idle, "--min-idle") or 0) * 1000)
     target = session.address(address)
     needs = {Capability.GROUPS, Capability.CLAIM} if claim else {Capability.GROUPS}
@@ -102,7 +95,7 @@ def ack(
         stream = target.require_stream(backend.stream_noun)
         group_name = group_for(session, target, group, "ack")
         if list_pending:
-            mode = session.record_mode(output)
+            mode = session.record_mode(output.output)
             if backend.supports(Capability.PENDING):
                 rows = [
                     {"id": str(p.position), "consumer": p.consumer, "idle_ms": p.idle_ms, "deliveries": p.deliveries}
@@ -119,7 +112,7 @@ def ack(
                 )
             return
         if claim:
-            writer = session.writer(output, template)
+            writer = output.writer(session)
             from evrelay.backends.base import default_consumer_name
 
             name = consumer or default_consumer_name()
@@ -128,9 +121,9 @@ def ack(
                 writer.write(claimed)
             session.info(f"claimed {len(claimed)} message(s) pending for {min_idle} or more, now owned by {name!r}")
             return
-        if not ids and sys.stdin.isatty():
+        if not ids and session.stdin_is_tty:
             raise UsageError("give message IDs, or pipe JSON envelopes in (e.g. from `evrelay tail ... -g GROUP --no-ack -o json`)")
-        positions = backend.parse_message_ids(ids, stream) if ids else positions_from_stdin(backend.name, stream)
+        positions = backend.parse_message_ids(ids, stream) if ids else positions_from_stdin(session.stdin, backend.name, stream)
         acked = backend.ack(stream, group_name, positions, force=force) if positions else 0
     session.info(f"acked {acked} of {len(positions)} message(s) for group {group_name!r} on {target.display}")
     if acked < len(positions):

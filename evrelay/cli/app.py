@@ -1,6 +1,7 @@
 """The `evrelay` command: composes the command modules and maps errors to exit codes.
 
-`EvrelayGroup.invoke` is the ONE place where exceptions become exit statuses
+`EvrelayGroup.invoke` creates the invocation's one `Session` (bound here, and only here, to
+the process's stdout and stderr) and is the ONE place where exceptions become exit statuses
 (CONTRACT.md §4): evrelay's own errors print one line on stderr (`-v` adds the traceback),
 Ctrl-C is 130, a closed stdout pipe (`| head`) ends quietly, and anything unexpected is
 reported as an internal error without a traceback unless `-v` was given.
@@ -18,65 +19,68 @@ import typer
 from typer.core import TyperGroup
 
 from evrelay import __version__, backends
-from evrelay.cli.common import RUNTIME, ConfigOption, ProfileOption, QuietOption, VerboseOption
+from evrelay.cli.common import Session, command
 from evrelay.errors import EvrelayError, ExitCode, Interrupted
 
 
-def report_error(exc: BaseException, *, verbose: bool) -> None:
-    if verbose:
-        traceback.print_exception(exc, file=sys.stderr)
+def report_error(exc: BaseException, session: Session) -> None:
+    err = session.stderr
+    if session.verbose:
+        traceback.print_exception(exc, file=err)
     if isinstance(exc, Interrupted):
-        sys.stderr.write(f"evrelay: {exc.message}\n")
+        err.write(f"evrelay: {exc.message}\n")
     elif isinstance(exc, EvrelayError):
-        sys.stderr.write(f"evrelay: error: {exc.message}\n")
+        err.write(f"evrelay: error: {exc.message}\n")
         if exc.hint:
-            sys.stderr.write(f"evrelay: hint: {exc.hint}\n")
+            err.write(f"evrelay: hint: {exc.hint}\n")
     else:
-        sys.stderr.write(f"evrelay: internal error: {type(exc).__name__}: {exc}\n")
-        if not verbose:
-            sys.stderr.write("evrelay: this is a bug in evrelay; run again with -v for the traceback\n")
-    sys.stderr.flush()
+        err.write(f"evrelay: internal error: {type(exc).__name__}: {exc}\n")
+        if not session.verbose:
+            err.write("evrelay: this is a bug in evrelay; run again with -v for the traceback\n")
+    err.flush()
 
 
 OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EBADF, errno.EDQUOT, errno.EFBIG})
 
 
-def _silence_stdout() -> None:
+def _silence_stdout(session: Session) -> None:
     # The reader of our stdout has gone (or it cannot take data); point stdout at
     # /dev/null so that the final flush at interpreter exit does not fail a second time.
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, session.stdout.fileno())
     except (OSError, ValueError, AttributeError):
         pass
 
 
 class EvrelayGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
-        RUNTIME.reset()
+        # A caller running the app in-process may hand in its own (`app(args, obj=Session(...))`).
+        session = ctx.obj if isinstance(ctx.obj, Session) else Session(stdin=sys.stdin.buffer, stdout=sys.stdout.buffer, stderr=sys.stderr)
+        ctx.obj = session
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.exceptions.TyperException):
             raise
         except EvrelayError as exc:
-            report_error(exc, verbose=RUNTIME.verbose)
+            report_error(exc, session)
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt:
-            sys.stderr.write("evrelay: interrupted\n")
+            session.stderr.write("evrelay: interrupted\n")
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         except BrokenPipeError:
-            _silence_stdout()
+            _silence_stdout(session)
             raise typer.Exit(int(ExitCode.SUCCESS)) from None
         except OSError as exc:
             if exc.filename is not None or exc.errno not in OUTPUT_ERRNOS:
-                report_error(exc, verbose=RUNTIME.verbose)
+                report_error(exc, session)
                 raise typer.Exit(int(ExitCode.FAILURE)) from None
             # Writing our output failed (a full disk, /dev/full, an I/O error).
-            report_error(EvrelayError(f"cannot write to stdout: {exc.strerror}"), verbose=RUNTIME.verbose)
-            _silence_stdout()
+            report_error(EvrelayError(f"cannot write to stdout: {exc.strerror}"), session)
+            _silence_stdout(session)
             raise typer.Exit(int(ExitCode.FAILURE)) from None
         except Exception as exc:
-            report_error(exc, verbose=RUNTIME.verbose)
+            report_error(exc, session)
             raise typer.Exit(int(ExitCode.FAILURE)) from None
 
 
@@ -103,18 +107,15 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+@command(session_options=("config", "profile", "verbose", "quiet"))
 def root(
     version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."),
-    config: ConfigOption = None,
-    profile: ProfileOption = None,
-    verbose: VerboseOption = False,
-    quiet: QuietOption = False,
+    *,
+    session: Session,
 ) -> None:
     """evrelay: one tool and one syntax for event streams."""
-    # Given before the command: the defaults for the command's own (same) options.
-    RUNTIME.config, RUNTIME.profile = config, profile
-    RUNTIME.global_verbose = RUNTIME.verbose = verbose
-    RUNTIME.quiet = quiet
+    # The session options given before the command are applied to the session by now:
+    # the defaults for the command's own (same) options.
 
 
 def _register_publish(app: typer.Typer) -> None:

@@ -11,32 +11,24 @@ import typer
 
 from evrelay.cli.common import (
     DEFAULT_CLAIM_IDLE,
-    MAX_COUNT,
     ClaimIdleOption,
     CloudEventsOption,
-    ConfigOption,
     ConsumerOption,
     DryRunOption,
-    FilterOption,
     FollowOption,
-    FormatOption,
     FromOption,
     GroupOption,
     IdleTimeoutOption,
-    MapOption,
-    MatchHeaderOption,
-    MatchKeyOption,
-    OutputOption,
-    ProfileOption,
-    QuietOption,
+    MessageOutputOptions,
+    SelectionOptions,
     Session,
     StopFlag,
-    TimeoutOption,
-    VerboseOption,
+    command,
     complete_address,
+    count_option,
+    exactly_once_option,
     parse_duration,
     parse_position_option,
-    selection_from_options,
 )
 from evrelay.errors import Interrupted, UsageError
 
@@ -72,34 +64,28 @@ def default_group(sink_backend: str, sink_stream: str) -> str:
     return "evrelay-bridge-" + re.sub(r"[^A-Za-z0-9._-]+", "_", f"{sink_backend}-{sink_stream}")
 
 
+@command()
 def bridge(
     source: Annotated[str, typer.Argument(metavar="SOURCE", help="Where to read (or 'SOURCE->SINK').", autocompletion=complete_address, show_default=False)],
     sink: Annotated[Optional[str], typer.Argument(metavar="SINK", help="Where to write.", autocompletion=complete_address, show_default=False)] = None,
     group: GroupOption = None,
     consumer: ConsumerOption = None,
     from_: FromOption = None,
-    count: Annotated[Optional[int], typer.Option("-n", "--count", metavar="N", min=1, max=MAX_COUNT, help="Stop after N messages.", show_default=False)] = None,
+    count: Annotated[Optional[int], count_option("Stop after N messages.")] = None,
     idle_timeout: IdleTimeoutOption = None,
     dead_letter: Annotated[Optional[str], typer.Option("--dead-letter", metavar="ADDRESS", help="Send messages the sink rejects for good here (error in headers) instead of stopping.", show_default=False)] = None,
     dry_run: DryRunOption = False,
     metrics: Annotated[Optional[str], typer.Option("--metrics", metavar="ADDR:PORT", help="Serve Prometheus metrics here (e.g. 127.0.0.1:9464); needs prometheus-client.", show_default=False)] = None,
     window: Annotated[int, typer.Option("--window", metavar="N", min=1, max=1_000_000, help="Messages in flight at once: read, sent, confirmed, then acked together.")] = DEFAULT_WINDOW,
-    exactly_once: Annotated[bool, typer.Option("--exactly-once", help="Kafka -> Kafka on one cluster: each window is a transaction that also commits the source group's offsets; readers with isolation.level=read_committed see every message once.")] = False,
+    exactly_once: Annotated[bool, exactly_once_option("Kafka -> Kafka on one cluster: each window is a transaction that also commits the source group's offsets; readers with isolation.level=read_committed see every message once.")] = False,
     claim_idle: ClaimIdleOption = DEFAULT_CLAIM_IDLE,
     follow: FollowOption = False,
     no_provenance: Annotated[bool, typer.Option("--no-provenance", help="Do not add the evrelay-source header (for consumers strict about headers).")] = False,
     cloudevents: CloudEventsOption = None,
-    output: OutputOption = None,
-    template: FormatOption = None,
-    filter_expr: FilterOption = None,
-    map_expr: MapOption = None,
-    match_key: MatchKeyOption = None,
-    match_header: MatchHeaderOption = None,
-    timeout: TimeoutOption = None,
-    config: ConfigOption = None,
-    profile: ProfileOption = None,
-    verbose: VerboseOption = False,
-    quiet: QuietOption = False,
+    output: MessageOutputOptions = MessageOutputOptions(),
+    selection_options: SelectionOptions = SelectionOptions(),
+    *,
+    session: Session,
 ) -> None:
     """Relay messages from SOURCE to SINK at-least-once, until stopped or --count/--idle-timeout.
 
@@ -138,7 +124,6 @@ def bridge(
     )
 
     source_text, sink_text = split_endpoints(source, sink)
-    session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     idle_seconds = parse_duration(idle_timeout, "--idle-timeout")
     claim_seconds = parse_duration(claim_idle, "--claim-idle")
     if metrics is not None:
@@ -146,10 +131,10 @@ def bridge(
     start = parse_position_option(from_, "--from") or Beginning()
     src = session.address(source_text)
     dst = session.address(sink_text)
-    writer = session.writer(output, template) if dry_run else None
+    writer = output.writer(session) if dry_run else None
     if exactly_once and (dry_run or dead_letter is not None):
         raise UsageError(f"--exactly-once cannot be combined with {'--dry-run' if dry_run else '--dead-letter'}")
-    selection = selection_from_options(filter_expr, map_expr, match_key, match_header)
+    selection = selection_options.compile()
     transform = message_transform(cloudevents)
 
     with contextlib.ExitStack() as stack:
@@ -210,7 +195,7 @@ def bridge(
         server = MetricsServer(metrics, source=src.display, sink=dst.display) if metrics else None
         if server is not None:
             session.info(f"evrelay: serving Prometheus metrics on http://{parse_listen_address(metrics)[0]}:{server.port}/metrics")
-        progress = Watch(ProgressLine(session.stderr_is_tty and not quiet, err=session.stderr), server, lag)
+        progress = Watch(ProgressLine(session.stderr_is_tty and not session.quiet, err=session.stderr), server, lag)
         stop = stack.enter_context(StopFlag())
         relay = Relay(
             reader,

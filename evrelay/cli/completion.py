@@ -7,11 +7,11 @@ scripts are kept in `completions/`; a test fails when they go stale.
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
 
+from evrelay.cli.common import Session, command
 from evrelay.errors import UsageError
 
 SHELLS = ("bash", "zsh", "fish")
@@ -27,8 +27,11 @@ def completion_script(shell: str) -> str:
     return script if script.endswith("\n") else script + "\n"
 
 
+@command(session_options=())
 def completion(
     shell: Annotated[str, typer.Argument(metavar="bash|zsh|fish", help="The shell to complete for.", show_default=False)],
+    *,
+    session: Session,
 ) -> None:
     """Print a completion script: `eval "$(evrelay completion bash)"`, or copy one from completions/.
 
@@ -37,4 +40,4 @@ def completion(
     zsh:  evrelay completion zsh > "${fpath[1]}/_evrelay"
     fish: evrelay completion fish > ~/.config/fish/completions/evrelay.fish
     """
-    sys.stdout.write(completion_script(shell))
+    session.write_text(completion_script(shell))

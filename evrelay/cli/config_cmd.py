@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from evrelay import backends
-from evrelay.cli.common import ConfigOption, OutputOption, Session, effective_config
+from evrelay.cli.common import OutputOption, Session, command, force_option
 from evrelay.errors import ConfigError, UsageError
 
 app = typer.Typer(help="Show and edit connection profiles (the TOML config file).", no_args_is_help=True)
@@ -22,11 +22,11 @@ app = typer.Typer(help="Show and edit connection profiles (the TOML config file)
 KEY_ARGUMENT = typer.Argument(metavar="KEY", help="default_profile, PROFILE.KEY or PROFILE.options.CLIENT_KEY", show_default=False)
 
 
-def _target_file(config: str | None) -> Path:
+def _target_file(session: Session) -> Path:
     """The file to edit: the one in use, or the one --config names (created on write)."""
     from evrelay.config import candidate_paths, locate_config
 
-    config = effective_config(config)
+    config = session.config_option
     if config and not Path(config).is_file():
         return Path(config)
     located = locate_config(config)
@@ -93,7 +93,7 @@ def _profile_keys(backend: str, table: dict[str, Any], where: str, *, complete: 
 
 
 def _split_key(key: str) -> tuple[str, list[str]]:
-    """`kafka.options.sasl.mechanism` -> ("kafka", ["options", "sasl.mechanism"])."""
+    """`prod.options.sasl.mechanism` -> ("prod", ["options", "sasl.mechanism"])."""
     if key == "default_profile":
         return key, []
     profile, _, rest = key.partition(".")
@@ -105,31 +105,31 @@ def _split_key(key: str) -> tuple[str, list[str]]:
 
 
 @app.command("path")
-def path_cmd(config: ConfigOption = None) -> None:
+@command(session_options=("config",))
+def path_cmd(*, session: Session) -> None:
     """Print the config file in use (or where `config init` would create one)."""
-    session = Session(config=config)
-    from evrelay.config import candidate_paths, locate_config
+    from evrelay.config import DEFAULT_PROFILE, candidate_paths, locate_config
 
-    config = effective_config(config)
+    config = session.config_option
     located = locate_config(config)
     if located is not None:
         session.write_text(f"{located}\n")
         return
-    target = _target_file(config)
+    target = _target_file(session)
     session.write_text(f"{target}\n")
-    session.stderr.write("evrelay: no config file yet (built-in defaults: one 'local' profile); looked in:\n")
+    session.stderr.write(f"evrelay: no config file yet (built-in defaults: one {DEFAULT_PROFILE!r} profile); looked in:\n")
     for candidate, source in candidate_paths(config):
         session.stderr.write(f"  {candidate}  ({source})\n")
 
 
 @app.command("list")
-def list_cmd(config: ConfigOption = None, output: OutputOption = None) -> None:
+@command(session_options=("config",))
+def list_cmd(*, session: Session, output: OutputOption = None) -> None:
     """List profiles: name, backend, default topic/stream, and where it points (masked)."""
     import orjson
 
     from evrelay.config import masked
 
-    session = Session(config=config)
     cfg = session.config
     rows = []
     for name in sorted(cfg.profiles):
@@ -182,16 +182,17 @@ def _secret_keys(backend: str) -> frozenset[str]:
 
 
 @app.command("show")
+@command(session_options=("config",))
 def show_cmd(
     profile: Annotated[Optional[str], typer.Argument(metavar="PROFILE", help="Only this profile.", show_default=False)] = None,
-    config: ConfigOption = None,
+    *,
+    session: Session,
 ) -> None:
     """Print the configuration as TOML with every secret masked."""
     import tomli_w
 
-    from evrelay.config import masked
+    from evrelay.config import masked, starter_document
 
-    session = Session(config=config)
     cfg = session.config
     session.stderr.write(f"# {cfg.source}\n")
     if profile is not None:
@@ -207,7 +208,7 @@ def show_cmd(
     document = dict(cfg.document) if cfg.document else {}
     document.setdefault("default_profile", cfg.default_profile)
     if not cfg.document:
-        document["profiles"] = {"local": {"backend": "local"}}
+        document["profiles"] = starter_document()["profiles"]
     shown = masked(document)
     for name, table in (document.get("profiles") or {}).items():
         if isinstance(table, dict):
@@ -216,39 +217,41 @@ def show_cmd(
 
 
 @app.command("init")
+@command(session_options=("config",))
 def init_cmd(
-    config: ConfigOption = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    *,
+    session: Session,
+    force: Annotated[bool, force_option("Overwrite an existing file.")] = False,
 ) -> None:
     """Create a starter config file with the local profile as default."""
-    session = Session(config=config)
-    from evrelay.config import candidate_paths, write_document
+    from evrelay.config import candidate_paths, starter_document, write_document
 
-    config = effective_config(config)
+    config = session.config_option
     target = Path(config) if config else candidate_paths(None)[-1][0]
     if target.exists() and not force:
         raise ConfigError(f"{target} already exists; use --force to overwrite it")
-    write_document(target, {"default_profile": "local", "profiles": {"local": {"backend": "local"}}})
+    write_document(target, starter_document())
     session.write_text(f"{target}\n")
 
 
 @app.command("add")
+@command(session_options=("config",))
 def add_cmd(
     name: Annotated[str, typer.Argument(metavar="PROFILE", show_default=False)],
     settings: Annotated[Optional[list[str]], typer.Argument(metavar="KEY=VALUE", help="Profile keys, e.g. bootstrap_servers=localhost:9092 topic=orders options.sasl.mechanism=PLAIN", show_default=False)] = None,
     backend: Annotated[str, typer.Option("--backend", "-b", metavar="BACKEND", help=f"{backends.help_backend_names()}.", show_default=False)] = "",
-    config: ConfigOption = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing profile.")] = False,
+    *,
+    session: Session,
+    force: Annotated[bool, force_option("Replace an existing profile.")] = False,
 ) -> None:
     """Add a profile, e.g. `evrelay config add kafka -b kafka bootstrap_servers=localhost:9092`."""
-    session = Session(config=config)
     from evrelay.config import write_document
 
     if not backend:
         raise UsageError(f"--backend is required ({', '.join(backends.backend_names())})")
     _check_profile_name(name)
     _check_backend(backend)
-    path = _target_file(config)
+    path = _target_file(session)
     document = _load_document(path)
     profiles = document.setdefault("profiles", {})
     if name in profiles and not force:
@@ -270,20 +273,21 @@ def add_cmd(
 
 
 @app.command("set")
+@command(session_options=("config",))
 def set_cmd(
     key: Annotated[str, KEY_ARGUMENT],
     value: Annotated[str, typer.Argument(metavar="VALUE", show_default=False)],
-    config: ConfigOption = None,
+    *,
+    session: Session,
 ) -> None:
     """Set one key: `evrelay config set kafka.topic orders`, `... set default_profile kafka`."""
-    session = Session(config=config)
-    from evrelay.config import write_document
+    from evrelay.config import DEFAULT_PROFILE, write_document
 
-    path = _target_file(config)
+    path = _target_file(session)
     document = _load_document(path)
     profile, parts = _split_key(key)
     if not parts:
-        known = set(document.get("profiles", {})) | {"local"}
+        known = set(document.get("profiles", {})) | {DEFAULT_PROFILE}
         if value not in known:
             raise ConfigError(f"default_profile {value!r} is not a profile in {path} (profiles: {', '.join(sorted(known))})")
         document["default_profile"] = value
@@ -304,15 +308,16 @@ def set_cmd(
 
 
 @app.command("remove")
+@command(session_options=("config",))
 def remove_cmd(
     key: Annotated[str, typer.Argument(metavar="PROFILE[.KEY]", help="A profile, or one key of it.", show_default=False)],
-    config: ConfigOption = None,
+    *,
+    session: Session,
 ) -> None:
     """Remove a profile, or one key of a profile (`kafka.group`, `kafka.options.sasl.password`)."""
-    session = Session(config=config)
     from evrelay.config import write_document
 
-    path = _target_file(config)
+    path = _target_file(session)
     if not path.exists():
         raise ConfigError(f"no config file at {path}")
     document = _load_document(path)

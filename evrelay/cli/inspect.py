@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -13,15 +12,11 @@ from evrelay import backends
 from evrelay.cli.common import (
     MAX_COUNT,
     AddressArgument,
-    ConfigOption,
     GroupOption,
     OutputOption,
-    ProfileOption,
-    QuietOption,
     Session,
-    TimeoutOption,
-    VerboseOption,
     YesOption,
+    command,
     complete_address,
     group_for,
     parse_duration,
@@ -48,14 +43,12 @@ def resolve_profile(session: Session, name: str | None) -> Address:
     return session.address(chosen)
 
 
+@command()
 def ls(
     profile_name: ProfileArgument = None,
     output: OutputOption = None,
-    timeout: TimeoutOption = None,
-    config: ConfigOption = None,
-    profile: ProfileOption = None,
-    verbose: VerboseOption = False,
-    quiet: QuietOption = False,
+    *,
+    session: Session,
 ) -> None:
     """List the topics or streams of a profile, with partitions or length.
 
@@ -66,7 +59,6 @@ def ls(
     """
     from evrelay.backends.base import Capability
 
-    session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     mode = session.record_mode(output)
     target = resolve_profile(session, profile_name)
     with session.backend(target, {Capability.INSPECT}, command="ls") as backend:
@@ -75,14 +67,12 @@ def ls(
     session.records(table.rows, table.columns, mode)
 
 
+@command()
 def info(
     address: AddressArgument,
     output: OutputOption = None,
-    timeout: TimeoutOption = None,
-    config: ConfigOption = None,
-    profile: ProfileOption = None,
-    verbose: VerboseOption = False,
-    quiet: QuietOption = False,
+    *,
+    session: Session,
 ) -> None:
     """Show a topic or stream: per partition low/high offsets (Kafka) or length, first and
     last ID and time (Redis, local); and its consumer groups.
@@ -94,7 +84,6 @@ def info(
     """
     from evrelay.backends.base import Capability
 
-    session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     mode = session.record_mode(output)
     source = session.address(address)
     with session.backend(source, {Capability.INSPECT}, command="info") as backend:
@@ -119,16 +108,14 @@ GROUP_COLUMNS = [
 ]
 
 
+@command()
 def groups(
     address: AddressArgument,
     delete: Annotated[Optional[str], typer.Option("--delete", metavar="GROUP", help="Delete this consumer group (asks first; --yes in scripts).", show_default=False)] = None,
     yes: YesOption = False,
     output: OutputOption = None,
-    timeout: TimeoutOption = None,
-    config: ConfigOption = None,
-    profile: ProfileOption = None,
-    verbose: VerboseOption = False,
-    quiet: QuietOption = False,
+    *,
+    session: Session,
 ) -> None:
     """List the consumer groups of a topic or stream: members, pending, lag, position;
     or delete one with --delete GROUP.
@@ -145,7 +132,6 @@ def groups(
     """
     from evrelay.backends.base import Capability
 
-    session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     source = session.address(address)
     if delete is not None:
         with session.backend(source, {Capability.GROUP_DELETE}, command="groups --delete") as backend:
@@ -153,7 +139,7 @@ def groups(
             scope = backend.group_delete_scope(stream, delete)
             session.info(f"delete {scope}")
             if not yes:
-                if not sys.stdin.isatty():
+                if not session.stdin_is_tty:
                     raise UsageError("refusing to delete the group without confirmation: stdin is not a terminal; add --yes")
                 if not typer.confirm(f"Delete group {delete!r}?", default=False, err=True):
                     raise EvrelayError("not deleted (declined)")
@@ -167,15 +153,13 @@ def groups(
     session.records(rows, GROUP_COLUMNS, mode)
 
 
+@command()
 def health(
     profiles: Annotated[Optional[list[str]], typer.Argument(metavar="PROFILE", help="Profiles or URLs to check (default: every profile in the config).", autocompletion=complete_address, show_default=False)] = None,
     wait: Annotated[Optional[str], typer.Option("--wait", metavar="DURATION", help="Keep checking until all are healthy, for at most this long (exit 4 if not).", show_default=False)] = None,
     output: OutputOption = None,
-    timeout: TimeoutOption = None,
-    config: ConfigOption = None,
-    profile: ProfileOption = None,
-    verbose: VerboseOption = False,
-    quiet: QuietOption = False,
+    *,
+    session: Session,
 ) -> None:
     """Check that backends answer: exit 0 healthy, 3 unreachable, 4 still not healthy after --wait.
 
@@ -186,8 +170,7 @@ def health(
     from evrelay.backends.base import Health
 
     wait_seconds = parse_duration(wait, "--wait")
-    check_timeout = parse_duration(timeout, "--timeout") or (min(wait_seconds, 5.0) if wait_seconds else 5.0)
-    session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=check_timeout)
+    session.timeout = session.timeout or (min(wait_seconds, 5.0) if wait_seconds else 5.0)
     mode = session.record_mode(output)
     names = profiles or sorted(session.config.profiles)
     targets = [(name, resolve_profile(session, name)) for name in names]
@@ -225,17 +208,15 @@ def health(
         raise BackendUnavailable(f"not healthy: {', '.join(unhealthy)}")
 
 
+@command()
 def lag(
     address: AddressArgument,
     group: GroupOption = None,
     max_lag: Annotated[Optional[int], typer.Option("--max", metavar="N", min=0, max=MAX_COUNT, help="Exit 4 when the total lag (not yet delivered plus delivered but not acked) is over N.", show_default=False)] = None,
     max_age: Annotated[Optional[str], typer.Option("--max-age", metavar="DURATION", help="Exit 4 when the oldest unconsumed message is older than this (5m, 1h).", show_default=False)] = None,
     output: OutputOption = None,
-    timeout: TimeoutOption = None,
-    config: ConfigOption = None,
-    profile: ProfileOption = None,
-    verbose: VerboseOption = False,
-    quiet: QuietOption = False,
+    *,
+    session: Session,
 ) -> None:
     """Show how far a consumer group is behind, in messages and in time (the age of the
     oldest message it has not finished: pending or not yet delivered).
@@ -255,7 +236,6 @@ def lag(
     from evrelay.backends.base import Capability
     from evrelay.timestamps import format_duration, format_ms, now_ms
 
-    session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     max_age_seconds = parse_duration(max_age, "--max-age")
     mode = session.record_mode(output)
     source = session.address(address)

@@ -13,18 +13,13 @@ import typer
 from evrelay.cli.common import (
     AddressArgument,
     CloudEventsOption,
-    ConfigOption,
     HeaderOption,
     KcatJsonOption,
     KeyDelimiterOption,
     KeyOption,
-    ProfileOption,
-    QuietOption,
     Session,
-    TimeoutOption,
-    VerboseOption,
+    command,
     kcat_mode,
-    parse_duration,
     parse_headers,
 )
 from evrelay.errors import DeliveryFailed, InputError, Interrupted, UsageError
@@ -120,6 +115,7 @@ def _envelope_batches(
             yield from convert(first, lines, "stdin line")
 
 
+@command()
 def publish(
     address: AddressArgument,
     values: Annotated[Optional[list[str]], typer.Argument(metavar="VALUE", help="Values to send; without them, stdin is read.", show_default=False)] = None,
@@ -130,11 +126,8 @@ def publish(
     key_delimiter: KeyDelimiterOption = None,
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="With --input json/kcat: report and skip bad lines instead of stopping.")] = False,
     cloudevents: CloudEventsOption = None,
-    timeout: TimeoutOption = None,
-    config: ConfigOption = None,
-    profile: ProfileOption = None,
-    verbose: VerboseOption = False,
-    quiet: QuietOption = False,
+    *,
+    session: Session,
 ) -> None:
     """Publish VALUEs, or stdin one message per line, and wait until the backend confirms them.
 
@@ -149,7 +142,6 @@ def publish(
     input_mode = input_mode or "lines"
     if input_mode not in INPUT_MODES:
         raise UsageError(f"--input must be one of {', '.join(INPUT_MODES)}, not {input_mode!r}")
-    session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     from evrelay.backends.base import Capability
     from evrelay.transforms import message_transform, with_transform
 
@@ -158,14 +150,14 @@ def publish(
     target = session.address(address)
     key_bytes = os.fsencode(key) if key is not None else None
     headers = parse_headers(header)
-    if not values and sys.stdin.isatty() and not quiet:
+    if not values and session.stdin_is_tty and not session.quiet:
         session.info("evrelay: reading messages from the terminal, one per line; end with Ctrl-D")
     skipped: list[str] = []
     started = time.perf_counter()
     import signal
 
     # SIGTERM stops reading, then what was accepted is flushed (bounded) and reported:
-    # dying by the signal would drop messages still queued in the client (Kafka).
+    # dying by the signal would drop messages still queued in a client that sends in the background.
     previous_term = signal.signal(signal.SIGTERM, _on_sigterm)
     terminated = False
     try:

@@ -11,47 +11,35 @@ import typer
 from evrelay.cli.common import (
     DEFAULT_CLAIM_IDLE,
     AddressArgument,
-    ConfigOption,
     ConsumerOption,
     DryRunOption,
-    FilterOption,
-    FormatOption,
     GroupOption,
-    MatchHeaderOption,
-    MatchKeyOption,
-    OutputOption,
-    ProfileOption,
-    QuietOption,
+    MatchOptions,
+    MessageOutputOptions,
     Session,
     StopFlag,
-    TimeoutOption,
-    VerboseOption,
+    command,
     complete_address,
+    count_option,
     parse_duration,
-    selection_from_options,
 )
 from evrelay.errors import DeliveryFailed, Interrupted
 
 DEFAULT_GROUP = "evrelay-redrive"
 
 
+@command()
 def redrive(
     address: AddressArgument,
     to: Annotated[Optional[str], typer.Option("--to", metavar="SINK", help="Send every message here instead of back to its recorded source.", autocompletion=complete_address, show_default=False)] = None,
     group: GroupOption = None,
     consumer: ConsumerOption = None,
-    count: Annotated[Optional[int], typer.Option("-n", "--count", metavar="N", min=1, help="Re-drive at most N dead letters.", show_default=False)] = None,
-    filter_expr: FilterOption = None,
-    match_key: MatchKeyOption = None,
-    match_header: MatchHeaderOption = None,
+    count: Annotated[Optional[int], count_option("Re-drive at most N dead letters.", maximum=None)] = None,
+    match_options: MatchOptions = MatchOptions(),
     dry_run: DryRunOption = False,
-    output: OutputOption = None,
-    template: FormatOption = None,
-    timeout: TimeoutOption = None,
-    config: ConfigOption = None,
-    profile: ProfileOption = None,
-    verbose: VerboseOption = False,
-    quiet: QuietOption = False,
+    output: MessageOutputOptions = MessageOutputOptions(),
+    *,
+    session: Session,
 ) -> None:
     """Send dead-lettered messages (bridge --dead-letter) back where they came from.
 
@@ -73,9 +61,8 @@ def redrive(
     from evrelay.positions import Beginning
     from evrelay.redrive import Redrive
 
-    session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
-    selection = selection_from_options(filter_expr, None, match_key, match_header)
-    writer = session.writer(output, template) if dry_run else None
+    selection = match_options.compile()
+    writer = output.writer(session) if dry_run else None
     dlq = session.address(address)
     if to is not None:
         session.address(to)  # a bad --to is a usage error before anything is read

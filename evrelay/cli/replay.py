@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict
 from typing import Annotated, Optional
 
@@ -10,54 +9,40 @@ import typer
 
 from evrelay.cli.common import (
     CloudEventsOption,
-    ConfigOption,
     DryRunOption,
-    FilterOption,
-    FormatOption,
     GroupOption,
-    MapOption,
-    MatchHeaderOption,
-    MatchKeyOption,
-    OutputOption,
-    ProfileOption,
-    QuietOption,
+    MessageOutputOptions,
+    SelectionOptions,
     Session,
     StopFlag,
-    TimeoutOption,
     ToOption,
-    VerboseOption,
     YesOption,
     check_range,
+    command,
     complete_address,
-    parse_duration,
+    exactly_once_option,
+    from_option,
     parse_position_option,
-    selection_from_options,
 )
 from evrelay.errors import EvrelayError, UsageError
 
 
+@command()
 def replay(
     source: Annotated[str, typer.Argument(metavar="SOURCE", help="Where the range (or the group) is.", autocompletion=complete_address, show_default=False)],
     sink: Annotated[Optional[str], typer.Argument(metavar="SINK", help="Where to copy the range (omit with -g).", autocompletion=complete_address, show_default=False)] = None,
-    from_: Annotated[str, typer.Option("--from", metavar="POSITION", help="Start: a position or time (beginning, 0:42, 1700000000000-0, 2026-11-22T10:00:00Z, -1h).", show_default=False)] = ...,  # type: ignore[assignment]
+    from_: Annotated[str, from_option("Start: a position or time (beginning, 0:42, 1700000000000-0, 2026-11-22T10:00:00Z, -1h).")] = ...,  # type: ignore[assignment]
     to: ToOption = None,
     group: GroupOption = None,
     pace: Annotated[str, typer.Option("--pace", metavar="PACE", help="max (as fast as possible), original (the original spacing) or Nx (N times faster).")] = "max",
-    exactly_once: Annotated[bool, typer.Option("--exactly-once", help="Copy in one transaction (Kafka sinks): readers with isolation.level=read_committed see the whole range once, or nothing if the replay fails or is killed.")] = False,
+    exactly_once: Annotated[bool, exactly_once_option("Copy in one transaction (Kafka sinks): readers with isolation.level=read_committed see the whole range once, or nothing if the replay fails or is killed.")] = False,
     cloudevents: CloudEventsOption = None,
     dry_run: DryRunOption = False,
     yes: YesOption = False,
-    output: OutputOption = None,
-    template: FormatOption = None,
-    filter_expr: FilterOption = None,
-    map_expr: MapOption = None,
-    match_key: MatchKeyOption = None,
-    match_header: MatchHeaderOption = None,
-    timeout: TimeoutOption = None,
-    config: ConfigOption = None,
-    profile: ProfileOption = None,
-    verbose: VerboseOption = False,
-    quiet: QuietOption = False,
+    output: MessageOutputOptions = MessageOutputOptions(),
+    selection_options: SelectionOptions = SelectionOptions(),
+    *,
+    session: Session,
 ) -> None:
     """Re-deliver a range into SINK, or (with -g) move a consumer group to a position or time.
 
@@ -77,12 +62,11 @@ def replay(
       evrelay replay kafka:orders -g billing --from -1h --yes
       evrelay replay kafka:orders kafka:orders-fix --from -1h --exactly-once
     """
-    session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     start = parse_position_option(from_, "--from")
     stop = parse_position_option(to, "--to")
     check_range(start, stop, from_, to)
     assert start is not None
-    if group and (filter_expr or map_expr or match_key or match_header):
+    if group and selection_options.given:
         raise UsageError("--filter/--map/--match-* select messages to copy; they do not apply when moving a group (-g)")
     if group and sink:
         raise UsageError("give SINK (copy a range) or -g GROUP (move a group), not both")
@@ -91,22 +75,22 @@ def replay(
             raise UsageError("--cloudevents applies to copying a range into a SINK, not to moving a group (-g)")
         if to is not None:
             raise UsageError("--to does not apply when moving a group (-g); the group moves to --from")
-        _move_group(session, source, group, start, dry_run=dry_run, yes=yes, output=output)
+        _move_group(session, source, group, start, dry_run=dry_run, yes=yes, output=output.output)
         return
     if sink is None:
         raise UsageError("replay needs a SINK to copy into, or -g GROUP to move a group")
     if exactly_once and dry_run:
         raise UsageError("--exactly-once cannot be combined with --dry-run")
-    selection = selection_from_options(filter_expr, map_expr, match_key, match_header)
-    _copy_range(session, source, sink, start, stop, pace=pace, dry_run=dry_run, output=output, template=template,
+    selection = selection_options.compile()
+    _copy_range(session, source, sink, start, stop, pace=pace, dry_run=dry_run, output=output,
                 cloudevents=cloudevents, selection=selection, exactly_once=exactly_once)
 
 
-# A whole replay is one transaction: Kafka brokers cap a transaction at 15 minutes by default.
+# A whole replay is one transaction: brokers cap a transaction at 15 minutes by default.
 REPLAY_TRANSACTION_SECONDS = 900.0
 
 
-def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: str, dry_run: bool, output, template,
+def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: str, dry_run: bool, output: MessageOutputOptions,
                 cloudevents, selection, exactly_once: bool = False) -> None:
     import contextlib
 
@@ -122,7 +106,7 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
         raise UsageError(f"--pace: {exc}") from None
     src = session.address(source)
     dst = session.address(sink)
-    writer = session.writer(output, template) if dry_run else None
+    writer = output.writer(session) if dry_run else None
     transform = message_transform(cloudevents)
     with contextlib.ExitStack() as stack:
         if exactly_once:
@@ -191,7 +175,7 @@ def _move_group(session: Session, source: str, group: str, target, *, dry_run: b
             session.info("dry run: nothing changed")
             return
         if not yes:
-            if not sys.stdin.isatty():
+            if not session.stdin_is_tty:
                 raise UsageError("refusing to move the group without confirmation: stdin is not a terminal; add --yes")
             if not typer.confirm(f"Move group {group!r}?", default=False, err=True):
                 raise EvrelayError("not moved (declined)")

@@ -9,40 +9,29 @@ import typer
 
 from evrelay.cli.common import (
     AddressArgument,
-    ConfigOption,
-    FilterOption,
-    MatchHeaderOption,
-    MatchKeyOption,
+    MatchOptions,
     OutputOption,
-    ProfileOption,
-    QuietOption,
     Session,
     StopFlag,
-    TimeoutOption,
     ToOption,
-    VerboseOption,
-    parse_duration,
+    command,
+    from_option,
     parse_position_option,
-    selection_from_options,
 )
 from evrelay.errors import Interrupted
 
 DEFAULT_FROM = "-1h"
 
 
+@command()
 def stats(
     address: AddressArgument,
-    from_: Annotated[str, typer.Option("--from", metavar="POSITION", help="Start: a position or time (default -1h).")] = DEFAULT_FROM,
+    from_: Annotated[str, from_option("Start: a position or time (default -1h).", show_default=True)] = DEFAULT_FROM,
     to: ToOption = None,
-    filter_expr: FilterOption = None,
-    match_key: MatchKeyOption = None,
-    match_header: MatchHeaderOption = None,
+    match_options: MatchOptions = MatchOptions(),
     output: OutputOption = None,
-    timeout: TimeoutOption = None,
-    config: ConfigOption = None,
-    profile: ProfileOption = None,
-    verbose: VerboseOption = False,
-    quiet: QuietOption = False,
+    *,
+    session: Session,
 ) -> None:
     """Summarise a range: messages per minute (a small chart), value-size percentiles,
     top keys and header names.
@@ -59,11 +48,10 @@ def stats(
     from evrelay.cli.sources import open_reader
     from evrelay.summary import RangeSummary
 
-    session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=parse_duration(timeout, "--timeout"))
     start = parse_position_option(from_, "--from")
     stop = parse_position_option(to, "--to")
     mode = session.record_mode(output)
-    selection = selection_from_options(filter_expr, None, match_key, match_header)
+    selection = match_options.compile()
     source = session.address(address)
     summary = RangeSummary()
     with contextlib.ExitStack() as stack:

@@ -13,35 +13,24 @@ from evrelay.cli.common import (
     DEFAULT_CLAIM_IDLE,
     MAX_COUNT,
     ClaimIdleOption,
-    ConfigOption,
     ConsumerOption,
     CountOption,
-    FilterOption,
     FollowOption,
-    FormatOption,
     FromOption,
     GroupOption,
     IdleTimeoutOption,
-    KcatJsonOption,
-    KeyDelimiterOption,
-    MapOption,
-    MatchHeaderOption,
-    MatchKeyOption,
-    OutputOption,
+    KcatOutputOptions,
     PartitionOption,
-    ProfileOption,
-    QuietOption,
+    SelectionOptions,
     Session,
     StopFlag,
     TimeoutOption,
     ToOption,
-    VerboseOption,
     check_range,
+    command,
     complete_address,
-    kcat_mode,
     parse_duration,
     parse_position_option,
-    selection_from_options,
 )
 from evrelay.errors import ExpectationFailed, Interrupted, UsageError
 
@@ -49,6 +38,7 @@ DEFAULT_LAST = 10
 DEFAULT_EXPECT_TIMEOUT = 30.0
 
 
+@command(session_options=("config", "profile", "verbose", "quiet"))
 def tail(
     addresses: Annotated[
         list[str],
@@ -65,19 +55,11 @@ def tail(
     expect: Annotated[Optional[int], typer.Option("--expect", metavar="N", min=0, max=MAX_COUNT, help="Exit 4 unless N messages arrive before --timeout (default 30s); stops after N.", show_default=False)] = None,
     timeout: TimeoutOption = None,
     idle_timeout: IdleTimeoutOption = None,
-    output: OutputOption = None,
-    template: FormatOption = None,
-    kcat_json: KcatJsonOption = False,
-    key_delimiter: KeyDelimiterOption = None,
+    output: KcatOutputOptions = KcatOutputOptions(),
     partition: PartitionOption = None,
-    filter_expr: FilterOption = None,
-    map_expr: MapOption = None,
-    match_key: MatchKeyOption = None,
-    match_header: MatchHeaderOption = None,
-    config: ConfigOption = None,
-    profile: ProfileOption = None,
-    verbose: VerboseOption = False,
-    quiet: QuietOption = False,
+    selection_options: SelectionOptions = SelectionOptions(),
+    *,
+    session: Session,
 ) -> None:
     """Print messages: the last 10 by default, a range with --from/--to/-n, new ones with -f.
 
@@ -109,15 +91,14 @@ def tail(
     claim_seconds = parse_duration(claim_idle, "--claim-idle")
     if expect is not None and deadline_seconds is None:
         deadline_seconds = DEFAULT_EXPECT_TIMEOUT
-    session = Session(config=config, profile=profile, verbose=verbose, quiet=quiet, timeout=deadline_seconds)
+    session.timeout = deadline_seconds
     start = parse_position_option(from_, "--from")
     stop = parse_position_option(to, "--to")
     check_range(start, stop, from_, to)
     if no_ack and not group:
         raise UsageError("--no-ack only makes sense with -g/--group")
-    output, delimiter = kcat_mode(output, kcat_json, key_delimiter, "-o")
-    writer = session.writer(output, template, key_delimiter=delimiter)
-    selection = selection_from_options(filter_expr, map_expr, match_key, match_header)
+    writer = output.writer(session)
+    selection = selection_options.compile()
     follow = follow or expect is not None
     # With a selection, `-n N` counts the messages shown, and a plain read without --from
     # searches the whole stream for the last N matches (tail's "last 10" of what matches).
@@ -166,7 +147,7 @@ def tail(
                 f"`evrelay replay {addresses[0]} -g {group_name} --from {from_}` moves it"
             )
         # SIGTERM (and Ctrl-C) end the read between batches, so the consumer closes
-        # cleanly: acks done, group left (a Kafka group is free to move at once). A closed
+        # cleanly: acks done, group left (its partitions are free to move at once). A closed
         # stdout (`| head`) ends it at once too, even while waiting for new messages; only
         # messages written in full are acked.
         with StopFlag() as stop:
