@@ -446,3 +446,24 @@ def test_metrics_on_a_port_in_use_is_refused_before_the_group_is_created(stream)
     assert f"--metrics: cannot listen on 127.0.0.1:{port}" in run.err
     assert "created consumer group" not in run.err
     assert evrelay("groups", stream).out == ""
+
+
+# --- --cloudevents on events that are not valid ----------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["binary", "structured"])
+@pytest.mark.parametrize(
+    ("event", "said"),
+    [
+        ('{"specversion": "1.0"}', "not a valid CloudEvent: it has no id, source, type"),
+        ('{"specversion": "1.0", "id": "1", "source": "s", "type": "t", "data_base64": "!!"}', "data_base64 is not base64"),
+    ],
+)
+def test_cloudevents_refuses_an_event_the_sdks_cannot_read(stream, mode, event, said):
+    # Before: both were written (exit 0): an event without id/source/type, which the
+    # CloudEvents SDK refuses to read, and an invalid data_base64, which binary mode turned
+    # into an empty value (the data silently gone).
+    run = evrelay("publish", stream, "--cloudevents", mode, event)
+    assert run.returncode == 2, run.err
+    assert said in run.err
+    assert evrelay("tail", stream).returncode == 1  # nothing was written: the stream does not exist
