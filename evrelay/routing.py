@@ -139,10 +139,13 @@ class _NameFormatter(string.Formatter):
         return text
 
 
-def open_sink(backend: Any, stream: str) -> Producer:
-    """The producer for a sink: a plain one, or a RoutedProducer when the name is a template."""
+def open_sink(backend: Any, stream: str, source_backend: Any = None) -> Producer:
+    """The producer for a sink: a plain one, or a RoutedProducer when the name is a template.
+    With the source's backend, a template that names a message's own source stream on the
+    same server refuses that message (`bridge s '{stream}'` would relay into itself forever)."""
     if is_template(stream):
-        return RoutedProducer(stream, backend.producer)
+        same_place = source_backend is not None and source_backend.location() == backend.location()
+        return RoutedProducer(stream, backend.producer, same_place=same_place)
     return backend.producer(stream)
 
 
@@ -150,8 +153,10 @@ class RoutedProducer(Producer):
     """Sends each message to the stream its template names, through one producer per
     destination (`open_producer(name)`), flushed together."""
 
-    def __init__(self, template: str, open_producer: Callable[[str], Producer]) -> None:
+    def __init__(self, template: str, open_producer: Callable[[str], Producer], *, same_place: bool = False) -> None:
         self.route = RouteTemplate(template)
+        self.same_place = same_place
+        """The sink is on the source's server: a name equal to a message's source stream loops."""
         self.open_producer = open_producer
         self.producers: dict[str, Producer] = {}
         self.unroutable: list[DeliveryFailure] = []
@@ -174,7 +179,11 @@ class RoutedProducer(Producer):
         by_name: dict[str, list[Message]] = {}
         for message in messages:
             try:
-                by_name.setdefault(self.route.render(message), []).append(message)
+                name = self.route.render(message)
+                source = message.position or message.origin
+                if self.same_place and source is not None and source.stream == name:
+                    raise RouteError(f"route {self.route.template!r} names {name!r}, the stream the message came from: that would relay into itself")
+                by_name.setdefault(name, []).append(message)
             except RouteError as exc:
                 self.unroutable.append(DeliveryFailure(message, str(exc), permanent=True))
         for name, batch in by_name.items():

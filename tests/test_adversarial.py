@@ -467,3 +467,14 @@ def test_cloudevents_refuses_an_event_the_sdks_cannot_read(stream, mode, event, 
     assert run.returncode == 2, run.err
     assert said in run.err
     assert evrelay("tail", stream).returncode == 1  # nothing was written: the stream does not exist
+
+
+def test_a_routed_sink_naming_the_source_stream_is_refused_not_looped(stream):
+    # Before: `bridge s '{stream}'` wrote every message back into s, read it again, and so
+    # on: 2 messages became 89,000 in 10 s, and --idle-timeout never came. The fixed-name
+    # check (`bridge s s`) did not see through a template.
+    assert evrelay("publish", stream, "a", "b").returncode == 0
+    run = evrelay("bridge", stream, "{stream}", "--idle-timeout", "1s", timeout=30)
+    assert run.returncode == 1, run.err
+    assert f"names {stream!r}, the stream the message came from: that would relay into itself" in run.err
+    assert '"length":2' in evrelay("info", stream).out

@@ -155,7 +155,7 @@ def bridge(
             if dst_backend.location() == src_backend.location() and dst_stream == src_stream:
                 raise UsageError(f"{source_text} and {sink_text} are the same {src_backend.stream_noun}: that would relay into itself")
             if not exactly_once:
-                sink_producer = with_transform(stack.enter_context(open_sink(dst_backend, dst_stream)), transform)
+                sink_producer = with_transform(stack.enter_context(open_sink(dst_backend, dst_stream, src_backend)), transform)
             elif is_template(dst_stream):
                 raise UsageError("--exactly-once writes one topic in each transaction; a sink name template routes to many")
         else:
