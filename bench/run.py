@@ -1,10 +1,10 @@
-"""evrelay side by side with its peers (kcat, redis-py loops, redis-benchmark), in one run.
+"""evrelay side by side with its peers (kcat, redis-py and nats-py loops), in one run.
 
     python bench/run.py                          # N = 300,000 messages of ~90 bytes, 3 rounds, on tansu
     python bench/run.py --kafka apache           # on Apache Kafka 4 (jars resolved once by Maven, as the tests do)
     python bench/run.py --messages 1000000 --repeat 5
 
-Starts its own Kafka broker and redis-server on free ports, as the tests do, generates its
+Starts its own Kafka broker, redis-server and nats-server on free ports, as the tests do, generates its
 data, and measures each contender as a separate process. The machine may be shared and
 noisy, so contenders alternate round by round and medians are compared only as ratios
 measured in the same run. Prints ONE Markdown table, every figure beside its peer, the
@@ -13,16 +13,25 @@ reported, not an error.
 
 The peers:
 - `publish kafka:` against kcat with the same delivery settings (idempotent producer,
-  acks=all), and, with `?enable.idempotence=false`, against plain kcat;
+  acks=all), and, with `?enable.idempotence=false`, against plain kcat and against the
+  floor of Python: a hand-written confluent-kafka produce_batch loop
+  (bench/kafka_produce_loop.py) with the same settings;
 - `tail kafka:` `-o raw` against kcat, `-o json` against `kcat -J`;
 - `tail redis:` `-o raw` and `-o json` against a redis-py XREAD loop printing the values
   (bench/redis_xread_loop.py); `publish redis:` against a redis-py pipeline;
+- `publish nats:` against a nats-py loop publishing to JetStream with acknowledgements
+  (bench/nats_publish_loop.py), `tail nats:` `-o raw` and `-o json` against nats-py's
+  ordered consumer printing the values (bench/nats_tail_loop.py);
 - a bridge against the slower of its two halves, on marginal cost: (N - 1) messages over
   the wall time of a run of N minus a run of 1, for the bridge and for each half alike,
   so that start-up and the group join do not count;
 - bridge start-up (`bridge ... -n 1` with a fresh group), absolute;
 - `evrelay --version` and `tail --help` against `python -c pass`;
 - peak RSS of a tail and of a bridge of the big run against the same for 10,000.
+
+evrelay runs with its bytecode cached (PYTHONPYCACHEPREFIX under the work directory), as
+an installed package has it: with PYTHONDONTWRITEBYTECODE set, as in some sandboxes, every
+run would compile evrelay's modules again (~15 ms of a 0.2 s contender).
 """
 
 from __future__ import annotations
@@ -45,10 +54,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import tests.servers as servers  # noqa: E402
-from tests.servers import RedisServer, ServerUnavailable, kcat_command  # noqa: E402
+from tests.servers import NatsServer, RedisServer, ServerUnavailable, kcat_command  # noqa: E402
 
 REDIS_PIPELINE = REPO / "bench" / "redis_pipeline_loop.py"
 REDIS_XREAD = REPO / "bench" / "redis_xread_loop.py"
+KAFKA_PRODUCE = REPO / "bench" / "kafka_produce_loop.py"
+NATS_PUBLISH = REPO / "bench" / "nats_publish_loop.py"
+NATS_TAIL = REPO / "bench" / "nats_tail_loop.py"
 
 
 def evrelay_command() -> list[str]:
@@ -157,13 +169,15 @@ def main() -> int:
     avg = data.stat().st_size / n
     print(f"# {n:,} messages of {avg:.0f} bytes on {args.kafka}, {rounds} rounds, contenders alternating; medians", file=sys.stderr)
     env = dict(os.environ, XDG_DATA_HOME=str(work / "xdg-data"), XDG_CONFIG_HOME=str(work / "xdg-config"))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # see the module docstring
+    env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
     results = Results()
     groups = iter(range(1_000_000))
 
     def secs(cmd: list[str], stdin: Path | None = None) -> float:
         return run(cmd, stdin=stdin, env=env).seconds
 
-    with kafka_server(args.kafka) as kafka, RedisServer() as redis_server:
+    with kafka_server(args.kafka) as kafka, RedisServer() as redis_server, NatsServer() as nats_server:
         b = kafka.bootstrap
         redis = f"redis://127.0.0.1:{redis_server.port}/0"
         topics = Topics(b)
@@ -171,6 +185,9 @@ def main() -> int:
         run([*ev, "publish", f"kafka://{b}/{kafka_src}", "-q"], stdin=data, env=env)
         redis_src = "src"
         run([*ev, "publish", f"{redis}/{redis_src}", "-q"], stdin=data, env=env)
+        nats = f"nats://127.0.0.1:{nats_server.port}"
+        nats_src = "src"
+        run([*ev, "publish", f"{nats}/{nats_src}?create=true", "-q"], stdin=data, env=env)
         plain = "?enable.idempotence=false"
         kcat_idempotent = ["-X", "enable.idempotence=true", "-X", "acks=all"]
         streams = iter(range(1_000_000))
@@ -202,6 +219,7 @@ def main() -> int:
             alternate(r, [
                 ("publish kafka evrelay plain", lambda: secs([*ev, "publish", f"kafka://{b}/{topics.new('pub')}{plain}", "-q"], data)),
                 ("publish kafka kcat", lambda: secs([*kcat, "-b", b, "-P", "-t", topics.new("pub"), "-l", str(data)])),
+                ("publish kafka loop plain", lambda: secs([sys.executable, str(KAFKA_PRODUCE), b, topics.new("pub"), str(data), "enable.idempotence=false"])),
             ], results)
             alternate(r, [
                 ("tail kafka evrelay raw", lambda: secs([*ev, "tail", f"kafka://{b}/{kafka_src}", "--from", "beginning", "-o", "raw"])),
@@ -217,6 +235,15 @@ def main() -> int:
             alternate(r, [
                 ("publish redis evrelay", lambda: secs([*ev, "publish", f"{redis}/pub-{next(streams)}", "-q"], data)),
                 ("publish redis pipeline", lambda: secs([sys.executable, str(REDIS_PIPELINE), str(redis_server.port), f"pub-{next(streams)}", str(data)])),
+            ], results)
+            alternate(r, [
+                ("publish nats evrelay", lambda: secs([*ev, "publish", f"{nats}/pub{next(streams)}?create=true", "-q"], data)),
+                ("publish nats loop", lambda: secs([sys.executable, str(NATS_PUBLISH), str(nats_server.port), f"pub{next(streams)}", str(data)])),
+            ], results)
+            alternate(r, [
+                ("tail nats evrelay raw", lambda: secs([*ev, "tail", f"{nats}/{nats_src}", "--from", "beginning", "-o", "raw"])),
+                ("tail nats loop", lambda: secs([sys.executable, str(NATS_TAIL), str(nats_server.port), nats_src])),
+                ("tail nats evrelay json", lambda: secs([*ev, "tail", f"{nats}/{nats_src}", "--from", "beginning", "-o", "json"])),
             ], results)
             # marginal cost: a run of 1 beside a run of N, for the bridges and their halves
             alternate(r, [
@@ -312,6 +339,12 @@ def render(results: Results, n: int, avg: float, rounds: int, flavour: str, big_
         return table()
     timed("`publish kafka:` (idempotent, acks=all)", "publish kafka evrelay", "publish kafka kcat idempotent", "kcat -X enable.idempotence=true", 1.0)
     timed("`publish kafka:?enable.idempotence=false`", "publish kafka evrelay plain", "publish kafka kcat", "plain kcat", 1.3)
+    floor = m("publish kafka loop plain")
+    if floor is not None:  # what Python on confluent-kafka reaches: context for the row above, no target
+        ours = m("publish kafka evrelay plain")
+        rows.append(("`publish kafka:?enable.idempotence=false` vs the Python floor", f"{ours:.2f} s",
+                     f"confluent-kafka produce_batch loop {floor:.2f} s (kcat {m('publish kafka kcat'):.2f} s: {floor / m('publish kafka kcat'):.2f}x)",
+                     f"{ours / floor:.2f}x", "(floor: no target)", "-"))
     timed("`tail kafka: -o raw`", "tail kafka evrelay raw", "tail kafka kcat", "kcat", 1.0)
     timed("`tail kafka: -o json`", "tail kafka evrelay json", "tail kafka kcat -J", "kcat -J", 1.3)
     timed("`tail redis: -o raw`", "tail redis evrelay raw", "tail redis loop", "redis-py XREAD loop", 1.0)
@@ -350,7 +383,9 @@ def render(results: Results, n: int, avg: float, rounds: int, flavour: str, big_
             row(f"{what} of {big_label} messages, peak RSS", f"{big:.0f} MB", f"{what} of 10,000: {small:.0f} MB", big / small, "≤ 1.3x", 1.3)
         else:
             row(f"{what} of {big_label} messages, peak RSS", "-", "-", None, "≤ 1.3x", 1.3)
-    row("NATS publish / tail vs a nats-py loop", "-", "-", None, "≤ 1.5x", 1.5)
+    timed("`publish nats:`", "publish nats evrelay", "publish nats loop", "nats-py publish_async loop", 1.5)
+    timed("`tail nats: -o raw`", "tail nats evrelay raw", "tail nats loop", "nats-py ordered consumer", 1.5)
+    timed("`tail nats: -o json`", "tail nats evrelay json", "tail nats loop", "nats-py ordered consumer", 1.5)
     return table()
 
 

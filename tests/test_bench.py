@@ -12,6 +12,7 @@ from tests.conftest import REPO
 
 @pytest.mark.kafka
 @pytest.mark.redis
+@pytest.mark.nats
 @pytest.mark.slow
 def test_benchmark_runs_and_reports_every_measure():
     proc = subprocess.run(
@@ -25,7 +26,8 @@ def test_benchmark_runs_and_reports_every_measure():
                     "bridge kafka->redis, marginal rate", "bridge redis->kafka, marginal rate", "bridge start-up",
                     "`evrelay --version`", "`evrelay tail --help`", "tail of 20,000 messages, peak RSS",
                     "bridge of 20,000 messages, peak RSS", "bridge kafka->redis, `--filter` passing half",
-                    "bridge kafka->redis, `--match-key` passing half"):
+                    "bridge kafka->redis, `--match-key` passing half", "`publish kafka:?enable.idempotence=false` vs the Python floor",
+                    "`publish nats:`", "`tail nats: -o raw`", "`tail nats: -o json`"):
         row = next((r for r in rows if r.startswith(f"| {measure}")), None)
         assert row is not None, f"{measure} missing:\n{proc.stdout}"
         if "marginal rate" not in row:  # with 2,000 messages, join noise can swamp the difference

@@ -60,3 +60,17 @@ def test_client_libraries_are_imported_lazily(args, allowed):
                           env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
     loaded = proc.stderr.decode().rsplit("LOADED=", 1)[1].strip()
     assert set(filter(None, loaded.split(","))) <= allowed, loaded
+
+
+METADATA_PROBE = PROBE.replace('("confluent_kafka", "redis", "rich")', '("importlib.metadata",)')
+
+
+@pytest.mark.parametrize(("args", "looks"), [(["tail", "--help"], False), (["--version"], False), (["--help"], True)])
+def test_only_help_that_lists_plugins_looks_for_them(args, looks):
+    # Finding plug-ins imports importlib.metadata and reads every installed package's
+    # metadata (~12 ms, a third of tail --help's own start-up): only help texts that list
+    # plug-in backends (evrelay --help, an ADDRESS argument's) may pay for it.
+    proc = subprocess.run([sys.executable, "-c", METADATA_PROBE, *args], capture_output=True, cwd=str(Path.cwd()),
+                          env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    loaded = proc.stderr.decode().rsplit("LOADED=", 1)[1].strip()
+    assert (loaded == "importlib.metadata") is looks, loaded

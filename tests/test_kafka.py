@@ -194,6 +194,25 @@ def test_unreachable_broker_exits_3_quickly_and_quietly():
         assert "librdkafka" not in run.err and "FAIL|" not in run.err and "Traceback" not in run.err
 
 
+def test_unreachable_broker_is_reported_at_the_next_line_of_a_slow_pipe():
+    """Input is read while librdkafka connects (the reachability check runs beside it), so
+    an unreachable cluster is reported once the check has failed and the next line comes:
+    exit 3, nothing printed on stdout, no traceback."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "evrelay", "publish", "kafka://127.0.0.1:1/t", "--timeout", "1s"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )
+    time.sleep(2.5)  # past --timeout with nothing read yet
+    assert proc.poll() is None
+    out, err = proc.communicate(b"x\n", timeout=30)
+    assert proc.returncode == 3, err
+    assert out == b"" and time.monotonic() - started < 15
+    assert err.decode().startswith("evrelay: error: Kafka at 127.0.0.1:1 could not be reached"), err
+    assert b"Traceback" not in err
+
+
 def test_verbose_shows_client_logs():
     run = evrelay("tail", "kafka://127.0.0.1:1/t", "--timeout", "1s", "-v")
     assert run.returncode == 3

@@ -118,6 +118,33 @@ def test_tail_every_position_form(address, stream):
     assert run.out.strip() == f"7 {stream} m7"
 
 
+def test_reads_of_many_full_batches_are_whole_ordered_and_prompt(address):
+    """A plain read sends its next pull request while the last batch is printed (5,000 a
+    batch): 30,000 messages end on whole batches and mid-batch, with --to and -n cutting
+    inside the batch read ahead. A read-ahead request counted wrongly waited for the
+    client's 30 s timeout between batches (when the request had delivered in full before
+    the next read: -o json, slower to print, makes that the rule)."""
+    lines = [f"m{i}" for i in range(1, 30_001)]
+    assert evrelay("publish", address, "-q", input="\n".join(lines) + "\n").returncode == 0
+
+    def tail(*args: str) -> list[str]:
+        started = time.monotonic()
+        run = evrelay("tail", address, "-o", "raw", *args)
+        assert run.returncode == 0, run.err
+        assert time.monotonic() - started < 15, f"tail {args} took {time.monotonic() - started:.1f}s"
+        return run.out.split()
+
+    started = time.monotonic()
+    everything = evrelay("tail", address, "--from", "beginning", "-o", "json")
+    assert time.monotonic() - started < 15, f"tail -o json took {time.monotonic() - started:.1f}s"
+    assert [envelope["value"] for envelope in envelopes(everything)] == lines
+    assert tail("--from", "beginning") == lines
+    assert tail("--from", "beginning", "--to", "10000") == lines[:10_000]
+    assert tail("--from", "2", "--to", "7003") == lines[1:7003]
+    assert tail("--from", "beginning", "-n", "5001") == lines[:5001]
+    assert tail("--from", "5001") == lines[5000:]
+
+
 def test_follow_from_end_sees_a_new_message_and_expect_gates(address):
     assert evrelay("publish", address, "old").returncode == 0
     import subprocess

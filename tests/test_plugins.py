@@ -138,3 +138,15 @@ class TestPluginContract(BackendContract):
     @pytest.fixture
     def stream(self):
         return "notes"
+
+
+def test_help_lists_plugin_backends(plugin_path):
+    # The root help is built only when shown (evrelay/cli/app.py), after the plug-ins are found.
+    env = {"PYTHONPATH": plugin_path}
+    root = evrelay("--help", env=env)
+    text = " ".join(root.out.split())  # help is wrapped to the terminal
+    assert root.returncode == 0 and "(file, kafka, local, memo, nats, redis)" in text and "memo://..." in text
+    publish = evrelay("publish", "--help", env=env)
+    assert "memo://..." in " ".join(publish.out.split())
+    tail = evrelay("tail", "--help", env=env)
+    assert tail.returncode == 0 and "Usage: evrelay tail" in tail.out

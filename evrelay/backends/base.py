@@ -20,33 +20,49 @@ Each backend declares its `capabilities`; commands call `require()` first so a m
 capability is refused cleanly, before anything is read or sent. Inspection and group
 administration (pending, claim, group seeks, lag) live here too, so the commands that use
 them stay backend-neutral.
+
+The interface is spread over sibling modules by subject (`capabilities`: what a backend
+can do and needs; `messaging`: producers, consumers and reads; `inspection`: the rows of
+ls/info/groups/lag and group seeks); this module holds `Backend` itself and re-exports
+every name, so backends and plug-ins import all of it from here.
 """
 
 from __future__ import annotations
 
-import enum
 import functools
-import os
 import re
-import secrets
-import socket
-import time
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from abc import ABC
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from evrelay.envelope import Headers, Message, Position
-from evrelay.errors import (
-    AddressError,
-    ConfigError,
-    EvrelayError,
-    MissingClientError,
-    ProducerTimeout,
-    UnsupportedError,
-    UsageError,
+from evrelay.backends.capabilities import REFUSAL_HINTS as REFUSAL_HINTS  # defined here before the split
+from evrelay.backends.capabilities import Capability, ClientLibrary, import_client, read_needs, refuse_missing
+from evrelay.backends.inspection import (
+    GroupInfo,
+    GroupLag,
+    GroupSeekPlan,
+    GroupSeekStep,
+    Health,
+    PartitionInfo,
+    PendingEntry,
+    StreamInfo,
+    Table,
+    _time_text,
 )
-from evrelay.positions import Beginning, StreamPosition
+from evrelay.backends.messaging import (
+    Consumer,
+    DeliveryFailure,
+    DeliveryReport,
+    GroupReader,
+    Producer,
+    ReadSpec,
+    StopReason,
+    default_consumer_name,
+)
+from evrelay.envelope import Message, Position
+from evrelay.errors import AddressError, ConfigError, UnsupportedError, UsageError
+from evrelay.positions import StreamPosition
 
 __all__ = [
     "Backend",
@@ -78,106 +94,6 @@ __all__ = [
 ]
 
 
-def default_consumer_name() -> str:
-    """This process's consumer name within a group, unless the user gives one: unique per
-    process (host, pid and a random tag), so two readers on one host never take each
-    other's pending messages for their own. A restarted reader gets a new name and
-    recovers a dead predecessor's messages by claiming those idle past a bound."""
-    global _CONSUMER_NAME
-    if _CONSUMER_NAME is None:
-        _CONSUMER_NAME = f"evrelay-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
-    return _CONSUMER_NAME
-
-
-_CONSUMER_NAME: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ClientLibrary:
-    """The third-party client a backend talks through, and how to install it."""
-
-    module: str
-    """The import name (`confluent_kafka`)."""
-    package: str
-    """The PyPI name (`confluent-kafka`)."""
-    extra: str | None = None
-    """evrelay's optional extra that pulls it in (`nats` for `evrelay[nats]`), if any."""
-
-    @property
-    def install_command(self) -> str:
-        if self.extra:
-            return f"pip install 'evrelay[{self.extra}]'   (or: pip install {self.package})"
-        return f"pip install {self.package}"
-
-
-def import_client(library: ClientLibrary, backend: str) -> Any:
-    """The client library's module, or a usage error (exit 2) with the pip command that
-    installs it: a missing optional client is the user's set-up, not an evrelay bug."""
-    import importlib
-
-    try:
-        return importlib.import_module(library.module)
-    except ImportError:
-        raise MissingClientError(
-            f"the {backend} backend needs the {library.package} client library, which is not installed",
-            hint=library.install_command,
-        ) from None
-
-
-class Capability(enum.Enum):
-    PUBLISH = "publishing"
-    READ = "reading"
-    FOLLOW = "following new messages (-f)"
-    GROUPS = "consumer groups (-g)"
-    PENDING = "listing pending messages"
-    CLAIM = "claiming idle messages"
-    SEEK_POSITION = "starting at a native position"
-    SEEK_TIME = "starting at a time"
-    GROUP_SEEK = "moving a consumer group (replay -g)"
-    GROUP_DELETE = "deleting a consumer group"
-    KEEP_TIMESTAMP = "keeping the original timestamp"
-    INSPECT = "inspection (ls, info, groups, lag)"
-    GROUP_RANGE_END = "ending a group read at a position (--to with -g)"
-    PARTITIONS = "choosing partitions (--partition)"
-    EXACTLY_ONCE = "exactly-once delivery (transactions that include the source's progress)"
-
-
-REFUSAL_HINTS = {
-    Capability.GROUP_RANGE_END: "end a group read with -n or --idle-timeout",
-}
-
-
-def read_needs(spec: ReadSpec) -> frozenset[Capability]:
-    """What reading `spec` needs from a backend: commands declare it, and the session
-    refuses (`refuse_missing`) before anything is connected."""
-    from evrelay.positions import AtTime, EntryId, Offset, PartitionOffsets
-
-    needed = {Capability.READ}
-    if spec.follow:
-        needed.add(Capability.FOLLOW)
-    if spec.group:
-        needed.add(Capability.GROUPS)
-        if spec.stop is not None:
-            needed.add(Capability.GROUP_RANGE_END)
-    if spec.partitions:
-        needed.add(Capability.PARTITIONS)
-    for position in (spec.start, spec.stop):
-        if isinstance(position, AtTime):
-            needed.add(Capability.SEEK_TIME)
-        elif isinstance(position, (Offset, EntryId, PartitionOffsets)):
-            needed.add(Capability.SEEK_POSITION)
-    return frozenset(needed)
-
-
-def refuse_missing(backend: type[Backend] | Backend, needed: Iterable[Capability], command: str | None = None) -> None:
-    """The one capability check: UnsupportedError (exit 2) naming the first capability
-    `backend` lacks, in one wording for every command and backend."""
-    for capability in sorted(needed, key=lambda c: list(Capability).index(c)):
-        if capability not in backend.capabilities:
-            needs = f" ({command} needs it)" if command else ""
-            raise UnsupportedError(f"the {backend.name} backend does not support {capability.value}{needs}", hint=REFUSAL_HINTS.get(capability))
-
-
 @dataclass(slots=True)
 class BackendSettings:
     """What every backend gets besides its profile's options."""
@@ -191,389 +107,6 @@ class BackendSettings:
     origin: str = ""
     """Where the options came from (config file, line and profile, or the address): errors
     about credentials and certificates name it."""
-
-
-@dataclass(slots=True)
-class ReadSpec:
-    """What a consumer should read.
-
-    Without `group`: messages from `start` up to `stop` (inclusive), then `exhausted`,
-    unless `follow`. With `group`: the group's own position; `start` only places a group
-    that does not exist yet, and the consumer first re-reads its own pending messages
-    where the backend keeps them.
-    """
-
-    stream: str
-    start: StreamPosition = field(default_factory=Beginning)
-    stop: StreamPosition | None = None
-    follow: bool = False
-    group: str | None = None
-    consumer_name: str | None = None
-    partitions: tuple[int, ...] | None = None
-    finish_group: bool = False
-    """Group reads: idle (for --idle-timeout) only once the whole group is finished, other
-    consumers' pending messages included, which are claimed once idle past the bound (a
-    bridge after a crash); False: once nothing is left undelivered (tail)."""
-    release_on_close: bool = True
-    """Group reads: hand back, on a clean close, what this consumer took and did not ack,
-    so the next reader gets it at once; False keeps it pending (`tail -g --no-ack`)."""
-
-
-class StopReason(enum.Enum):
-    END_OF_DATA = "end of data"
-    LIMIT = "count reached"
-    DEADLINE = "timeout"
-    IDLE = "idle timeout"
-    STOPPED = "stopped"
-
-
-@dataclass(slots=True)
-class DeliveryFailure:
-    message: Message
-    reason: str
-    permanent: bool
-    """True when sending again cannot help (too large, refused); False for outages."""
-    unfit: bool = False
-    """The message cannot be written in the sink's format (a Redis layout, a CloudEvents
-    content mode): the input is at fault, nothing of it was sent. Always permanent."""
-
-
-@dataclass(slots=True)
-class DeliveryReport:
-    """The outcome of one `flush()`: every message sent since the previous flush is either
-    delivered, failed, or (only when the timeout ran out) still pending."""
-
-    delivered: int = 0
-    failures: list[DeliveryFailure] = field(default_factory=list)
-    pending: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures and not self.pending
-
-
-@dataclass(slots=True)
-class Health:
-    healthy: bool
-    detail: str
-    latency_ms: float | None = None
-
-
-@dataclass(slots=True)
-class PartitionInfo:
-    """One Kafka partition, or the whole of a stream (partition None)."""
-
-    partition: int | None
-    length: int | None
-    first: str | None
-    last: str | None
-    first_time: int | None = None
-    last_time: int | None = None
-
-
-@dataclass(slots=True)
-class GroupInfo:
-    name: str
-    consumers: int | None
-    pending: int | None
-    lag: int | None
-    position: str | None = None
-    """The group's committed / last-delivered position, in the backend's native form."""
-    state: str | None = None
-
-
-@dataclass(slots=True)
-class StreamInfo:
-    name: str
-    length: int | None
-    partitions: list[PartitionInfo] = field(default_factory=list)
-    groups: list[GroupInfo] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class GroupLag:
-    """Where a group stands on one partition (Kafka) or on the whole stream."""
-
-    partition: int | None
-    position: str | None
-    """Committed (Kafka) or last-delivered (Redis, local) position; None: nothing yet."""
-    end: str | None
-    lag: int
-    """Messages after the position: not yet delivered to the group."""
-    pending: int | None = None
-    """Delivered but not acked (Redis, local); None where there is no such thing (Kafka)."""
-    oldest_time: int | None = None
-    """Epoch ms of the oldest message the group has not finished with (pending, or not
-    yet delivered): `lag --max-age` compares its age. None when there is none."""
-
-
-@dataclass(slots=True)
-class Table:
-    """Rows for a command's output and the columns a terminal table shows (key, HEADER);
-    `-o json` prints the rows whole."""
-
-    rows: list[dict[str, Any]]
-    columns: list[tuple[str, str]]
-
-
-def _time_text(ms: int | None) -> str | None:
-    from evrelay.timestamps import format_ms
-
-    return format_ms(ms) if ms is not None else None
-
-
-@dataclass(slots=True)
-class PendingEntry:
-    position: Position
-    consumer: str
-    idle_ms: int
-    deliveries: int
-
-
-@dataclass(slots=True)
-class GroupSeekStep:
-    partition: int | None
-    current: str
-    new: str
-    affected: int | None
-    """How many messages will be delivered again (positive) or skipped (negative)."""
-
-
-@dataclass(slots=True)
-class GroupSeekPlan:
-    stream: str
-    group: str
-    target: StreamPosition
-    steps: list[GroupSeekStep]
-    native: Any = None
-    """Backend-private data `apply_group_seek` needs (the resolved offsets or ID)."""
-
-
-class Producer(ABC):
-    """Sends messages to one topic/stream. `send` queues, `flush` confirms.
-
-    An exactly-once producer (`transactional` True) sends inside a transaction opened by
-    `begin()`; `commit(source, acked)` then makes the messages and the source's acks of `acked`
-    visible atomically (the relay does not ack them at the source itself), and `abort()`
-    discards both, after which the source must re-read the window.
-    """
-
-    transactional: ClassVar[bool] = False
-
-    @abstractmethod
-    def send(self, messages: Sequence[Message]) -> None:
-        """Queue messages for delivery (it may start sending at once)."""
-
-    def send_values(self, values: Sequence[bytes], key: bytes | None = None, headers: Headers | None = None) -> None:
-        """Queue plain values sharing one key and header set (publish's line input),
-        confirmed by flush() like send(); a failure then names the value, not a source
-        message. Backends override it to skip building a Message per value."""
-        self.send([Message(value, key, list(headers or ())) for value in values])
-
-    @abstractmethod
-    def flush(self, timeout: float | None = None) -> DeliveryReport:
-        """Wait until everything queued since the last flush is confirmed or failed."""
-
-    def close(self) -> None:
-        """Release resources; anything not flushed is abandoned."""
-
-    def begin(self) -> None:
-        """Open a transaction (exactly-once producers only)."""
-        raise UnsupportedError("this producer has no transactions")
-
-    def commit(self, source: Consumer, acked: Sequence[Message]) -> None:
-        """Commit the open transaction together with `source`'s acks of `acked`.
-        Raises TransactionAborted when the transaction had to be aborted instead."""
-        raise UnsupportedError("this producer has no transactions")
-
-    def abort(self) -> None:
-        """Discard the open transaction: none of its messages become visible."""
-
-    def publish(self, messages: Sequence[Message], timeout: float | None = None) -> DeliveryReport:
-        """Send and confirm; raises ProducerTimeout when confirmations did not all arrive."""
-        self.send(messages)
-        report = self.flush(timeout)
-        if report.pending:
-            raise ProducerTimeout(
-                f"{report.pending} message(s) not confirmed within the timeout", undelivered=report.pending
-            )
-        return report
-
-    def __enter__(self) -> Producer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class Consumer(ABC):
-    """Reads batches of messages for one ReadSpec."""
-
-    exhausted: bool = False
-    """Set once a non-follow read has delivered everything up to its end."""
-    stop_reason: StopReason | None = None
-    created: bool | None = None
-    """Group reads: True when this consumer created the group, False when it existed."""
-    cumulative_acks: bool = False
-    """True where acking a message also acks every earlier one of its partition (a Kafka
-    commit): a caller that leaves a message unacked must not ack past it."""
-
-    @property
-    def caught_up(self) -> bool:
-        """True while the source is assigned to us, reachable and has nothing more for us
-        right now: only then does `--idle-timeout` count (a Kafka group join, a partition
-        not yet read to its end, or an outage is not idleness). Default: always."""
-        return True
-
-    @abstractmethod
-    def read(self, max_messages: int, timeout: float) -> list[Message]:
-        """Up to `max_messages`, waiting at most `timeout` seconds for the first one."""
-
-    def ack(self, messages: Sequence[Message]) -> None:
-        """Mark messages processed for the group; a no-op for non-group reads."""
-
-    def reject(self, messages: Sequence[Message]) -> None:
-        """Give messages back: they stay pending / uncommitted and will be delivered again."""
-
-    def keepalive(self) -> None:
-        """Called while the caller cannot take messages (its sink is down): keep the group
-        membership alive without fetching more. Default: nothing to do."""
-
-    def claim_idle(self, min_idle_ms: int, count: int) -> list[Message]:
-        """Take over group messages other consumers left pending for `min_idle_ms`
-        (dead readers), ackable through this consumer. Default: none (no such thing)."""
-        return []
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> Consumer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def batches(
-        self,
-        *,
-        limit: int | None = None,
-        deadline: float | None = None,
-        idle_timeout: float | None = None,
-        batch_size: int = 1000,
-        should_stop: Callable[[], bool] | None = None,
-        poll_interval: float = 0.5,
-        claim_idle_ms: int | None = None,
-        claim_every: float = 5.0,
-    ) -> Iterator[list[Message]]:
-        """Batches until the data ends (non-follow), `limit` messages, the monotonic
-        `deadline`, `idle_timeout` seconds without a message, or `should_stop()`.
-        With `claim_idle_ms`, a group reader first (and every `claim_every` seconds)
-        takes over messages other consumers left pending that long (dead readers).
-
-        Why it stopped is left in `stop_reason`. Never reads more than `limit`, so a
-        group reader does not take messages it will not process.
-        """
-        received = 0
-        last_arrival = time.monotonic()
-        next_claim = last_arrival if claim_idle_ms is not None else None
-        self.stop_reason = None
-        while True:
-            if should_stop is not None and should_stop():
-                self.stop_reason = StopReason.STOPPED
-                return
-            if idle_timeout is not None and not self.caught_up:
-                last_arrival = time.monotonic()
-            if limit is not None and received >= limit:
-                self.stop_reason = StopReason.LIMIT
-                return
-            if self.exhausted:
-                self.stop_reason = StopReason.END_OF_DATA
-                return
-            now = time.monotonic()
-            wait = poll_interval
-            if deadline is not None:
-                if now >= deadline:
-                    self.stop_reason = StopReason.DEADLINE
-                    return
-                wait = min(wait, deadline - now)
-            if idle_timeout is not None:
-                idle_left = last_arrival + idle_timeout - now
-                if idle_left <= 0:
-                    self.stop_reason = StopReason.IDLE
-                    return
-                wait = min(wait, idle_left)
-            want = batch_size if limit is None else min(batch_size, limit - received)
-            batch: list[Message] = []
-            if next_claim is not None and claim_idle_ms is not None and now >= next_claim:
-                next_claim = now + claim_every
-                batch = self.claim_idle(claim_idle_ms, want)
-            if not batch:
-                batch = self.read(want, max(wait, 0.0))
-            if batch:
-                received += len(batch)
-                yield batch
-                # Only now: time the caller spent writing and acking is not idleness.
-                last_arrival = time.monotonic()
-
-
-class GroupReader(Consumer):
-    """A group consumer whose acks and claims are the backend's own `ack` and `claim`
-    (Redis, local): subclasses set backend, stream, group and consumer."""
-
-    backend: Backend
-    stream: str
-    group: str
-    consumer: str
-
-    def ack(self, messages: Sequence[Message]) -> None:
-        positions = [m.position for m in messages if m.position is not None]
-        if positions:
-            self.backend.ack(self.stream, self.group, positions)
-
-    release_on_close: bool = True
-    REFRESH_EVERY = 5.0
-    """Seconds between refreshes of this reader's in-flight messages while it waits (see
-    keepalive): far below any claim bound, so a live reader's work is never taken over."""
-    _refreshed_at: float = 0.0
-
-    finish_group: bool = False
-
-    @property
-    def caught_up(self) -> bool:
-        """Nothing is left undelivered for the group; with `finish_group`, nothing pending
-        for another consumer either (a dead one's messages are claimed once idle past the
-        bound, so an idle timeout waits for them)."""
-        if self.finish_group:
-            return self.backend.group_backlog(self.stream, self.group, excluding_consumer=self.consumer) == 0
-        return sum(row.lag for row in self.backend.group_lag(self.stream, self.group)) == 0
-
-    def keepalive(self) -> None:
-        """While the sink is down: mark this reader's pending messages as just delivered,
-        so no other reader mistakes them for a dead reader's and claims them."""
-        now = time.monotonic()
-        if now - self._refreshed_at >= self.REFRESH_EVERY:
-            self._refreshed_at = now
-            self.refresh_pending()
-
-    def refresh_pending(self) -> None:
-        """Reset the idle time of every message pending for this consumer."""
-
-    def release_pending(self) -> None:
-        """Hand back every message still pending for this consumer (its name is unique
-        per process unless the user chose one), making it available to other readers."""
-
-    def close(self) -> None:
-        if self.release_on_close:
-            try:
-                self.release_pending()
-            except EvrelayError as exc:  # the server went away: they stay pending, claimable later
-                self.backend.settings.warn(f"could not hand back unacked messages of group {self.group!r}: {exc}")
-
-    def claim_idle(self, min_idle_ms: int, count: int) -> list[Message]:
-        claimed = self.backend.claim(self.stream, self.group, self.consumer, min_idle_ms=min_idle_ms, count=count)
-        for message in claimed:
-            message.receipt = self
-        return claimed
 
 
 def _query_value(text: str) -> Any:

@@ -53,7 +53,21 @@ def _silence_stdout(session: Session) -> None:
         pass
 
 
+def root_help() -> str:
+    return (
+        f"Publish, tail, bridge, replay and ack events on every backend ({backends.help_backend_names()}).\n\n"
+        f"ADDRESS is {backends.help_address_forms()} (NAME: in the default profile; -: stdin/stdout, JSONL).\n\n"
+        "--config, --profile, -v and -q work before the command as well as after it."
+    )
+
+
 class EvrelayGroup(TyperGroup):
+    def format_help_text(self, ctx: Any, formatter: Any) -> None:
+        # The text lists plug-in backends, and finding them imports importlib.metadata and
+        # reads every installed package's metadata (~12 ms): only `evrelay --help` pays.
+        self.help = root_help()
+        super().format_help_text(ctx, formatter)
+
     def invoke(self, ctx: Any) -> Any:
         # A caller running the app in-process may hand in its own (`app(args, obj=Session(...))`).
         session = ctx.obj if isinstance(ctx.obj, Session) else Session(stdin=sys.stdin.buffer, stdout=sys.stdout.buffer, stderr=sys.stderr)
@@ -88,11 +102,7 @@ def _new_app() -> typer.Typer:
     return typer.Typer(
         name="evrelay",
         cls=EvrelayGroup,
-        help=(
-            f"Publish, tail, bridge, replay and ack events on every backend ({backends.help_backend_names()}).\n\n"
-            f"ADDRESS is {backends.help_address_forms()} (NAME: in the default profile; -: stdin/stdout, JSONL).\n\n"
-            "--config, --profile, -v and -q work before the command as well as after it."
-        ),
+        help=None,  # root_help(), built when shown (EvrelayGroup.format_help_text)
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,

@@ -59,10 +59,6 @@ ProfileOption = Annotated[
     Optional[str],
     typer.Option("--profile", metavar="NAME", help="Profile for bare names (else $EVRELAY_PROFILE, then the config's default_profile).", show_default=False),
 ]
-AddressArgument = Annotated[
-    str,
-    typer.Argument(metavar="ADDRESS", help=f"{backends.help_address_forms()}.", autocompletion=complete_address, show_default=False),
-]
 VerboseOption = Annotated[bool, typer.Option("-v", "--verbose", help="More detail on stderr (client logs, tracebacks).")]
 QuietOption = Annotated[bool, typer.Option("-q", "--quiet", help="No summary or progress on stderr.")]
 MAX_COUNT = 2**62
@@ -547,3 +543,17 @@ class StopFlag:
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+
+def __getattr__(name: str) -> Any:
+    # AddressArgument is built on first use: its help lists plug-in backends' URL schemes,
+    # and finding plug-ins imports importlib.metadata and reads every installed package's
+    # metadata (~12 ms), which commands that do not take an ADDRESS (tail) need not pay.
+    if name == "AddressArgument":
+        address_argument = Annotated[
+            str,
+            typer.Argument(metavar="ADDRESS", help=f"{backends.help_address_forms()}.", autocompletion=complete_address, show_default=False),
+        ]
+        globals()[name] = address_argument
+        return address_argument
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

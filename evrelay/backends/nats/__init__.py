@@ -34,8 +34,6 @@ Options
 
 from __future__ import annotations
 
-import hashlib
-import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -45,10 +43,6 @@ from evrelay.backends.base import (
     Backend,
     Capability,
     Consumer,
-    GroupInfo,
-    GroupLag,
-    GroupSeekPlan,
-    GroupSeekStep,
     Health,
     Message,
     PartitionInfo,
@@ -58,55 +52,28 @@ from evrelay.backends.base import (
     StreamInfo,
     Table,
 )
-from evrelay.backends.nats.connection import NATS_CLIENT, JetStreamError, NatsConnection, import_nats
+from evrelay.backends.nats.connection import (
+    NATS_CLIENT,
+    JetStreamError,
+    NatsConnection,
+    import_nats,
+    ms_from_rfc3339,
+    valid_name,
+)
+from evrelay.backends.nats.groups import NatsGroups
 from evrelay.config import mask_url
 from evrelay.errors import (
     AddressError,
     BackendUnavailable,
     ConfigError,
-    GroupBusyError,
     NotFoundError,
     UsageError,
 )
 from evrelay.positions import AtTime, Beginning, End, Last, Offset, Stored, StreamPosition
-from evrelay.timestamps import format_ms, parse_duration_seconds, parse_rfc3339
+from evrelay.timestamps import format_ms, parse_duration_seconds
 
-# Stream and consumer names: no white space, dots, wildcards or path separators.
-_NAME = re.compile(r"[^\s.*>/\\]+")
-_DISALLOWED = re.compile(r"[\s.*>/\\]")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
-
-
-def valid_name(name: str, what: str) -> str:
-    if not _NAME.fullmatch(name) or len(name) > 255:
-        raise UsageError(f"{name!r} is not a valid NATS {what} name (no spaces, dots, '*', '>' or slashes)")
-    return name
-
-
-def durable_name(group: str) -> str:
-    """The JetStream consumer name of a group: the group name itself when NATS allows it;
-    otherwise (`evrelay-bridge-file-copy.jsonl`) its disallowed characters become `_`,
-    plus a short hash of the name so that two groups never share a consumer."""
-    if _NAME.fullmatch(group) and len(group) <= 200:
-        return group
-    digest = hashlib.sha1(group.encode("utf-8")).hexdigest()[:8]
-    return f"{_DISALLOWED.sub('_', group)[:180]}-{digest}"
-
-
-GROUP_DESCRIPTION = "evrelay group: "
-
-
-def group_name(info: dict[str, Any]) -> str:
-    """The group a durable consumer serves (see durable_name)."""
-    description = info.get("config", {}).get("description") or ""
-    return description[len(GROUP_DESCRIPTION) :] if description.startswith(GROUP_DESCRIPTION) else info["name"]
-
-
-def ms_from_rfc3339(text: str | None) -> int | None:
-    if not text or text.startswith("0001-01-01"):
-        return None
-    return parse_rfc3339(text)
 
 
 def mask_nats_url(url: str) -> str:
@@ -129,7 +96,7 @@ def url_credentials(url: str) -> tuple[str, dict[str, str]]:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment)), credentials
 
 
-class NatsBackend(Backend):
+class NatsBackend(NatsGroups, Backend):
     name = "nats"
     stream_noun = "stream"
     client_library = NATS_CLIENT
@@ -314,11 +281,9 @@ class NatsBackend(Backend):
         )
 
     def to_message(self, msg: Any, stream: str) -> Message:
-        from evrelay.backends.nats.mapping import decode_headers, reply_metadata
+        from evrelay.backends.nats.mapping import delivery_to_message
 
-        seq, timestamp_ns, _, _ = reply_metadata(msg.reply)
-        key, headers = decode_headers(msg.headers)
-        return Message(msg.data, key, headers, timestamp_ns // 1_000_000, Position("nats", stream, seq))
+        return delivery_to_message(msg, stream)
 
     # --- positions -----------------------------------------------------------------------
 
@@ -368,99 +333,7 @@ class NatsBackend(Backend):
             return NatsGroupConsumer(self, spec)
         return NatsStreamConsumer(self, spec)
 
-    # --- groups --------------------------------------------------------------------------
-
-    def group_config(self, group: str, start: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "durable_name": group,
-            "ack_policy": "explicit",
-            "ack_wait": int(self.ack_wait * 1e9),
-            "max_ack_pending": self.max_ack_pending,
-            "replay_policy": "instant",
-            **start,
-        }
-
-    def create_group(self, stream: str, group: str, start: StreamPosition) -> bool:
-        """Create the durable consumer when missing; True when this call created it."""
-        name = durable_name(group)
-        if self.conn.consumer_info(stream, name) is not None:
-            return False
-        config = self.group_config(name, self.deliver_config(stream, start))
-        if name != group:
-            config["description"] = GROUP_DESCRIPTION + group
-        try:
-            self.conn.call(f"CONSUMER.DURABLE.CREATE.{stream}.{name}", {"stream_name": stream, "config": config})
-        except JetStreamError:
-            if self.conn.consumer_info(stream, name) is not None:
-                return False  # another reader created it at the same moment
-            raise
-        return True
-
-    def group_consumer_info(self, stream: str, group: str) -> dict[str, Any]:
-        valid_name(stream, "stream")
-        info = self.conn.consumer_info(stream, durable_name(group))
-        if info is None:
-            raise NotFoundError(f"group {group!r} does not exist on NATS stream {stream!r}")
-        return info
-
-    def durable_infos(self, stream: str) -> list[dict[str, Any]]:
-        valid_name(stream, "stream")
-        self.conn.stream_info(stream)
-        infos: list[dict[str, Any]] = []
-        offset = 0
-        while True:
-            page = self.conn.call(f"CONSUMER.LIST.{stream}", {"offset": offset})
-            consumers = page.get("consumers") or []
-            infos += [c for c in consumers if c.get("config", {}).get("durable_name")]
-            offset += len(consumers)
-            if not consumers or offset >= int(page.get("total", 0)):
-                return sorted(infos, key=lambda c: c["name"])
-
-    @staticmethod
-    def delivered_seq(info: dict[str, Any]) -> int:
-        return int(info.get("delivered", {}).get("stream_seq", 0))
-
-    def group_infos(self, stream: str) -> list[GroupInfo]:
-        return [
-            GroupInfo(
-                group_name(info),
-                None,
-                int(info.get("num_ack_pending", 0)),
-                int(info.get("num_pending", 0)),
-                str(self.delivered_seq(info)) if self.delivered_seq(info) else None,
-            )
-            for info in self.durable_infos(stream)
-        ]
-
-    def group_lag(self, stream: str, group: str) -> list[GroupLag]:
-        info = self.group_consumer_info(stream, group)
-        state = self.stream_state(stream)
-        delivered = self.delivered_seq(info)
-        last = int(state.get("last_seq", 0))
-        # Everything up to the ack floor is acked, and the message after it is not: the
-        # oldest the group has not finished (pending or not yet delivered).
-        floor = int(info.get("ack_floor", {}).get("stream_seq", 0))
-        start = max(floor + 1, int(info.get("config", {}).get("opt_start_seq", 0) or 0))
-        return [
-            GroupLag(
-                None,
-                str(delivered) if delivered else None,
-                str(last) if last else None,
-                int(info.get("num_pending", 0)),
-                int(info.get("num_ack_pending", 0)),
-                self.message_time_from(stream, start) if start <= last else None,
-            )
-        ]
-
-    def message_time_from(self, stream: str, seq: int) -> int | None:
-        """The timestamp (ms) of the first message at or after `seq`, None when none."""
-        try:
-            reply = self.conn.call(f"STREAM.MSG.GET.{stream}", {"seq": seq, "next_by_subj": ">"})
-        except JetStreamError as exc:
-            if exc.code == 404:
-                return None
-            raise
-        return ms_from_rfc3339(reply.get("message", {}).get("time"))
+    # --- groups: see groups.py; message ids ------------------------------------------
 
     @classmethod
     def parse_message_ids(cls, texts: Sequence[str], stream: str) -> list[Position]:
@@ -476,132 +349,6 @@ class NatsBackend(Backend):
         table = super().info_table(details)
         table.columns = [("length", "LENGTH"), ("first", "FIRST SEQ"), ("first_time", "FIRST TIME"), ("last", "LAST SEQ"), ("last_time", "LAST TIME")]
         return table
-
-    def ack(self, stream: str, group: str, positions: Sequence[Position], *, force: bool = False) -> int:
-        """Acks by stream sequence: JetStream matches an ack to the pending message by its
-        stream sequence (the other tokens of the ack subject are the delivery's details).
-        Acks are per message, so `force` (skip unacked messages, for cumulative acks) has
-        nothing to allow."""
-        sequences = []
-        for position in positions:
-            try:
-                sequences.append(int(position.id))
-            except (TypeError, ValueError):
-                raise UsageError(f"{position.id!r} is not a NATS stream sequence number") from None
-        if not sequences:
-            return 0
-        before = int(self.group_consumer_info(stream, group).get("num_ack_pending", 0))
-        self.conn.run(self._ack_sequences(stream, group, sequences), what=f"acking for group {group!r}")
-        after = int(self.group_consumer_info(stream, group).get("num_ack_pending", 0))
-        return max(0, min(len(sequences), before - after))
-
-    async def _ack_sequences(self, stream: str, group: str, sequences: list[int]) -> None:
-        nc = self.conn.nc
-        for seq in sequences:
-            await nc.publish(f"$JS.ACK.{stream}.{durable_name(group)}.1.{seq}.{seq}.{time.time_ns()}.0", b"+ACK")
-        await nc.flush(self.settings.timeout)
-
-    def claim(self, stream: str, group: str, consumer: str, *, min_idle_ms: int, count: int = 100) -> list[Message]:
-        """The group's messages NATS has made due for redelivery (pending past its
-        ack_wait), taken by this call and ackable by position. NATS, not `min_idle_ms`,
-        decides when a message is due; a shorter `min_idle_ms` gets a warning."""
-        from evrelay.backends.nats.consumers import PullSession
-        from evrelay.backends.nats.mapping import reply_metadata
-
-        info = self.group_consumer_info(stream, group)
-        if int(info.get("num_ack_pending", 0)) == 0:
-            # Nothing is pending, so nothing can be due: a fetch could only take a message
-            # no reader has had yet, and handing it back would count as a delivery, making
-            # it look claimable to the next `ack --claim`.
-            return []
-        ack_wait_ms = int(info.get("config", {}).get("ack_wait", 0)) // 1_000_000
-        if min_idle_ms < ack_wait_ms:
-            self.settings.warn(
-                f"NATS redelivers a message only after the group's ack_wait ({ack_wait_ms / 1000:g}s); "
-                "messages pending for less than that cannot be claimed yet"
-            )
-        session = PullSession(self.conn, stream, durable_name(group))
-        claimed: list[Message] = []
-        try:
-            self.conn.run(session.start())
-            while len(claimed) < count:
-                msgs, _ = self.conn.run(session.fetch(1, 0.0), self.settings.timeout + 2)
-                if not msgs:
-                    break
-                _, _, deliveries, _ = reply_metadata(msgs[0].reply)
-                if deliveries <= 1:
-                    # A first delivery is not a claim: hand it straight back.
-                    self.conn.run(session.nak([msgs[0]]))
-                    break
-                claimed.append(self.to_message(msgs[0], stream))
-        finally:
-            self.conn.run(session.stop())
-        return claimed
-
-    def plan_group_seek(self, stream: str, group: str, target: StreamPosition) -> GroupSeekPlan:
-        info = self.group_consumer_info(stream, group)
-        state = self.stream_state(stream)
-        current = self.delivered_seq(info)
-        first, last = int(state.get("first_seq", 1)), int(state.get("last_seq", 0))
-        if isinstance(target, (Beginning, Stored)):
-            new = first - 1
-        elif isinstance(target, End):
-            new = last
-        elif isinstance(target, Offset):
-            new = max(target.offset, 1) - 1
-        elif isinstance(target, AtTime):
-            new = self.first_seq_at(stream, target.ms) - 1
-        else:
-            raise UsageError(f"cannot move a NATS consumer group to {target}")
-        step = GroupSeekStep(None, str(current), str(new), current - new)
-        return GroupSeekPlan(stream, group, target, [step], native={"config": info["config"], "start_seq": new + 1})
-
-    def first_seq_at(self, stream: str, ms: int) -> int:
-        """The sequence of the first message at or after `ms` (the next sequence if none)."""
-        from evrelay.backends.nats.consumers import PullSession
-        from evrelay.backends.nats.mapping import reply_metadata
-
-        state = self.stream_state(stream)
-        session = PullSession(self.conn, stream, None, {"ack_policy": "none", **self.deliver_config(stream, AtTime(ms, ""))})
-        try:
-            self.conn.run(session.start())
-            msgs, _ = self.conn.run(session.fetch(1, 0.0), self.settings.timeout + 2)
-        finally:
-            self.conn.run(session.stop())
-        return reply_metadata(msgs[0].reply)[0] if msgs else int(state.get("last_seq", 0)) + 1
-
-    def apply_group_seek(self, plan: GroupSeekPlan) -> None:
-        """JetStream cannot move a durable consumer: it is deleted and created again at the
-        new position with the same settings (its pending acks go with it)."""
-        info = self.group_consumer_info(plan.stream, plan.group)
-        if int(info.get("num_waiting", 0)) > 0:
-            raise GroupBusyError(
-                f"group {plan.group!r} on NATS stream {plan.stream!r} has readers waiting for messages; stop them first"
-            )
-        config = dict(plan.native["config"])
-        for field in ("opt_start_seq", "opt_start_time"):
-            config.pop(field, None)
-        config.update({"deliver_policy": "by_start_sequence", "opt_start_seq": max(plan.native["start_seq"], 1)})
-        name = durable_name(plan.group)
-        self.conn.call(f"CONSUMER.DELETE.{plan.stream}.{name}", what=f"moving group {plan.group!r}")
-        self.conn.call(
-            f"CONSUMER.DURABLE.CREATE.{plan.stream}.{name}",
-            {"stream_name": plan.stream, "config": config},
-            what=f"moving group {plan.group!r}",
-        )
-
-    def group_delete_scope(self, stream: str, group: str) -> str:
-        info = self.group_consumer_info(stream, group)
-        if int(info.get("num_waiting", 0)) > 0:
-            raise GroupBusyError(f"group {group!r} on NATS stream {stream!r} has readers waiting for messages; stop them first")
-        return (
-            f"consumer group {group!r} of NATS stream {stream!r} (the durable consumer {info['name']!r}), "
-            f"with its position and {int(info.get('num_ack_pending', 0))} unacked message(s)"
-        )
-
-    def delete_group(self, stream: str, group: str) -> None:
-        self.group_consumer_info(stream, group)
-        self.conn.call(f"CONSUMER.DELETE.{stream}.{durable_name(group)}", what=f"deleting group {group!r}")
 
     # --- inspection --------------------------------------------------------------------
 

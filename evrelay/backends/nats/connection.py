@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import re
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -19,11 +20,30 @@ from typing import Any, TypeVar
 import orjson
 
 from evrelay.backends.base import ClientLibrary, import_client
-from evrelay.errors import BackendUnavailable, ConfigError, EvrelayError, NotFoundError
+from evrelay.errors import BackendUnavailable, ConfigError, EvrelayError, NotFoundError, UsageError
+from evrelay.timestamps import parse_rfc3339
 
 T = TypeVar("T")
 
 NATS_CLIENT = ClientLibrary("nats", "nats-py", extra="nats")
+
+# Stream and consumer names: no white space, dots, wildcards or path separators.
+NAME_PATTERN = re.compile(r"[^\s.*>/\\]+")
+DISALLOWED_IN_NAME = re.compile(r"[\s.*>/\\]")
+
+
+def valid_name(name: str, what: str) -> str:
+    if not NAME_PATTERN.fullmatch(name) or len(name) > 255:
+        raise UsageError(f"{name!r} is not a valid NATS {what} name (no spaces, dots, '*', '>' or slashes)")
+    return name
+
+
+def ms_from_rfc3339(text: str | None) -> int | None:
+    """A time from the JetStream API in ms; None for its zero time (nothing there)."""
+    if not text or text.startswith("0001-01-01"):
+        return None
+    return parse_rfc3339(text)
+
 
 # JetStream API error codes (err_code) evrelay tells apart.
 STREAM_NOT_FOUND = 10059

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from evrelay.backends.base import Consumer, Message, ReadSpec
 from evrelay.backends.nats.connection import JetStreamError
-from evrelay.backends.nats.mapping import reply_metadata
+from evrelay.backends.nats.mapping import delivery_to_message, reply_metadata
 from evrelay.errors import NotFoundError, UsageError
 from evrelay.positions import Beginning, End, Last, Stored
 
@@ -43,11 +43,20 @@ class PullSession:
     """Deliveries of one JetStream consumer to this process (runs on the connection's loop).
 
     `durable` names an existing consumer; without it an ephemeral consumer is created from
-    `ephemeral_config` by `start()` and deleted by `stop()`.
+    `ephemeral_config` by `start()` and deleted by `stop()`. With `read_ahead` (plain reads
+    only: nothing to ack, so a message taken early is never a message held from others),
+    a fetch that filled its batch sends the next request at once, and the server delivers
+    the next batch while the caller converts and prints this one.
     """
 
     def __init__(
-        self, conn: NatsConnection, stream: str, durable: str | None, ephemeral_config: dict[str, Any] | None = None
+        self,
+        conn: NatsConnection,
+        stream: str,
+        durable: str | None,
+        ephemeral_config: dict[str, Any] | None = None,
+        *,
+        read_ahead: bool = False,
     ) -> None:
         self.conn = conn
         self.stream = stream
@@ -62,6 +71,14 @@ class PullSession:
         self.held: dict[int, str] = {}
         """Group reads: stream sequence -> ack subject of each message handed out, not yet acked."""
         self.progress_task: asyncio.Task[None] | None = None
+        self.read_ahead = read_ahead
+        self.ahead: int | None = None
+        """The request sent ahead by the last fetch, not collected yet."""
+        self.owed = 0
+        """Deliveries the requests sent still owe. A request that delivers all it asked for
+        sends no status, and deliveries do not say which request they answer (they carry
+        the stream's subject): the server serves requests in order, so a count tells when
+        every request sent so far is done."""
 
     async def start(self, keep_in_progress: float | None = None) -> None:
         self.arrived = asyncio.Event()
@@ -98,8 +115,11 @@ class PullSession:
             if status and status != "100":
                 request = int(msg.subject.rsplit(".", 1)[1])
                 self.statuses[request] = (status, str(headers.get("Description", "")))
+                if request == self.requests:
+                    self.owed = 0  # the newest request ended: so did every older one
         else:
             self.queue.append(msg)
+            self.owed -= 1
         assert self.arrived is not None
         self.arrived.set()
 
@@ -107,6 +127,7 @@ class PullSession:
         import orjson
 
         self.requests += 1
+        self.owed += body["batch"]
         await self.conn.nc.publish(
             f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.name}",
             orjson.dumps(body),
@@ -148,14 +169,29 @@ class PullSession:
         out: list[Any] = []
         self._take(out, limit)
         if len(out) >= limit:
+            await self._read_ahead(limit)
             return self._handed_out(out), False
-        request = await self._request({"batch": limit - len(out), "no_wait": True})
+        if self.ahead is not None and self.owed > 0 and self.ahead not in self.statuses:
+            request, self.ahead = self.ahead, None  # still delivering: collect the rest of it
+        else:
+            self.ahead = None  # delivered in full (or ended): its messages were in the queue
+            request = await self._request({"batch": limit - len(out), "no_wait": True})
         status = await self._collect(request, out, limit, self.conn.timeout)
+        if len(out) >= limit:
+            await self._read_ahead(limit)
         if out or wait < 0.01:
             return self._handed_out(out), not out and status == "404"
         request = await self._request({"batch": 1, "expires": int(wait * 1e9)})
         status = await self._collect(request, out, 1, wait + 0.5)
         return self._handed_out(out), not out and status == "408"
+
+    async def _read_ahead(self, limit: int) -> None:
+        """After a full batch (more is probably there), ask for the next one at once:
+        waiting for it only when the caller asks again left the server and this process
+        idle by turns (a 300k tail spent half its time so). Only with nothing else owed,
+        so the count tells when this request is done."""
+        if self.read_ahead and self.owed <= 0:
+            self.ahead = await self._request({"batch": limit, "no_wait": True})
 
     def _handed_out(self, msgs: list[Any]) -> list[Any]:
         if self.progress_task is not None:
@@ -246,7 +282,7 @@ class NatsStreamConsumer(CaughtUp, Consumer):
         self._start_session()
 
     def _start_session(self) -> None:
-        self.session = PullSession(self.backend.conn, self.stream, None, self.config)
+        self.session = PullSession(self.backend.conn, self.stream, None, self.config, read_ahead=True)
         try:
             self.backend.conn.run(self.session.start(), what=f"reading stream {self.stream}")
         except JetStreamError as exc:
@@ -283,8 +319,9 @@ class NatsStreamConsumer(CaughtUp, Consumer):
         self.answered_empty = not msgs and nothing
         out: list[Message] = []
         pending = None
+        stream = self.stream
         for msg in msgs:
-            message = self.backend.to_message(msg, self.stream)
+            message = delivery_to_message(msg, stream)
             seq = int(message.position.id)  # type: ignore[union-attr]
             if (self.stop_seq is not None and seq > self.stop_seq) or (
                 self.stop_ms is not None and (message.timestamp or 0) > self.stop_ms
@@ -293,7 +330,8 @@ class NatsStreamConsumer(CaughtUp, Consumer):
                 break
             out.append(message)
             self.last_seq = seq
-            pending = reply_metadata(msg.reply)[3]
+        if out:
+            pending = reply_metadata(msgs[len(out) - 1].reply)[3]
         if self.stop_seq is not None and self.last_seq >= self.stop_seq:
             self.exhausted = True
         if not self.follow and (nothing or pending == 0):
@@ -316,7 +354,7 @@ class NatsGroupConsumer(CaughtUp, Consumer):
     close() gives back what it still holds."""
 
     def __init__(self, backend: NatsBackend, spec: ReadSpec) -> None:
-        from evrelay.backends.nats import durable_name
+        from evrelay.backends.nats.groups import durable_name
 
         self.backend = backend
         self.stream = spec.stream
@@ -347,7 +385,7 @@ class NatsGroupConsumer(CaughtUp, Consumer):
         self.answered_empty = not msgs and nothing
         if self.answered_empty and not self.follow:
             self.exhausted = True
-        messages = [self.backend.to_message(msg, self.stream) for msg in msgs]
+        messages = [delivery_to_message(msg, self.stream) for msg in msgs]
         for message in messages:
             message.receipt = self
         return messages

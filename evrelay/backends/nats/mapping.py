@@ -21,10 +21,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from typing import Any
 
 import orjson
 
-from evrelay.envelope import Headers
+from evrelay.envelope import Headers, Message, Position
 
 KEY_HEADER = "Evrelay-Key"
 KEY_B64_HEADER = "Evrelay-Key-B64"
@@ -120,3 +121,13 @@ def reply_metadata(reply: str) -> tuple[int, int, int, int]:
     tokens = reply.split(".")
     base = 2 if len(tokens) == 9 else 4
     return int(tokens[base + 3]), int(tokens[base + 5]), int(tokens[base + 2]), int(tokens[base + 6])
+
+
+def delivery_to_message(msg: Any, stream: str) -> Message:
+    """A JetStream delivery (a nats-py message with its ack subject) as an evrelay message:
+    the stream sequence for its position, the server's timestamp. Called for every message
+    read, so the ack subject is parsed here rather than through reply_metadata."""
+    tokens = msg.reply.split(".")
+    base = 2 if len(tokens) == 9 else 4
+    key, headers = decode_headers(msg.headers) if msg.headers else (None, [])
+    return Message(msg.data, key, headers, int(tokens[base + 5]) // 1_000_000, Position("nats", stream, int(tokens[base + 3])))
