@@ -34,6 +34,19 @@ def test_benchmark_runs_and_reports_every_measure():
             assert "not measured" not in row, row
 
 
+@pytest.mark.kafka
+@pytest.mark.redis
+@pytest.mark.slow
+def test_benchmark_only_bridge_reports_the_bridges_and_nothing_else():
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--messages", "2000", "--repeat", "1", "--only-bridge"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and not line.startswith(("| measure", "| ---"))]
+    assert [r.split(" | ")[0] for r in rows] == ["| bridge kafka->redis, marginal rate", "| bridge redis->kafka, marginal rate"], proc.stdout
+
+
 @pytest.mark.slow
 def test_large_values_benchmark_runs():
     proc = subprocess.run(

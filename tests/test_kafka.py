@@ -292,3 +292,31 @@ def test_group_read_with_an_incremental_rebalance_protocol(kafka_server, topic):
     read = evrelay("tail", f"{base}?partition.assignment.strategy=cooperative-sticky", "-g", "coop", "-n", "3", "-o", "raw", "--timeout", "40s")
     assert read.returncode == 0, read.err
     assert sorted(read.out.split()) == ["a", "b", "c"]
+
+
+def test_a_closed_group_reader_has_committed_every_ack_and_nothing_past_it(kafka_server, topic):
+    """Acked window by window, then closed: the group's committed offset is right after
+    the last ack (the next reader starts there), never past it."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from evrelay.backends.base import BackendSettings, ReadSpec
+    from evrelay.backends.kafka import KafkaBackend
+
+    produce_directly(kafka_server.bootstrap, topic, [{"value": f"m{i}".encode()} for i in range(30)])
+    group = f"async-{uuid.uuid4().hex[:6]}"
+    with KafkaBackend({"bootstrap_servers": kafka_server.bootstrap}, BackendSettings(timeout=10)) as backend:
+        reader = backend.consumer(ReadSpec(topic, group=group))
+        got: list = []
+        deadline = time.monotonic() + 30
+        while len(got) < 30 and time.monotonic() < deadline:
+            got += reader.read(30 - len(got), 0.5)
+        assert [m.value for m in got] == [f"m{i}".encode() for i in range(30)]
+        for start in range(0, 20, 5):  # acked window by window, the last 10 not at all
+            reader.ack(got[start:start + 5])
+        reader.close()
+    probe = Consumer({"bootstrap.servers": kafka_server.bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        (committed,) = probe.committed([TopicPartition(topic, 0)], timeout=10)
+    finally:
+        probe.close()
+    assert committed.offset == 20

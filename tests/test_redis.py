@@ -175,6 +175,79 @@ def test_group_creation_is_announced_and_a_vanished_group_is_an_error(redis_serv
     assert groups == [], "the group must not be recreated behind the user's back"
 
 
+def test_a_group_readers_ack_is_one_xack_answered_later_and_still_names_a_vanished_group(redis_server, raw, profile, stream):
+    """A bridge acks every window: one XACK, no XINFO beside it, its answer read on the
+    next call rather than waited for; acking twice is harmless, and acking into a
+    destroyed group is still an error that names the group."""
+    from evrelay.backends.base import ReadSpec
+    from evrelay.errors import NotFoundError
+
+    def calls(command: str) -> int:
+        return sum(v["calls"] for k, v in raw.info("commandstats").items() if k.startswith(f"cmdstat_{command}"))
+
+    evrelay("publish", profile, "a", "b", "c")
+    backend = RedisStreamsBackend({"url": redis_server.url}, BackendSettings())
+    with backend:
+        reader = backend.consumer(ReadSpec(stream, group="acks", consumer_name="me"))
+        messages = reader.read(10, 0.5)
+        assert [m.value for m in messages] == [b"a", b"b", b"c"]
+        xack, xinfo = calls("xack"), calls("xinfo")
+        reader.ack(messages[:2])
+        assert reader.read(10, 0.1) == []  # reads the XACK's answer first
+        assert (calls("xack"), calls("xinfo")) == (xack + 1, xinfo)
+        assert [str(p.position) for p in backend.pending(stream, "acks")] == [str(messages[2].position)]
+        reader.ack(messages[:2])  # already acked: nothing to say
+        reader.settle_acks()
+        raw.execute_command("XGROUP", "DESTROY", stream, "acks")
+        reader.ack(messages[2:])
+        with pytest.raises(NotFoundError, match="group 'acks' does not exist"):
+            reader.settle_acks()
+        reader.close()
+
+
+def test_a_closed_group_reader_has_settled_its_last_ack(redis_server, raw, profile, stream):
+    """The last window's XACK is answered before the reader hands back what is still
+    pending and closes: nothing it acked stays pending."""
+    from evrelay.backends.base import ReadSpec
+
+    evrelay("publish", profile, *[f"m{i}" for i in range(5)])
+    backend = RedisStreamsBackend({"url": redis_server.url}, BackendSettings())
+    with backend:
+        reader = backend.consumer(ReadSpec(stream, group="closing", consumer_name="me"))
+        messages = reader.read(10, 0.5)
+        reader.ack(messages[:3])
+        reader.close()
+        pending = backend.pending(stream, "closing")
+    assert [str(p.position) for p in pending] == [str(m.position) for m in messages[3:]]
+
+
+def test_the_inline_xadd_encodings_write_what_the_layout_says(redis_server, raw, stream):
+    """The producer's hand-made RESP (no header, the lone provenance header of a bridged
+    message, key and several headers) is byte for byte the layout's own encoding, and
+    Redis stores exactly those fields."""
+    from evrelay.envelope import Message
+
+    cases = [
+        Message(b"plain"),
+        Message(b'{"id": 1}', headers=[("evrelay-source", b"kafka/src/2/5")]),
+        Message(b"\xff\x00bin", headers=[("evrelay-source", b"\xfe")]),
+        Message(b"v", b"k", [("a", b"1"), ("evrelay-source", b"redis/s/1-0")]),
+        Message(b"v", b"k", [("only", b"one")]),
+    ]
+    backend = RedisStreamsBackend({"url": redis_server.url}, BackendSettings())
+    with backend:
+        producer = backend.producer(stream)
+        for message in cases:
+            assert producer._command(message) == producer._layout_command(message)
+        producer.send(cases)
+        assert producer.flush().delivered == len(cases)
+        producer.close()
+    stored = [[tuple(fields[i:i + 2]) for i in range(0, len(fields), 2)] for _, fields in raw.execute_command("XRANGE", stream, "-", "+")]
+    layout = backend.layout
+    expected = [layout.encode(m) for m in cases]
+    assert stored == [[tuple(flat[i:i + 2]) for i in range(0, len(flat), 2)] for flat in expected]
+
+
 def test_unreachable_server_exits_3():
     started = time.monotonic()
     run = evrelay("tail", "redis://127.0.0.1:1/s", "--timeout", "2s")

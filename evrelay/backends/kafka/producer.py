@@ -88,6 +88,8 @@ class KafkaProducer(Producer):
             self._produce_batch(
                 [{"value": m.value, "key": m.key, "callback": partial(on_delivery, m)} for m in messages]
             )
+        elif all(m.headers or m.timestamp is not None for m in messages):
+            self._produce_each(messages)  # a bridge's windows: every message has its provenance header
         else:
             batch: list[dict[str, Any]] = []
             produce = self.client.produce
@@ -125,6 +127,26 @@ class KafkaProducer(Producer):
         permanent = False if err.fatal() else not (err.retriable() or name in TRANSIENT_CODES)
         self._report.failures.append(DeliveryFailure(Message(record.value() or b"", record.key()), f"{name}: {err.str()}", permanent))
         self._async_failures += 1
+
+    def _produce_each(self, messages: Sequence[Message]) -> None:
+        """One produce() per message (produce_batch takes neither headers nor timestamps)
+        in one tight loop with positional arguments; from a full queue or a message
+        refused on the spot, the rest goes through _produce_one, which handles both."""
+        from confluent_kafka import KafkaException
+
+        produce, topic, on_delivery, partial = self.client.produce, self.topic, self._on_delivery, functools.partial
+        queued = 0
+        try:
+            for message in messages:
+                # produce(topic, value, key, partition (-1: the partitioner's), callback, on_delivery, timestamp, headers)
+                produce(topic, message.value, message.key, -1, partial(on_delivery, message), None, message.timestamp or 0, message.headers)
+                queued += 1
+        except (BufferError, KafkaException):  # _produce_one waits for room, or reports the refusal
+            self._unresolved += queued
+            for message in messages[queued:]:
+                self._produce_one(produce, message, partial(on_delivery, message))
+            return
+        self._unresolved += queued
 
     def _produce_one(self, produce: Any, message: Message, callback: Any) -> None:
         from confluent_kafka import KafkaException

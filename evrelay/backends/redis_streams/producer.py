@@ -60,6 +60,7 @@ class RedisProducer(Producer):
         self.layout = backend.layout
         self._fast = type(self.layout) is EvrelayLayout
         self._value_command = b"*%d\r\n" % (self._prefix_len + 2) + self._prefix
+        self._one_header_command = b"*%d\r\n" % (self._prefix_len + 4) + self._prefix
         self._header_names: dict[str, bytes] = {}
         self._conn: Any = None
         # Batches written but not yet confirmed: (messages, or plain values), in order.
@@ -94,10 +95,16 @@ class RedisProducer(Producer):
         headers = message.headers
         if key is None and not headers:
             return self._value_command + b"$%d\r\n%s\r\n" % (len(value), value)
+        names = self._header_names
+        if key is None and len(headers) == 1:  # a bridged message: its provenance header alone
+            ((name, header),) = headers
+            encoded = names.get(name)
+            if encoded is None:
+                encoded = names[name] = _bulk(HEADER_PREFIX + name.encode("utf-8"))
+            return self._one_header_command + b"$%d\r\n%s\r\n%s$%d\r\n%s\r\n" % (len(value), value, encoded, len(header), header)
         parts = [b"$%d\r\n%s\r\n" % (len(value), value)]
         if key is not None:
             parts.append(b"$3\r\nkey\r\n$%d\r\n%s\r\n" % (len(key), key))
-        names = self._header_names
         for name, header in headers:
             encoded = names.get(name)
             if encoded is None:
@@ -176,6 +183,11 @@ class RedisProducer(Producer):
             if isinstance(exc, OSError):
                 exc = redis.ConnectionError(str(exc))
             raise self.backend.translate(exc, f"XADD to {self.stream!r}") from None
+        self._unconfirmed_count = 0
+        if set(map(type, replies)) == {bytes}:  # every reply an entry ID: no loop per reply
+            self._report.delivered += len(replies)
+            self._unconfirmed.clear()
+            return
         replies_iter = iter(replies)
         for batch in self._unconfirmed:
             for item in batch:
@@ -189,7 +201,6 @@ class RedisProducer(Producer):
                 else:
                     self._report.delivered += 1
         self._unconfirmed.clear()
-        self._unconfirmed_count = 0
 
     def _read_replies(self, count: int) -> list[Any]:
         """`count` replies, error replies as exception objects. With hiredis, parsed in
@@ -218,11 +229,7 @@ class RedisProducer(Producer):
             if not data:
                 raise redis.ConnectionError("connection closed by the server")
             reader.feed(data)
-            while True:
-                reply = reader.gets()
-                if reply is False:
-                    break
-                replies.append(reply)
+            replies += iter(reader.gets, False)  # every complete reply, without a Python loop
         return replies
 
     def flush(self, timeout: float | None = None) -> DeliveryReport:
