@@ -4,6 +4,7 @@ plug-ins from their own classes."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from evrelay.backends import help_backends_with, help_sentences, render_help_index
@@ -56,3 +57,22 @@ def test_commands_list_backends_from_the_registry():
     assert "Backends with partitions (kafka or a plug-in): only this partition" in help_of("tail")
     assert "consumer groups (kafka, local, nats, redis or a plug-in) are read" in help_of("bridge")
     assert "kafka: a group is cluster-wide" in help_of("groups")
+
+
+# Where a backend's name may still appear in the commands: examples, which name PROFILES
+# (`kafka:orders` is the profile `kafka` of examples.toml), host names and paths.
+NEUTRAL_MENTIONS = re.compile(
+    r"evrelay [a-z]"  # an example command line: `evrelay tail kafka:orders`
+    r"|\b(kafka|local)\.(topic|group|options)\b"  # PROFILE.KEY examples of config set/remove
+    r"|localhost|~/\.local/"  # a host name, a path
+    r"|the local profile"  # the profile `config init` writes
+)
+
+
+def test_commands_name_no_backend_outside_examples():
+    mentions = []
+    for path in [*sorted((REPO / "evrelay" / "cli").glob("*.py")), REPO / "evrelay" / "output.py"]:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"kafka|redis|nats|local", line, re.IGNORECASE) and not NEUTRAL_MENTIONS.search(line):
+                mentions.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert not mentions, "ask the registry (evrelay.backends.help_backends_with) instead:\n" + "\n".join(mentions)

@@ -83,7 +83,7 @@ ConsumerOption = Annotated[
 ]
 ClaimIdleOption = Annotated[
     str,
-    typer.Option("--claim-idle", metavar="DURATION", help=f"Groups with pending lists ({backends.help_backends_with('CLAIM')}): at start and every few seconds, take over messages another consumer left pending this long (a dead reader's: live readers keep theirs fresh; 0: never).", show_default=True),
+    typer.Option("--claim-idle", metavar="DURATION", help=f"Groups with pending lists ({backends.help_backends_with('PENDING')}): at start and every few seconds, take over messages another consumer left pending this long (a dead reader's: live readers keep theirs fresh; 0: never).", show_default=True),
 ]
 DEFAULT_CLAIM_IDLE = "30s"
 
