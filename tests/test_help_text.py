@@ -53,6 +53,13 @@ def test_plugin_declaring_a_capability_appears_in_help(plugin_path):  # noqa: F8
     assert "where the backend keeps them (local, redis)" in help_of("lag", env=env)
 
 
+def test_a_broken_plugin_leaves_help_alone(plugin_path):  # noqa: F811
+    (Path(plugin_path) / "evrelay_memo" / "__init__.py").write_text("raise RuntimeError('broken plug-in')\n")
+    run = evrelay("lag", "--help", env={"PYTHONPATH": plugin_path})
+    assert run.returncode == 0 and run.err == "", run.err
+    assert "where the backend keeps them (local, redis)" in " ".join(run.out.split())
+
+
 def test_commands_list_backends_from_the_registry():
     assert "Backends with partitions (kafka or a plug-in): only this partition" in help_of("tail")
     assert "consumer groups (kafka, local, nats, redis or a plug-in) are read" in help_of("bridge")

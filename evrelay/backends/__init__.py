@@ -125,7 +125,7 @@ def _help_entries() -> tuple[dict[str, dict], bool]:
     for name in sorted(set(_plugin_targets()) - set(BUILTIN_BACKENDS)):
         try:
             entries[name] = help_entry(load_backend_class(name))
-        except UnknownBackendError:  # a broken plug-in is reported when used, not in help
+        except Exception:  # a broken plug-in (any error on import) is reported when used, not in help
             continue
     return entries, True
 
