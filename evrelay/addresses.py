@@ -82,7 +82,10 @@ def resolve_address(text: str, config: Config, *, profile: str | None = None) ->
             )
         name = backends.backend_for_scheme(scheme)
         cls = backends.load_backend_class(name)
-        options, stream = cls.options_from_url(base)
+        try:
+            options, stream = cls.options_from_url(base)
+        except ValueError as exc:  # urllib's own refusals: "Invalid IPv6 URL", a bad port
+            raise AddressError(f"address {mask_url(text)!r} is not a valid URL: {exc}") from None
         address = Address(text, name, stream, options, where=f"address {mask_url(text)!r}")
         return _with_query(address, query)
 

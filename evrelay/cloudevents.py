@@ -67,7 +67,7 @@ def structured_event(message: Message) -> tuple[dict[str, Any], Headers]:
         raise NotACloudEvent("a null value (tombstone) is not a CloudEvent")
     event = _structured_value(message)
     if event is not None:
-        return event, [(n, v) for n, v in message.headers if n.lower() != "content-type"]
+        return _checked(event), [(n, v) for n, v in message.headers if n.lower() != "content-type"]
     if _header(message.headers, "ce_specversion") is None:
         raise NotACloudEvent(
             "not a CloudEvent: no ce_specversion header (binary mode) and the value is not a JSON "
@@ -97,7 +97,23 @@ def structured_event(message: Message) -> tuple[dict[str, Any], Headers]:
                 event["data"] = message.value.decode("utf-8")
             except UnicodeDecodeError:
                 event["data_base64"] = base64.b64encode(message.value).decode("ascii")
-    return event, extra
+    return _checked(event), extra
+
+
+REQUIRED_ATTRIBUTES = ("id", "source", "type")
+"""Besides specversion: what every CloudEvent has (the SDKs refuse an event without them)."""
+
+
+def _checked(event: dict[str, Any]) -> dict[str, Any]:
+    missing = [name for name in REQUIRED_ATTRIBUTES if event.get(name) in (None, "")]
+    if missing:
+        raise NotACloudEvent(f"not a valid CloudEvent: it has no {', '.join(missing)} (required with specversion)")
+    if "data_base64" in event:
+        try:
+            base64.b64decode(event["data_base64"], validate=True)
+        except (TypeError, ValueError):
+            raise NotACloudEvent("not a valid CloudEvent: data_base64 is not base64") from None
+    return event
 
 
 def is_cloudevent(message: Message) -> bool:

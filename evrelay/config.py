@@ -26,12 +26,11 @@ DEFAULT_PROFILE = "local"
 DEFAULT_PROFILE_BACKEND = "local"
 """The backend of the built-in default profile: an embedded store, so evrelay works with no server."""
 _VAR = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_SECRET_KEY = re.compile(r"pass|secret|token|credential|api[_.-]?key|private|jaas|\bpem\b|\.pem$", re.IGNORECASE)
-# The password runs to the LAST '@' before the query: an unencoded '@' (or '/') inside it
-# must not leave the rest of it showing.
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^?#\s]*@")
-_URL_LONE_CREDENTIAL = re.compile(r"(://)[^:/@\s?#]+@")
-"""`nats://TOKEN@host`: a userinfo without a colon may be a token; masked like a password."""
+_SECRET_KEY = re.compile(r"pass|secret|token|credential|seed|api[_.-]?key|private|jaas|\bpem\b|\.pem$", re.IGNORECASE)
+# A URL's userinfo runs to the LAST '@' before the query: an unencoded '@' in the user
+# name (`alice@corp.com:PW@host`), the password or a token must not leave part of the
+# secret showing. It never spans into a second URL (`A->B`).
+_URL_USERINFO = re.compile(r"(://)((?:(?!://)[^\s?#])*)@")
 _QUERY_PAIR = re.compile(r"([?&;])([^=&;#\s]+)=([^&;#\s]*)")
 MASK = "********"
 
@@ -71,14 +70,20 @@ def is_secret_key(key: str) -> bool:
     return bool(_SECRET_KEY.search(key))
 
 
+def _masked_userinfo(match: re.Match[str]) -> str:
+    """`user:password@` keeps the user (up to its first ':'); a userinfo without a colon
+    may be a token (`nats://TOKEN@host`) and is masked whole."""
+    user, colon, _ = match.group(2).partition(":")
+    return f"{match.group(1)}{user}:{MASK}@" if colon else f"{match.group(1)}{MASK}@"
+
+
 def mask_url(text: str) -> str:
     """`redis://user:pw@host` -> `redis://user:********@host`, `nats://TOKEN@host` ->
     `nats://********@host` (a lone userinfo may be a token), and every secret-looking
     query option (`?sasl.password=...`) masked too."""
     from urllib.parse import unquote
 
-    text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}@", text)
-    text = _URL_LONE_CREDENTIAL.sub(lambda m: f"{m.group(1)}{MASK}@", text)
+    text = _URL_USERINFO.sub(_masked_userinfo, text)
     if "=" in text:
         text = _QUERY_PAIR.sub(
             lambda m: f"{m.group(1)}{m.group(2)}={MASK}" if is_secret_key(unquote(m.group(2))) else m.group(0), text

@@ -209,10 +209,24 @@ def _payload(obj: dict[str, Any], text_field: str, b64_field: str, required: boo
             return text.encode("utf-8")
         # A JSON object or number as the value is sent as its compact JSON text: handy for
         # hand-written input like {"value": {"id": 1}}.
-        return orjson.dumps(text)
+        return compact_json(text, text_field)
     if required:
         raise EnvelopeError(f"has neither {text_field!r} nor {b64_field!r}")
     return None
+
+
+def compact_json(value: Any, what: str = "value") -> bytes:
+    """`value` as compact JSON text. orjson cannot write an integer beyond 64 bits (jq
+    hands them over exactly, and so does decode_envelope); the standard library can."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        import json
+
+        try:
+            return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise EnvelopeError(f"{what!r} cannot be written as JSON ({exc})") from None
 
 
 def _headers(raw: Any) -> Headers:
@@ -328,5 +342,16 @@ def decode_envelope(line: bytes | str) -> Message:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         raise EnvelopeError(f"not valid JSON ({exc})") from None
+    if isinstance(obj, dict) and _holds_json(obj):
+        # orjson reads an integer beyond 64 bits as a float, which would change the number
+        # in the value written; the standard library keeps it exact (rare, hand-written input).
+        import json
+
+        obj = json.loads(line)
     return message_from_envelope(obj)
+
+
+def _holds_json(obj: dict[str, Any]) -> bool:
+    """Whether the value or key is given as JSON (an object, array or number), not text."""
+    return any(not isinstance(obj.get(name), (str, bool)) and obj.get(name) is not None for name in ("value", "key"))
 

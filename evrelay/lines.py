@@ -42,7 +42,9 @@ class LineReader:
         self.pollable = path == STDIO
         self.lines: list[bytes] = []
         self.index = 0
-        self.partial = b""
+        self.partial = bytearray()
+        """The start of a line whose newline has not been read yet; grown in place, so a
+        100 MB line costs one pass, not a copy of everything so far for every chunk."""
         self.eof = False
         self.line_no = 0
         """The number of the last line handed out (1-based)."""
@@ -90,14 +92,20 @@ class LineReader:
             self.eof = True
             if self.partial and (self.pollable or not follow):
                 # The last line has no newline and nothing can follow it.
-                self.lines = [self.partial]
-                self.partial = b""
+                self.lines = [bytes(self.partial)]
+                self.partial = bytearray()
             elif follow and not self.pollable:
                 time.sleep(min(timeout, _FOLLOW_POLL))
             return
         self.eof = False
-        lines = (self.partial + chunk).split(b"\n")
-        self.partial = lines.pop()
+        if b"\n" not in chunk:
+            self.partial += chunk
+            return
+        lines = chunk.split(b"\n")
+        if self.partial:
+            self.partial += lines[0]
+            lines[0] = bytes(self.partial)
+        self.partial = bytearray(lines.pop())
         self.lines = lines
 
     def close(self) -> None:

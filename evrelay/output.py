@@ -233,11 +233,14 @@ class TemplateWriter(MessageWriter):
             raise UsageError(
                 f"--format: unknown field {{{exc.args[0]}}}; fields: {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}"
             ) from None
-        except (ValueError, IndexError, AttributeError) as exc:
+        except (ValueError, IndexError, AttributeError, TypeError) as exc:
             raise UsageError(f"--format: bad template {template!r}: {exc}") from None
 
     def render_each(self, messages: Sequence[Message]) -> list[bytes]:
-        return [(self.template.format_map(template_fields(m)) + "\n").encode("utf-8", "surrogateescape") for m in messages]
+        try:
+            return [(self.template.format_map(template_fields(m)) + "\n").encode("utf-8", "surrogateescape") for m in messages]
+        except (KeyError, ValueError, IndexError, AttributeError, TypeError) as exc:  # `{id:08d}` of a stream ID
+            raise UsageError(f"--format: {self.template!r} does not fit this backend's messages: {exc}") from None
 
 
 class PrettyWriter(MessageWriter):
@@ -283,7 +286,7 @@ class PrettyWriter(MessageWriter):
         self.console.print(meta)
         summary = payload_summary(message)
         if summary is not None:
-            self.console.print(Text(summary, style="bold green"))
+            self.console.print(Text(summary.translate(ESCAPED_CONTROLS), style="bold green"))
         body = _shown(message.value) if message.value is not None else "(null)"
         parsed = _json_document(body)
         if parsed is not None:
@@ -346,9 +349,13 @@ def payload_summary(message: Message) -> str | None:
     return None
 
 
+ESCAPED_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if c not in (0x09, 0x0A)}
+"""Control characters a message must not send to a terminal (clear it, retitle it, forge lines)."""
+
+
 def _shown(data: bytes) -> str:
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").translate(ESCAPED_CONTROLS)
     except UnicodeDecodeError:
         return repr(data)[2:-1]
 

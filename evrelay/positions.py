@@ -144,7 +144,9 @@ def parse_position(text: str, *, now: int | None = None) -> StreamPosition:
     relative = _RELATIVE.match(candidate)
     if relative:
         base = now_ms() if now is None else now
-        return AtTime(base - parse_duration_ms(relative.group(1)), candidate)
+        # Further back than 1970 is the beginning of time: no stream holds older messages,
+        # and a negative time is no time at all to a broker (JetStream: "invalid JSON").
+        return AtTime(max(base - parse_duration_ms(relative.group(1)), 0), candidate)
     if re.match(r"^\d{4}-\d{2}-\d{2}", candidate):
         try:
             return AtTime(parse_rfc3339(candidate), candidate)

@@ -112,7 +112,7 @@ class RouteTemplate:
 
     def render(self, message: Message) -> str:
         try:
-            name = self.template.format_map(_Fields(message))
+            name = _NameFormatter().vformat(self.template, (), _Fields(message))
         except RouteError as exc:
             raise RouteError(f"route {self.template!r}: {exc}") from None
         if not name:
@@ -120,10 +120,32 @@ class RouteTemplate:
         return name
 
 
-def open_sink(backend: Any, stream: str) -> Producer:
-    """The producer for a sink: a plain one, or a RoutedProducer when the name is a template."""
+MESSAGE_FIELDS = frozenset({"key", "headers", "value"})
+"""Fields whose text comes from whoever wrote the message, not from the operator."""
+
+
+class _NameFormatter(string.Formatter):
+    """Fills a template, refusing text from the message that would not stay one name:
+    a key `../../etc/x` in `file:/data/out-{key}.jsonl` would write outside /data."""
+
+    def get_field(self, field_name: str, args: Any, kwargs: Any) -> Any:
+        self.from_message = field_name.split("[")[0].split(".")[0] in MESSAGE_FIELDS
+        return super().get_field(field_name, args, kwargs)
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        text = super().format_field(value, format_spec)
+        if self.from_message and (text in (".", "..") or any(c in text for c in "/\\\0")):
+            raise RouteError(f"{text!r} from the message cannot be part of a name (a path separator, NUL, '.' or '..')")
+        return text
+
+
+def open_sink(backend: Any, stream: str, source_backend: Any = None) -> Producer:
+    """The producer for a sink: a plain one, or a RoutedProducer when the name is a template.
+    With the source's backend, a template that names a message's own source stream on the
+    same server refuses that message (`bridge s '{stream}'` would relay into itself forever)."""
     if is_template(stream):
-        return RoutedProducer(stream, backend.producer)
+        same_place = source_backend is not None and source_backend.location() == backend.location()
+        return RoutedProducer(stream, backend.producer, same_place=same_place)
     return backend.producer(stream)
 
 
@@ -131,8 +153,10 @@ class RoutedProducer(Producer):
     """Sends each message to the stream its template names, through one producer per
     destination (`open_producer(name)`), flushed together."""
 
-    def __init__(self, template: str, open_producer: Callable[[str], Producer]) -> None:
+    def __init__(self, template: str, open_producer: Callable[[str], Producer], *, same_place: bool = False) -> None:
         self.route = RouteTemplate(template)
+        self.same_place = same_place
+        """The sink is on the source's server: a name equal to a message's source stream loops."""
         self.open_producer = open_producer
         self.producers: dict[str, Producer] = {}
         self.unroutable: list[DeliveryFailure] = []
@@ -155,12 +179,24 @@ class RoutedProducer(Producer):
         by_name: dict[str, list[Message]] = {}
         for message in messages:
             try:
-                by_name.setdefault(self.route.render(message), []).append(message)
+                name = self.route.render(message)
+                source = message.position or message.origin
+                if self.same_place and source is not None and source.stream == name:
+                    raise RouteError(f"route {self.route.template!r} names {name!r}, the stream the message came from: that would relay into itself")
+                by_name.setdefault(name, []).append(message)
             except RouteError as exc:
                 self.unroutable.append(DeliveryFailure(message, str(exc), permanent=True))
         for name, batch in by_name.items():
+            try:
+                producer = self._producer(name)
+            except UsageError as exc:
+                # The sink refuses the name the message made (NATS: no dots; Kafka: no
+                # spaces): that message is refused for good, the bridge goes on.
+                reason = f"route {self.route.template!r}: {exc.message}"
+                self.unroutable += [DeliveryFailure(message, reason, permanent=True) for message in batch]
+                continue
             self._busy.add(name)
-            self._producer(name).send(batch)
+            producer.send(batch)
             self.sent_to[name] = self.sent_to.get(name, 0) + len(batch)
 
     def flush(self, timeout: float | None = None) -> DeliveryReport:

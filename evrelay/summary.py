@@ -117,14 +117,22 @@ class RangeSummary:
         if size["max"] is not None:
             lines.append(f"value size: p50 {_size(size['p50'])}, p90 {_size(size['p90'])}, p99 {_size(size['p99'])}, max {_size(size['max'])}")
         if self.keys:
-            top = ", ".join(f"{key} ({count:,})" for key, count in self.keys.most_common(TOP))
+            top = ", ".join(f"{_printable(key)} ({count:,})" for key, count in self.keys.most_common(TOP))
             more = f" of {len(self.keys):,}{'+' if self.keys_capped else ''} keys" if len(self.keys) > TOP else ""
             lines.append(f"top keys{more}: {top}")
         if self.no_key:
             lines.append(f"without a key: {self.no_key:,}")
         if self.header_names:
-            lines.append("header names: " + ", ".join(f"{name} ({count:,})" for name, count in self.header_names.most_common()))
+            lines.append("header names: " + ", ".join(f"{_printable(name)} ({count:,})" for name, count in self.header_names.most_common()))
         return "\n".join(lines) + "\n"
+
+
+def _printable(text: str) -> str:
+    """A key or header name as the terminal should see it: its control characters (a
+    newline included) escaped, so a message cannot drive the screen or forge lines."""
+    from evrelay.output import ESCAPED_CONTROLS
+
+    return text.translate(ESCAPED_CONTROLS).replace("\n", "\\n")
 
 
 def _size(n: int | None) -> str:

@@ -44,6 +44,27 @@ def parse_listen_address(text: str) -> tuple[str, int]:
     return host, port
 
 
+def check_metrics_option(text: str) -> None:
+    """Refuse a `--metrics` that cannot work, before anything connects (a consumer group
+    would otherwise be created first): a bad ADDR:PORT or a missing prometheus-client (exit
+    2), or a port another process holds (exit 1). The port is released again at once; the
+    metrics server binds it once the bridge runs."""
+    import socket
+
+    host, port = parse_listen_address(text)
+    try:
+        import prometheus_client  # noqa: F401 - imported here only to know it can be
+    except ImportError:
+        raise UsageError("--metrics needs prometheus-client, which is not installed", hint=METRICS_INSTALL_HINT) from None
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise EvrelayError(f"--metrics: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 class LagSampler:
     """The source group's lag, refreshed at most every `every` seconds; None until known
     (or when it cannot be read: a failed sample is not an error of the relay)."""

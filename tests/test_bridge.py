@@ -6,29 +6,31 @@ The figures these tests measure (messages, kills, duplicates) are printed with -
 from __future__ import annotations
 
 import json
-import os
-import random
 import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, evrelay
+from tests.conftest import evrelay
+from tests.crash import (
+    WINDOW,
+    check_delivery,
+    fill_redis_stream,
+    kill_thresholds,
+    redis_len,
+    redis_values,
+    run_with_kills,
+    spawn,
+    stop_with_sigterm,
+    wait_until,
+)
 from tests.servers import RedisServer
 from tests.test_contract_kafka import create_topic
 
-WINDOW = 1000
-
-
-def spawn(*args: str, log: Path) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.Popen([sys.executable, "-m", "evrelay", *args], stdout=subprocess.DEVNULL,
-                            stderr=log.open("ab"), env=env)
+__all__ = ["WINDOW", "check_delivery", "consume_kafka", "produce_kafka", "redis_len", "redis_values", "spawn", "wait_until"]
+"""The crash harness lives in tests/crash.py; other test modules import these names from here too."""
 
 
 def produce_kafka(bootstrap: str, topic: str, count: int, prefix: str = "m") -> list[bytes]:
@@ -65,51 +67,6 @@ def consume_kafka(bootstrap: str, topic: str) -> list:
     return got
 
 
-def redis_values(url: str, stream: str) -> list[bytes]:
-    import redis
-
-    client = redis.Redis.from_url(url, protocol=2)
-    client.set_response_callback("XRANGE", lambda response, **_: response)
-    values, cursor = [], "-"
-    while True:
-        rows = client.execute_command("XRANGE", stream, cursor, "+", "COUNT", 10000)
-        values += [fields[1] for _, fields in rows]
-        if len(rows) < 10000:
-            break
-        cursor = "(" + rows[-1][0].decode()
-    client.close()
-    return values
-
-
-def redis_len(url: str, stream: str) -> int:
-    import redis
-
-    try:
-        with redis.Redis.from_url(url, socket_connect_timeout=1) as client:
-            return int(client.xlen(stream))
-    except redis.RedisError:
-        return -1
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def check_delivery(sent: list[bytes], received: list[bytes], *, max_duplicates: int, label: str) -> int:
-    counts = Counter(received)
-    missing = set(sent) - set(counts)
-    assert not missing, f"{label}: {len(missing)} message(s) lost, e.g. {sorted(missing)[:3]}"
-    duplicates = len(received) - len(set(received))
-    print(f"\n{label}: {len(sent)} messages, {len(received)} received, {duplicates} duplicates")
-    assert duplicates <= max_duplicates, f"{label}: {duplicates} duplicates > window {max_duplicates}"
-    return duplicates
-
-
 @pytest.mark.kafka
 @pytest.mark.redis
 @pytest.mark.slow
@@ -117,20 +74,11 @@ def test_kill_9_kafka_to_redis_loses_nothing(kafka_server, redis_server, tmp_pat
     topic = create_topic(kafka_server.bootstrap, f"crash-{uuid.uuid4().hex[:6]}", partitions=3)
     stream = f"crash-{uuid.uuid4().hex[:6]}"
     sent = produce_kafka(kafka_server.bootstrap, topic, 30000)
-    log = tmp_path / "bridge.log"
     args = ["bridge", f"kafka://{kafka_server.bootstrap}/{topic}", f"redis://127.0.0.1:{redis_server.port}/0/{stream}",
             "--idle-timeout", "20s", "--window", str(WINDOW), "-q"]
-    kills = 0
-    for threshold in sorted(random.sample(range(3000, 24000), 2)):
-        proc = spawn(*args, log=log)
-        wait_until(lambda t=threshold, p=proc: redis_len(redis_server.url, stream) >= t or p.poll() is not None, 120, "progress")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        kills += 1
-        print(f"\nkilled with {redis_len(redis_server.url, stream)} message(s) in the sink")
-    final = spawn(*args, log=log)
-    assert final.wait(timeout=300) == 0, log.read_text()
-    print(f"kills: {kills}")
+    kills = run_with_kills(args, log=tmp_path / "bridge.log", thresholds=kill_thresholds(3000, 24000),
+                           reached=lambda t: redis_len(redis_server.url, stream) >= t,
+                           progress=lambda: f"{redis_len(redis_server.url, stream)} message(s) in the sink")
     check_delivery(sent, redis_values(redis_server.url, stream), max_duplicates=kills * WINDOW, label="kafka->redis kill -9")
 
 
@@ -144,12 +92,7 @@ def test_kill_9_redis_to_kafka_loses_nothing(kafka_server, redis_server, tmp_pat
     topic = create_topic(kafka_server.bootstrap, f"crash-{uuid.uuid4().hex[:6]}", partitions=2)
     client = redis.Redis.from_url(redis_server.url)
     sent = [f"r-{i:06d}".encode() for i in range(30000)]
-    for start in range(0, len(sent), 5000):
-        pipe = client.pipeline(transaction=False)
-        for value in sent[start : start + 5000]:
-            pipe.xadd(stream, {"value": value})
-        pipe.execute()
-    log = tmp_path / "bridge.log"
+    fill_redis_stream(redis_server.url, stream, sent)
     args = ["bridge", f"redis://127.0.0.1:{redis_server.port}/0/{stream}", f"kafka://{kafka_server.bootstrap}/{topic}",
             "--idle-timeout", "5s", "--window", str(WINDOW), "-q"]
     ids = [row[0] for row in client.xrange(stream, "-", "+")]
@@ -158,17 +101,7 @@ def test_kill_9_redis_to_kafka_loses_nothing(kafka_server, redis_server, tmp_pat
         groups = client.xinfo_groups(stream)
         return bool(groups) and tuple(map(int, groups[0]["last-delivered-id"].split(b"-"))) >= tuple(map(int, ids[index].split(b"-")))
 
-    kills = 0
-    for threshold in sorted(random.sample(range(3000, 24000), 2)):
-        proc = spawn(*args, log=log)
-        wait_until(lambda t=threshold, p=proc: delivered_past(t) or p.poll() is not None, 120, "progress")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        kills += 1
-        print(f"\nkilled after the group passed entry {threshold}")
-    final = spawn(*args, log=log)
-    assert final.wait(timeout=300) == 0, log.read_text()
-    print(f"kills: {kills}")
+    kills = run_with_kills(args, log=tmp_path / "bridge.log", thresholds=kill_thresholds(3000, 24000), reached=delivered_past)
     received = [m.value() for m in consume_kafka(kafka_server.bootstrap, topic)]
     check_delivery(sent, received, max_duplicates=kills * WINDOW, label="redis->kafka kill -9")
     (group,) = client.xinfo_groups(stream)
@@ -218,11 +151,8 @@ def test_sigterm_then_restart_gives_no_loss_and_no_duplicates(kafka_server, redi
     log = tmp_path / "bridge.log"
     args = ["bridge", f"kafka://{kafka_server.bootstrap}/{topic}", f"redis://127.0.0.1:{redis_server.port}/0/{stream}",
             "--idle-timeout", "15s", "--window", "500"]
-    proc = spawn(*args, log=log)
-    wait_until(lambda: redis_len(redis_server.url, stream) >= 2000, 120, "progress")
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0, log.read_text()
-    assert "bridged" in log.read_text() and "(stopped)" in log.read_text()
+    stop_with_sigterm(args, log=log, reached=lambda: redis_len(redis_server.url, stream) >= 2000)
+    assert "bridged" in log.read_text()
     assert 0 < redis_len(redis_server.url, stream) < len(sent)
     assert spawn(*args, log=log).wait(timeout=300) == 0, log.read_text()
     check_delivery(sent, redis_values(redis_server.url, stream), max_duplicates=0, label="SIGTERM + restart")

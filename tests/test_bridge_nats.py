@@ -9,24 +9,26 @@ The figures (messages, kills, duplicates) are printed with -s.
 from __future__ import annotations
 
 import asyncio
-import random
-import signal
 import time
 import uuid
 
 import pytest
 
 from tests.conftest import evrelay
-from tests.servers import NatsServer
-from tests.test_bridge import (
+from tests.crash import (
     WINDOW,
     check_delivery,
-    produce_kafka,
+    fill_redis_stream,
+    kill_thresholds,
     redis_len,
     redis_values,
+    run_with_kills,
     spawn,
+    stop_with_sigterm,
     wait_until,
 )
+from tests.servers import NatsServer
+from tests.test_bridge import produce_kafka
 from tests.test_contract_kafka import create_topic
 
 pytestmark = pytest.mark.nats
@@ -99,20 +101,11 @@ def test_kill_9_kafka_to_nats_loses_nothing(kafka_server, nats_server, tmp_path)
     topic = create_topic(kafka_server.bootstrap, f"crash-{uuid.uuid4().hex[:6]}", partitions=3)
     stream = f"crash-{uuid.uuid4().hex[:6]}"
     sent = produce_kafka(kafka_server.bootstrap, topic, COUNT)
-    log = tmp_path / "bridge.log"
     args = ["bridge", f"kafka://{kafka_server.bootstrap}/{topic}", f"{nats_server.url}/{stream}?create=true",
             "--idle-timeout", "20s", "--window", str(WINDOW), "-q"]
-    kills = 0
-    for threshold in sorted(random.sample(range(2000, 16000), 2)):
-        proc = spawn(*args, log=log)
-        wait_until(lambda t=threshold, p=proc: nats_state(nats_server.url, stream)["messages"] >= t or p.poll() is not None,
-                   120, "progress")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        kills += 1
-        print(f"\nkilled with {nats_state(nats_server.url, stream)['messages']} message(s) in the sink")
-    final = spawn(*args, log=log)
-    assert final.wait(timeout=300) == 0, log.read_text()
+    kills = run_with_kills(args, log=tmp_path / "bridge.log", thresholds=kill_thresholds(2000, 16000),
+                           reached=lambda t: nats_state(nats_server.url, stream)["messages"] >= t,
+                           progress=lambda: f"{nats_state(nats_server.url, stream)['messages']} message(s) in the sink")
     check_delivery(sent, nats_values(nats_server.url, stream), max_duplicates=kills * WINDOW, label="kafka->nats kill -9")
 
 
@@ -124,18 +117,10 @@ def test_kill_9_nats_to_redis_loses_nothing(nats_server, redis_server, tmp_path)
     source = f"{nats_server.url}/{stream}?create=true&ack_wait=2s"
     sent = fill_nats(source, "n")
     sink = f"redis://127.0.0.1:{redis_server.port}/0/{stream}"
-    log = tmp_path / "bridge.log"
     args = ["bridge", source, sink, "-g", "copier", "--idle-timeout", "8s", "--window", str(WINDOW), "-q"]
-    kills = 0
-    for threshold in sorted(random.sample(range(2000, 16000), 2)):
-        proc = spawn(*args, log=log)
-        wait_until(lambda t=threshold, p=proc: redis_len(redis_server.url, stream) >= t or p.poll() is not None, 120, "progress")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        kills += 1
-        print(f"\nkilled with {redis_len(redis_server.url, stream)} message(s) in the sink")
-    final = spawn(*args, log=log)
-    assert final.wait(timeout=300) == 0, log.read_text()
+    kills = run_with_kills(args, log=tmp_path / "bridge.log", thresholds=kill_thresholds(2000, 16000),
+                           reached=lambda t: redis_len(redis_server.url, stream) >= t,
+                           progress=lambda: f"{redis_len(redis_server.url, stream)} message(s) in the sink")
     check_delivery(sent, redis_values(redis_server.url, stream), max_duplicates=kills * WINDOW, label="nats->redis kill -9")
     assert nats_state(nats_server.url, stream, "copier")["ack_pending"] == 0, "everything delivered must be acked"
 
@@ -146,29 +131,15 @@ def test_kill_9_redis_to_nats_loses_nothing(nats_server, redis_server, tmp_path)
     import redis
 
     stream = f"crash-{uuid.uuid4().hex[:6]}"
-    client = redis.Redis.from_url(redis_server.url)
     sent = [f"r-{i:06d}".encode() for i in range(COUNT)]
-    for start in range(0, len(sent), 5000):
-        pipe = client.pipeline(transaction=False)
-        for value in sent[start : start + 5000]:
-            pipe.xadd(stream, {"value": value})
-        pipe.execute()
-    log = tmp_path / "bridge.log"
+    fill_redis_stream(redis_server.url, stream, sent)
     args = ["bridge", f"redis://127.0.0.1:{redis_server.port}/0/{stream}", f"{nats_server.url}/{stream}?create=true",
             "--idle-timeout", "5s", "--window", str(WINDOW), "-q"]
-    kills = 0
-    for threshold in sorted(random.sample(range(2000, 16000), 2)):
-        proc = spawn(*args, log=log)
-        wait_until(lambda t=threshold, p=proc: nats_state(nats_server.url, stream)["messages"] >= t or p.poll() is not None,
-                   120, "progress")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        kills += 1
-        print(f"\nkilled with {nats_state(nats_server.url, stream)['messages']} message(s) in the sink")
-    final = spawn(*args, log=log)
-    assert final.wait(timeout=300) == 0, log.read_text()
+    kills = run_with_kills(args, log=tmp_path / "bridge.log", thresholds=kill_thresholds(2000, 16000),
+                           reached=lambda t: nats_state(nats_server.url, stream)["messages"] >= t,
+                           progress=lambda: f"{nats_state(nats_server.url, stream)['messages']} message(s) in the sink")
     check_delivery(sent, nats_values(nats_server.url, stream), max_duplicates=kills * WINDOW, label="redis->nats kill -9")
-    (group,) = client.xinfo_groups(stream)
+    (group,) = redis.Redis.from_url(redis_server.url).xinfo_groups(stream)
     assert group["pending"] == 0, "everything delivered must be acked"
 
 
@@ -180,11 +151,7 @@ def test_sigterm_then_restart_from_nats_gives_no_loss_and_no_duplicates(nats_ser
     sink = f"redis://127.0.0.1:{redis_server.port}/0/{stream}"
     log = tmp_path / "bridge.log"
     args = ["bridge", source, sink, "--idle-timeout", "5s", "--window", "500"]
-    proc = spawn(*args, log=log)
-    wait_until(lambda: redis_len(redis_server.url, stream) >= 2000, 120, "progress")
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0, log.read_text()
-    assert "(stopped)" in log.read_text()
+    stop_with_sigterm(args, log=log, reached=lambda: redis_len(redis_server.url, stream) >= 2000)
     assert 0 < redis_len(redis_server.url, stream) < len(sent)
     started = time.monotonic()
     assert spawn(*args, log=log).wait(timeout=300) == 0, log.read_text()
@@ -201,10 +168,7 @@ def test_a_nats_sink_restarting_mid_run_is_waited_out_and_nothing_is_lost(nats_s
     stream = f"outage-{uuid.uuid4().hex[:6]}"
     client = redis.Redis.from_url(redis_server.url)
     sent = [f"o-{i:06d}".encode() for i in range(COUNT)]
-    pipe = client.pipeline(transaction=False)
-    for value in sent:
-        pipe.xadd(stream, {"value": value})
-    pipe.execute()
+    fill_redis_stream(redis_server.url, stream, sent)
     log = tmp_path / "bridge.log"
     with NatsServer() as sink:
         proc = spawn("bridge", f"redis://127.0.0.1:{redis_server.port}/0/{stream}", f"{sink.url}/{stream}?create=true",

@@ -68,7 +68,7 @@ def test_binary_and_structured_conversions_invert_each_other():
     assert back.key == b"k"
     assert sorted(back.headers) == sorted([*original.headers])
     assert json.loads(back.value) == {"n": 1}
-    text = cloudevents.to_binary(cloudevents.to_structured(Message(b"\xff\x00", None, [("ce_specversion", b"1.0"), ("ce_id", b"b"), ("content-type", b"application/octet-stream")])))
+    text = cloudevents.to_binary(cloudevents.to_structured(Message(b"\xff\x00", None, [("ce_specversion", b"1.0"), ("ce_id", b"b"), ("ce_type", b"t"), ("ce_source", b"/s"), ("content-type", b"application/octet-stream")])))
     assert text.value == b"\xff\x00"
 
 

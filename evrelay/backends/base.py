@@ -146,6 +146,12 @@ class Backend(ABC):
     cumulative_ack: ClassVar[bool] = False
     """True where acking a message acks every earlier one of its partition (a commit up
     to it, Kafka); False where each message is acked on its own."""
+    ack_help: ClassVar[str | None] = None
+    """A sentence `ack --help` adds about this backend's acks (what makes them special)."""
+    group_help: ClassVar[str | None] = None
+    """A sentence `groups --help` adds about deleting this backend's groups."""
+    group_seek_help: ClassVar[str | None] = None
+    """A sentence `replay --help` adds about moving this backend's groups (replay -g)."""
     lag_columns: ClassVar[list[tuple[str, str]]] = [
         ("position", "POSITION"),
         ("end", "END"),

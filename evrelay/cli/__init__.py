@@ -47,7 +47,14 @@ def main(argv: list[str] | None = None) -> None:
     if args in (["--version"], ["-V"]):
         from evrelay import __version__
 
-        sys.stdout.write(f"evrelay {__version__}\n")
+        try:
+            sys.stdout.write(f"evrelay {__version__}\n")
+            sys.stdout.flush()
+        except Exception as exc:  # as every command: `| head -c0` quietly; `>&-`, `> /dev/full`: one line, exit 1
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # the exit-time flush must not fail again
+            if not isinstance(exc, BrokenPipeError):
+                sys.stderr.write(f"evrelay: error: {getattr(exc, 'message', None) or f'cannot write to stdout: {exc.strerror}'}\n")
+                sys.exit(1)
         return
     completing = "_EVRELAY_COMPLETE" in os.environ
     if completing:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from evrelay import backends
 from evrelay.cli.common import (
     AddressArgument,
     ConsumerOption,
@@ -18,6 +19,7 @@ from evrelay.cli.common import (
     force_option,
     group_for,
     parse_duration,
+    with_backend_help,
 )
 from evrelay.errors import InputError, UsageError
 
@@ -55,11 +57,11 @@ def ack(
     address: AddressArgument,
     ids: Annotated[Optional[list[str]], typer.Argument(metavar="ID", help="Message IDs as the backend prints them (entry IDs 1700000000000-0, PARTITION:OFFSET, sequence numbers); without IDs, JSON envelopes are read from stdin.", show_default=False)] = None,
     group: GroupOption = None,
-    list_pending: Annotated[bool, typer.Option("--list", help="List pending messages (id, consumer, idle, deliveries); for Kafka, the lag.")] = False,
+    list_pending: Annotated[bool, typer.Option("--list", help=f"List pending messages (id, consumer, idle, deliveries); for backends with cumulative acks ({backends.help_backends_with('cumulative_ack')}), the lag.")] = False,
     claim: Annotated[bool, typer.Option("--claim", help="Take over messages pending longer than --min-idle and print them.")] = False,
     min_idle: Annotated[str, typer.Option("--min-idle", metavar="DURATION", help="With --claim: how long a message must have been pending.")] = "1m",
     consumer: ConsumerOption = None,
-    force: Annotated[bool, force_option("Kafka: commit even when that skips offsets the group has not acked.")] = False,
+    force: Annotated[bool, force_option(f"Backends with cumulative acks ({backends.help_backends_with('cumulative_ack')}): commit even when that skips offsets the group has not acked.")] = False,
     count: Annotated[int, count_option("With --list/--claim: at most N messages.", show_default=True)] = 100,
     output: MessageOutputOptions = MessageOutputOptions(),
     *,
@@ -71,9 +73,7 @@ def ack(
     `evrelay tail A -g G --no-ack -o json | ... | evrelay ack A -g G` acks exactly what
     made it through the pipeline.
 
-    Kafka acks are cumulative per partition: committing an offset acks everything before
-    it. evrelay commits, per partition, the highest offset reached without a gap from the
-    group's committed position; offsets after a gap stay unacked (and are reported).
+    {ack_help}
 
     \b
     Examples:
@@ -131,4 +131,4 @@ def ack(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("ack", no_args_is_help=True)(ack)
+    app.command("ack", no_args_is_help=True)(with_backend_help(ack, ack_help=lambda: backends.help_sentences("ack_help")))

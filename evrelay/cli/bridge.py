@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from evrelay import backends
 from evrelay.cli.common import (
     DEFAULT_CLAIM_IDLE,
     ClaimIdleOption,
@@ -29,6 +30,7 @@ from evrelay.cli.common import (
     exactly_once_option,
     parse_duration,
     parse_position_option,
+    with_backend_help,
 )
 from evrelay.errors import Interrupted, UsageError
 
@@ -77,7 +79,7 @@ def bridge(
     dry_run: DryRunOption = False,
     metrics: Annotated[Optional[str], typer.Option("--metrics", metavar="ADDR:PORT", help="Serve Prometheus metrics here (e.g. 127.0.0.1:9464); needs prometheus-client.", show_default=False)] = None,
     window: Annotated[int, typer.Option("--window", metavar="N", min=1, max=1_000_000, help="Messages in flight at once: read, sent, confirmed, then acked together.")] = DEFAULT_WINDOW,
-    exactly_once: Annotated[bool, exactly_once_option("Kafka -> Kafka on one cluster: each window is a transaction that also commits the source group's offsets; readers with isolation.level=read_committed see every message once.")] = False,
+    exactly_once: Annotated[bool, exactly_once_option(f"Source and sink on one cluster of a backend with transactions ({backends.help_backends_with('EXACTLY_ONCE')}): each window is a transaction that also commits the source group's offsets; readers with isolation.level=read_committed see every message once.")] = False,
     claim_idle: ClaimIdleOption = DEFAULT_CLAIM_IDLE,
     follow: FollowOption = False,
     no_provenance: Annotated[bool, typer.Option("--no-provenance", help="Do not add the evrelay-source header (for consumers strict about headers).")] = False,
@@ -90,7 +92,7 @@ def bridge(
     """Relay messages from SOURCE to SINK at-least-once, until stopped or --count/--idle-timeout.
 
     A message is acked at its source only after the sink confirmed it. Sources with
-    consumer groups (kafka, redis, local) are read as a group (default
+    consumer groups ({groups}) are read as a group (default
     evrelay-bridge-<sink>), resuming where it stopped; several bridges with the same
     group share the work. Each message gets an evrelay-source header with its source
     coordinates, replacing one from an earlier hop (--no-provenance: none). SIGTERM
@@ -113,13 +115,21 @@ def bridge(
     from evrelay.relay import Relay
     from evrelay.routing import is_template, open_sink
     from evrelay.transforms import message_transform, previewing, with_transform
-    from evrelay.watch import LagSampler, MetricsServer, ProgressLine, Watch, group_lag_sampler, parse_listen_address
+    from evrelay.watch import (
+        LagSampler,
+        MetricsServer,
+        ProgressLine,
+        Watch,
+        check_metrics_option,
+        group_lag_sampler,
+        parse_listen_address,
+    )
 
     source_text, sink_text = split_endpoints(source, sink)
     idle_seconds = parse_duration(idle_timeout, "--idle-timeout")
     claim_seconds = parse_duration(claim_idle, "--claim-idle")
     if metrics is not None:
-        parse_listen_address(metrics)  # a bad --metrics is a usage error before connecting
+        check_metrics_option(metrics)  # a --metrics that cannot work is refused before connecting
     start = parse_position_option(from_, "--from") or Beginning()
     src = session.address(source_text)
     dst = session.address(sink_text)
@@ -147,7 +157,7 @@ def bridge(
             if dst_backend.location() == src_backend.location() and dst_stream == src_stream:
                 raise UsageError(f"{source_text} and {sink_text} are the same {src_backend.stream_noun}: that would relay into itself")
             if not exactly_once:
-                sink_producer = with_transform(stack.enter_context(open_sink(dst_backend, dst_stream)), transform)
+                sink_producer = with_transform(stack.enter_context(open_sink(dst_backend, dst_stream, src_backend)), transform)
             elif is_template(dst_stream):
                 raise UsageError("--exactly-once writes one topic in each transaction; a sink name template routes to many")
         else:
@@ -221,4 +231,4 @@ def bridge(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("bridge", no_args_is_help=True)(bridge)
+    app.command("bridge", no_args_is_help=True)(with_backend_help(bridge, groups=lambda: backends.help_backends_with("GROUPS")))

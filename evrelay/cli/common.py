@@ -83,13 +83,23 @@ ConsumerOption = Annotated[
 ]
 ClaimIdleOption = Annotated[
     str,
-    typer.Option("--claim-idle", metavar="DURATION", help="Groups with pending lists (Redis, local): at start and every few seconds, take over messages another consumer left pending this long (a dead reader's: live readers keep theirs fresh; 0: never).", show_default=True),
+    typer.Option("--claim-idle", metavar="DURATION", help=f"Groups with pending lists ({backends.help_backends_with('PENDING')}): at start and every few seconds, take over messages another consumer left pending this long (a dead reader's: live readers keep theirs fresh; 0: never).", show_default=True),
 ]
 DEFAULT_CLAIM_IDLE = "30s"
 
 
 # Options whose flag means the same thing everywhere, worded for each command that takes
 # it: the spelling (flags, metavar, bounds) is here once, the help text is the command's.
+
+
+def with_backend_help(function: Callable[..., Any], **parts: Callable[[], str]) -> Callable[..., Any]:
+    """Fill `{name}` in a command's docstring with `parts[name]()`: what the registry says
+    about the backends (built when the command is registered, not at import)."""
+    text = inspect.cleandoc(function.__doc__ or "")  # the parts are not indented like a docstring
+    for name, part in parts.items():
+        text = text.replace("{" + name + "}", part())
+    function.__doc__ = text
+    return function
 
 
 def from_option(help: str, *, show_default: bool = False) -> Any:
@@ -122,7 +132,7 @@ OutputOption = Annotated[Optional[str], typer.Option("-o", "--output", metavar="
 FormatOption = Annotated[Optional[str], typer.Option("--format", metavar="TEMPLATE", help="Python format template, e.g. '{partition}:{offset} {key} {value}'.", show_default=False)]
 KeyOption = Annotated[Optional[str], typer.Option("-k", "--key", metavar="KEY", help="Message key.", show_default=False)]
 HeaderOption = Annotated[Optional[list[str]], typer.Option("-H", "--header", metavar="NAME=VALUE", help="Header (repeatable; order and duplicates kept).", show_default=False)]
-PartitionOption = Annotated[Optional[list[int]], typer.Option("--partition", metavar="P", help="Kafka: only this partition (repeatable).", show_default=False)]
+PartitionOption = Annotated[Optional[list[int]], typer.Option("--partition", metavar="P", help=f"Backends with partitions ({backends.help_backends_with('PARTITIONS')}): only this partition (repeatable).", show_default=False)]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show what would happen; send nothing, ack nothing.")]
 CloudEventsOption = Annotated[
     Optional[str],

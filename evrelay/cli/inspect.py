@@ -20,6 +20,7 @@ from evrelay.cli.common import (
     complete_address,
     group_for,
     parse_duration,
+    with_backend_help,
 )
 from evrelay.errors import BackendUnavailable, EvrelayError, ExpectationFailed, UsageError
 
@@ -74,8 +75,8 @@ def info(
     *,
     session: Session,
 ) -> None:
-    """Show a topic or stream: per partition low/high offsets (Kafka) or length, first and
-    last ID and time (Redis, local); and its consumer groups.
+    """Show a topic or stream: per partition low/high offsets (backends with partitions:
+    {partitioned}) or length, first and last ID and time (the others); and its consumer groups.
 
     \b
     Examples:
@@ -122,8 +123,8 @@ def groups(
 
     Deleting removes the group's position, pending list and consumers: a reader of that
     group starts again as a new group. It asks on a terminal; --yes skips the question.
-    A Kafka group is cluster-wide (deleting it drops its offsets on every topic) and must
-    have no live members.
+
+    {group_help}
 
     \b
     Examples:
@@ -225,7 +226,7 @@ def lag(
     when that oldest message is older than DURATION.
 
     The total counts messages not yet delivered to the group and, where the backend keeps
-    them (Redis, local), messages delivered but still pending (not acked): both are work
+    them ({pending}), messages delivered but still pending (not acked): both are work
     the group has not finished.
 
     \b
@@ -273,7 +274,7 @@ def lag(
 
 def register(app: typer.Typer) -> None:
     app.command("ls")(ls)
-    app.command("info", no_args_is_help=True)(info)
-    app.command("groups", no_args_is_help=True)(groups)
+    app.command("info", no_args_is_help=True)(with_backend_help(info, partitioned=lambda: backends.help_backends_with("partitioned")))
+    app.command("groups", no_args_is_help=True)(with_backend_help(groups, group_help=lambda: backends.help_sentences("group_help")))
     app.command("health")(health)
-    app.command("lag", no_args_is_help=True)(lag)
+    app.command("lag", no_args_is_help=True)(with_backend_help(lag, pending=lambda: backends.help_backends_with("PENDING")))

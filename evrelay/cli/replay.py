@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from evrelay import backends
 from evrelay.cli.common import (
     CloudEventsOption,
     DryRunOption,
@@ -23,6 +24,7 @@ from evrelay.cli.common import (
     exactly_once_option,
     from_option,
     parse_position_option,
+    with_backend_help,
 )
 from evrelay.errors import EvrelayError, UsageError
 
@@ -35,7 +37,7 @@ def replay(
     to: ToOption = None,
     group: GroupOption = None,
     pace: Annotated[str, typer.Option("--pace", metavar="PACE", help="max (as fast as possible), original (the original spacing) or Nx (N times faster).")] = "max",
-    exactly_once: Annotated[bool, exactly_once_option("Copy in one transaction (Kafka sinks): readers with isolation.level=read_committed see the whole range once, or nothing if the replay fails or is killed.")] = False,
+    exactly_once: Annotated[bool, exactly_once_option(f"Copy in one transaction (sinks with transactions: {backends.help_backends_with('EXACTLY_ONCE')}): readers with isolation.level=read_committed see the whole range once, or nothing if the replay fails or is killed.")] = False,
     cloudevents: CloudEventsOption = None,
     dry_run: DryRunOption = False,
     yes: YesOption = False,
@@ -52,8 +54,9 @@ def replay(
 
     SOURCE -g GROUP --from X: rewind (or advance) the group so it reads again from X. The
     plan (current -> new position, messages affected) is shown and confirmed on a
-    terminal; --yes applies it without asking, --dry-run only shows it. Kafka groups must
-    have no live members.
+    terminal; --yes applies it without asking, --dry-run only shows it.
+
+    {group_seek_help}
 
     \b
     Examples:
@@ -186,4 +189,4 @@ def _move_group(session: Session, source: str, group: str, target, *, dry_run: b
 
 
 def register(app: typer.Typer) -> None:
-    app.command("replay", no_args_is_help=True)(replay)
+    app.command("replay", no_args_is_help=True)(with_backend_help(replay, group_seek_help=lambda: backends.help_sentences("group_seek_help")))

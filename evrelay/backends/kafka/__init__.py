@@ -68,6 +68,16 @@ class KafkaBackend(KafkaAdmin, KafkaOffsets, KafkaClients, Backend):
     required_options = frozenset({"bootstrap_servers"})
     message_id_syntax = "PARTITION:OFFSET (0:41), several as 0:41,1:17"
     cumulative_ack = True
+    ack_help = (
+        "acks are cumulative per partition: committing an offset acks everything before\n"
+        "it. evrelay commits, per partition, the highest offset reached without a gap from the\n"
+        "group's committed position; offsets after a gap stay unacked (and are reported)."
+    )
+    group_help = (
+        "a group is cluster-wide (deleting it drops its offsets on every topic) and must\n"
+        "have no live members."
+    )
+    group_seek_help = "groups must have no live members."
     lag_columns = [("partition", "PARTITION"), ("position", "COMMITTED"), ("end", "END"), ("lag", "LAG")]
     partitioned = True
     option_names = frozenset({"bootstrap_servers", "options"})

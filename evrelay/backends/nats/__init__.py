@@ -61,6 +61,7 @@ from evrelay.backends.nats.connection import (
     valid_name,
 )
 from evrelay.backends.nats.groups import NatsGroups
+from evrelay.config import mask_url
 from evrelay.errors import (
     AddressError,
     BackendUnavailable,
@@ -76,14 +77,23 @@ _FALSE = {"false", "0", "no", "off"}
 
 
 def mask_nats_url(url: str) -> str:
-    """The URL with any password or token replaced (a NATS token is a user with no password)."""
+    """The URL with any password or token replaced (a NATS token is a user with no password).
+    The generic masking: it reads the userinfo up to the last '@', so an unencoded '/' or
+    '@' in a password does not leave part of it showing, as a URL parser's netloc would."""
+    return mask_url(url)
+
+
+def url_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """(the URL without its userinfo, nats-py connect() options for it). nats-py reads
+    `user:password@` or a lone `TOKEN@` from the URL without percent-decoding it, so a
+    password holding '@', ':' or '/' could not be written at all; decoded here instead."""
     parts = urlsplit(url)
     if "@" not in parts.netloc:
-        return url
+        return url, {}
     userinfo, _, host = parts.netloc.rpartition("@")
-    user, colon, _ = userinfo.partition(":")
-    shown = f"{user}:********" if colon else "********"
-    return urlunsplit((parts.scheme, f"{shown}@{host}", parts.path, parts.query, parts.fragment))
+    user, colon, password = userinfo.partition(":")
+    credentials = {"user": unquote(user), "password": unquote(password)} if colon else {"token": unquote(user)}
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment)), credentials
 
 
 class NatsBackend(NatsGroups, Backend):
@@ -113,6 +123,10 @@ class NatsBackend(NatsGroups, Backend):
         url = self.options.get("url")
         if not url or not isinstance(url, str) or not url.startswith(("nats://", "tls://")):
             raise ConfigError('a nats profile needs url = "nats://[user:password@]host:port"')
+        try:
+            urlsplit(url).port  # noqa: B018 - a port that is not a number, or out of range, raises
+        except ValueError as exc:
+            raise ConfigError(f"nats url {mask_nats_url(url)!r}: {exc}") from None
         self.url = url
         subject = self.options.get("subject")
         if subject is not None and (not isinstance(subject, str) or not subject or " " in subject):
@@ -184,12 +198,13 @@ class NatsBackend(NatsGroups, Backend):
         if self._conn is not None:
             return
         import_nats()
+        url, credentials = url_credentials(self.url)
         conn = NatsConnection(
-            self.url,
+            url,
             where=self.where,
             timeout=self.settings.timeout,
             name=self.settings.client_name,
-            client_options=self.client_options,
+            client_options={**credentials, **self.client_options},
             warn=self.settings.warn,
             verbose=self.settings.verbose,
         )

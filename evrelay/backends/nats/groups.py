@@ -169,6 +169,11 @@ class NatsGroups:
         from evrelay.backends.nats.mapping import reply_metadata
 
         info = self.group_consumer_info(stream, group)
+        if int(info.get("num_ack_pending", 0)) == 0:
+            # Nothing is pending, so nothing can be due: a fetch could only take a message
+            # no reader has had yet, and handing it back would count as a delivery, making
+            # it look claimable to the next `ack --claim`.
+            return []
         ack_wait_ms = int(info.get("config", {}).get("ack_wait", 0)) // 1_000_000
         if min_idle_ms < ack_wait_ms:
             self.settings.warn(

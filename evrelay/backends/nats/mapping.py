@@ -77,6 +77,13 @@ def encode_headers(key: bytes | None, headers: Headers) -> dict[str, str] | None
     return out
 
 
+def header_block_size(headers: dict[str, str]) -> int:
+    """The bytes of the NATS header block nats-py writes for these headers
+    (`NATS/1.0\r\n`, `Name: value\r\n` each, a blank line): the server counts them
+    against max_payload together with the payload."""
+    return 12 + sum(len(name) + len(value.encode("utf-8")) + 4 for name, value in headers.items())
+
+
 def _exact_headers(text: str) -> Headers | None:
     try:
         pairs = orjson.loads(text)

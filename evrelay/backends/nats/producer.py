@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from evrelay.backends.base import DeliveryFailure, DeliveryReport, Message, Producer
-from evrelay.backends.nats.mapping import encode_headers
+from evrelay.backends.nats.mapping import encode_headers, header_block_size
 from evrelay.errors import BackendUnavailable
 
 if TYPE_CHECKING:
@@ -76,33 +76,58 @@ class NatsProducer(Producer):
         if self.sub is None:
             await self._start()
         publish = self.conn.nc.publish
+        # Within send()'s own bound, so that a reconnect that never comes ends here, cleanly.
+        deadline = time.monotonic() + max(self.backend.settings.timeout, 30.0) - 2
         for message in messages:
             if message.value is None:
                 self.report.failures.append(
                     DeliveryFailure(message, "NATS has no tombstones: a message needs a value, not null", permanent=True)
                 )
                 continue
+            headers = encode_headers(message.key, message.headers)
+            limit = self.conn.nc.max_payload
+            if headers and len(message.value) + header_block_size(headers) > limit:
+                # The server counts the header block against max_payload and hangs up on a
+                # message over it; nats-py checks the payload alone, so it is caught here.
+                self.report.failures.append(
+                    DeliveryFailure(message, f"larger than the server's max_payload ({limit} bytes, headers and key included)", permanent=True)
+                )
+                continue
             self.counter += 1
             token = str(self.counter)
-            self.waiting[token] = (message, time.monotonic(), self.conn.reconnects)
-            try:
-                await publish(
-                    self.subject,
-                    message.value,
-                    reply=f"{self.inbox}.{token}",
-                    headers=encode_headers(message.key, message.headers),
-                )
-            except nats.errors.MaxPayloadError:
-                del self.waiting[token]
-                limit = getattr(self.conn.nc, "max_payload", "?")
-                self.report.failures.append(
-                    DeliveryFailure(message, f"larger than the server's max_payload ({limit} bytes)", permanent=True)
-                )
-            except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError, nats.errors.StaleConnectionError):
-                # The caller sends everything again: outcomes of this attempt are superseded.
-                self.waiting.clear()
-                self.report = DeliveryReport()
-                raise BackendUnavailable(f"lost the connection to NATS at {self.backend.where} while publishing") from None
+            while True:
+                self.waiting[token] = (message, time.monotonic(), self.conn.reconnects)
+                try:
+                    await publish(self.subject, message.value, reply=f"{self.inbox}.{token}", headers=headers)
+                except nats.errors.MaxPayloadError:
+                    del self.waiting[token]
+                    self.report.failures.append(
+                        DeliveryFailure(message, f"larger than the server's max_payload ({limit} bytes)", permanent=True)
+                    )
+                except nats.errors.OutboundBufferLimitError:
+                    # The server went away and nats-py's buffer for the reconnect is full:
+                    # wait for the reconnect, then go on. What was in flight before it is
+                    # reported by flush() as lost with the connection (counted, not dropped).
+                    if await self._reconnected(deadline):
+                        continue
+                    self._superseded()
+                except (nats.errors.ConnectionClosedError, nats.errors.StaleConnectionError):
+                    self._superseded()
+                break
+
+    async def _reconnected(self, deadline: float) -> bool:
+        """Whether nats-py reconnected before `deadline` (monotonic)."""
+        while time.monotonic() < deadline:
+            if self.conn.nc.is_connected:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    def _superseded(self) -> None:
+        # The caller sends everything again: outcomes of this attempt are superseded.
+        self.waiting.clear()
+        self.report = DeliveryReport()
+        raise BackendUnavailable(f"lost the connection to NATS at {self.backend.where} while publishing")
 
     def send(self, messages: Sequence[Message]) -> None:
         self.conn.run(self._send(messages), max(self.backend.settings.timeout, 30.0), "publishing")

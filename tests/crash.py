@@ -1,0 +1,126 @@
+"""The crash-test harness shared by the bridge tests (tests/test_bridge.py for Kafka and
+Redis, tests/test_bridge_nats.py for NATS): run the real `evrelay` CLI as a subprocess,
+kill -9 it once the sink holds enough, start it again, and count what arrived (nothing
+lost, duplicates bounded by the windows in flight when it died).
+
+The figures (messages, kills, duplicates) are printed with -s.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from tests.conftest import REPO
+
+WINDOW = 1000
+"""The --window the crash tests run with: a kill -9 may deliver one window again."""
+
+
+def spawn(*args: str, log: Path) -> subprocess.Popen:
+    """`evrelay ARGS…` in the background, its stderr appended to `log`."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.Popen([sys.executable, "-m", "evrelay", *args], stdout=subprocess.DEVNULL,
+                            stderr=log.open("ab"), env=env)
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def kill_thresholds(low: int, high: int, kills: int = 2) -> list[int]:
+    """Where to kill the bridge: `kills` random progress marks between low and high, in order."""
+    return sorted(random.sample(range(low, high), kills))
+
+
+def run_with_kills(args: Sequence[str], *, log: Path, reached: Callable[[int], bool], thresholds: Sequence[int],
+                   progress: Callable[[], object] | None = None, timeout: float = 300) -> int:
+    """Run `evrelay ARGS` once per threshold, kill -9 each run as soon as `reached(threshold)`
+    (or when it exits on its own), then once more to its end, which must be exit 0.
+    `progress()` describes the state after each kill. Returns the number of kills."""
+    kills = 0
+    for threshold in thresholds:
+        proc = spawn(*args, log=log)
+        wait_until(lambda t=threshold, p=proc: reached(t) or p.poll() is not None, 120, "progress")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        print(f"\nkilled past {threshold}" + (f": {progress()}" if progress is not None else ""))
+    final = spawn(*args, log=log)
+    assert final.wait(timeout=timeout) == 0, log.read_text()
+    print(f"kills: {kills}")
+    return kills
+
+
+def stop_with_sigterm(args: Sequence[str], *, log: Path, reached: Callable[[], bool]) -> None:
+    """Run `evrelay ARGS` until `reached()`, then SIGTERM it: a clean stop, exit 0."""
+    proc = spawn(*args, log=log)
+    wait_until(reached, 120, "progress")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0, log.read_text()
+    assert "(stopped)" in log.read_text()
+
+
+def check_delivery(sent: list[bytes], received: list[bytes], *, max_duplicates: int, label: str) -> int:
+    """Every sent value arrived, with at most `max_duplicates` extra copies; the duplicates."""
+    counts = Counter(received)
+    missing = set(sent) - set(counts)
+    assert not missing, f"{label}: {len(missing)} message(s) lost, e.g. {sorted(missing)[:3]}"
+    duplicates = len(received) - len(set(received))
+    print(f"\n{label}: {len(sent)} messages, {len(received)} received, {duplicates} duplicates")
+    assert duplicates <= max_duplicates, f"{label}: {duplicates} duplicates > window {max_duplicates}"
+    return duplicates
+
+
+# --- Redis at either end, read and written by redis-py (not by evrelay) ----------------------
+
+
+def fill_redis_stream(url: str, stream: str, values: Sequence[bytes]) -> None:
+    """XADD each value as the entry's `value` field, in pipelined batches."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    for start in range(0, len(values), 5000):
+        pipe = client.pipeline(transaction=False)
+        for value in values[start : start + 5000]:
+            pipe.xadd(stream, {"value": value})
+        pipe.execute()
+    client.close()
+
+
+def redis_values(url: str, stream: str) -> list[bytes]:
+    import redis
+
+    client = redis.Redis.from_url(url, protocol=2)
+    client.set_response_callback("XRANGE", lambda response, **_: response)
+    values, cursor = [], "-"
+    while True:
+        rows = client.execute_command("XRANGE", stream, cursor, "+", "COUNT", 10000)
+        values += [fields[1] for _, fields in rows]
+        if len(rows) < 10000:
+            break
+        cursor = "(" + rows[-1][0].decode()
+    client.close()
+    return values
+
+
+def redis_len(url: str, stream: str) -> int:
+    import redis
+
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=1) as client:
+            return int(client.xlen(stream))
+    except redis.RedisError:
+        return -1
