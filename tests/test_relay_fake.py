@@ -158,3 +158,19 @@ def test_stop_request_finishes_and_acks_the_window_in_flight():
     assert stats.delivered == stats.acked > 0
     assert not [i for i in log.pending if i < stats.acked], "everything delivered was acked"
     assert sink.values == [f"m{i}".encode() for i in range(stats.delivered)]
+
+
+class _CloseFails(FakeLog):
+    def close(self) -> None:
+        from evrelay.errors import NotFoundError
+
+        raise NotFoundError("fake source: acking for group 'g': no such group")
+
+
+def test_a_failing_close_does_not_replace_the_error_that_stopped_the_relay():
+    # What the user must see is why the relay stopped (here: a message refused for good,
+    # no dead-letter sink), not the source's complaint while it was being closed on the
+    # way out (e.g. a Redis reader's late XACK answer on a destroyed group).
+    with pytest.raises(DeliveryFailed) as raised, _CloseFails(messages(3)) as log:
+        relay(log, FakeSink(refuse={b"m1": "permanent"})).run(window=10)
+    assert "too large" in str(raised.value)

@@ -44,6 +44,21 @@ def default_consumer_name() -> str:
 _CONSUMER_NAME: str | None = None
 
 
+def _close_keeping_the_first_error(close: Callable[[], None], leaving: type[BaseException] | None) -> None:
+    """Close; but when an error is already on its way out, a backend's complaint while
+    closing (a late XACK answer on a destroyed group, a connection already gone) must not
+    replace it: the first error says why the command stopped. Nothing is lost by dropping
+    the second: a message is acked only after its sink confirmed it, and what was not
+    acked stays pending at its source."""
+    if leaving is None:
+        close()
+        return
+    try:
+        close()
+    except EvrelayError:
+        pass
+
+
 @dataclass(slots=True)
 class ReadSpec:
     """What a consumer should read.
@@ -162,8 +177,8 @@ class Producer(ABC):
     def __enter__(self) -> Producer:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        _close_keeping_the_first_error(self.close, exc_type)
 
 
 class Consumer(ABC):
@@ -210,8 +225,8 @@ class Consumer(ABC):
     def __enter__(self) -> Consumer:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        _close_keeping_the_first_error(self.close, exc_type)
 
     def batches(
         self,
