@@ -113,6 +113,6 @@ class Interrupted(EvrelayError):
 
 
 class Terminated(Interrupted):
-    """SIGTERM stopped a command that reports what it finished (publish): 128 + 15."""
+    """SIGTERM stopped a finite job that reports what it finished (publish, replay): 128 + 15."""
 
     exit_code = ExitCode.TERMINATED

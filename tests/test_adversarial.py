@@ -5,12 +5,16 @@ its fix. Real servers come from the session fixtures in tests/conftest.py."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 
 import pytest
 
 from evrelay.config import mask_url
-from tests.conftest import evrelay
+from tests.conftest import REPO, evrelay
 
 CANARY = "Can4ry-S3cret"
 
@@ -478,3 +482,24 @@ def test_a_routed_sink_naming_the_source_stream_is_refused_not_looped(stream):
     assert run.returncode == 1, run.err
     assert f"names {stream!r}, the stream the message came from: that would relay into itself" in run.err
     assert '"length":2' in evrelay("info", stream).out
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_replay_stopped_by_a_signal_says_so_with_the_signals_exit_code(tmp_path, signum, code):
+    # A replay is a finite job, like publish: stopped early, the range is not all copied,
+    # so SIGTERM is 143 (as publish) and SIGINT 130, never 0, and what was copied is said.
+    source, sink = tmp_path / "src.jsonl", tmp_path / "dst.jsonl"
+    source.write_text("".join(f'{{"value":"m{i}","timestamp":"2026-01-01T00:00:0{i}Z"}}\n' for i in range(8)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "evrelay", "replay", f"file:{source}", f"file:{sink}", "--from", "beginning", "--pace", "original"],
+        stderr=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=tmp_path,
+    )
+    deadline = time.monotonic() + 30
+    while not (sink.exists() and sink.read_text().count("\n") >= 2) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=30)
+    copied = sink.read_text().count("\n")
+    assert proc.returncode == code, err.decode()
+    assert 2 <= copied < 8
+    assert f"after {copied} message(s)" in err.decode()

@@ -158,8 +158,14 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
     note = f"; {stats.filtered} filtered out" if selection is not None else ""
     session.info(f"{verb} {stats.delivered} message(s){note} from {src.display} ({start} .. {stop or 'end'}) to {dst.display} in {stats.elapsed:.1f}s")
     if stop_flag.signal is not None:
-        from evrelay.errors import Interrupted
+        # A replay is a finite job, like publish: stopped early, its range is not all
+        # copied, so a signal is never exit 0 (SIGTERM 143 as publish, SIGINT 130).
+        import signal
 
+        from evrelay.errors import Interrupted, Terminated
+
+        if stop_flag.signal == signal.SIGTERM:
+            raise Terminated(f"terminated after {stats.delivered} message(s)")
         raise Interrupted(f"interrupted after {stats.delivered} message(s)")
 
 
