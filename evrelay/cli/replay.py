@@ -98,7 +98,8 @@ def _copy_range(session: Session, source: str, sink: str, start, stop, *, pace: 
     import contextlib
 
     from evrelay.backends.base import Capability, ReadSpec, read_needs
-    from evrelay.relay import Pacer, Relay, TimeOrdered, parse_pace
+    from evrelay.pacing import Pacer, TimeOrdered, parse_pace
+    from evrelay.relay import Relay
     from evrelay.routing import is_template, open_sink
     from evrelay.transforms import message_transform, previewing, with_transform
     from evrelay.watch import ProgressLine, Watch
