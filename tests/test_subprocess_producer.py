@@ -1,0 +1,151 @@
+"""A bridge's sink written from a child process (evrelay/subprocess_producer.py), against a
+real redis-server: failures mapped back to the parent's messages, errors kept as they are,
+kill -9 of either process, signals, and no process left behind."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from evrelay.backends.base import Message
+from evrelay.errors import BackendUnavailable
+from tests.conftest import evrelay
+from tests.crash import check_delivery, fill_redis_stream, redis_len, redis_values, spawn, wait_until
+from tests.servers import free_port
+
+pytestmark = pytest.mark.redis
+
+
+def sink_processes(parent: int | None = None) -> list[int]:
+    """Live `evrelay.subprocess_producer` processes (children of `parent` when given)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        state, ppid = stat.rpartition(")")[2].split()[:2]
+        if b"evrelay.subprocess_producer" in cmdline and state != "Z" and (parent is None or int(ppid) == parent):
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_sink_process_left_behind():
+    before = set(sink_processes())
+    yield
+    wait_until(lambda: not (set(sink_processes()) - before), 15, "the sink processes of this test to end")
+
+
+def open_subprocess_producer(url: str):
+    from evrelay.cli.common import Session
+    from evrelay.subprocess_producer import SinkSpec, SubprocessProducer
+
+    session = Session(stdout=io.BytesIO(), stderr=io.StringIO())
+    address = session.address(url)
+    warnings: list[str] = []
+    spec = SinkSpec(address, address.stream, None, None, 5.0, False)
+    return SubprocessProducer(spec, label=address.display, warn=warnings.append)
+
+
+def test_failures_name_the_parents_messages_and_the_rest_is_delivered(redis_server):
+    stream = f"fit-{uuid.uuid4().hex[:6]}"
+    with open_subprocess_producer(f"redis://127.0.0.1:{redis_server.port}/0/{stream}?layout=fields") as producer:
+        producer.ready()
+        messages = [Message(b'{"a": "1"}'), Message(b"not json"), Message(b'{"b": "2"}'), Message(b"[1]")]
+        producer.send(messages)
+        report = producer.flush(30)
+        assert report.delivered == 2 and report.pending == 0
+        assert [f.message for f in report.failures] == [messages[1], messages[3]]  # the same objects
+        assert all(f.permanent and f.unfit for f in report.failures)
+        assert "layout 'fields'" in report.failures[0].reason
+        # the next window is numbered from zero again
+        again = [Message(b"nope"), Message(b'{"c": "3"}')]
+        producer.send(again)
+        report = producer.flush(30)
+        assert report.delivered == 1 and [f.message for f in report.failures] == [again[0]]
+    assert redis_len(redis_server.url, stream) == 3
+
+
+def test_an_unreachable_sink_is_the_same_error_in_the_parent():
+    with open_subprocess_producer(f"redis://127.0.0.1:{free_port()}/0/nowhere") as producer, pytest.raises(BackendUnavailable) as raised:
+        producer.ready()
+    assert "127.0.0.1" in raised.value.message
+
+
+def test_unreachable_sink_from_the_start_exits_3_with_the_same_message_either_way():
+    evrelay("publish", "unreach-src", "a", "b")
+    sink = f"redis://127.0.0.1:{free_port()}/0/x"
+    apart = evrelay("bridge", "unreach-src", sink, "-n", "1")
+    inside = evrelay("bridge", "unreach-src", sink, "-n", "1", "--in-process")
+    assert apart.returncode == inside.returncode == 3, apart.err
+    error = [line for line in apart.err.splitlines() if line.startswith("evrelay: error")]
+    assert error and error == [line for line in inside.err.splitlines() if line.startswith("evrelay: error")]
+    assert "Traceback" not in apart.err
+
+
+def bridge_args(redis_server, source: str, sink: str, *extra: str) -> list[str]:
+    url = f"redis://127.0.0.1:{redis_server.port}/0"
+    return ["bridge", f"{url}/{source}", f"{url}/{sink}", "--window", "500", *extra]
+
+
+def the_sink_process_of(proc) -> int:
+    wait_until(lambda: sink_processes(proc.pid), 30, "the bridge's sink process")
+    (child,) = sink_processes(proc.pid)
+    return child
+
+
+def test_kill_9_of_the_sink_process_stops_the_bridge_with_nothing_acked_unconfirmed(redis_server, tmp_path):
+    source, sink = f"k9c-{uuid.uuid4().hex[:6]}", f"k9c-out-{uuid.uuid4().hex[:6]}"
+    sent = [f"v-{i:06d}".encode() for i in range(60_000)]
+    fill_redis_stream(redis_server.url, source, sent)
+    log = tmp_path / "bridge.log"
+    proc = spawn(*bridge_args(redis_server, source, sink), log=log)
+    child = the_sink_process_of(proc)
+    wait_until(lambda: redis_len(redis_server.url, sink) >= 2000, 120, "progress")
+    os.kill(child, signal.SIGKILL)
+    assert proc.wait(timeout=60) == 1, log.read_text()
+    text = log.read_text()
+    assert f"(pid {child}) was killed by SIGKILL" in text and "Traceback" not in text
+    assert redis_len(redis_server.url, sink) < len(sent)
+    # What the first run acked is never read again: had it acked a window its sink process
+    # had not confirmed, the restart would not bring it and it would be missing.
+    again = evrelay(*bridge_args(redis_server, source, sink, "--idle-timeout", "2s"), timeout=300)
+    assert again.returncode == 0, again.err
+    check_delivery(sent, redis_values(redis_server.url, sink), max_duplicates=500, label="kill -9 of the sink process")
+
+
+def test_kill_9_of_the_bridge_takes_its_sink_process_with_it(redis_server, tmp_path):
+    source, sink = f"k9p-{uuid.uuid4().hex[:6]}", f"k9p-out-{uuid.uuid4().hex[:6]}"
+    fill_redis_stream(redis_server.url, source, [b"x"] * 100)
+    proc = spawn(*bridge_args(redis_server, source, sink), log=tmp_path / "bridge.log")
+    child = the_sink_process_of(proc)
+    wait_until(lambda: redis_len(redis_server.url, sink) == 100, 60, "the copy")
+    proc.kill()
+    proc.wait(timeout=30)
+    wait_until(lambda: child not in sink_processes(), 10, "the sink process to die with its parent")
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
+def test_signals_stop_both_processes_with_the_usual_exit_code(redis_server, tmp_path, signum, code):
+    source, sink = f"sig-{uuid.uuid4().hex[:6]}", f"sig-out-{uuid.uuid4().hex[:6]}"
+    fill_redis_stream(redis_server.url, source, [f"{i}".encode() for i in range(3000)])
+    log = tmp_path / "bridge.log"
+    proc = spawn(*bridge_args(redis_server, source, sink), log=log)
+    child = the_sink_process_of(proc)
+    wait_until(lambda: redis_len(redis_server.url, sink) == 3000, 60, "the copy")
+    time.sleep(0.5)  # the last window's ack
+    proc.send_signal(signum)  # the sink process, in a session of its own, gets no terminal signal
+    assert proc.wait(timeout=60) == code, log.read_text()
+    text = log.read_text()
+    assert "bridged 3000 message(s)" in text and "3000 acked" in text, text
+    wait_until(lambda: child not in sink_processes(), 10, "the sink process to end")
