@@ -73,18 +73,22 @@ class SinkSpec:
     cloudevents: str | None
     timeout: float
     verbose: bool
+    provenance: bool = True
+    """Add the evrelay-source header to each copy (the child makes the relay's copies)."""
 
 
 class SubprocessProducer(Producer):
     """The sink's producer in a child process; see the module docstring."""
 
-    def __init__(self, spec: SinkSpec, *, label: str, warn: Callable[[str], None]) -> None:
-        from evrelay.routing import is_template
+    def __init__(
+        self, spec: SinkSpec, *, label: str, warn: Callable[[str], None], debug: Callable[[str], None] = lambda text: None
+    ) -> None:
 
         self.label = label
         self.warn = warn
-        self.with_origins = is_template(spec.stream)
-        """A routing template names streams from each message's source position."""
+        self.debug = debug
+        self.copies_for_relay = True
+        """The relay hands over its source messages; the child makes the copies."""
         self._sent: list[Message] = []
         """Sent since the last flush that resolved everything: failures name an index here."""
         self._answers_due = 0
@@ -113,6 +117,7 @@ class SubprocessProducer(Producer):
         self._from_child = from_child_r
         self._closed = False
         self._write(b"I", pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL))
+        debug(f"writing to {label} from process {self.process.pid}")
 
     # --- the Producer interface ------------------------------------------------------------
 
@@ -122,10 +127,12 @@ class SubprocessProducer(Producer):
         self._collect(None)
 
     def send(self, messages: Sequence[Message]) -> None:
-        if self.with_origins:
-            rows = [(m.value, m.key, m.headers, m.timestamp, m.fields, _position_row(m.origin)) for m in messages]
-        else:
-            rows = [(m.value, m.key, m.headers, m.timestamp, m.fields) for m in messages]
+        # Each message's own position (copies_for_relay): the child adds the provenance
+        # header and sets `origin` from it, as the relay does for an in-process sink.
+        rows = [
+            (m.value, m.key, m.headers, m.timestamp, m.fields, None if (p := m.position) is None else (p.backend, p.stream, p.id, p.partition))
+            for m in messages
+        ]
         self._write(b"S", marshal.dumps(rows))
         self._sent.extend(messages)
         self._answers_due += 1
@@ -147,12 +154,28 @@ class SubprocessProducer(Producer):
         except SinkProcessLost:
             pass
         os.close(self._to_child)
-        try:
-            self.process.wait(CLOSE_SECONDS)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        self._reap(CLOSE_SECONDS)
         os.close(self._from_child)
+
+    def _reap(self, timeout: float) -> None:
+        """Wait for the child to exit (killing it after `timeout`); with -v, say what it used."""
+        if self.process.returncode is not None:
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(self.process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                self.process.kill()
+                pid, status, usage = os.wait4(self.process.pid, 0)
+                break
+            time.sleep(0.01)
+        self.process.returncode = os.waitstatus_to_exitcode(status)
+        self.debug(
+            f"process {pid} (writing to {self.label}) used {usage.ru_utime + usage.ru_stime:.2f} s of CPU "
+            f"(user {usage.ru_utime:.2f}, system {usage.ru_stime:.2f}); peak RSS {usage.ru_maxrss / 1024:.0f} MB"
+        )
 
     # --- the pipe ----------------------------------------------------------------------
 
@@ -229,10 +252,6 @@ class SubprocessProducer(Producer):
         )
 
 
-def _position_row(position: Position | None) -> tuple | None:
-    return None if position is None else (position.backend, position.stream, position.id, position.partition)
-
-
 def _enlarge_pipe(fd: int) -> None:
     try:
         import fcntl
@@ -298,7 +317,7 @@ class SinkChild:
         self.sent_index: dict[int, int] = {}
         self.sent: list[Message] = []
         self.warnings: list[str] = []
-        self.with_origins = False
+        self.provenance = True
 
     def run(self) -> None:
         import contextlib
@@ -326,10 +345,10 @@ class SinkChild:
     def _open(self, spec: SinkSpec, stack: Any) -> None:
         from evrelay.addresses import open_backend
         from evrelay.backends.base import BackendSettings
-        from evrelay.routing import is_template, open_sink
+        from evrelay.routing import open_sink
         from evrelay.transforms import message_transform, with_transform
 
-        self.with_origins = is_template(spec.stream)
+        self.provenance = spec.provenance
         try:
             settings = BackendSettings(timeout=spec.timeout, verbose=spec.verbose, warn=self.warnings.append, origin=spec.address.where)
             backend = stack.enter_context(open_backend(spec.address, settings))
@@ -349,13 +368,17 @@ class SinkChild:
         return (0, [], 0, self._take_warnings(), None)
 
     def _send(self, rows: list[tuple]) -> None:
-        if self.with_origins:
-            messages = [
-                Message(value, key, headers, timestamp, None, None, fields, Position(*origin) if origin else None)
-                for value, key, headers, timestamp, fields, origin in rows
-            ]
+        from evrelay.relay import Relay
+
+        # The copies the relay makes for an in-process sink, made here (the same code).
+        sources = [
+            Message(value, key, headers, timestamp, None if where is None else Position(*where), None, fields)
+            for value, key, headers, timestamp, fields, where in rows
+        ]
+        if self.provenance:
+            messages = Relay._with_provenance_headers(sources)
         else:
-            messages = [Message(value, key, headers, timestamp, None, None, fields) for value, key, headers, timestamp, fields in rows]
+            messages = [Message(m.value, m.key, m.headers, m.timestamp, None, None, m.fields, m.position) for m in sources]
         base = len(self.sent)
         self.sent += messages
         index = self.sent_index

@@ -5,6 +5,7 @@ kill -9 of either process, signals, and no process left behind."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import time
@@ -149,3 +150,30 @@ def test_signals_stop_both_processes_with_the_usual_exit_code(redis_server, tmp_
     text = log.read_text()
     assert "bridged 3000 message(s)" in text and "3000 acked" in text, text
     wait_until(lambda: child not in sink_processes(), 10, "the sink process to end")
+
+
+@pytest.mark.parametrize("extra", [(), ("--no-provenance",)], ids=["provenance", "no-provenance"])
+def test_the_sink_process_writes_what_the_bridge_writes_in_process(redis_server, extra):
+    """The child makes the relay's copies (provenance header, routing by source stream):
+    byte for byte what an in-process sink gets, headers and keys included."""
+    tag = uuid.uuid4().hex[:6]
+    envelopes = [
+        '{"value": "a", "key": "k1", "headers": [["h", "1"], ["evrelay-source", "old/hop"]]}',
+        '{"value": "b", "key": "k2", "headers": [["h", "2"], ["h", "3"]]}',
+        '{"value_b64": "AP8=", "headers": []}',
+    ]
+    evrelay("publish", f"same-{tag}", "--input", "json", input="\n".join(envelopes) + "\n")
+    url = f"redis://127.0.0.1:{redis_server.port}/0"
+    got = {}
+    for mode, flags in (("apart", ()), ("inside", ("--in-process",))):
+        run = evrelay("bridge", f"same-{tag}", f"{url}/{mode}-{{stream}}-{{key}}", "-g", f"g-{mode}", "--idle-timeout", "1s", *extra, *flags)
+        assert run.returncode == 0, run.err
+        got[mode] = [
+            (json.loads(line).get("value"), json.loads(line).get("value_b64"), json.loads(line).get("headers"))
+            for key in ("k1", "k2", "")
+            for line in evrelay("tail", f"{url}/{mode}-same-{tag}-{key}", "--from", "beginning", "-o", "json").lines()
+        ]
+    assert got["apart"] == got["inside"] and len(got["apart"]) == 3
+    if not extra:
+        assert ["evrelay-source", "old/hop"] not in got["apart"][0][2]
+        assert got["apart"][0][2][-1][0] == "evrelay-source"
