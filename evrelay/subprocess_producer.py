@@ -318,6 +318,7 @@ class SinkChild:
         self.sent: list[Message] = []
         self.warnings: list[str] = []
         self.provenance = True
+        self.with_origins = False
 
     def run(self) -> None:
         import contextlib
@@ -345,10 +346,11 @@ class SinkChild:
     def _open(self, spec: SinkSpec, stack: Any) -> None:
         from evrelay.addresses import open_backend
         from evrelay.backends.base import BackendSettings
-        from evrelay.routing import open_sink
+        from evrelay.routing import is_template, open_sink
         from evrelay.transforms import message_transform, with_transform
 
         self.provenance = spec.provenance
+        self.with_origins = is_template(spec.stream)
         try:
             settings = BackendSettings(timeout=spec.timeout, verbose=spec.verbose, warn=self.warnings.append, origin=spec.address.where)
             backend = stack.enter_context(open_backend(spec.address, settings))
@@ -368,17 +370,7 @@ class SinkChild:
         return (0, [], 0, self._take_warnings(), None)
 
     def _send(self, rows: list[tuple]) -> None:
-        from evrelay.relay import Relay
-
-        # The copies the relay makes for an in-process sink, made here (the same code).
-        sources = [
-            Message(value, key, headers, timestamp, None if where is None else Position(*where), None, fields)
-            for value, key, headers, timestamp, fields, where in rows
-        ]
-        if self.provenance:
-            messages = Relay._with_provenance_headers(sources)
-        else:
-            messages = [Message(m.value, m.key, m.headers, m.timestamp, None, None, m.fields, m.position) for m in sources]
+        messages = self._copies(rows)
         base = len(self.sent)
         self.sent += messages
         index = self.sent_index
@@ -409,6 +401,44 @@ class SinkChild:
             self.sent.clear()
             index.clear()
         return (report.delivered, failures, report.pending, self._take_warnings(), None)
+
+    def _copies(self, rows: list[tuple]) -> list[Message]:
+        """The copies the relay makes for an in-process sink (Relay._with_provenance_headers,
+        a test holds the two together), made in one step from the rows: the provenance
+        header replaces an earlier hop's; `origin` only where a routing template reads it."""
+        if not self.provenance:
+            return [
+                Message(value, key, headers, timestamp, None, None, fields, Position(*where) if where and self.with_origins else None)
+                for value, key, headers, timestamp, fields, where in rows
+            ]
+        from evrelay.relay import PROVENANCE_HEADER as name
+
+        prefixes: dict[tuple, str] = {}
+        with_origins = self.with_origins
+        out = []
+        append = out.append
+        for value, key, headers, timestamp, fields, where in rows:
+            if where is None:
+                append(Message(value, key, headers, timestamp, None, None, fields, None))
+                continue
+            backend, stream, position_id, partition = where
+            prefix = prefixes.get((backend, stream, partition))
+            if prefix is None:
+                prefix = prefixes[(backend, stream, partition)] = (
+                    f"{backend}/{stream}/{partition}/" if partition is not None else f"{backend}/{stream}/"
+                )
+            header = (name, f"{prefix}{position_id}".encode())
+            append(Message(
+                value,
+                key,
+                [*(h for h in headers if h[0] != name), header] if headers else [header],
+                timestamp,
+                None,
+                None,
+                fields,
+                Position(*where) if with_origins else None,
+            ))
+        return out
 
     def _take_warnings(self) -> list[str]:
         taken, self.warnings[:] = list(self.warnings), []

@@ -160,7 +160,7 @@ def test_the_sink_process_writes_what_the_bridge_writes_in_process(redis_server,
     envelopes = [
         '{"value": "a", "key": "k1", "headers": [["h", "1"], ["evrelay-source", "old/hop"]]}',
         '{"value": "b", "key": "k2", "headers": [["h", "2"], ["h", "3"]]}',
-        '{"value_b64": "AP8=", "headers": []}',
+        '{"value_b64": "AP8=", "key": "k3", "headers": []}',
     ]
     evrelay("publish", f"same-{tag}", "--input", "json", input="\n".join(envelopes) + "\n")
     url = f"redis://127.0.0.1:{redis_server.port}/0"
@@ -170,7 +170,7 @@ def test_the_sink_process_writes_what_the_bridge_writes_in_process(redis_server,
         assert run.returncode == 0, run.err
         got[mode] = [
             (json.loads(line).get("value"), json.loads(line).get("value_b64"), json.loads(line).get("headers"))
-            for key in ("k1", "k2", "")
+            for key in ("k1", "k2", "k3")
             for line in evrelay("tail", f"{url}/{mode}-same-{tag}-{key}", "--from", "beginning", "-o", "json").lines()
         ]
     assert got["apart"] == got["inside"] and len(got["apart"]) == 3

@@ -112,6 +112,9 @@ class RedisGroupConsumer(GroupReader):
         self.follow = spec.follow
         self.created = backend.create_group(self.stream, self.group, spec.start)
         self.pending_cursor: str | None = "0-0"
+        self._claimed: set[bytes] = set()
+        """Entries claimed while the pass over this consumer's own pending list (from 0)
+        is not over: they are in that list now, and with the caller already."""
         self._ack_conn: Any = None
         self._unsettled = 0
         """IDs in the XACK written last whose answer is not read yet."""
@@ -136,26 +139,37 @@ class RedisGroupConsumer(GroupReader):
         self.settle_acks()
         if self.exhausted:
             return []
-        if self.pending_cursor is not None:
+        while self.pending_cursor is not None:
             rows = self._xreadgroup(self.pending_cursor, max_messages, None)
-            if rows:
-                self.pending_cursor = rows[-1][0].decode()
-                gone = [row[0].decode() for row in rows if row[1] is None]
-                if gone:
-                    # Trimmed away while pending: nothing left to deliver, so clear them.
-                    self.backend.settings.warn(
-                        f"redis: {len(gone)} pending entr(ies) of group {self.group!r} were deleted from the stream; acking them"
-                    )
-                    self.backend.command("XACK", self.stream, self.group, *gone)
-                messages = [self.backend.to_message(self.stream, row, self) for row in rows if row[1] is not None]
-                if messages:
-                    return messages
-            else:
+            if not rows:
                 self.pending_cursor = None
+                self._claimed.clear()
+                break
+            self.pending_cursor = rows[-1][0].decode()
+            gone = [row[0].decode() for row in rows if row[1] is None]
+            if gone:
+                # Trimmed away while pending: nothing left to deliver, so clear them.
+                self.backend.settings.warn(
+                    f"redis: {len(gone)} pending entr(ies) of group {self.group!r} were deleted from the stream; acking them"
+                )
+                self.backend.command("XACK", self.stream, self.group, *gone)
+            # The pass goes on to the end of the own pending list before new entries
+            # (`>`) are read: those join the list, and the pass would deliver them again.
+            messages = [self.backend.to_message(self.stream, row, self) for row in rows if row[1] is not None and row[0] not in self._claimed]
+            if messages:
+                return messages
         rows = self._xreadgroup(">", max_messages, max(int(timeout * 1000), 1) if self.follow else None)
         if not rows and not self.follow:
             self.exhausted = True
         return self.backend.to_messages(self.stream, rows, self)
+
+    def claim_idle(self, min_idle_ms: int, count: int) -> list[Message]:
+        claimed = super().claim_idle(min_idle_ms, count)
+        if self.pending_cursor is not None:
+            # Not read a second time by the pass over the own pending list: a bridge that
+            # claimed a window and reads the next one while it is in flight would send it twice.
+            self._claimed.update(str(m.position.id).encode() for m in claimed if m.position is not None)
+        return claimed
 
     def ack(self, messages: Sequence[Message]) -> None:
         """XACK written on a connection of its own, its answer read on the next call (the
