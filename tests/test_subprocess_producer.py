@@ -23,8 +23,11 @@ from tests.servers import free_port
 pytestmark = pytest.mark.redis
 
 
-def sink_processes(parent: int | None = None) -> list[int]:
-    """Live `evrelay.subprocess_producer` processes (children of `parent` when given)."""
+def sink_processes(parent: int | None = None, *, tag: str | None = None) -> list[int]:
+    """Live `evrelay.subprocess_producer` processes: children of `parent` when given, and
+    started under this test's EVRELAY_TEST_TAG (other test runs on the machine may have
+    their own)."""
+    tag = tag or os.environ.get("EVRELAY_TEST_TAG")
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -32,19 +35,23 @@ def sink_processes(parent: int | None = None) -> list[int]:
         try:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
             stat = Path(f"/proc/{entry}/stat").read_text()
+            environ = Path(f"/proc/{entry}/environ").read_bytes() if tag else b""
         except OSError:
             continue
         state, ppid = stat.rpartition(")")[2].split()[:2]
-        if b"evrelay.subprocess_producer" in cmdline and state != "Z" and (parent is None or int(ppid) == parent):
+        if b"evrelay.subprocess_producer" not in cmdline or state == "Z":
+            continue
+        if (parent is None or int(ppid) == parent) and (tag is None or f"EVRELAY_TEST_TAG={tag}".encode() in environ.split(b"\0")):
             found.append(int(entry))
     return found
 
 
 @pytest.fixture(autouse=True)
-def no_sink_process_left_behind():
-    before = set(sink_processes())
+def no_sink_process_left_behind(monkeypatch):
+    tag = uuid.uuid4().hex
+    monkeypatch.setenv("EVRELAY_TEST_TAG", tag)  # inherited by the bridges and their sink processes
     yield
-    wait_until(lambda: not (set(sink_processes()) - before), 15, "the sink processes of this test to end")
+    wait_until(lambda: not sink_processes(tag=tag), 15, "the sink processes of this test to end")
 
 
 def open_subprocess_producer(url: str):
