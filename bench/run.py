@@ -86,6 +86,8 @@ class Run:
     seconds: float
     max_rss_kb: int
     stderr: str = ""
+    cpu_seconds: float = 0.0
+    """User plus system time of the process: steadier than wall time on a loaded machine."""
 
 
 def run(cmd: list[str], *, stdin: Path | None = None, env: dict | None = None) -> Run:
@@ -100,7 +102,7 @@ def run(cmd: list[str], *, stdin: Path | None = None, env: dict | None = None) -
         text = err.read().decode("utf-8", "replace")
     if code != 0:
         raise RuntimeError(f"{' '.join(cmd[:5])} ... exited {code}: {text[-500:]}")
-    return Run(seconds, usage.ru_maxrss, text)
+    return Run(seconds, usage.ru_maxrss, text, usage.ru_utime + usage.ru_stime)
 
 
 @dataclass
@@ -331,9 +333,12 @@ def only_nats(args: argparse.Namespace) -> int:
     env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
     versions = {"evrelay": (ev, env)}
     if args.baseline:
-        # `python -m evrelay` so that PYTHONPATH decides which evrelay runs
-        versions["baseline"] = ([sys.executable, "-m", "evrelay"], dict(env, PYTHONPATH=os.pathsep.join(filter(None, [args.baseline, env.get("PYTHONPATH")]))))
-    results = Results()
+        # The `evrelay` script, as for evrelay itself: `python -m evrelay` would put the
+        # current directory (a checkout's evrelay/) before PYTHONPATH.
+        if ev[0] == sys.executable:
+            raise SystemExit("--baseline needs the evrelay script (pip install -e .)")
+        versions["baseline"] = (ev, dict(env, PYTHONPATH=os.pathsep.join(filter(None, [args.baseline, env.get("PYTHONPATH")]))))
+    results, cpu = Results(), Results()
     streams = iter(range(1_000_000))
     with NatsServer() as nats_server:
         nats = f"nats://127.0.0.1:{nats_server.port}"
@@ -341,41 +346,49 @@ def only_nats(args: argparse.Namespace) -> int:
         for cmd, environment in versions.values():  # compiles each version's bytecode before the timed runs
             run([*cmd, "tail", f"{nats}/src", "-n", "1", "-o", "raw"], env=environment)
 
-        def timed(cmd: list[str], environment: dict[str, str], stdin: Path | None = None) -> float:
-            return run(cmd, stdin=stdin, env=environment).seconds
+        def timed(name: str, cmd: list[str], environment: dict[str, str], stdin: Path | None = None) -> float:
+            done = run(cmd, stdin=stdin, env=environment)
+            cpu.add(name, done.cpu_seconds)
+            return done.seconds
+
+        def contender(name: str, cmd: list[str], environment: dict[str, str], stdin: Path | None = None) -> tuple[str, Callable[[], float]]:
+            return name, lambda: timed(name, cmd, environment, stdin)
 
         for r in range(rounds):
             print(f"# round {r + 1}", file=sys.stderr)
-            contenders: list[tuple[str, Callable[[], float]]] = [
-                ("publish nats loop", lambda: timed([sys.executable, str(NATS_PUBLISH), str(nats_server.port), f"pub{next(streams)}", str(data)], env)),
-                ("tail nats loop", lambda: timed([sys.executable, str(NATS_TAIL), str(nats_server.port), "src"], env)),
+            contenders = [
+                # each publish gets a fresh stream: the name is drawn when the contender runs
+                ("publish nats loop", lambda: timed("publish nats loop", [sys.executable, str(NATS_PUBLISH), str(nats_server.port), f"pub{next(streams)}", str(data)], env)),
+                contender("tail nats loop", [sys.executable, str(NATS_TAIL), str(nats_server.port), "src"], env),
             ]
             for who, (cmd, environment) in versions.items():
                 contenders += [
-                    (f"publish nats {who}", lambda cmd=cmd, e=environment: timed([*cmd, "publish", f"{nats}/pub{next(streams)}?create=true", "-q"], e, data)),
-                    (f"tail nats {who} raw", lambda cmd=cmd, e=environment: timed([*cmd, "tail", f"{nats}/src", "--from", "beginning", "-o", "raw"], e)),
-                    (f"tail nats {who} json", lambda cmd=cmd, e=environment: timed([*cmd, "tail", f"{nats}/src", "--from", "beginning", "-o", "json"], e)),
+                    (f"publish nats {who}", lambda who=who, cmd=cmd, e=environment: timed(f"publish nats {who}", [*cmd, "publish", f"{nats}/pub{next(streams)}?create=true", "-q"], e, data)),
+                    contender(f"tail nats {who} raw", [*cmd, "tail", f"{nats}/src", "--from", "beginning", "-o", "raw"], environment),
+                    contender(f"tail nats {who} json", [*cmd, "tail", f"{nats}/src", "--from", "beginning", "-o", "json"], environment),
                 ]
             alternate(r, contenders, results)
     shutil.rmtree(work, ignore_errors=True)
-    m = results.median
     lines = [
-        f"{n:,} messages of ~{avg:.0f} bytes, NATS only; medians of {rounds} alternating rounds; one run, one machine; ratios are evrelay / peer.",
+        f"{n:,} messages of ~{avg:.0f} bytes, NATS only; medians of {rounds} alternating rounds; one run, one machine; "
+        "ratios are evrelay / peer; wall time, then CPU time (user + system: steadier on a loaded machine).",
         "",
         "| measure | " + " | ".join(versions) + " | peer | ratio | target | |",
         "| --- | " + " | ".join("---" for _ in versions) + " | --- | --- | --- | --- |",
     ]
-    for case, measure, peer, peer_label in (
-        ("publish", "`publish nats:`", "publish nats loop", "nats-py publish_async loop"),
-        ("tail raw", "`tail nats: -o raw`", "tail nats loop", "nats-py ordered consumer"),
-        ("tail json", "`tail nats: -o json`", "tail nats loop", "nats-py ordered consumer"),
-    ):
-        names = {who: f"{case.split()[0]} nats {who}" + (f" {case.split()[1]}" if " " in case else "") for who in versions}
-        figures = " | ".join(f"{m(name):.2f} s ({m(name) / m(peer):.2f}x)" for name in names.values())
-        ratio = m(names["evrelay"]) / m(peer)
-        lines.append(f"| {measure} | {figures} | {peer_label} {m(peer):.2f} s | {ratio:.2f}x | ≤ 1.5x | {'holds' if ratio <= 1.5 else 'MISSED'} |")
-    report = "\n".join(lines) + "\n"
-    print(report)
+    for figures, unit in ((results, "wall"), (cpu, "CPU")):
+        m = figures.median
+        for case, measure, peer, peer_label in (
+            ("publish", "`publish nats:`", "publish nats loop", "nats-py publish_async loop"),
+            ("tail raw", "`tail nats: -o raw`", "tail nats loop", "nats-py ordered consumer"),
+            ("tail json", "`tail nats: -o json`", "tail nats loop", "nats-py ordered consumer"),
+        ):
+            verb, _, mode = case.partition(" ")
+            names = {who: f"{verb} nats {who}" + (f" {mode}" if mode else "") for who in versions}
+            shown = " | ".join(f"{m(name):.2f} s ({m(name) / m(peer):.2f}x)" for name in names.values())
+            ratio = m(names["evrelay"]) / m(peer)
+            lines.append(f"| {measure}, {unit} | {shown} | {peer_label} {m(peer):.2f} s | {ratio:.2f}x | ≤ 1.5x | {'holds' if ratio <= 1.5 else 'MISSED'} |")
+    print("\n".join(lines) + "\n")
     return 0
 
 
