@@ -97,6 +97,8 @@ class PullSession:
         # limits, which are lifted: a fetch takes everything queued at once, and what it
         # asked for (two batches at most) bounds the queue.
         self.sub = await self.conn.nc.subscribe(self.inbox + ".*", pending_msgs_limit=0, pending_bytes_limit=PENDING_BYTES_UNLIMITED)
+        # The queue nats-py's own next_msg() and message iterator read: private, but there
+        # since 2.6 at least (the oldest nats-py evrelay accepts), and every read uses it.
         self.incoming = self.sub._pending_queue
         if keep_in_progress:
             self.progress_task = asyncio.get_running_loop().create_task(self._keep_in_progress(keep_in_progress))
