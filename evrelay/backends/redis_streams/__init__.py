@@ -247,6 +247,23 @@ class RedisStreamsBackend(Backend):
         except redis.RedisError as exc:
             raise self.translate(exc, what) from None
 
+    def dedicated_connection(self, command_name: str) -> Any:
+        """A connection of the pool's own, for a reader or writer that pipelines raw RESP
+        on it (an XACK or XADD written now, its answer read later) and so cannot share
+        one; hand it back with `release_connection`."""
+        pool = self.client.connection_pool
+        try:
+            return self.call(pool.get_connection, what="connecting")
+        except TypeError:  # redis-py < 6 wants a command name
+            return self.call(pool.get_connection, command_name, what="connecting")
+
+    def release_connection(self, connection: Any, *, broken: bool = False) -> None:
+        """Give back a `dedicated_connection`; a broken one (an answer may be half read)
+        is disconnected first, so the pool never hands out a stream in mid-reply."""
+        if broken:
+            connection.disconnect()
+        self.client.connection_pool.release(connection)
+
     def command(self, *args: Any, what: str = "") -> Any:
         return self.call(self.client.execute_command, *args, what=what or str(args[0]))
 

@@ -199,19 +199,13 @@ class RedisGroupConsumer(GroupReader):
 
     def _ack_connection(self) -> Any:
         if self._ack_conn is None:
-            self.backend.open()
-            pool = self.backend.client.connection_pool
-            try:
-                self._ack_conn = self.backend.call(pool.get_connection, what="connecting")
-            except TypeError:  # redis-py < 6 wants a command name
-                self._ack_conn = self.backend.call(pool.get_connection, "XACK", what="connecting")
+            self._ack_conn = self.backend.dedicated_connection("XACK")
         return self._ack_conn
 
     def _drop_ack_connection(self) -> None:
         self._unsettled = 0
         if self._ack_conn is not None:
-            self._ack_conn.disconnect()
-            self.backend.client.connection_pool.release(self._ack_conn)
+            self.backend.release_connection(self._ack_conn, broken=True)
             self._ack_conn = None
 
     def close(self) -> None:
@@ -222,7 +216,7 @@ class RedisGroupConsumer(GroupReader):
                 super().close()
             finally:
                 if self._ack_conn is not None:
-                    self.backend.client.connection_pool.release(self._ack_conn)
+                    self.backend.release_connection(self._ack_conn)
                     self._ack_conn = None
 
     def refresh_pending(self) -> None:
