@@ -144,7 +144,7 @@ def open_sink(backend: Any, stream: str, source_backend: Any = None) -> Producer
     With the source's backend, a template that names a message's own source stream on the
     same server refuses that message (`bridge s '{stream}'` would relay into itself forever)."""
     if is_template(stream):
-        same_place = source_backend is not None and source_backend.location() == backend.location()
+        same_place = source_backend is not None and backend.same_place(source_backend)
         return RoutedProducer(stream, backend.producer, same_place=same_place)
     return backend.producer(stream)
 

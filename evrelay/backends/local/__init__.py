@@ -110,6 +110,10 @@ class LocalBackend(Backend):
     def describe(self) -> str:
         return f"local store {self.path}"
 
+    def location(self) -> tuple[Any, ...]:
+        # The database file, however its path is spelled; not max_len, which only trims.
+        return (self.name, os.path.realpath(self.path))
+
     # --- life cycle ----------------------------------------------------------------------
 
     def open(self) -> None:

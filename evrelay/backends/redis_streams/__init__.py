@@ -33,6 +33,7 @@ Options (a profile's keys; `layout` and `max_len` also as `?layout=...` on any a
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -55,6 +56,7 @@ from evrelay.backends.base import (
     Producer,
     ReadSpec,
     StreamInfo,
+    canonical_endpoint,
 )
 from evrelay.backends.redis_streams.layouts import VALUE_FIELD, EvrelayLayout, parse_layout
 from evrelay.backends.stream_ids import (
@@ -158,7 +160,19 @@ class RedisStreamsBackend(Backend):
         return f"{host}:{parts.port or 6379}"
 
     def location(self) -> tuple[Any, ...]:
-        return (self.name, self.url)
+        # The server and database, not how they are spelled or who logs in:
+        # redis://localhost/0 and redis://u:p@127.0.0.1:6379 hold the same streams.
+        parts = urlsplit(self.url)
+        query = dict(parse_qsl(parts.query))
+        path = parts.path.strip("/")
+        if parts.scheme == "unix":
+            return (self.name, "unix", os.path.realpath(parts.path), str(query.get("db", "0")))
+        database = path if path.isdigit() else str(query.get("db", "0"))
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        return (self.name, *canonical_endpoint(parts.hostname, port, 6379), str(int(database)) if database.isdigit() else database)
 
     def describe(self) -> str:
         layout = "" if self.layout.name == "evrelay" else f", layout {self.layout.name}"
