@@ -4,7 +4,9 @@ failed before its fix. Real servers come from the session fixtures in tests/conf
 
 from __future__ import annotations
 
+import subprocess
 import uuid
+from dataclasses import dataclass
 
 import pytest
 
@@ -12,7 +14,11 @@ from evrelay.backends.base import canonical_endpoint
 from evrelay.backends.kafka import KafkaBackend
 from evrelay.backends.local import LocalBackend
 from evrelay.backends.redis_streams import RedisStreamsBackend
+from evrelay.errors import BackendUnavailable, ExitCode, NeverReached
+from evrelay.relay import Backoff, Relay
+from evrelay.routing import RoutedProducer
 from tests.conftest import evrelay
+from tests.fakes import FakeLog, FakeSink, messages
 
 
 @pytest.fixture
@@ -84,3 +90,90 @@ def test_bridge_refuses_a_kafka_topic_into_itself_spelled_two_ways(kafka_server,
     run = evrelay("bridge", f"kafka://localhost:{port}/{stream}", f"kafka://127.0.0.1:{port}/{stream}", "--count", "1", timeout=60)
     assert run.returncode == 2, run.err
     assert "that would relay into itself" in run.err
+
+
+# --- a routed sink never reached: exit 3, as a plain sink ---------------------------------
+
+
+@dataclass
+class UnreadySink(FakeSink):
+    """A fake destination whose ready() says its server cannot be reached."""
+
+    unready: bool = False
+
+    def ready(self) -> None:
+        if self.unready:
+            raise BackendUnavailable("fake sink: could not be reached", hint="is it running?")
+
+
+def routed_relay(log, open_destination):
+    sink = RoutedProducer("out-{key}", open_destination)
+    return Relay(log, sink, sink_label="fake:out-{key}", backoff=Backoff(initial=0.001, cap=0.002)), sink
+
+
+def keyed(count):
+    batch = messages(count)
+    for index, message in enumerate(batch):
+        message.key = f"k{index % 2}".encode()
+    return batch
+
+
+def test_a_routed_sink_never_reached_ends_the_relay_with_exit_3_and_acks_nothing():
+    log = FakeLog(keyed(4))
+    relay, _ = routed_relay(log, lambda name: UnreadySink(unready=True))
+    with pytest.raises(NeverReached) as raised:
+        relay.run(window=2)
+    assert raised.value.exit_code == ExitCode.UNAVAILABLE
+    assert raised.value.message == "fake sink: could not be reached" and raised.value.hint == "is it running?"
+    assert not isinstance(raised.value, BackendUnavailable)  # the relay's outage retries must not catch it
+    assert log.acked == []
+
+
+def test_a_routed_sink_that_answered_once_waits_out_a_later_outage():
+    # The second destination opens while the server is down (its ready() would say so),
+    # and its first flushes fail: that is an outage of a sink that worked, retried.
+    log = FakeLog(keyed(4))
+    opened = {}
+
+    def open_destination(name):
+        opened[name] = UnreadySink(unready=bool(opened), down_flushes=2 if opened else 0)
+        return opened[name]
+
+    relay, _ = routed_relay(log, open_destination)
+    stats = relay.run(window=1)
+    assert stats.delivered == stats.acked == 4
+    assert stats.retries >= 2
+    assert sorted(opened) == ["out-k0", "out-k1"]
+
+
+@pytest.mark.kafka
+def test_bridge_into_a_routed_kafka_sink_that_is_not_there_exits_3_like_a_plain_one(stream):
+    # Before: the routed sink's first destination opened mid-run and its failure was
+    # taken for an outage: warnings every few seconds, forever.
+    assert evrelay("publish", stream, "-k", "k1", "a").returncode == 0
+    runs = {}
+    for sink in ("kafka://127.0.0.1:1/{key}", "kafka://127.0.0.1:1/plain"):
+        try:
+            runs[sink] = evrelay("bridge", stream, sink, "--timeout", "2s", timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"bridge into {sink} retried an unreachable sink for a minute")
+    routed, plain = runs.values()
+    assert routed.returncode == plain.returncode == 3, routed.err
+    error = [line for line in routed.err.splitlines() if line.startswith("evrelay: error:")]
+    assert error == [line for line in plain.err.splitlines() if line.startswith("evrelay: error:")]
+    assert "could not be reached" in error[0]
+    assert "retrying" not in routed.err
+    assert evrelay("tail", stream, "-g", "evrelay-bridge-kafka-_key_", "--no-ack", "-o", "raw").out == "a\n"
+
+
+@pytest.mark.kafka
+def test_bridge_into_a_routed_kafka_sink_refusing_the_credentials_exits_3(apache_kafka, stream):
+    assert evrelay("publish", stream, "-k", "k1", "a").returncode == 0
+    sink = (f"kafka://plain-user:not-it@{apache_kafka.address('SASL')}/{{key}}"
+            "?security.protocol=SASL_PLAINTEXT&sasl.mechanism=PLAIN")
+    try:
+        run = evrelay("bridge", stream, sink, "--timeout", "10s", timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("bridge retried a sink refusing the credentials for a minute")
+    assert run.returncode == 3, run.err
+    assert "refused the credentials" in run.err and "not-it" not in run.err
