@@ -244,7 +244,10 @@ class Relay:
         batch: list[Message] = []
         if self.claim_idle_ms is not None and time.monotonic() >= self._next_claim:
             self._next_claim = time.monotonic() + self.claim_every
-            batch = self.consumer.claim_idle(self.claim_idle_ms, want)
+            try:
+                batch = self.consumer.claim_idle(self.claim_idle_ms, want)
+            except BackendUnavailable:
+                batch = []  # the read below meets the same outage and waits it out
             if batch:
                 self.warn(f"took over {len(batch)} message(s) left pending by another consumer")
         if not batch:
@@ -375,7 +378,7 @@ class Relay:
         self.stats.window_seconds.append(time.monotonic() - window.started)
         self.stats.bytes_sent += sum([len(m.value or b"") for m in window.outgoing])
         if self.ack and safe:
-            self.consumer.ack(safe)
+            self._ack(safe)
             self.stats.acked += len(safe)
             last: dict[tuple[str, int | None], Position] = {}
             for message in safe:
@@ -397,6 +400,18 @@ class Relay:
                 failed=1,
                 delivered=self.stats.delivered,
             )
+
+    def _ack(self, messages: list[Message]) -> None:
+        """Ack what the sink has, waiting out a source that went away meanwhile: giving
+        up would only repeat those messages later, exiting would stop a bridge that
+        resumes by itself."""
+        while True:
+            try:
+                self.consumer.ack(messages)
+                return
+            except BackendUnavailable as exc:
+                self._count_error("source_unavailable")
+                self._wait_out(f"source: {exc.message}; {len(messages)} delivered message(s) wait for their ack")
 
     def _complete_transaction(self, window: InFlight) -> None:
         """Confirm a window sent in a transaction and commit it with the source's acks; or

@@ -5,6 +5,7 @@ failed before its fix. Real servers come from the session fixtures in tests/conf
 from __future__ import annotations
 
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -177,3 +178,52 @@ def test_bridge_into_a_routed_kafka_sink_refusing_the_credentials_exits_3(apache
         pytest.fail("bridge retried a sink refusing the credentials for a minute")
     assert run.returncode == 3, run.err
     assert "refused the credentials" in run.err and "not-it" not in run.err
+
+
+# --- a Redis source that goes away mid-bridge -----------------------------------------------
+
+
+@pytest.mark.redis
+def test_a_redis_source_outage_mid_bridge_is_waited_out_not_exit_3(tmp_path, stream):
+    # Before: the group reader's keepalive (refreshing its in-flight entries) and the
+    # --idle-timeout check (its backlog) asked the dead server and their error escaped
+    # the relay's outage wait: exit 3 a moment after the source went down.
+    from tests.crash import spawn, wait_until
+    from tests.servers import RedisServer
+
+    log = tmp_path / "bridge.log"
+    with RedisServer(persistent=True) as source:
+        address = f"redis://127.0.0.1:{source.port}/0/{stream}"
+        assert evrelay("publish", address, "a", "b").returncode == 0
+        proc = spawn("bridge", address, f"{stream}-copy", "--idle-timeout", "3s", "-v", log=log)
+        try:
+            wait_until(lambda: "created consumer group" in log.read_text(), 60, "the bridge to start")
+            wait_until(lambda: evrelay("info", f"{stream}-copy", "-o", "json").returncode == 0, 60, "first copies")
+            source.kill()
+            time.sleep(8)  # past a keepalive refresh (every 5 s) and the idle timeout
+            assert proc.poll() is None, log.read_text()
+            source.restart()
+            assert evrelay("publish", address, "c").returncode == 0
+            assert proc.wait(timeout=120) == 0, log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log.read_text()
+    assert "retrying in" in text and "Traceback" not in text
+    copied = evrelay("tail", f"{stream}-copy", "-o", "raw").out.split()
+    assert sorted(copied) == ["a", "b", "c"]
+
+
+def test_an_ack_refused_by_a_source_that_went_away_is_retried_not_fatal():
+    failures = iter([True, True])
+
+    def source_down_twice(batch):
+        if next(failures, False):
+            raise BackendUnavailable("fake source: connection refused")
+
+    sink = FakeSink()
+    log = FakeLog(messages(10), on_ack=source_down_twice)
+    stats = Relay(log, sink, sink_label="fake:sink", backoff=Backoff(initial=0.001, cap=0.002)).run(window=5)
+    assert log.acked == list(range(10)) and not log.pending
+    assert stats.acked == 10 and stats.errors["source_unavailable"] == 2
+    assert sink.values == [f"m{i}".encode() for i in range(10)]  # sent once: the retry is of the ack alone
