@@ -227,3 +227,35 @@ def test_an_ack_refused_by_a_source_that_went_away_is_retried_not_fatal():
     assert log.acked == list(range(10)) and not log.pending
     assert stats.acked == 10 and stats.errors["source_unavailable"] == 2
     assert sink.values == [f"m{i}".encode() for i in range(10)]  # sent once: the retry is of the ack alone
+
+
+# --- the local store: a damaged file ---------------------------------------------------------
+
+
+def _damage(path, *, from_offset: int) -> None:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything into the main file
+    data = bytearray(path.read_bytes())
+    for start in range(from_offset, len(data), 4096):  # the head of every page from there on
+        data[start : start + 200] = b"\xff" * 200
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("where", ["header", "pages"])
+def test_a_damaged_local_store_is_named_not_an_internal_error(isolated_env, where):
+    # Before: "internal error: DatabaseError: file is not a database" (or "database disk
+    # image is malformed") from every command, and "this is a bug in evrelay".
+    store = isolated_env / "store.db"
+    address = f"{store}"
+    config = isolated_env / "evrelay.toml"
+    config.write_text(f'default_profile = "l"\n[profiles.l]\nbackend = "local"\npath = "{address}"\n')
+    assert evrelay("publish", "x", "a", "b", "c").returncode == 0
+    _damage(store, from_offset=0 if where == "header" else 4096)
+    for command in (["tail", "x"], ["ls"], ["info", "x"], ["groups", "x"], ["tail", "x", "-g", "g"], ["bridge", "x", "y", "--idle-timeout", "1s"]):
+        run = evrelay(*command)
+        assert run.returncode == 1, (command, run.err)
+        assert "internal error" not in run.err and "Traceback" not in run.err, (command, run.err)
+        assert f"the local store {store} is damaged or is not an SQLite database" in run.err, (command, run.err)
+        assert "evrelay: hint: move it aside" in run.err
