@@ -259,3 +259,22 @@ def test_a_damaged_local_store_is_named_not_an_internal_error(isolated_env, wher
         assert "internal error" not in run.err and "Traceback" not in run.err, (command, run.err)
         assert f"the local store {store} is damaged or is not an SQLite database" in run.err, (command, run.err)
         assert "evrelay: hint: move it aside" in run.err
+
+
+# --- Redis: a claimed message handed out twice ------------------------------------------------
+
+
+@pytest.mark.redis
+def test_messages_taken_over_from_a_failed_redis_bridge_are_delivered_once(isolated_env, redis_server, stream):
+    # Before: the restarted bridge claimed the entries its predecessor left pending, which
+    # put them in its own pending list, and then its first read (own pending entries,
+    # from 0) handed them out again: every message twice.
+    source = f"{redis_server.url}/{stream}"
+    assert evrelay("publish", source, "a", "b", "c").returncode == 0
+    failed = evrelay("bridge", source, "file:/dev/full", "-g", "g", "--idle-timeout", "1s")
+    assert failed.returncode == 1, failed.err
+    target = isolated_env / "out.jsonl"
+    again = evrelay("bridge", source, f"file:{target}", "-g", "g", "--idle-timeout", "1s")
+    assert again.returncode == 0, again.err
+    assert "took over 3 message(s)" in again.err
+    assert evrelay("tail", f"file:{target}", "-o", "raw").out.split() == ["a", "b", "c"]

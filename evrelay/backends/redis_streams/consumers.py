@@ -112,6 +112,9 @@ class RedisGroupConsumer(GroupReader):
         self.follow = spec.follow
         self.created = backend.create_group(self.stream, self.group, spec.start)
         self.pending_cursor: str | None = "0-0"
+        self._claimed: set[str] = set()
+        """IDs claimed while this consumer's own pending entries were still being read:
+        a claim puts them in its pending list, where that read would hand them out again."""
         self._ack_conn: Any = None
         self._unsettled = 0
         """IDs in the XACK written last whose answer is not read yet."""
@@ -147,11 +150,17 @@ class RedisGroupConsumer(GroupReader):
                         f"redis: {len(gone)} pending entr(ies) of group {self.group!r} were deleted from the stream; acking them"
                     )
                     self.backend.command("XACK", self.stream, self.group, *gone)
-                messages = [self.backend.to_message(self.stream, row, self) for row in rows if row[1] is not None]
+                claimed = self._claimed
+                messages = [
+                    self.backend.to_message(self.stream, row, self)
+                    for row in rows
+                    if row[1] is not None and row[0].decode() not in claimed
+                ]
                 if messages:
                     return messages
             else:
                 self.pending_cursor = None
+                self._claimed = set()
         rows = self._xreadgroup(">", max_messages, max(int(timeout * 1000), 1) if self.follow else None)
         if not rows and not self.follow:
             self.exhausted = True
@@ -218,6 +227,12 @@ class RedisGroupConsumer(GroupReader):
                 if self._ack_conn is not None:
                     self.backend.release_connection(self._ack_conn)
                     self._ack_conn = None
+
+    def claim_idle(self, min_idle_ms: int, count: int) -> list[Message]:
+        claimed = super().claim_idle(min_idle_ms, count)
+        if self.pending_cursor is not None:
+            self._claimed.update(str(m.position.id) for m in claimed if m.position is not None)
+        return claimed
 
     def refresh_pending(self) -> None:
         self._reclaim_own(None)
