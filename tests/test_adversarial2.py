@@ -278,3 +278,23 @@ def test_messages_taken_over_from_a_failed_redis_bridge_are_delivered_once(isola
     assert again.returncode == 0, again.err
     assert "took over 3 message(s)" in again.err
     assert evrelay("tail", f"file:{target}", "-o", "raw").out.split() == ["a", "b", "c"]
+
+
+@pytest.mark.redis
+def test_a_bridge_whose_own_pending_entries_were_trimmed_delivers_the_new_ones_once(isolated_env, redis_server, stream):
+    # Before: the first read of its own pending entries found only trimmed ones, went on
+    # to new entries, and the next read resumed the pending part from its cursor and
+    # handed those new entries out again: d e d e.
+    import redis
+
+    source = f"{redis_server.url}/{stream}"
+    assert evrelay("publish", source, "a", "b").returncode == 0
+    assert evrelay("tail", source, "-g", "g", "--consumer", "c", "--no-ack", "-o", "raw").out == "a\nb\n"
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.xtrim(stream, maxlen=0)
+    assert evrelay("publish", source, "d", "e").returncode == 0
+    target = isolated_env / "out.jsonl"
+    run = evrelay("bridge", source, f"file:{target}", "-g", "g", "--consumer", "c", "--idle-timeout", "1s")
+    assert run.returncode == 0, run.err
+    assert "2 pending entr(ies) of group 'g' were deleted from the stream" in run.err
+    assert evrelay("tail", f"file:{target}", "-o", "raw").out.split() == ["d", "e"]

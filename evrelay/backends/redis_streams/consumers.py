@@ -139,28 +139,31 @@ class RedisGroupConsumer(GroupReader):
         self.settle_acks()
         if self.exhausted:
             return []
-        if self.pending_cursor is not None:
+        # Own pending entries first, to their end: a batch that yields nothing to hand out
+        # (claimed, or trimmed away) must not end this part early, or the next read would
+        # go on from the cursor and hand out again what `>` delivered meanwhile.
+        while self.pending_cursor is not None:
             rows = self._xreadgroup(self.pending_cursor, max_messages, None)
-            if rows:
-                self.pending_cursor = rows[-1][0].decode()
-                gone = [row[0].decode() for row in rows if row[1] is None]
-                if gone:
-                    # Trimmed away while pending: nothing left to deliver, so clear them.
-                    self.backend.settings.warn(
-                        f"redis: {len(gone)} pending entr(ies) of group {self.group!r} were deleted from the stream; acking them"
-                    )
-                    self.backend.command("XACK", self.stream, self.group, *gone)
-                claimed = self._claimed
-                messages = [
-                    self.backend.to_message(self.stream, row, self)
-                    for row in rows
-                    if row[1] is not None and row[0].decode() not in claimed
-                ]
-                if messages:
-                    return messages
-            else:
+            if not rows:
                 self.pending_cursor = None
                 self._claimed = set()
+                break
+            self.pending_cursor = rows[-1][0].decode()
+            gone = [row[0].decode() for row in rows if row[1] is None]
+            if gone:
+                # Trimmed away while pending: nothing left to deliver, so clear them.
+                self.backend.settings.warn(
+                    f"redis: {len(gone)} pending entr(ies) of group {self.group!r} were deleted from the stream; acking them"
+                )
+                self.backend.command("XACK", self.stream, self.group, *gone)
+            claimed = self._claimed
+            messages = [
+                self.backend.to_message(self.stream, row, self)
+                for row in rows
+                if row[1] is not None and row[0].decode() not in claimed
+            ]
+            if messages:
+                return messages
         rows = self._xreadgroup(">", max_messages, max(int(timeout * 1000), 1) if self.follow else None)
         if not rows and not self.follow:
             self.exhausted = True
