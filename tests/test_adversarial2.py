@@ -261,6 +261,54 @@ def test_a_damaged_local_store_is_named_not_an_internal_error(isolated_env, wher
         assert "evrelay: hint: move it aside" in run.err
 
 
+# --- file sinks: a full disk ------------------------------------------------------------------
+
+
+def test_a_file_sink_on_a_full_device_names_the_file_not_stdout():
+    # Before: "cannot write to stdout: No space left on device" (stdout was fine).
+    run = evrelay("publish", "file:/dev/full", "a")
+    assert run.returncode == 1
+    assert run.err.startswith("evrelay: error: cannot write to /dev/full: No space left on device"), run.err
+    assert "stdout" not in run.err
+
+
+def _evrelay_with_file_limit(limit: int, *args: str, input: bytes = b"") -> subprocess.CompletedProcess:
+    import os
+    import resource
+    import sys
+
+    from tests.conftest import REPO
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "evrelay", *args], input=input, capture_output=True, env=env,
+                          preexec_fn=limit_file_size, timeout=60)
+
+
+@pytest.mark.redis
+def test_a_file_sink_past_its_size_limit_keeps_whole_lines_and_acks_nothing_it_did_not_write(isolated_env, redis_server, stream):
+    # Before: the batch that crossed RLIMIT_FSIZE left half an envelope at the end of the
+    # file, and every later reader of it failed on that line. (The source is a server:
+    # the limit applies to every file the process writes, a local store's too.)
+    target = isolated_env / "out.jsonl"
+    source = f"{redis_server.url}/{stream}"
+    big = "x" * 3000
+    assert evrelay("publish", source, big, big, big).returncode == 0
+    limit = 4096
+    first = _evrelay_with_file_limit(limit, "bridge", source, f"file:{target}", "--window", "1", "--idle-timeout", "1s")
+    assert first.returncode == 1, first.stderr
+    assert b"cannot write to" in first.stderr and b"File too large" in first.stderr and b"Traceback" not in first.stderr
+    lines = target.read_bytes().splitlines(keepends=True)
+    assert len(lines) <= 1 and all(line.endswith(b"\n") for line in lines)  # whole envelopes only
+    assert evrelay("tail", f"file:{target}", "-o", "raw").out == (big + "\n") * len(lines)
+    # What was not written was not acked: the same bridge, with room, copies the rest.
+    again = evrelay("bridge", source, f"file:{target}", "--idle-timeout", "1s")
+    assert again.returncode == 0, again.err
+    assert evrelay("tail", f"file:{target}", "-o", "raw").out == (big + "\n") * 3
+
+
 # --- Redis: a claimed message handed out twice ------------------------------------------------
 
 
