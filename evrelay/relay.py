@@ -489,8 +489,8 @@ class Relay:
         while waiting:
             failures = self._send_and_confirm(self.sink, [outgoing[i] for i in waiting], "sink", already_sent=already_sent)
             already_sent = False
-            self.backoff.reset()
             if not failures:  # the common case, without a loop per message
+                self.backoff.reset()
                 self.stats.delivered += len(waiting)
                 break
             retry = []
@@ -506,6 +506,8 @@ class Relay:
                     self._letter_reasons[id(outgoing[i])] = failure.reason
                 else:
                     retry.append(i)
+            if not retry:
+                self.backoff.reset()  # not before: a sink refusing for the moment (full, loading) backs off
             if retry:
                 self.stats.retries += 1
                 self._count_error("sink_unavailable")

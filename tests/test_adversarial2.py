@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from evrelay.backends.base import canonical_endpoint
+from evrelay.backends.base import DeliveryFailure, DeliveryReport, canonical_endpoint
 from evrelay.backends.kafka import KafkaBackend
 from evrelay.backends.local import LocalBackend
 from evrelay.backends.redis_streams import RedisStreamsBackend
@@ -347,3 +347,67 @@ def test_a_bridge_whose_own_pending_entries_were_trimmed_delivers_the_new_ones_o
     assert run.returncode == 0, run.err
     assert "2 pending entr(ies) of group 'g' were deleted from the stream" in run.err
     assert evrelay("tail", f"file:{target}", "-o", "raw").out.split() == ["d", "e"]
+
+
+# --- Redis out of memory mid-bridge ----------------------------------------------------------
+
+
+@pytest.mark.redis
+def test_a_redis_sink_out_of_memory_is_waited_out_not_dead_lettered(isolated_env, stream):
+    # Before: XADD's "OOM command not allowed" counted as a refusal for good: with
+    # --dead-letter the messages went there (without, the bridge stopped); the server
+    # only needed memory. Now it is retried with backoff, and nothing is acked meanwhile.
+    import redis
+
+    from tests.crash import redis_values, spawn, wait_until
+    from tests.servers import RedisServer
+
+    values = [f"{i:05d}-" + "v" * 200 for i in range(5000)]
+    assert evrelay("publish", "src", input="\n".join(values) + "\n").returncode == 0
+    log = isolated_env / "bridge.log"
+    dead = isolated_env / "dlq.jsonl"
+    with RedisServer() as sink, redis.Redis.from_url(sink.url) as client:
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", int(client.info("memory")["used_memory"]) + 300_000)
+        proc = spawn("bridge", "src", f"{sink.url}/{stream}", "--dead-letter", f"file:{dead}", "--idle-timeout", "2s", log=log)
+        try:
+            wait_until(lambda: "OOM" in log.read_text() or proc.poll() is not None, 60, "the sink to fill up")
+            assert proc.poll() is None, log.read_text()
+            assert 0 < client.xlen(stream) < len(values)
+            client.config_set("maxmemory", 0)
+            assert proc.wait(timeout=120) == 0, log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        held = [v.decode() for v in redis_values(sink.url, stream)]
+    text = log.read_text()
+    assert "not delivered (Redis (XADD): OOM" in text and "retrying in" in text, text
+    assert sorted(held) == values  # every message once: none diverted, none lost, none twice
+    assert not dead.exists() or dead.read_bytes() == b""
+
+
+@dataclass
+class FullSink(FakeSink):
+    """Refuses every message for the moment (a full server) for its first `full_flushes` flushes."""
+
+    full_flushes: int = 0
+
+    def flush(self, timeout=None):
+        if self.full_flushes > 0:
+            self.full_flushes -= 1
+            failures = [DeliveryFailure(m, "fake: OOM", permanent=False) for m in self.queued]
+            self.queued.clear()
+            self._unconfirmed_batches = 0
+            return DeliveryReport(failures=failures)
+        return super().flush(timeout)
+
+
+def test_a_sink_refusing_messages_for_the_moment_is_retried_with_growing_waits():
+    # Before: the backoff was reset after every answer from the sink, refusals included,
+    # so a full sink was retried every 0.5 s for as long as it stayed full.
+    warnings = []
+    sink = FullSink(full_flushes=4)
+    relay = Relay(FakeLog(messages(3)), sink, sink_label="fake:sink", warn=warnings.append, backoff=Backoff(initial=0.001, cap=0.004))
+    stats = relay.run(window=3)
+    assert stats.delivered == stats.acked == 3
+    assert [w.rpartition("retrying in ")[2].split("s ")[0] for w in warnings] == ["0.001", "0.002", "0.004", "0.004"]

@@ -225,6 +225,13 @@ class RedisStreamsBackend(Backend):
             origin = self.settings.origin or f"Redis at {self.where}"
             self.settings.warn(f"TLS certificate verification is off for {origin} (ssl_cert_reqs = {setting}): anyone on the network path can pose as the server")
 
+    TRANSIENT_REPLIES = ("OOM", "LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "NOREPLICAS", "CLUSTERDOWN", "READONLY")
+    """Error replies about the server's state, not the command: out of memory under
+    noeviction, loading its data, a script running, a failover. Retried, never refused for good."""
+
+    def is_transient_reply(self, reply: Exception) -> bool:
+        return str(reply).startswith(self.TRANSIENT_REPLIES)
+
     def translate(self, exc: Exception, what: str = "") -> EvrelayError:
         """A redis-py exception as an evrelay error (credentials and reachability -> exit 3)."""
         import redis

@@ -190,9 +190,8 @@ class RedisProducer(Producer):
                 if isinstance(reply, Exception):
                     error = self.backend.translate(reply, "XADD")
                     failed = item if isinstance(item, Message) else Message(item)
-                    self._report.failures.append(
-                        DeliveryFailure(failed, error.message, permanent=not isinstance(error, BackendUnavailable))
-                    )
+                    transient = isinstance(error, BackendUnavailable) or self.backend.is_transient_reply(reply)
+                    self._report.failures.append(DeliveryFailure(failed, error.message, permanent=not transient))
                 else:
                     self._report.delivered += 1
         self._unconfirmed.clear()
