@@ -105,6 +105,9 @@ class InFlight:
 
 
 class Relay:
+    PENDING_WARNING_EVERY = 30.0
+    """Seconds between warnings while the sink's client holds messages unconfirmed."""
+
     def __init__(
         self,
         consumer: Consumer,
@@ -569,9 +572,11 @@ class Relay:
                 if not already_sent:
                     producer.send(messages)
                 already_sent = False
+                waiting_since = time.monotonic()
                 report = producer.flush(self.confirm_timeout)
                 failures = list(report.failures)
                 stop_deadline: float | None = None
+                next_warning = waiting_since + self.PENDING_WARNING_EVERY
                 while report.pending:
                     # Queued in the client, not yet confirmed: keep waiting, never re-send
                     # (a re-send would duplicate what the client is still delivering).
@@ -579,6 +584,12 @@ class Relay:
                         stop_deadline = time.monotonic() + self.grace
                     if stop_deadline is not None and time.monotonic() > stop_deadline:
                         raise Abandoned
+                    if time.monotonic() >= next_warning:
+                        # The client retries by itself (librdkafka, nats-py): say so, or an
+                        # outage of the sink would pass in silence.
+                        self.warn(f"{role}: {report.pending} message(s) not confirmed after "
+                                  f"{time.monotonic() - waiting_since:.0f}s; still waiting (nothing is acked meanwhile)")
+                        next_warning = time.monotonic() + self.PENDING_WARNING_EVERY
                     self.consumer.keepalive()
                     report = producer.flush(self.confirm_timeout)
                     failures += report.failures

@@ -411,3 +411,22 @@ def test_a_sink_refusing_messages_for_the_moment_is_retried_with_growing_waits()
     stats = relay.run(window=3)
     assert stats.delivered == stats.acked == 3
     assert [w.rpartition("retrying in ")[2].split("s ")[0] for w in warnings] == ["0.001", "0.002", "0.004", "0.004"]
+
+
+def test_a_sink_holding_messages_unconfirmed_is_reported_while_the_relay_waits():
+    # Before: a Kafka or NATS sink going down left the bridge waiting in silence (their
+    # clients keep the messages and retry by themselves): minutes without a word.
+    warnings = []
+    sink = FakeSink(unconfirmed_flushes=40)
+
+    def slow_flush(timeout=None, flush=sink.flush):
+        time.sleep(0.01)
+        return flush(timeout)
+
+    sink.flush = slow_flush
+    relay = Relay(FakeLog(messages(3)), sink, sink_label="fake:sink", warn=warnings.append)
+    relay.PENDING_WARNING_EVERY = 0.1
+    stats = relay.run(window=3)
+    assert stats.delivered == stats.acked == 3
+    assert warnings and all(w.startswith("sink: 3 message(s) not confirmed after ") and w.endswith("still waiting (nothing is acked meanwhile)") for w in warnings), warnings
+    assert 2 <= len(warnings) <= 5, warnings
