@@ -430,3 +430,30 @@ def test_a_sink_holding_messages_unconfirmed_is_reported_while_the_relay_waits()
     assert stats.delivered == stats.acked == 3
     assert warnings and all(w.startswith("sink: 3 message(s) not confirmed after ") and w.endswith("still waiting (nothing is acked meanwhile)") for w in warnings), warnings
     assert 2 <= len(warnings) <= 5, warnings
+
+
+# --- config: keys and files a user gets wrong -------------------------------------------------
+
+
+def test_config_set_refuses_an_options_key_on_a_backend_without_options(isolated_env):
+    # Before: `config set local.options.foo 1` wrote the key, and from then on every
+    # command failed on the config file (unknown local option 'options'), exit 2.
+    config = isolated_env / "c.toml"
+    assert evrelay("--config", str(config), "config", "init").returncode == 0
+    before = config.read_text()
+    run = evrelay("--config", str(config), "config", "set", "local.options.foo", "1")
+    assert run.returncode == 2 and "the local backend takes no key 'options'" in run.err, run.err
+    assert config.read_text() == before
+    assert evrelay("--config", str(config), "ls").returncode == 0
+    assert evrelay("--config", str(config), "config", "add", "k", "-b", "kafka", "bootstrap_servers=localhost:9092").returncode == 0
+    assert evrelay("--config", str(config), "config", "set", "k.options.sasl.mechanism", "PLAIN").returncode == 0
+    assert 'sasl.mechanism' in config.read_text()
+
+
+@pytest.mark.parametrize("how", ["--config", "EVRELAY_CONFIG"])
+def test_a_config_path_that_is_a_directory_says_so(isolated_env, how):
+    # Before: "config file /tmp (from --config) does not exist".
+    args, env = (["--config", str(isolated_env)], None) if how == "--config" else ([], {"EVRELAY_CONFIG": str(isolated_env)})
+    run = evrelay(*args, "ls", env=env)
+    assert run.returncode == 2
+    assert f"config file {isolated_env} (from {'$' if how != '--config' else ''}{how}) is a directory, not a TOML file" in run.err, run.err
