@@ -457,3 +457,23 @@ def test_a_config_path_that_is_a_directory_says_so(isolated_env, how):
     run = evrelay(*args, "ls", env=env)
     assert run.returncode == 2
     assert f"config file {isolated_env} (from {'$' if how != '--config' else ''}{how}) is a directory, not a TOML file" in run.err, run.err
+
+
+# --- redrive: a dead letter whose recorded source carries a secret ------------------------------
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["redis://u:Can4ry-S3cret@127.0.0.1:1/0/s", "kafka://127.0.0.1:1/t?sasl.password=Can4ry-S3cret", "nats://Can4ry-S3cret@127.0.0.1:1/t"],
+)
+def test_redrive_never_prints_nor_uses_credentials_a_dead_letter_carries(address):
+    # Before: a letter whose evrelay-source-address was written by someone else (evrelay
+    # records addresses masked) made redrive connect with those credentials and print
+    # them: "was not sent to redis://u:Can4ry-S3cret@...".
+    assert evrelay("publish", "dlq", "-H", f"evrelay-source-address={address}", "x").returncode == 0
+    for extra in ([], ["--dry-run"], ["-v"]):
+        run = evrelay("redrive", "dlq", "--timeout", "2s", *extra)
+        assert "Can4ry-S3cret" not in run.out + run.err, run.err
+        assert "carries credentials, which evrelay never records; give --to SINK" in run.err, run.err
+        assert "could not be reached" not in run.err  # it did not try
+    assert evrelay("tail", "dlq", "-o", "raw").out == "x\n"  # left in place
