@@ -477,3 +477,19 @@ def test_redrive_never_prints_nor_uses_credentials_a_dead_letter_carries(address
         assert "carries credentials, which evrelay never records; give --to SINK" in run.err, run.err
         assert "could not be reached" not in run.err  # it did not try
     assert evrelay("tail", "dlq", "-o", "raw").out == "x\n"  # left in place
+
+
+# --- ack: garbage on stdin --------------------------------------------------------------------
+
+
+def test_ack_from_stdin_with_a_garbage_line_says_nothing_was_acked():
+    # Before: "stdin line 2: not valid JSON (...)", leaving the user to guess whether
+    # line 1 was acked (it was not: every line is checked first).
+    assert evrelay("publish", "s", "a", "b").returncode == 0
+    pending = evrelay("tail", "s", "-g", "g", "--no-ack", "-o", "json").out.splitlines()
+    for garbage in ("garbage", '{"value":"no position"}', pending[1].replace('"stream":"s"', '"stream":"other"')):
+        run = evrelay("ack", "s", "-g", "g", input=f"{pending[0]}\n{garbage}\n")
+        assert run.returncode == 1
+        (line,) = run.err.splitlines()
+        assert line.startswith("evrelay: error: stdin line 2: ") and line.endswith("nothing was acked (every line is checked before the first ack)"), line
+    assert evrelay("ack", "s", "-g", "g", "--list").err.startswith("2 pending")
