@@ -55,3 +55,19 @@ def test_large_values_benchmark_runs():
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "worst ratio" in proc.stdout and "read another stream" in proc.stdout
+
+
+@pytest.mark.nats
+@pytest.mark.slow
+def test_benchmark_only_nats_reports_the_nats_rows_beside_a_baseline():
+    # --baseline: the checkout itself stands in for an older tree (a directory holding evrelay/).
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--messages", "500", "--repeat", "1", "--only-nats", "--baseline", str(REPO)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and not line.startswith(("| measure", "| ---"))]
+    assert [r.split(" | ")[0] for r in rows] == [
+        f"| {measure}, {unit}" for unit in ("wall", "CPU") for measure in ("`publish nats:`", "`tail nats: -o raw`", "`tail nats: -o json`")
+    ], proc.stdout
+    assert all(len(r.split(" | ")) == 7 for r in rows), proc.stdout  # evrelay, baseline, peer, ratio, target, verdict
