@@ -69,7 +69,8 @@ class SinkSpec:
     address: Any
     """The resolved `evrelay.addresses.Address` of the sink."""
     stream: str
-    source_location: tuple[Any, ...] | None
+    same_place: bool
+    """The sink is on the source's system (a routing template's loop guard)."""
     cloudevents: str | None
     timeout: float
     verbose: bool
@@ -354,8 +355,7 @@ class SinkChild:
         try:
             settings = BackendSettings(timeout=spec.timeout, verbose=spec.verbose, warn=self.warnings.append, origin=spec.address.where)
             backend = stack.enter_context(open_backend(spec.address, settings))
-            source = _Located(spec.source_location) if spec.source_location is not None else None
-            producer = stack.enter_context(open_sink(backend, spec.stream, source))
+            producer = stack.enter_context(open_sink(backend, spec.stream, same_place=spec.same_place))
             self.producer = with_transform(producer, message_transform(spec.cloudevents))
         except Exception as exc:  # said at ready(), where the in-process producer says it
             self.open_error = exc
@@ -449,16 +449,6 @@ class SinkChild:
         data = memoryview(FRAME.pack(b"A", len(payload)) + payload)
         while data:
             data = data[os.write(self.write_fd, data):]
-
-
-class _Located:
-    """Stands in for the source backend where the sink only asks where it is."""
-
-    def __init__(self, location: tuple[Any, ...]) -> None:
-        self._location = location
-
-    def location(self) -> tuple[Any, ...]:
-        return self._location
 
 
 def main(argv: list[str]) -> None:

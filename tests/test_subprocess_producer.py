@@ -61,7 +61,7 @@ def open_subprocess_producer(url: str):
     session = Session(stdout=io.BytesIO(), stderr=io.StringIO())
     address = session.address(url)
     warnings: list[str] = []
-    spec = SinkSpec(address, address.stream, None, None, 5.0, False)
+    spec = SinkSpec(address, address.stream, False, None, 5.0, False)
     return SubprocessProducer(spec, label=address.display, warn=warnings.append)
 
 
@@ -184,3 +184,16 @@ def test_the_sink_process_writes_what_the_bridge_writes_in_process(redis_server,
     if not extra:
         assert ["evrelay-source", "old/hop"] not in got["apart"][0][2]
         assert got["apart"][0][2][-1][0] == "evrelay-source"
+
+
+def test_a_routing_template_naming_the_source_stream_is_refused_in_the_sink_process(redis_server):
+    """The loop guard of a sink name template: the bridge tells its sink process that the
+    sink is on the source's server (it cannot ask the source backend itself)."""
+    url = f"redis://127.0.0.1:{redis_server.port}/0"
+    source = f"loop-{uuid.uuid4().hex[:6]}"
+    fill_redis_stream(redis_server.url, source, [b"x"])
+    for flags in ((), ("--in-process",)):
+        run = evrelay("bridge", f"{url}/{source}", url + "/{stream}", "--idle-timeout", "1s", *flags)
+        assert run.returncode == 1, run.err
+        assert "that would relay into itself" in run.err
+    assert redis_len(redis_server.url, source) == 1

@@ -156,11 +156,11 @@ def bridge(
         if not dry_run:
             dst_backend = session.backend(dst, {Capability.PUBLISH}, command="bridge")
             dst_stream = dst.require_stream(dst_backend.stream_noun)
-            if dst_backend.location() == src_backend.location() and dst_stream == src_stream:
+            if dst_backend.same_place(src_backend) and dst_stream == src_stream:
                 raise UsageError(f"{source_text} and {sink_text} are the same {src_backend.stream_noun}: that would relay into itself")
             if runs_apart(dst_backend, transactional=exactly_once, dry_run=dry_run, in_process=in_process):
                 # Started before the source is read: its start-up overlaps the group join.
-                spec = SinkSpec(dst, dst_stream, src_backend.location(), cloudevents, session.connect_timeout, session.verbose, not no_provenance)
+                spec = SinkSpec(dst, dst_stream, dst_backend.same_place(src_backend), cloudevents, session.connect_timeout, session.verbose, not no_provenance)
                 sink_producer = stack.enter_context(SubprocessProducer(spec, label=dst.display, warn=session.warn, debug=session.debug))
             else:
                 dst_backend = stack.enter_context(dst_backend)
