@@ -13,10 +13,13 @@ import select
 import sys
 import time
 
-from evrelay.errors import BackendUnavailable
+from evrelay.errors import BackendUnavailable, InputError
 
 STDIO = "-"
 _CHUNK = 1 << 18
+MAX_LINE_BYTES = 256 << 20
+"""The longest line read (256 MiB, far above any broker's message size): past it the
+input is refused, so a stream without newlines (/dev/zero) cannot take all memory."""
 _FOLLOW_POLL = 0.1
 
 
@@ -99,14 +102,23 @@ class LineReader:
             return
         self.eof = False
         if b"\n" not in chunk:
+            self._check_length(len(chunk))
             self.partial += chunk
             return
         lines = chunk.split(b"\n")
         if self.partial:
+            self._check_length(len(lines[0]))
             self.partial += lines[0]
             lines[0] = bytes(self.partial)
         self.partial = bytearray(lines.pop())
         self.lines = lines
+
+    def _check_length(self, more: int) -> None:
+        """Refuse the line being assembled (the next one to hand out: _fill runs only when
+        every complete line has been taken) before it grows past MAX_LINE_BYTES."""
+        if len(self.partial) + more > MAX_LINE_BYTES:
+            where = "stdin" if self.path == STDIO else self.path
+            raise InputError(f"{where} line {self.line_no + 1}: longer than {MAX_LINE_BYTES >> 20} MiB, the longest line evrelay reads (is it a line-oriented file?)")
 
     def close(self) -> None:
         if self.closes:
