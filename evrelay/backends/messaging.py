@@ -243,16 +243,20 @@ class Consumer(ABC):
         poll_interval: float = 0.5,
         claim_idle_ms: int | None = None,
         claim_every: float = 5.0,
+        warn_outage: Callable[[str], None] | None = None,
     ) -> Iterator[list[Message]]:
         """Batches until the data ends (non-follow), `limit` messages, the monotonic
         `deadline`, `idle_timeout` seconds without a message, or `should_stop()`.
         With `claim_idle_ms`, a group reader first (and every `claim_every` seconds)
         takes over messages other consumers left pending that long (dead readers).
+        With `warn_outage`, a source that becomes unreachable is waited out as the relay
+        does (a warning per retry, backing off from 0.5 s to 30 s) instead of ending the read.
 
         Why it stopped is left in `stop_reason`. Never reads more than `limit`, so a
         group reader does not take messages it will not process.
         """
         received = 0
+        retry_in = 0.0
         last_arrival = time.monotonic()
         next_claim = last_arrival if claim_idle_ms is not None else None
         self.stop_reason = None
@@ -287,7 +291,20 @@ class Consumer(ABC):
                 next_claim = now + claim_every
                 batch = self.claim_idle(claim_idle_ms, want)
             if not batch:
-                batch = self.read(want, max(wait, 0.0))
+                try:
+                    batch = self.read(want, max(wait, 0.0))
+                except BackendUnavailable as exc:
+                    if warn_outage is None:
+                        raise
+                    retry_in = min(retry_in * 2, 30.0) if retry_in else 0.5
+                    warn_outage(f"source: {exc.message}; retrying in {retry_in:g}s")
+                    until = time.monotonic() + retry_in
+                    while time.monotonic() < until and not (should_stop is not None and should_stop()):
+                        self.keepalive()
+                        time.sleep(min(0.2, max(until - time.monotonic(), 0)))
+                    last_arrival = time.monotonic()  # an outage is not idleness
+                    continue
+                retry_in = 0.0
             if batch:
                 received += len(batch)
                 yield batch

@@ -159,6 +159,9 @@ def tail(
                 batch_size=500 if group_name else 5000,
                 should_stop=lambda: stop() or shown.done or writer.reader_gone(),
                 claim_idle_ms=int(claim_seconds * 1000) if group_name and claim_seconds else None,
+                # Following, an outage is waited out (and said), as a bridge does; a plain
+                # read ends with exit 3 instead, its data being what it asked for now.
+                warn_outage=session.warn if follow else None,
             ):
                 handled = shown.write(batch)
                 if group_name and not no_ack and handled:

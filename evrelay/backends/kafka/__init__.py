@@ -121,6 +121,10 @@ class KafkaBackend(KafkaAdmin, KafkaOffsets, KafkaClients, Backend):
         self._last_error: str | None = None
         self._refusal: str | None = None
         """The first authentication or TLS failure librdkafka reported: retrying cannot help."""
+        self._disconnected_since: float | None = None
+        """When librdkafka last reported losing its brokers (monotonic), until a broker
+        answers again: librdkafka reconnects silently, so readers ask about it (see
+        KafkaClients.check_connection) to report an outage instead of waiting in silence."""
         self._warn_about_verification()
 
     @classmethod

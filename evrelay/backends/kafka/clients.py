@@ -17,6 +17,13 @@ from evrelay.backends.base import BackendSettings
 from evrelay.backends.kafka.codes import AUTH_CODES, error_name, plain_client_error
 from evrelay.errors import BackendUnavailable, ConfigError, EvrelayError, NotFoundError
 
+CONNECTION_LOST_CODES = {"_TRANSPORT", "_ALL_BROKERS_DOWN", "_RESOLVE"}
+"""librdkafka's error callbacks for a broker connection lost or not made."""
+OUTAGE_AFTER = 5.0
+"""Seconds of lost connection before a reader asks a broker whether it is back: long
+enough for librdkafka's own reconnect after an idle disconnect or a leader move."""
+PROBE_TIMEOUT = 2.0
+
 
 class _Redacting(logging.Filter):
     """Masks secrets in librdkafka's log lines (shown with -v)."""
@@ -41,6 +48,7 @@ class KafkaClients:
     _admin: Any
     _last_error: str | None
     _refusal: str | None
+    _disconnected_since: float | None
 
     def _warn_about_verification(self) -> None:
         origin = self.settings.origin or f"Kafka at {self.bootstrap}"
@@ -63,8 +71,31 @@ class KafkaClients:
         self._last_error = self.redact(f"{error_name(err)}: {err.str() if hasattr(err, 'str') else err}")
         if error_name(err) in AUTH_CODES and self._refusal is None:
             self._refusal = self.redact(error_name(err) + ": " + plain_client_error(err.str() if hasattr(err, "str") else str(err)))
+        if error_name(err) in CONNECTION_LOST_CODES and self._disconnected_since is None:
+            self._disconnected_since = time.monotonic()
         if self.settings.verbose:
             self.settings.warn(f"kafka: {self._last_error}")
+
+    def connection_alive(self) -> None:
+        """A broker answered (records or end-of-partition events came): no outage."""
+        self._disconnected_since = None
+
+    def check_connection(self, client: Any, topic: str) -> None:
+        """BackendUnavailable when the connection has been lost for OUTAGE_AFTER seconds
+        and a metadata request still gets no answer: the caller's outage handling (the
+        relay's retries and warnings) then takes over. librdkafka keeps reconnecting
+        meanwhile, so nothing else is needed for the read to resume."""
+        from confluent_kafka import KafkaException
+
+        since = self._disconnected_since
+        if since is None or time.monotonic() - since < OUTAGE_AFTER:
+            return
+        try:
+            client.list_topics(topic, timeout=PROBE_TIMEOUT)
+        except KafkaException as exc:
+            seconds = time.monotonic() - since
+            raise self.unavailable(f"reading {topic!r}, connection lost {seconds:.0f}s ago", exc) from None
+        self._disconnected_since = None
 
     def client_config(self, **overrides: Any) -> dict[str, Any]:
         config: dict[str, Any] = {

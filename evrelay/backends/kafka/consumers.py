@@ -84,17 +84,31 @@ class _KafkaReader(Consumer):
     def _poll(self, max_messages: int, timeout: float) -> list[Any]:
         """consume() in short slices: it waits for a *full* batch or its timeout, so one long
         call holds back a partial batch (and the end-of-data events) for the whole timeout."""
-        from confluent_kafka import KafkaException
+        from confluent_kafka import KafkaError, KafkaException
 
         deadline = time.monotonic() + timeout
         try:
             while True:
                 left = deadline - time.monotonic()
                 records = self.client.consume(num_messages=max_messages, timeout=max(min(left, 0.05), 0))
-                if records or left <= 0.05:
+                if records:
+                    error = records[-1].error()
+                    if error is None or error.code() == KafkaError._PARTITION_EOF:
+                        self.backend.connection_alive()
+                    return records
+                if left <= 0.05:
                     return records
         except KafkaException as exc:
             raise self.backend.unavailable("consuming", exc) from None
+
+    def _read_polled(self, max_messages: int, timeout: float, receipt: Consumer | None) -> list[Message]:
+        """The messages of one _poll; when it brought nothing, BackendUnavailable if the
+        brokers have been gone for a while (only here, in read(): keepalive() polls while
+        the relay waits out that very outage, and must not raise it again)."""
+        raw = self._poll(max_messages, timeout)
+        if not raw:
+            self.backend.check_connection(self.client, self.topic)
+        return self._convert(raw, receipt)
 
     def _convert(self, raw: list[Any], receipt: Consumer | None) -> list[Message]:
         """Messages from a consume() batch; errors and EOF events update partition state."""
@@ -311,7 +325,7 @@ class KafkaPartitionConsumer(_KafkaReader):
             return self._read_last(max_messages, timeout)
         if self.exhausted:
             return []
-        return self._convert(self._poll(max_messages, timeout), None)
+        return self._read_polled(max_messages, timeout, None)
 
     def _read_last(self, max_messages: int, timeout: float) -> list[Message]:
         """The last N across partitions, merged by timestamp: read each to EOF, keep N."""
@@ -434,7 +448,7 @@ class KafkaGroupConsumer(_KafkaReader):
             return out
         if self.exhausted:
             return []
-        return self._convert(self._poll(max_messages, timeout), self)
+        return self._read_polled(max_messages, timeout, self)
 
     def keepalive(self) -> None:
         """Stay in the group (max.poll.interval.ms) without taking more: pause, then poll.
