@@ -84,7 +84,7 @@ class _KafkaReader(Consumer):
     def _poll(self, max_messages: int, timeout: float) -> list[Any]:
         """consume() in short slices: it waits for a *full* batch or its timeout, so one long
         call holds back a partial batch (and the end-of-data events) for the whole timeout."""
-        from confluent_kafka import KafkaException
+        from confluent_kafka.cimpl import KafkaException
 
         deadline = time.monotonic() + timeout
         try:
@@ -164,7 +164,7 @@ class _KafkaReader(Consumer):
         return out
 
     def _on_error(self, record: Any, error: Any) -> None:
-        from confluent_kafka import KafkaError
+        from confluent_kafka.cimpl import KafkaError
 
         code = error.code()
         if code == KafkaError._PARTITION_EOF:
@@ -229,7 +229,7 @@ class KafkaPartitionConsumer(_KafkaReader):
             raise
 
     def _assign(self, spec: ReadSpec) -> None:
-        from confluent_kafka import TopicPartition
+        from confluent_kafka.cimpl import TopicPartition
 
         backend = self.backend
         partitions = backend.topic_partitions(self.client, self.topic)
@@ -297,7 +297,7 @@ class KafkaPartitionConsumer(_KafkaReader):
         """EOF (non-follow) or the --to bound reached: stop fetching it; all done, exhausted.
 
         While the last-N backlog is being collected, EOF only ends the collection."""
-        from confluent_kafka import TopicPartition
+        from confluent_kafka.cimpl import TopicPartition
 
         if self.follow:
             self.client.pause([TopicPartition(self.topic, partition)])
@@ -315,7 +315,7 @@ class KafkaPartitionConsumer(_KafkaReader):
 
     def _read_last(self, max_messages: int, timeout: float) -> list[Message]:
         """The last N across partitions, merged by timestamp: read each to EOF, keep N."""
-        from confluent_kafka import TopicPartition
+        from confluent_kafka.cimpl import TopicPartition
 
         if self.backlog is None:
             keep: dict[int, collections.deque[Message]] = {p: collections.deque(maxlen=self.last) for p in self.partitions}
@@ -445,7 +445,7 @@ class KafkaGroupConsumer(_KafkaReader):
         self.stash += self._convert(self._poll(100, 0), self)
 
     def ack(self, messages: Sequence[Message]) -> None:
-        from confluent_kafka import KafkaException, TopicPartition
+        from confluent_kafka.cimpl import KafkaException, TopicPartition
 
         highest: dict[int, int] = {}
         for message in messages:
@@ -467,7 +467,7 @@ class KafkaGroupConsumer(_KafkaReader):
         return self.client.consumer_group_metadata()
 
     def reject(self, messages: Sequence[Message]) -> None:
-        from confluent_kafka import KafkaException, TopicPartition
+        from confluent_kafka.cimpl import KafkaException, TopicPartition
 
         lowest: dict[int, int] = {}
         for message in messages:
