@@ -4,6 +4,7 @@
     python bench/run.py --kafka apache           # on Apache Kafka 4 (jars resolved once by Maven, as the tests do)
     python bench/run.py --messages 1000000 --repeat 5
     python bench/run.py --only-bridge            # just the bridges' marginal rates beside their halves
+    python bench/run.py --only-kafka --baseline ../main   # publish/tail kafka: beside kcat, and beside another tree
 
 Starts its own Kafka broker, redis-server and nats-server on free ports, as the tests do, generates its
 data, and measures each contender as a separate process. The machine may be shared and
@@ -151,6 +152,12 @@ BRIDGE_CASES = {
     "tail kafka 1", "tail redis 1", "publish kafka 1", "publish redis 1",
 }
 """What --only-bridge runs: the bridges and their halves, N and 1 each."""
+KAFKA_CASES = {
+    "publish kafka evrelay", "publish kafka kcat idempotent", "publish kafka evrelay plain", "publish kafka kcat",
+    "publish kafka loop plain", "tail kafka evrelay raw", "tail kafka kcat", "tail kafka evrelay json", "tail kafka kcat -J",
+    "publish kafka baseline", "publish kafka baseline plain", "tail kafka baseline raw",
+}
+"""What --only-kafka runs (with the --baseline contenders when given)."""
 only: set[str] | None = None
 
 
@@ -170,9 +177,12 @@ def main() -> int:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--only-selection", action="store_true", help="only the bridge --filter/--match-key comparison")
     parser.add_argument("--only-bridge", action="store_true", help="only the bridges' marginal rates and their halves")
+    parser.add_argument("--only-kafka", action="store_true", help="only publish kafka: and tail kafka: beside kcat")
+    parser.add_argument("--baseline", metavar="DIR", help="also run the evrelay source tree in DIR (e.g. a `git worktree` of main) "
+                        "on the Kafka publish and tail rows, alternating with this one: before/after in one run")
     args = parser.parse_args()
     global only
-    only = BRIDGE_CASES if args.only_bridge else None
+    only = BRIDGE_CASES if args.only_bridge else KAFKA_CASES if args.only_kafka else None
     n, rounds = args.messages, args.repeat
     ev = evrelay_command()
     kcat = kcat_command()  # a peer of half the table: its absence is an error, not a skip
@@ -188,8 +198,12 @@ def main() -> int:
     results = Results()
     groups = iter(range(1_000_000))
 
-    def secs(cmd: list[str], stdin: Path | None = None) -> float:
-        return run(cmd, stdin=stdin, env=env).seconds
+    def secs(cmd: list[str], stdin: Path | None = None, environment: dict | None = None) -> float:
+        return run(cmd, stdin=stdin, env=environment or env).seconds
+
+    base = [sys.executable, "-m", "evrelay"]
+    base_env = dict(env, PYTHONPATH=str(Path(args.baseline).resolve())) if args.baseline else None
+    baseline = (lambda name, measure: [(name, measure)]) if args.baseline else (lambda name, measure: [])
 
     with kafka_server(args.kafka) as kafka, RedisServer() as redis_server, NatsServer() as nats_server:
         b = kafka.bootstrap
@@ -229,17 +243,20 @@ def main() -> int:
             alternate(r, [
                 ("publish kafka evrelay", lambda: secs([*ev, "publish", f"kafka://{b}/{topics.new('pub')}", "-q"], data)),
                 ("publish kafka kcat idempotent", lambda: secs([*kcat, "-b", b, *kcat_idempotent, "-P", "-t", topics.new("pub"), "-l", str(data)])),
+                *baseline("publish kafka baseline", lambda: secs([*base, "publish", f"kafka://{b}/{topics.new('pub')}", "-q"], data, base_env)),
             ], results)
             alternate(r, [
                 ("publish kafka evrelay plain", lambda: secs([*ev, "publish", f"kafka://{b}/{topics.new('pub')}{plain}", "-q"], data)),
                 ("publish kafka kcat", lambda: secs([*kcat, "-b", b, "-P", "-t", topics.new("pub"), "-l", str(data)])),
                 ("publish kafka loop plain", lambda: secs([sys.executable, str(KAFKA_PRODUCE), b, topics.new("pub"), str(data), "enable.idempotence=false"])),
+                *baseline("publish kafka baseline plain", lambda: secs([*base, "publish", f"kafka://{b}/{topics.new('pub')}{plain}", "-q"], data, base_env)),
             ], results)
             alternate(r, [
                 ("tail kafka evrelay raw", lambda: secs([*ev, "tail", f"kafka://{b}/{kafka_src}", "--from", "beginning", "-o", "raw"])),
                 ("tail kafka kcat", lambda: secs([*kcat, "-b", b, "-C", "-t", kafka_src, "-o", "beginning", "-e", "-q"])),
                 ("tail kafka evrelay json", lambda: secs([*ev, "tail", f"kafka://{b}/{kafka_src}", "--from", "beginning", "-o", "json"])),
                 ("tail kafka kcat -J", lambda: secs([*kcat, "-b", b, "-C", "-J", "-t", kafka_src, "-o", "beginning", "-e", "-q"])),
+                *baseline("tail kafka baseline raw", lambda: secs([*base, "tail", f"kafka://{b}/{kafka_src}", "--from", "beginning", "-o", "raw"], None, base_env)),
             ], results)
             alternate(r, [
                 ("tail redis evrelay raw", lambda: secs([*ev, "tail", f"{redis}/{redis_src}", "--from", "beginning", "-o", "raw"])),
@@ -287,7 +304,7 @@ def main() -> int:
             ], results)
 
         big_label = f"{args.memory_messages:,}"
-        if not args.skip_memory and not args.only_selection and not args.only_bridge:
+        if not args.skip_memory and not args.only_selection and not args.only_bridge and not args.only_kafka:
             big, small = work / "big.jsonl", work / "small.jsonl"
             make_data(big, args.memory_messages)
             make_data(small, 10_000)
@@ -363,6 +380,13 @@ def render(results: Results, n: int, avg: float, rounds: int, flavour: str, big_
                      f"{ours / floor:.2f}x", "(floor: no target)", "-"))
     timed("`tail kafka: -o raw`", "tail kafka evrelay raw", "tail kafka kcat", "kcat", 1.0)
     timed("`tail kafka: -o json`", "tail kafka evrelay json", "tail kafka kcat -J", "kcat -J", 1.3)
+    for measure, ours, theirs in (("`publish kafka:` (idempotent)", "publish kafka evrelay", "publish kafka baseline"),
+                                  ("`publish kafka:?enable.idempotence=false`", "publish kafka evrelay plain", "publish kafka baseline plain"),
+                                  ("`tail kafka: -o raw`", "tail kafka evrelay raw", "tail kafka baseline raw")):
+        if m(theirs) is not None:  # --baseline: this tree against another, no target
+            rows.append((f"{measure}, this tree vs --baseline", f"{m(ours):.2f} s", f"baseline {m(theirs):.2f} s", f"{m(ours) / m(theirs):.2f}x", "(before/after)", "-"))
+    if m("tail kafka 1") is None and m("tail redis evrelay raw") is None:  # --only-kafka
+        return table()
     timed("`tail redis: -o raw`", "tail redis evrelay raw", "tail redis loop", "redis-py XREAD loop", 1.0)
     timed("`tail redis: -o json`", "tail redis evrelay json", "tail redis loop", "redis-py XREAD loop", 1.3)
     timed("`publish redis:`", "publish redis evrelay", "publish redis pipeline", "redis-py pipeline", 0.8)
