@@ -81,6 +81,8 @@ try:
 except SystemExit as exc:
     code = exc.code
 sys.stderr.write("PACKAGE=%s\\n" % ("confluent_kafka" in sys.modules))
+if "confluent_kafka" in sys.modules:  # imported after the extension alone: the same module, bound
+    sys.stderr.write("BOUND=%s" % (sys.modules["confluent_kafka"].cimpl is sys.modules["confluent_kafka.cimpl"]))
 """
 
 
@@ -100,6 +102,7 @@ def test_plain_publish_loads_only_confluent_kafkas_extension(kafka_server):
         err = proc.stderr.decode()
         assert proc.returncode == 0, err
         assert f"PACKAGE={imported}" in err, (args, err)
+        assert ("BOUND=True" in err) == imported, (args, err)
     assert [r.value() for r in consume_directly(kafka_server.bootstrap, topic, 3)] == [b"a", b"b", b"c"]
 
 

@@ -40,4 +40,32 @@ def load() -> ModuleType:
     except BaseException:
         del sys.modules[NAME]
         raise
+    sys.meta_path.insert(0, _BindToPackage)
     return module
+
+
+class _BindToPackage:
+    """Sets the package's `cimpl` attribute when the package is imported after `load()`:
+    Python binds a submodule to its parent only when it loads the submodule itself, so
+    `confluent_kafka.cimpl` would otherwise be missing (`import confluent_kafka.cimpl`
+    followed by attribute access, in a plug-in say). A one-shot meta path finder: it
+    finds the package as the rest of the path would, and wraps the loader's exec_module."""
+
+    @staticmethod
+    def find_spec(name: str, path: object = None, target: object = None) -> object:
+        if name != "confluent_kafka":
+            return None
+        sys.meta_path.remove(_BindToPackage)
+        from importlib.util import find_spec
+
+        spec = find_spec(name)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_and_bind(module: ModuleType) -> None:
+            module.cimpl = sys.modules[NAME]  # type: ignore[attr-defined]
+            exec_module(module)
+
+        spec.loader.exec_module = exec_and_bind  # type: ignore[method-assign]
+        return spec
