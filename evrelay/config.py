@@ -62,6 +62,8 @@ def locate_config(explicit: str | os.PathLike[str] | None = None) -> Path | None
         if path.is_file():
             return path
         if source in ("--config", "$EVRELAY_CONFIG"):
+            if path.is_dir():
+                raise ConfigError(f"config file {path} (from {source}) is a directory, not a TOML file")
             raise ConfigError(f"config file {path} (from {source}) does not exist")
     return None
 

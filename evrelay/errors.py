@@ -70,6 +70,18 @@ class BackendUnavailable(EvrelayError):
     exit_code = ExitCode.UNAVAILABLE
 
 
+class NeverReached(EvrelayError):
+    """A backend that has not answered once since the command started (a routed sink's
+    first destination): a mistake to report, not an outage to wait out. Exit 3 like
+    BackendUnavailable, but not one, so the relay's outage retries do not catch it."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+    @classmethod
+    def from_unavailable(cls, exc: BackendUnavailable) -> NeverReached:
+        return cls(exc.message, hint=exc.hint)
+
+
 class ProducerTimeout(BackendUnavailable):
     """Messages were queued but their delivery was not confirmed in time."""
 

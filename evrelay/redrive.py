@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from evrelay.backends.base import Consumer, Message, Producer
+from evrelay.config import mask_url
 from evrelay.errors import BackendUnavailable, EvrelayError
 from evrelay.relay import ERROR_HEADER, PROVENANCE_HEADER, SINK_HEADER, SOURCE_ADDRESS_HEADER
 
@@ -83,6 +84,13 @@ class Redrive:
             return None
         if MASKED in address:
             self._problem(letter, f"its source address {address!r} had a password, which is not recorded; give --to SINK or use a profile")
+            return None
+        shown = mask_url(address)
+        if shown != address:
+            # evrelay records addresses with their secrets masked: one carrying a secret
+            # was written by someone else (forged, or another tool). Neither print it nor
+            # connect with credentials a message chose.
+            self._problem(letter, f"its source address {shown!r} carries credentials, which evrelay never records; give --to SINK or use a profile")
             return None
         return address
 

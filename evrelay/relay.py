@@ -105,6 +105,9 @@ class InFlight:
 
 
 class Relay:
+    PENDING_WARNING_EVERY = 30.0
+    """Seconds between warnings while the sink's client holds messages unconfirmed."""
+
     def __init__(
         self,
         consumer: Consumer,
@@ -244,7 +247,10 @@ class Relay:
         batch: list[Message] = []
         if self.claim_idle_ms is not None and time.monotonic() >= self._next_claim:
             self._next_claim = time.monotonic() + self.claim_every
-            batch = self.consumer.claim_idle(self.claim_idle_ms, want)
+            try:
+                batch = self.consumer.claim_idle(self.claim_idle_ms, want)
+            except BackendUnavailable:
+                batch = []  # the read below meets the same outage and waits it out
             if batch:
                 self.warn(f"took over {len(batch)} message(s) left pending by another consumer")
         if not batch:
@@ -375,7 +381,7 @@ class Relay:
         self.stats.window_seconds.append(time.monotonic() - window.started)
         self.stats.bytes_sent += sum([len(m.value or b"") for m in window.outgoing])
         if self.ack and safe:
-            self.consumer.ack(safe)
+            self._ack(safe)
             self.stats.acked += len(safe)
             last: dict[tuple[str, int | None], Position] = {}
             for message in safe:
@@ -397,6 +403,18 @@ class Relay:
                 failed=1,
                 delivered=self.stats.delivered,
             )
+
+    def _ack(self, messages: list[Message]) -> None:
+        """Ack what the sink has, waiting out a source that went away meanwhile: giving
+        up would only repeat those messages later, exiting would stop a bridge that
+        resumes by itself."""
+        while True:
+            try:
+                self.consumer.ack(messages)
+                return
+            except BackendUnavailable as exc:
+                self._count_error("source_unavailable")
+                self._wait_out(f"source: {exc.message}; {len(messages)} delivered message(s) wait for their ack")
 
     def _complete_transaction(self, window: InFlight) -> None:
         """Confirm a window sent in a transaction and commit it with the source's acks; or
@@ -474,8 +492,8 @@ class Relay:
         while waiting:
             failures = self._send_and_confirm(self.sink, [outgoing[i] for i in waiting], "sink", already_sent=already_sent)
             already_sent = False
-            self.backoff.reset()
             if not failures:  # the common case, without a loop per message
+                self.backoff.reset()
                 self.stats.delivered += len(waiting)
                 break
             retry = []
@@ -491,6 +509,8 @@ class Relay:
                     self._letter_reasons[id(outgoing[i])] = failure.reason
                 else:
                     retry.append(i)
+            if not retry:
+                self.backoff.reset()  # not before: a sink refusing for the moment (full, loading) backs off
             if retry:
                 self.stats.retries += 1
                 self._count_error("sink_unavailable")
@@ -552,9 +572,11 @@ class Relay:
                 if not already_sent:
                     producer.send(messages)
                 already_sent = False
+                waiting_since = time.monotonic()
                 report = producer.flush(self.confirm_timeout)
                 failures = list(report.failures)
                 stop_deadline: float | None = None
+                next_warning = waiting_since + self.PENDING_WARNING_EVERY
                 while report.pending:
                     # Queued in the client, not yet confirmed: keep waiting, never re-send
                     # (a re-send would duplicate what the client is still delivering).
@@ -562,6 +584,12 @@ class Relay:
                         stop_deadline = time.monotonic() + self.grace
                     if stop_deadline is not None and time.monotonic() > stop_deadline:
                         raise Abandoned
+                    if time.monotonic() >= next_warning:
+                        # The client retries by itself (librdkafka, nats-py): say so, or an
+                        # outage of the sink would pass in silence.
+                        self.warn(f"{role}: {report.pending} message(s) not confirmed after "
+                                  f"{time.monotonic() - waiting_since:.0f}s; still waiting (nothing is acked meanwhile)")
+                        next_warning = time.monotonic() + self.PENDING_WARNING_EVERY
                     self.consumer.keepalive()
                     report = producer.flush(self.confirm_timeout)
                     failures += report.failures

@@ -6,7 +6,10 @@ its template names. `RoutedProducer` is a `Producer` like any other, so the rela
 it opens one producer per destination on the sink's backend as names appear, and a message
 whose template cannot be filled (no such header, no key, a value without that field) is
 reported by `flush()` as refused for good, with the reason, so it goes to the dead-letter
-address or stops the bridge, as a message the sink itself refuses would.
+address or stops the bridge, as a message the sink itself refuses would. A sink whose
+first destination cannot be reached (or refuses the credentials) ends the run with exit 3,
+as a plain sink does at start; once the sink's server has answered, losing it is an outage,
+retried like any other.
 
 Template fields: `{key}`, `{headers[NAME]}`, `{value[FIELD]}` (the value parsed as a JSON
 object; `{value[a][b]}` goes deeper), `{topic}`/`{stream}` (the source's), `{partition}`,
@@ -22,7 +25,7 @@ from typing import Any
 import orjson
 
 from evrelay.backends.base import DeliveryFailure, DeliveryReport, Message, Producer
-from evrelay.errors import UsageError
+from evrelay.errors import BackendUnavailable, NeverReached, UsageError
 
 ROUTE_FIELDS = ("key", "headers", "value", "topic", "stream", "partition", "backend")
 MAX_OPEN_PRODUCERS = 256
@@ -144,7 +147,7 @@ def open_sink(backend: Any, stream: str, source_backend: Any = None) -> Producer
     With the source's backend, a template that names a message's own source stream on the
     same server refuses that message (`bridge s '{stream}'` would relay into itself forever)."""
     if is_template(stream):
-        same_place = source_backend is not None and source_backend.location() == backend.location()
+        same_place = source_backend is not None and backend.same_place(source_backend)
         return RoutedProducer(stream, backend.producer, same_place=same_place)
     return backend.producer(stream)
 
@@ -163,6 +166,8 @@ class RoutedProducer(Producer):
         self.sent_to: dict[str, int] = {}
         self._busy: set[str] = set()
         """Destinations sent to since the last flush (not to be closed before it)."""
+        self.reached = False
+        """The sink's server has answered once: from then on, unreachable is an outage."""
 
     def _producer(self, name: str) -> Producer:
         producer = self.producers.get(name)
@@ -172,7 +177,18 @@ class RoutedProducer(Producer):
                 # a template with many distinct names does not exhaust connections.
                 for old in [n for n in self.producers if n not in self._busy][: MAX_OPEN_PRODUCERS // 2]:
                     self.producers.pop(old).close()
-            producer = self.producers[name] = self.open_producer(name)
+            producer = self.open_producer(name)
+            if not self.reached:
+                # The relay asks a plain sink ready() before its first read, and a sink
+                # unreachable from the start is exit 3, not retried; a routed sink's first
+                # destination opens only now, so it is asked here, with the same answer.
+                try:
+                    producer.ready()
+                except BackendUnavailable as exc:
+                    producer.close()
+                    raise NeverReached.from_unavailable(exc) from None
+                self.reached = True
+            self.producers[name] = producer
         return producer
 
     def send(self, messages: Sequence[Message]) -> None:

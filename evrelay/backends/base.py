@@ -109,6 +109,33 @@ class BackendSettings:
     about credentials and certificates name it."""
 
 
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
+
+
+def canonical_endpoint(host: str | None, port: int | str | None, default_port: int) -> tuple[str, int]:
+    """`(host, port)` spelled one way: lower case, the default port filled in, and every
+    name of this machine's loopback (`localhost`, `127.0.0.1`, `::1`, `0.0.0.0`, which a
+    client connects to as loopback) as `loopback`. Names are not resolved: that could
+    block, and two different names for one remote server stay two places."""
+    import ipaddress
+
+    name = (host or "localhost").strip("[]").lower().rstrip(".")
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        loopback = name in LOOPBACK_NAMES
+    else:
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        loopback = address.is_loopback or address.is_unspecified
+        name = str(address)
+    try:
+        number = int(port) if port not in (None, "") else default_port
+    except ValueError:
+        number = default_port
+    return ("loopback" if loopback else name, number)
+
+
 def _query_value(text: str) -> Any:
     import tomllib
 
@@ -241,8 +268,18 @@ class Backend(ABC):
 
     def location(self) -> tuple[Any, ...]:
         """What identifies the system this backend reaches (not how it reads or writes
-        there): two backends with equal locations and stream names are the same stream."""
+        there), spelled canonically: two backends with equal locations and stream names
+        are the same stream. Backends with network endpoints build it from
+        `canonical_endpoint`, so `localhost` and `127.0.0.1`, or a default port spelled
+        out and omitted, are one place."""
         return (self.name, sorted(self.options.items(), key=lambda item: item[0]).__repr__())
+
+    def same_place(self, other: Backend) -> bool:
+        """Whether `other` reaches the same system, so that a stream name in both is one
+        stream (the loop guards of `bridge` and of routed sinks ask). Equal locations by
+        default; a backend reached through several endpoints (Kafka's bootstrap list)
+        overrides it."""
+        return type(other) is type(self) and other.location() == self.location()
 
     # --- positions, acks and output, as this backend spells them ---------------------------
 

@@ -18,6 +18,7 @@ Options
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import sys
 import time
@@ -36,7 +37,7 @@ from evrelay.backends.base import (
     ReadSpec,
 )
 from evrelay.envelope import EnvelopeError, decode_envelope, encode_envelope
-from evrelay.errors import BackendUnavailable, InputError, NotFoundError, UsageError
+from evrelay.errors import BackendUnavailable, EvrelayError, InputError, NotFoundError, UsageError
 from evrelay.lines import STDIO, LineReader
 from evrelay.positions import AtTime, Beginning, End, Last, Offset, StreamPosition
 from evrelay.timestamps import now_ms
@@ -100,11 +101,35 @@ class JsonlProducer(Producer):
     def send(self, messages: Sequence[Message]) -> None:
         target = self._target()
         now = now_ms()
-        target.write(
-            b"".join(encode_envelope(m if m.timestamp is not None else replace(m, timestamp=now)) for m in messages)
-        )
-        target.flush()
+        data = b"".join(encode_envelope(m if m.timestamp is not None else replace(m, timestamp=now)) for m in messages)
+        if self.path == STDIO:
+            target.write(data)  # a failure is about stdout, and the app says so
+            target.flush()
+        else:
+            self._append(target, data)
         self._report.delivered += len(messages)
+
+    def _append(self, target: IO[bytes], data: bytes) -> None:
+        """Append whole lines or nothing: a full disk (or /dev/full, or a file size limit)
+        fails the batch, and what of it reached the file is cut off again, so the file
+        never ends in half an envelope that would break its next reader."""
+        try:
+            size = target.tell()
+        except OSError:
+            size = None  # not seekable (a FIFO, a device): nothing to cut
+        try:
+            target.write(data)
+            target.flush()
+        except OSError as exc:
+            self._file = None
+            with contextlib.suppress(OSError):
+                target.close()  # drops what is still buffered
+            if size is not None:
+                with contextlib.suppress(OSError), open(self.path, "r+b") as file:
+                    file.truncate(size)
+            raise EvrelayError(
+                f"cannot write to {self.path}: {exc.strerror or exc}; the {len(data)}-byte batch was not appended"
+            ) from None
 
     def flush(self, timeout: float | None = None) -> DeliveryReport:
         if self._file is not None:

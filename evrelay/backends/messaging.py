@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 from evrelay.envelope import Headers, Message
-from evrelay.errors import EvrelayError, ProducerTimeout, UnsupportedError
+from evrelay.errors import BackendUnavailable, EvrelayError, ProducerTimeout, UnsupportedError
 from evrelay.positions import Beginning, StreamPosition
 
 if TYPE_CHECKING:
@@ -318,9 +318,12 @@ class GroupReader(Consumer):
         """Nothing is left undelivered for the group; with `finish_group`, nothing pending
         for another consumer either (a dead one's messages are claimed once idle past the
         bound, so an idle timeout waits for them)."""
-        if self.finish_group:
-            return self.backend.group_backlog(self.stream, self.group, excluding_consumer=self.consumer) == 0
-        return sum(row.lag for row in self.backend.group_lag(self.stream, self.group)) == 0
+        try:
+            if self.finish_group:
+                return self.backend.group_backlog(self.stream, self.group, excluding_consumer=self.consumer) == 0
+            return sum(row.lag for row in self.backend.group_lag(self.stream, self.group)) == 0
+        except BackendUnavailable:
+            return False  # the server is down: the next read reports it (an outage, waited out), this is not idleness
 
     def keepalive(self) -> None:
         """While the sink is down: mark this reader's pending messages as just delivered,
@@ -328,7 +331,12 @@ class GroupReader(Consumer):
         now = time.monotonic()
         if now - self._refreshed_at >= self.REFRESH_EVERY:
             self._refreshed_at = now
-            self.refresh_pending()
+            try:
+                self.refresh_pending()
+            except BackendUnavailable:
+                # Keepalive runs while an outage is waited out, the source's own included:
+                # with the server down there is nothing to refresh, and nobody to claim.
+                pass
 
     def refresh_pending(self) -> None:
         """Reset the idle time of every message pending for this consumer."""

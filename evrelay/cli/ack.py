@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from evrelay.envelope import Position
 
 
+NOTHING_ACKED = "; nothing was acked (every line is checked before the first ack)"
+
+
 def positions_from_stdin(stdin: Iterable[bytes], backend_name: str, stream: str) -> list[Position]:
     """Positions of the JSON envelopes on stdin (e.g. from `tail -g G --no-ack -o json`)."""
     from evrelay.envelope import EnvelopeError, decode_envelope
@@ -40,13 +43,13 @@ def positions_from_stdin(stdin: Iterable[bytes], backend_name: str, stream: str)
         try:
             message = decode_envelope(line)
         except EnvelopeError as exc:
-            raise InputError(f"stdin line {number}: {exc}") from None
+            raise InputError(f"stdin line {number}: {exc}{NOTHING_ACKED}") from None
         position = message.position
         if position is None:
-            raise InputError(f"stdin line {number}: the envelope has no position (stream and id, or topic, partition and offset)")
+            raise InputError(f"stdin line {number}: the envelope has no position (stream and id, or topic, partition and offset){NOTHING_ACKED}")
         if position.backend != backend_name or position.stream != stream:
             raise InputError(
-                f"stdin line {number}: the envelope is from {position.backend} {position.stream!r}, not {backend_name} {stream!r}"
+                f"stdin line {number}: the envelope is from {position.backend} {position.stream!r}, not {backend_name} {stream!r}{NOTHING_ACKED}"
             )
         positions.append(position)
     return positions

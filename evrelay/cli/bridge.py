@@ -154,7 +154,7 @@ def bridge(
         if not dry_run:
             dst_backend = stack.enter_context(session.backend(dst, {Capability.PUBLISH}, command="bridge"))
             dst_stream = dst.require_stream(dst_backend.stream_noun)
-            if dst_backend.location() == src_backend.location() and dst_stream == src_stream:
+            if dst_backend.same_place(src_backend) and dst_stream == src_stream:
                 raise UsageError(f"{source_text} and {sink_text} are the same {src_backend.stream_noun}: that would relay into itself")
             if not exactly_once:
                 sink_producer = with_transform(stack.enter_context(open_sink(dst_backend, dst_stream, src_backend)), transform)

@@ -297,8 +297,11 @@ def set_cmd(
             raise ConfigError(f"no profile {profile!r} in {path}; create it with `evrelay config add {profile} -b BACKEND`")
         if parts == ["backend"]:
             _check_backend(_parse_value(value))
-        elif len(parts) != 2 and "backend" in table:
-            _profile_keys(str(table["backend"]), {parts[0]: value}, f"profile {profile!r} in {path}", complete=False)
+        elif "backend" in table:
+            # options.KEY too: a backend without an options table (local) must refuse it
+            # here, not write a file every later command refuses.
+            candidate = {parts[0]: value} if len(parts) == 1 else {"options": {parts[1]: _parse_value(value)}}
+            _profile_keys(str(table["backend"]), candidate, f"profile {profile!r} in {path}", complete=False)
         if len(parts) == 2:
             table.setdefault("options", {})[parts[1]] = _parse_value(value)
         else:

@@ -45,6 +45,7 @@ from evrelay.backends.base import (
     Health,
     Producer,
     ReadSpec,
+    canonical_endpoint,
 )
 from evrelay.backends.kafka.admin import KafkaAdmin
 from evrelay.backends.kafka.clients import KafkaClients, _Redacting
@@ -161,6 +162,28 @@ class KafkaBackend(KafkaAdmin, KafkaOffsets, KafkaClients, Backend):
     def describe(self) -> str:
         return f"kafka {self.bootstrap}"
 
+    def endpoints(self) -> frozenset[tuple[str, int]]:
+        """The bootstrap servers, spelled canonically (`localhost:9092` is `127.0.0.1:9092`)."""
+        found = set()
+        for server in self.bootstrap.split(","):
+            server = server.strip().rpartition("://")[2]  # librdkafka takes PLAINTEXT://host:port too
+            if server:
+                parts = urlsplit("//" + server)
+                try:
+                    port = parts.port
+                except ValueError:
+                    port = None
+                found.add(canonical_endpoint(parts.hostname or server, port, 9092))
+        return frozenset(found)
+
+    def location(self) -> tuple[Any, ...]:
+        return (self.name, tuple(sorted(self.endpoints())))
+
+    def same_place(self, other: Backend) -> bool:
+        # Bootstrap lists name brokers of a cluster: two lists sharing a broker are one
+        # cluster (kafka://a:9092,b:9092 and kafka://b:9092), whatever else they list.
+        return isinstance(other, KafkaBackend) and bool(self.endpoints() & other.endpoints())
+
     # --- life cycle ----------------------------------------------------------------------
 
     def open(self) -> None:
@@ -196,7 +219,7 @@ class KafkaBackend(KafkaAdmin, KafkaOffsets, KafkaClients, Backend):
                 "repeat a window; without the flag the bridge is at-least-once (a crash repeats at most one "
                 "window, and the evrelay-source header lets readers drop the repeats)"
             )
-        if set(source.bootstrap.split(",")) != set(self.bootstrap.split(",")):
+        if not self.same_place(source):
             raise UsageError(
                 f"--exactly-once needs the source and the sink on one Kafka cluster ({source.bootstrap} is not "
                 f"{self.bootstrap}): a transaction cannot span two clusters"

@@ -61,7 +61,7 @@ from evrelay.backends.local.store import (
     unpack_headers,
 )
 from evrelay.config import xdg_data_home
-from evrelay.errors import BackendUnavailable, ConfigError, NotFoundError, UnsupportedError, UsageError
+from evrelay.errors import BackendUnavailable, ConfigError, EvrelayError, NotFoundError, UnsupportedError, UsageError
 from evrelay.positions import (
     AtTime,
     Beginning,
@@ -110,6 +110,10 @@ class LocalBackend(Backend):
     def describe(self) -> str:
         return f"local store {self.path}"
 
+    def location(self) -> tuple[Any, ...]:
+        # The database file, however its path is spelled; not max_len, which only trims.
+        return (self.name, os.path.realpath(self.path))
+
     # --- life cycle ----------------------------------------------------------------------
 
     def open(self) -> None:
@@ -143,7 +147,26 @@ class LocalBackend(Backend):
                     db.close()
                     raise BackendUnavailable(f"cannot open the local store {self.path}: {exc}") from None
                 time.sleep(0.05)
+            except sqlite3.DatabaseError as exc:
+                db.close()
+                raise self.damaged(exc) from None
         self._db = db
+
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
+        self.close()
+        # Damage deep in the file shows only when a query reaches the broken page, in
+        # any of the queries: every command holds the store open as a context manager,
+        # so the one translation is here.
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+            raise self.damaged(exc) from None
+
+    def damaged(self, exc: sqlite3.DatabaseError) -> EvrelayError:
+        """A store SQLite cannot read (overwritten, truncated, not a database at all):
+        say which file, and that moving it aside starts a new one."""
+        return EvrelayError(
+            f"the local store {self.path} is damaged or is not an SQLite database ({exc})",
+            hint=f"move it aside (mv {self.path} {self.path}.damaged) and evrelay starts a new, empty store there",
+        )
 
     def close(self) -> None:
         if self._db is not None:

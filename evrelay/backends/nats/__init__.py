@@ -51,6 +51,7 @@ from evrelay.backends.base import (
     ReadSpec,
     StreamInfo,
     Table,
+    canonical_endpoint,
 )
 from evrelay.backends.nats.connection import (
     NATS_CLIENT,
@@ -182,7 +183,12 @@ class NatsBackend(NatsGroups, Backend):
 
     def location(self) -> tuple[Any, ...]:
         # The server, not the options: ?create=true does not make another stream.
-        return (self.name, self.where)
+        parts = urlsplit(self.url)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        return (self.name, *canonical_endpoint(parts.hostname, port, 4222))
 
     @property
     def where(self) -> str:

@@ -33,6 +33,7 @@ Options (a profile's keys; `layout` and `max_len` also as `?layout=...` on any a
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -55,6 +56,7 @@ from evrelay.backends.base import (
     Producer,
     ReadSpec,
     StreamInfo,
+    canonical_endpoint,
 )
 from evrelay.backends.redis_streams.layouts import VALUE_FIELD, EvrelayLayout, parse_layout
 from evrelay.backends.stream_ids import (
@@ -158,7 +160,19 @@ class RedisStreamsBackend(Backend):
         return f"{host}:{parts.port or 6379}"
 
     def location(self) -> tuple[Any, ...]:
-        return (self.name, self.url)
+        # The server and database, not how they are spelled or who logs in:
+        # redis://localhost/0 and redis://u:p@127.0.0.1:6379 hold the same streams.
+        parts = urlsplit(self.url)
+        query = dict(parse_qsl(parts.query))
+        path = parts.path.strip("/")
+        if parts.scheme == "unix":
+            return (self.name, "unix", os.path.realpath(parts.path), str(query.get("db", "0")))
+        database = path if path.isdigit() else str(query.get("db", "0"))
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        return (self.name, *canonical_endpoint(parts.hostname, port, 6379), str(int(database)) if database.isdigit() else database)
 
     def describe(self) -> str:
         layout = "" if self.layout.name == "evrelay" else f", layout {self.layout.name}"
@@ -211,6 +225,13 @@ class RedisStreamsBackend(Backend):
             origin = self.settings.origin or f"Redis at {self.where}"
             self.settings.warn(f"TLS certificate verification is off for {origin} (ssl_cert_reqs = {setting}): anyone on the network path can pose as the server")
 
+    TRANSIENT_REPLIES = ("OOM", "LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "NOREPLICAS", "CLUSTERDOWN", "READONLY")
+    """Error replies about the server's state, not the command: out of memory under
+    noeviction, loading its data, a script running, a failover. Retried, never refused for good."""
+
+    def is_transient_reply(self, reply: Exception) -> bool:
+        return str(reply).startswith(self.TRANSIENT_REPLIES)
+
     def translate(self, exc: Exception, what: str = "") -> EvrelayError:
         """A redis-py exception as an evrelay error (credentials and reachability -> exit 3)."""
         import redis
@@ -246,6 +267,23 @@ class RedisStreamsBackend(Backend):
             return fn(*args, **kwargs)
         except redis.RedisError as exc:
             raise self.translate(exc, what) from None
+
+    def dedicated_connection(self, command_name: str) -> Any:
+        """A connection of the pool's own, for a reader or writer that pipelines raw RESP
+        on it (an XACK or XADD written now, its answer read later) and so cannot share
+        one; hand it back with `release_connection`."""
+        pool = self.client.connection_pool
+        try:
+            return self.call(pool.get_connection, what="connecting")
+        except TypeError:  # redis-py < 6 wants a command name
+            return self.call(pool.get_connection, command_name, what="connecting")
+
+    def release_connection(self, connection: Any, *, broken: bool = False) -> None:
+        """Give back a `dedicated_connection`; a broken one (an answer may be half read)
+        is disconnected first, so the pool never hands out a stream in mid-reply."""
+        if broken:
+            connection.disconnect()
+        self.client.connection_pool.release(connection)
 
     def command(self, *args: Any, what: str = "") -> Any:
         return self.call(self.client.execute_command, *args, what=what or str(args[0]))

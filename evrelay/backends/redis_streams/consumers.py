@@ -112,6 +112,9 @@ class RedisGroupConsumer(GroupReader):
         self.follow = spec.follow
         self.created = backend.create_group(self.stream, self.group, spec.start)
         self.pending_cursor: str | None = "0-0"
+        self._claimed: set[str] = set()
+        """IDs claimed while this consumer's own pending entries were still being read:
+        a claim puts them in its pending list, where that read would hand them out again."""
         self._ack_conn: Any = None
         self._unsettled = 0
         """IDs in the XACK written last whose answer is not read yet."""
@@ -136,22 +139,31 @@ class RedisGroupConsumer(GroupReader):
         self.settle_acks()
         if self.exhausted:
             return []
-        if self.pending_cursor is not None:
+        # Own pending entries first, to their end: a batch that yields nothing to hand out
+        # (claimed, or trimmed away) must not end this part early, or the next read would
+        # go on from the cursor and hand out again what `>` delivered meanwhile.
+        while self.pending_cursor is not None:
             rows = self._xreadgroup(self.pending_cursor, max_messages, None)
-            if rows:
-                self.pending_cursor = rows[-1][0].decode()
-                gone = [row[0].decode() for row in rows if row[1] is None]
-                if gone:
-                    # Trimmed away while pending: nothing left to deliver, so clear them.
-                    self.backend.settings.warn(
-                        f"redis: {len(gone)} pending entr(ies) of group {self.group!r} were deleted from the stream; acking them"
-                    )
-                    self.backend.command("XACK", self.stream, self.group, *gone)
-                messages = [self.backend.to_message(self.stream, row, self) for row in rows if row[1] is not None]
-                if messages:
-                    return messages
-            else:
+            if not rows:
                 self.pending_cursor = None
+                self._claimed = set()
+                break
+            self.pending_cursor = rows[-1][0].decode()
+            gone = [row[0].decode() for row in rows if row[1] is None]
+            if gone:
+                # Trimmed away while pending: nothing left to deliver, so clear them.
+                self.backend.settings.warn(
+                    f"redis: {len(gone)} pending entr(ies) of group {self.group!r} were deleted from the stream; acking them"
+                )
+                self.backend.command("XACK", self.stream, self.group, *gone)
+            claimed = self._claimed
+            messages = [
+                self.backend.to_message(self.stream, row, self)
+                for row in rows
+                if row[1] is not None and row[0].decode() not in claimed
+            ]
+            if messages:
+                return messages
         rows = self._xreadgroup(">", max_messages, max(int(timeout * 1000), 1) if self.follow else None)
         if not rows and not self.follow:
             self.exhausted = True
@@ -199,19 +211,13 @@ class RedisGroupConsumer(GroupReader):
 
     def _ack_connection(self) -> Any:
         if self._ack_conn is None:
-            self.backend.open()
-            pool = self.backend.client.connection_pool
-            try:
-                self._ack_conn = self.backend.call(pool.get_connection, what="connecting")
-            except TypeError:  # redis-py < 6 wants a command name
-                self._ack_conn = self.backend.call(pool.get_connection, "XACK", what="connecting")
+            self._ack_conn = self.backend.dedicated_connection("XACK")
         return self._ack_conn
 
     def _drop_ack_connection(self) -> None:
         self._unsettled = 0
         if self._ack_conn is not None:
-            self._ack_conn.disconnect()
-            self.backend.client.connection_pool.release(self._ack_conn)
+            self.backend.release_connection(self._ack_conn, broken=True)
             self._ack_conn = None
 
     def close(self) -> None:
@@ -222,8 +228,14 @@ class RedisGroupConsumer(GroupReader):
                 super().close()
             finally:
                 if self._ack_conn is not None:
-                    self.backend.client.connection_pool.release(self._ack_conn)
+                    self.backend.release_connection(self._ack_conn)
                     self._ack_conn = None
+
+    def claim_idle(self, min_idle_ms: int, count: int) -> list[Message]:
+        claimed = super().claim_idle(min_idle_ms, count)
+        if self.pending_cursor is not None:
+            self._claimed.update(str(m.position.id) for m in claimed if m.position is not None)
+        return claimed
 
     def refresh_pending(self) -> None:
         self._reclaim_own(None)

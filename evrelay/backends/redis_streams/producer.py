@@ -69,11 +69,7 @@ class RedisProducer(Producer):
 
     def _connection(self) -> Any:
         if self._conn is None:
-            pool = self.backend.client.connection_pool
-            try:
-                self._conn = self.backend.call(pool.get_connection, what="connecting")
-            except TypeError:  # redis-py < 6 wants a command name
-                self._conn = self.backend.call(pool.get_connection, "XADD", what="connecting")
+            self._conn = self.backend.dedicated_connection("XADD")
         return self._conn
 
     def _drop_connection(self) -> None:
@@ -82,8 +78,7 @@ class RedisProducer(Producer):
         self._unconfirmed.clear()
         self._unconfirmed_count = 0
         if self._conn is not None:
-            self._conn.disconnect()
-            self.backend.client.connection_pool.release(self._conn)
+            self.backend.release_connection(self._conn, broken=True)
             self._conn = None
 
     def _command(self, message: Message) -> bytes:
@@ -195,9 +190,8 @@ class RedisProducer(Producer):
                 if isinstance(reply, Exception):
                     error = self.backend.translate(reply, "XADD")
                     failed = item if isinstance(item, Message) else Message(item)
-                    self._report.failures.append(
-                        DeliveryFailure(failed, error.message, permanent=not isinstance(error, BackendUnavailable))
-                    )
+                    transient = isinstance(error, BackendUnavailable) or self.backend.is_transient_reply(reply)
+                    self._report.failures.append(DeliveryFailure(failed, error.message, permanent=not transient))
                 else:
                     self._report.delivered += 1
         self._unconfirmed.clear()
@@ -239,5 +233,5 @@ class RedisProducer(Producer):
 
     def close(self) -> None:
         if self._conn is not None:
-            self.backend.client.connection_pool.release(self._conn)
+            self.backend.release_connection(self._conn)
             self._conn = None
