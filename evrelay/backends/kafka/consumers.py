@@ -212,6 +212,7 @@ class KafkaPartitionConsumer(_KafkaReader):
         self.last: int | None = None
         self.backlog: collections.deque[Message] | None = None
         self.waiting_for_topic = False
+        self.values_only = spec.values_only
         self.client = backend.new_consumer(None)
         try:
             self._assign(spec)
@@ -311,7 +312,26 @@ class KafkaPartitionConsumer(_KafkaReader):
             return self._read_last(max_messages, timeout)
         if self.exhausted:
             return []
-        return self._convert(self._poll(max_messages, timeout), None)
+        raw = self._poll(max_messages, timeout)
+        if self.values_only and not self._filtering():
+            return self._values(raw)  # type: ignore[return-value]
+        return self._convert(raw, None)
+
+    def _values(self, raw: list[Any]) -> list[bytes | None]:
+        """The values alone (ReadSpec.values_only): a Message and a Position per record
+        cost ~0.85 us, most of `tail -o raw`'s own CPU (0.25 of 0.5 s for 300,000)."""
+        values: list[bytes | None] = []
+        append = values.append
+        at_eof = self.at_eof
+        for record in raw:
+            error = record.error()
+            if error is None:
+                append(record.value())
+                if at_eof:
+                    at_eof.discard(record.partition())
+            else:
+                self._on_error(record, error)
+        return values
 
     def _read_last(self, max_messages: int, timeout: float) -> list[Message]:
         """The last N across partitions, merged by timestamp: read each to EOF, keep N."""
