@@ -87,11 +87,11 @@ class Run:
     stderr: str = ""
 
 
-def run(cmd: list[str], *, stdin: Path | None = None, env: dict | None = None) -> Run:
+def run(cmd: list[str], *, stdin: Path | None = None, env: dict | None = None, cwd: str | None = None) -> Run:
     """Run one contender, stdout to /dev/null; wall time and peak RSS of that process (os.wait4)."""
     with open(stdin, "rb") if stdin else open(os.devnull, "rb") as source, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdin=source, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        proc = subprocess.Popen(cmd, stdin=source, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=cwd)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - started
         code = os.waitstatus_to_exitcode(status)
@@ -207,7 +207,8 @@ def main() -> int:
     groups = iter(range(1_000_000))
 
     def secs(cmd: list[str], stdin: Path | None = None, environment: dict | None = None) -> float:
-        return run(cmd, stdin=stdin, env=environment or env).seconds
+        # `python -m` puts the working directory first on sys.path: the baseline runs in its own tree
+        return run(cmd, stdin=stdin, env=environment or env, cwd=environment.get("PYTHONPATH") if environment else None).seconds
 
     base = [sys.executable, "-m", "evrelay"]
     base_env = dict(env, PYTHONPATH=str(Path(args.baseline).resolve())) if args.baseline else None
