@@ -5,6 +5,8 @@
     python bench/run.py --messages 1000000 --repeat 5
     python bench/run.py --only-bridge            # just the bridges' marginal rates beside their halves
     python bench/run.py --only-kafka --baseline ../main   # publish/tail kafka: beside kcat, and beside another tree
+    python bench/run.py --only-nats -r 5         # just the NATS rows (no Kafka or Redis: a minute)
+    python bench/run.py --only-nats --baseline DIR   # and an older evrelay's NATS rows beside them
 
 Starts its own Kafka broker, redis-server and nats-server on free ports, as the tests do, generates its
 data, and measures each contender as a separate process. The machine may be shared and
@@ -85,6 +87,8 @@ class Run:
     seconds: float
     max_rss_kb: int
     stderr: str = ""
+    cpu_seconds: float = 0.0
+    """User plus system time of the process: steadier than wall time on a loaded machine."""
 
 
 def run(cmd: list[str], *, stdin: Path | None = None, env: dict | None = None, cwd: str | None = None) -> Run:
@@ -101,7 +105,7 @@ def run(cmd: list[str], *, stdin: Path | None = None, env: dict | None = None, c
         raise RuntimeError(f"{' '.join(cmd[:5])} ... exited {code}: {text[-500:]}")
     global last_cpu
     last_cpu = usage.ru_utime + usage.ru_stime
-    return Run(seconds, usage.ru_maxrss, text)
+    return Run(seconds, usage.ru_maxrss, text, last_cpu)
 
 
 last_cpu = 0.0
@@ -186,9 +190,12 @@ def main() -> int:
     parser.add_argument("--only-selection", action="store_true", help="only the bridge --filter/--match-key comparison")
     parser.add_argument("--only-bridge", action="store_true", help="only the bridges' marginal rates and their halves")
     parser.add_argument("--only-kafka", action="store_true", help="only publish kafka: and tail kafka: beside kcat")
-    parser.add_argument("--baseline", metavar="DIR", help="also run the evrelay source tree in DIR (e.g. a `git worktree` of main) "
-                        "on the Kafka publish and tail rows, alternating with this one: before/after in one run")
+    parser.add_argument("--only-nats", action="store_true", help="only the NATS rows: publish and tail against the nats-py loops")
+    parser.add_argument("--baseline", metavar="DIR", help="with --only-kafka or --only-nats: also time the evrelay tree in DIR "
+                        "(e.g. a `git worktree` of main) in the same alternating rounds: before/after in one run")
     args = parser.parse_args()
+    if args.only_nats:
+        return only_nats(args)
     global only
     only = BRIDGE_CASES if args.only_bridge else KAFKA_CASES if args.only_kafka else None
     n, rounds = args.messages, args.repeat
@@ -334,6 +341,79 @@ def main() -> int:
     out.mkdir(exist_ok=True)
     (out / f"latest-{args.kafka}.md").write_text(report)
     (out / f"latest-{args.kafka}.json").write_text(json.dumps(results.values, indent=1))
+    return 0
+
+
+def only_nats(args: argparse.Namespace) -> int:
+    """The NATS rows alone, optionally beside an older evrelay (`--baseline DIR`) run in
+    the same alternating rounds: what working on the NATS backend needs, in a minute."""
+    n, rounds = args.messages, args.repeat
+    ev = evrelay_command()
+    work = Path(tempfile.mkdtemp(prefix="evrelay-bench-"))
+    data = work / "lines.jsonl"
+    make_data(data, n)
+    avg = data.stat().st_size / n
+    env = dict(os.environ, XDG_DATA_HOME=str(work / "xdg-data"), XDG_CONFIG_HOME=str(work / "xdg-config"))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # see the module docstring
+    env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    versions = {"evrelay": (ev, env)}
+    if args.baseline:
+        # The `evrelay` script, as for evrelay itself: `python -m evrelay` would put the
+        # current directory (a checkout's evrelay/) before PYTHONPATH.
+        if ev[0] == sys.executable:
+            raise SystemExit("--baseline needs the evrelay script (pip install -e .)")
+        versions["baseline"] = (ev, dict(env, PYTHONPATH=os.pathsep.join(filter(None, [args.baseline, env.get("PYTHONPATH")]))))
+    results, cpu = Results(), Results()
+    streams = iter(range(1_000_000))
+    with NatsServer() as nats_server:
+        nats = f"nats://127.0.0.1:{nats_server.port}"
+        run([*ev, "publish", f"{nats}/src?create=true", "-q"], stdin=data, env=env)
+        for cmd, environment in versions.values():  # compiles each version's bytecode before the timed runs
+            run([*cmd, "tail", f"{nats}/src", "-n", "1", "-o", "raw"], env=environment)
+
+        def timed(name: str, cmd: list[str], environment: dict[str, str], stdin: Path | None = None) -> float:
+            done = run(cmd, stdin=stdin, env=environment)
+            cpu.add(name, done.cpu_seconds)
+            return done.seconds
+
+        def contender(name: str, cmd: list[str], environment: dict[str, str], stdin: Path | None = None) -> tuple[str, Callable[[], float]]:
+            return name, lambda: timed(name, cmd, environment, stdin)
+
+        for r in range(rounds):
+            print(f"# round {r + 1}", file=sys.stderr)
+            contenders = [
+                # each publish gets a fresh stream: the name is drawn when the contender runs
+                ("publish nats loop", lambda: timed("publish nats loop", [sys.executable, str(NATS_PUBLISH), str(nats_server.port), f"pub{next(streams)}", str(data)], env)),
+                contender("tail nats loop", [sys.executable, str(NATS_TAIL), str(nats_server.port), "src"], env),
+            ]
+            for who, (cmd, environment) in versions.items():
+                contenders += [
+                    (f"publish nats {who}", lambda who=who, cmd=cmd, e=environment: timed(f"publish nats {who}", [*cmd, "publish", f"{nats}/pub{next(streams)}?create=true", "-q"], e, data)),
+                    contender(f"tail nats {who} raw", [*cmd, "tail", f"{nats}/src", "--from", "beginning", "-o", "raw"], environment),
+                    contender(f"tail nats {who} json", [*cmd, "tail", f"{nats}/src", "--from", "beginning", "-o", "json"], environment),
+                ]
+            alternate(r, contenders, results)
+    shutil.rmtree(work, ignore_errors=True)
+    lines = [
+        f"{n:,} messages of ~{avg:.0f} bytes, NATS only; medians of {rounds} alternating rounds; one run, one machine; "
+        "ratios are evrelay / peer; wall time, then CPU time (user + system: steadier on a loaded machine).",
+        "",
+        "| measure | " + " | ".join(versions) + " | peer | ratio | target | |",
+        "| --- | " + " | ".join("---" for _ in versions) + " | --- | --- | --- | --- |",
+    ]
+    for figures, unit in ((results, "wall"), (cpu, "CPU")):
+        m = figures.median
+        for case, measure, peer, peer_label in (
+            ("publish", "`publish nats:`", "publish nats loop", "nats-py publish_async loop"),
+            ("tail raw", "`tail nats: -o raw`", "tail nats loop", "nats-py ordered consumer"),
+            ("tail json", "`tail nats: -o json`", "tail nats loop", "nats-py ordered consumer"),
+        ):
+            verb, _, mode = case.partition(" ")
+            names = {who: f"{verb} nats {who}" + (f" {mode}" if mode else "") for who in versions}
+            shown = " | ".join(f"{m(name):.2f} s ({m(name) / m(peer):.2f}x)" for name in names.values())
+            ratio = m(names["evrelay"]) / m(peer)
+            lines.append(f"| {measure}, {unit} | {shown} | {peer_label} {m(peer):.2f} s | {ratio:.2f}x | ≤ 1.5x | {'holds' if ratio <= 1.5 else 'MISSED'} |")
+    print("\n".join(lines) + "\n")
     return 0
 
 

@@ -105,7 +105,7 @@ class InFlight:
 
 
 class Relay:
-    PENDING_WARNING_EVERY = 30.0
+    PENDING_WARNING_EVERY = 10.0
     """Seconds between warnings while the sink's client holds messages unconfirmed."""
 
     def __init__(

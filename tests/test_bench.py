@@ -74,3 +74,19 @@ def test_benchmark_only_kafka_with_a_baseline_reports_kafka_rows_and_before_afte
         "`tail kafka: -o raw`, this tree vs --baseline",
     ], proc.stdout
     assert all("(CPU " in r for r in rows if "Python floor" not in r), proc.stdout
+
+
+@pytest.mark.nats
+@pytest.mark.slow
+def test_benchmark_only_nats_reports_the_nats_rows_beside_a_baseline():
+    # --baseline: the checkout itself stands in for an older tree (a directory holding evrelay/).
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--messages", "500", "--repeat", "1", "--only-nats", "--baseline", str(REPO)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and not line.startswith(("| measure", "| ---"))]
+    assert [r.split(" | ")[0] for r in rows] == [
+        f"| {measure}, {unit}" for unit in ("wall", "CPU") for measure in ("`publish nats:`", "`tail nats: -o raw`", "`tail nats: -o json`")
+    ], proc.stdout
+    assert all(len(r.split(" | ")) == 7 for r in rows), proc.stdout  # evrelay, baseline, peer, ratio, target, verdict

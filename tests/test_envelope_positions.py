@@ -117,3 +117,29 @@ def test_lone_value_field_lines_follow_changing_streams_and_milliseconds():
         messages.append(Message(value, None, [], ms, Position("local" if i == 4 else "redis", stream, f"{ms}-{i}"), fields=[(b"value", value)]))
     for message in messages:
         assert encode_envelope(message) == orjson.dumps(envelope_dict(message), option=orjson.OPT_APPEND_NEWLINE)
+
+
+@pytest.mark.parametrize("value", [b'{"id": 1}', b"", b"\xff\xfe binary", None])
+def test_plain_stream_message_fast_path_matches_the_general_encoding(value):
+    """A stream message without fields, key or headers (every NATS message another program
+    wrote, most evrelay wrote) is spliced from pieces too, shared with the lone-field Redis
+    form: interleaved, each line must be what the general path gives."""
+    import orjson
+
+    messages = [
+        Message(value, None, [], 1700000000123, Position("nats", "orders", 7)),
+        Message(value, None, [], 1700000000123, Position("redis", "orders", "1-0"), fields=[(b"value", value)]),
+        Message(value, None, [], 1700000000123, Position("nats", "orders", 8)),
+        Message(value, None, [], 1700000000124, Position("nats", "orders", 9)),
+        Message(value, None, [], 1700000000124, Position("nats", 'or"d', 10)),
+        Message(value, b"k", [], 1700000000124, Position("nats", "orders", 11)),
+        Message(value, None, [("h", b"v")], 1700000000124, Position("nats", "orders", 12)),
+        Message(value, None, [], None, Position("nats", "orders", 13)),
+        Message(value, None, [], 1700000000124, Position("kafka", "orders", 14, partition=0)),
+        Message(value, None, [], 1700000000124, None),
+    ]
+    for message in messages:
+        if value is None and message.fields:
+            continue  # a stream entry's field always has a value
+        assert encode_envelope(message) == orjson.dumps(envelope_dict(message), option=orjson.OPT_APPEND_NEWLINE), message
+        assert decode_envelope(encode_envelope(message)).value == value

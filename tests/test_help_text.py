@@ -79,6 +79,8 @@ NEUTRAL_MENTIONS = re.compile(
 def test_commands_name_no_backend_outside_examples():
     mentions = []
     for path in [*sorted((REPO / "evrelay" / "cli").glob("*.py")), REPO / "evrelay" / "output.py"]:
+        if path.name == "help_pages.py":
+            continue  # generated from the live help texts, which are checked here
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if re.search(r"kafka|redis|nats|local", line, re.IGNORECASE) and not NEUTRAL_MENTIONS.search(line):
                 mentions.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")

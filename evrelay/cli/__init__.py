@@ -1,7 +1,10 @@
 """The command line: `main()` is the `evrelay` console script.
 
-`--version` is answered before the CLI framework is imported, so scripts that probe for
-evrelay pay only for a bare interpreter start.
+`--version` and `COMMAND --help` are answered before the CLI framework is imported: scripts
+that probe for evrelay pay only for a bare interpreter start, and a command's help page
+comes from evrelay/cli/help_pages.py, generated from the live CLI (`render_help_pages()`
+in evrelay/cli/app.py; a test fails when it is stale), when the terminal is wide enough
+for the page as generated.
 """
 
 from __future__ import annotations
@@ -38,7 +41,53 @@ class ClosedOutput:
         return self
 
 
-def main(argv: list[str] | None = None) -> None:
+def terminal_columns() -> int:
+    """`shutil.get_terminal_size().columns`, which click wraps help to, without importing
+    shutil (and the fnmatch, re and others it brings): COLUMNS, else the terminal, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+        columns = columns or 80
+    return columns
+
+
+def generated_help_page(args: list[str]) -> str | None:
+    """The page `evrelay COMMAND... --help` prints, from evrelay/cli/help_pages.py, or None
+    when it must be rendered live: another command line, a page that lists plug-in
+    backends (not generated), or a terminal narrower than the pages were wrapped for
+    (click wraps to min(columns, 80) - 2)."""
+    if len(args) < 2 or args[-1] not in ("--help", "-h") or "_EVRELAY_COMPLETE" in os.environ:
+        return None
+    from evrelay.cli.help_pages import PAGES, WIDTH
+
+    page = PAGES.get(" ".join(args[:-1]))
+    if page is None or min(terminal_columns(), 80) - 2 != WIDTH:
+        return None
+    return page
+
+
+def _print_early(text: str) -> None:
+    """Print what is answered before the CLI is built, failing as every command does:
+    `| head -c0` quietly; `>&-`, `> /dev/full`: one line on stderr and exit 1."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except Exception as exc:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # the exit-time flush must not fail again
+        if not isinstance(exc, BrokenPipeError):
+            sys.stderr.write(f"evrelay: error: {getattr(exc, 'message', None) or f'cannot write to stdout: {exc.strerror}'}\n")
+            sys.exit(1)
+
+
+def main(argv: list[str] | None = None, *, help_pages: bool = True) -> None:
+    """Run the CLI on `argv` (default: the process's arguments); `help_pages=False` renders
+    every help page live (what render_help_pages() generates them from)."""
     args = sys.argv[1:] if argv is None else argv
     if sys.stdout is None:
         sys.stdout = ClosedOutput()  # type: ignore[assignment]
@@ -47,14 +96,11 @@ def main(argv: list[str] | None = None) -> None:
     if args in (["--version"], ["-V"]):
         from evrelay import __version__
 
-        try:
-            sys.stdout.write(f"evrelay {__version__}\n")
-            sys.stdout.flush()
-        except Exception as exc:  # as every command: `| head -c0` quietly; `>&-`, `> /dev/full`: one line, exit 1
-            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # the exit-time flush must not fail again
-            if not isinstance(exc, BrokenPipeError):
-                sys.stderr.write(f"evrelay: error: {getattr(exc, 'message', None) or f'cannot write to stdout: {exc.strerror}'}\n")
-                sys.exit(1)
+        _print_early(f"evrelay {__version__}\n")
+        return
+    page = generated_help_page(args) if help_pages else None
+    if page is not None:
+        _print_early(page)
         return
     completing = "_EVRELAY_COMPLETE" in os.environ
     if completing:

@@ -298,7 +298,7 @@ def set_cmd(
         if parts == ["backend"]:
             _check_backend(_parse_value(value))
         elif "backend" in table:
-            # options.KEY too: a backend without an options table (local) must refuse it
+            # options.KEY too: a backend without an options table must refuse it
             # here, not write a file every later command refuses.
             candidate = {parts[0]: value} if len(parts) == 1 else {"options": {parts[1]: _parse_value(value)}}
             _profile_keys(str(table["backend"]), candidate, f"profile {profile!r} in {path}", complete=False)
