@@ -161,6 +161,8 @@ BRIDGE_CASES = {
     "tail kafka evrelay raw", "tail redis evrelay raw", "publish kafka evrelay", "publish redis evrelay",
     "bridge kafka->redis N", "bridge kafka->redis 1", "bridge redis->kafka N", "bridge redis->kafka 1",
     "tail kafka 1", "tail redis 1", "publish kafka 1", "publish redis 1",
+    "bridge kafka->redis in-process N", "bridge kafka->redis in-process 1",
+    "bridge redis->kafka in-process N", "bridge redis->kafka in-process 1",
 }
 """What --only-bridge runs: the bridges and their halves, N and 1 each."""
 KAFKA_CASES = {
@@ -236,8 +238,8 @@ def main() -> int:
         kcat_idempotent = ["-X", "enable.idempotence=true", "-X", "acks=all"]
         streams = iter(range(1_000_000))
 
-        def bridge(source: str, sink: str, count: int) -> Run:
-            return run([*ev, "bridge", source, sink, "-g", f"bench-{next(groups)}", "--count", str(count), "-q"], env=env)
+        def bridge(source: str, sink: str, count: int, *extra: str) -> Run:
+            return run([*ev, "bridge", source, sink, "-g", f"bench-{next(groups)}", "--count", str(count), "-q", *extra], env=env)
 
         keyed_src = topics.new("keyed")
         keyed = work / "keyed.jsonl"
@@ -298,6 +300,11 @@ def main() -> int:
                 ("bridge kafka->redis 1", lambda: bridge(f"kafka://{b}/{kafka_src}", f"{redis}/br-{next(streams)}", 1).seconds),
                 ("bridge redis->kafka N", lambda: bridge(f"{redis}/{redis_src}", f"kafka://{b}/{topics.new('br')}", n).seconds),
                 ("bridge redis->kafka 1", lambda: bridge(f"{redis}/{redis_src}", f"kafka://{b}/{topics.new('br')}", 1).seconds),
+                # the same with the sink written from the bridge's own process (issue 16's third round)
+                ("bridge kafka->redis in-process N", lambda: bridge(f"kafka://{b}/{kafka_src}", f"{redis}/br-{next(streams)}", n, "--in-process").seconds),
+                ("bridge kafka->redis in-process 1", lambda: bridge(f"kafka://{b}/{kafka_src}", f"{redis}/br-{next(streams)}", 1, "--in-process").seconds),
+                ("bridge redis->kafka in-process N", lambda: bridge(f"{redis}/{redis_src}", f"kafka://{b}/{topics.new('br')}", n, "--in-process").seconds),
+                ("bridge redis->kafka in-process 1", lambda: bridge(f"{redis}/{redis_src}", f"kafka://{b}/{topics.new('br')}", 1, "--in-process").seconds),
                 ("tail kafka 1", lambda: secs([*ev, "tail", f"kafka://{b}/{kafka_src}", "--from", "beginning", "-n", "1", "-o", "raw"])),
                 ("tail redis 1", lambda: secs([*ev, "tail", f"{redis}/{redis_src}", "--from", "beginning", "-n", "1", "-o", "raw"])),
                 ("publish kafka 1", lambda: secs([*ev, "publish", f"kafka://{b}/{topics.new('pub')}", "-q"], one)),
@@ -496,7 +503,8 @@ def render(results: Results, n: int, avg: float, rounds: int, flavour: str, big_
         "publish kafka": half("publish kafka evrelay", "publish kafka 1"),
         "publish redis": half("publish redis evrelay", "publish redis 1"),
     }
-    for name, (source, sink) in (("kafka->redis", ("tail kafka", "publish redis")), ("redis->kafka", ("tail redis", "publish kafka"))):
+    pairs = (("kafka->redis", ("tail kafka", "publish redis")), ("redis->kafka", ("tail redis", "publish kafka")))
+    for name, (source, sink) in [*pairs, *((f"{pair} in-process", halves_of) for pair, halves_of in pairs)]:
         ours = rate(f"bridge {name}")
         slower = min(halves[source], halves[sink])
         slower_name = source if halves[source] <= halves[sink] else sink

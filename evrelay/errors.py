@@ -104,6 +104,11 @@ class TransactionAborted(EvrelayError):
     broker timed it out): none of it is visible, and the source re-reads it."""
 
 
+class SinkProcessLost(EvrelayError):
+    """The child process writing a bridge's sink died on its own (killed, crashed): the
+    bridge stops, with nothing acked that the sink had not confirmed."""
+
+
 class NotFoundError(EvrelayError):
     """A topic, stream or group the command needs does not exist."""
 

@@ -316,7 +316,9 @@ class Relay:
         # The provenance header is replaced, not appended: a message relayed A->B->C->A
         # carries one, naming its last hop. Raw fields (Redis) travel along; a Redis sink
         # writes them back only while they still match the message.
-        if self.provenance:
+        if self.sink is not None and self.sink.copies_for_relay:
+            outgoing = list(selected)
+        elif self.provenance:
             outgoing = self._with_provenance_headers(selected)
         else:
             outgoing = [Message(m.value, m.key, list(m.headers), m.timestamp, fields=m.fields, origin=m.position) for m in selected]
@@ -505,8 +507,11 @@ class Relay:
                 elif failure.permanent:
                     origin = window.origins[i]
                     rejected.setdefault(origin, f"was rejected by {self.sink_label} for good ({failure.reason})")
-                    letters_for.setdefault(origin, []).append(outgoing[i])
-                    self._letter_reasons[id(outgoing[i])] = failure.reason
+                    # A sink that copies for the relay was given the source message: the
+                    # dead letter carries the provenance header its copy had.
+                    letter = self._with_provenance(outgoing[i]) if self.sink.copies_for_relay else outgoing[i]
+                    letters_for.setdefault(origin, []).append(letter)
+                    self._letter_reasons[id(letter)] = failure.reason
                 else:
                     retry.append(i)
             if not retry:

@@ -142,12 +142,14 @@ class _NameFormatter(string.Formatter):
         return text
 
 
-def open_sink(backend: Any, stream: str, source_backend: Any = None) -> Producer:
+def open_sink(backend: Any, stream: str, source_backend: Any = None, *, same_place: bool | None = None) -> Producer:
     """The producer for a sink: a plain one, or a RoutedProducer when the name is a template.
     With the source's backend, a template that names a message's own source stream on the
-    same server refuses that message (`bridge s '{stream}'` would relay into itself forever)."""
+    same server refuses that message (`bridge s '{stream}'` would relay into itself forever);
+    `same_place` says so instead where the source backend is not at hand (a sink process)."""
     if is_template(stream):
-        same_place = source_backend is not None and backend.same_place(source_backend)
+        if same_place is None:
+            same_place = source_backend is not None and backend.same_place(source_backend)
         return RoutedProducer(stream, backend.producer, same_place=same_place)
     return backend.producer(stream)
 

@@ -44,7 +44,29 @@ def test_benchmark_only_bridge_reports_the_bridges_and_nothing_else():
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and not line.startswith(("| measure", "| ---"))]
-    assert [r.split(" | ")[0] for r in rows] == ["| bridge kafka->redis, marginal rate", "| bridge redis->kafka, marginal rate"], proc.stdout
+    assert [r.split(" | ")[0] for r in rows] == [
+        "| bridge kafka->redis, marginal rate", "| bridge redis->kafka, marginal rate",
+        "| bridge kafka->redis in-process, marginal rate", "| bridge redis->kafka in-process, marginal rate",
+    ], proc.stdout
+
+
+@pytest.mark.kafka
+@pytest.mark.redis
+@pytest.mark.slow
+def test_bridge_cpu_benchmark_reports_both_processes_of_both_bridges():
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bridge_cpu.py"), "--messages", "2000", "--repeat", "1"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {line.split(" | ")[0]: line.split(" | ") for line in proc.stdout.splitlines() if line.startswith("| bridge ")}
+    assert sorted(rows) == [
+        "| bridge kafka->redis, in-process", "| bridge kafka->redis, two processes",
+        "| bridge redis->kafka, in-process", "| bridge redis->kafka, two processes",
+    ], proc.stdout
+    for row in rows.values():  # bridge process, sink process, both, critical path: numbers
+        assert all(float(cell) == float(cell) for cell in row[1:5]), row
+    assert float(rows["| bridge kafka->redis, in-process"][2]) == 0  # no sink process
 
 
 @pytest.mark.slow

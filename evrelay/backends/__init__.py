@@ -88,7 +88,7 @@ def help_address_forms() -> str:
 # loaded only when help is shown and plug-ins have been looked for already (help texts
 # with an ADDRESS argument): elsewhere the text says "or a plug-in".
 
-HELP_FLAGS = ("partitioned", "cumulative_ack")
+HELP_FLAGS = ("partitioned", "cumulative_ack", "sink_in_own_process")
 """Class flags a help text can ask for, besides the Capability names."""
 HELP_SENTENCES = ("ack_help", "group_help", "group_seek_help")
 """Class attributes holding a backend's own sentence for a command's help."""

@@ -186,6 +186,10 @@ class Backend(ABC):
         ("pending", "PENDING"),
     ]
     """The `GroupLag` fields `lag` (and `ack --list` without a pending list) shows."""
+    sink_in_own_process: ClassVar[bool] = False
+    """True where a bridge writes to this backend from a child process by default: its
+    producer costs enough CPU per message that running it on a second core, beside the
+    reading half, pays for the pipe between them (README, Performance; `--in-process`)."""
     client_library: ClassVar[ClientLibrary | None] = None
     """The client library `open()` imports, checked by `check_client()` before a backend
     is created (None: the standard library is enough)."""

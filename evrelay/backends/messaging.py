@@ -134,6 +134,10 @@ class Producer(ABC):
     """
 
     transactional: ClassVar[bool] = False
+    copies_for_relay: bool = False
+    """True where `send()` takes a relay's source messages uncopied and makes the relayed
+    copies (provenance header, `origin`) itself, off the relay's core (a sink in a child
+    process, evrelay/subprocess_producer.py); its failures still name the messages given."""
 
     @abstractmethod
     def send(self, messages: Sequence[Message]) -> None:

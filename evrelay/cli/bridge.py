@@ -84,6 +84,7 @@ def bridge(
     follow: FollowOption = False,
     no_provenance: Annotated[bool, typer.Option("--no-provenance", help="Do not add the evrelay-source header (for consumers strict about headers).")] = False,
     cloudevents: CloudEventsOption = None,
+    in_process: Annotated[bool, typer.Option("--in-process", envvar="EVRELAY_BRIDGE_IN_PROCESS", help=f"Write to the sink from this process. By default, on a machine with two cores or more, a bridge writes to a sink whose client costs real CPU ({backends.help_backends_with('sink_in_own_process')}) from a child process, so reading and writing run on a core each; acks still wait for the sink's confirmation.")] = False,
     output: MessageOutputOptions = MessageOutputOptions(),
     selection_options: SelectionOptions = SelectionOptions(),
     *,
@@ -114,6 +115,7 @@ def bridge(
     from evrelay.positions import Beginning
     from evrelay.relay import Relay
     from evrelay.routing import is_template, open_sink
+    from evrelay.subprocess_producer import SinkSpec, SubprocessProducer, runs_apart
     from evrelay.transforms import message_transform, previewing, with_transform
     from evrelay.watch import (
         LagSampler,
@@ -152,14 +154,20 @@ def bridge(
         sink_producer = None
         dst_backend = None
         if not dry_run:
-            dst_backend = stack.enter_context(session.backend(dst, {Capability.PUBLISH}, command="bridge"))
+            dst_backend = session.backend(dst, {Capability.PUBLISH}, command="bridge")
             dst_stream = dst.require_stream(dst_backend.stream_noun)
             if dst_backend.same_place(src_backend) and dst_stream == src_stream:
                 raise UsageError(f"{source_text} and {sink_text} are the same {src_backend.stream_noun}: that would relay into itself")
-            if not exactly_once:
-                sink_producer = with_transform(stack.enter_context(open_sink(dst_backend, dst_stream, src_backend)), transform)
-            elif is_template(dst_stream):
-                raise UsageError("--exactly-once writes one topic in each transaction; a sink name template routes to many")
+            if runs_apart(dst_backend, transactional=exactly_once, dry_run=dry_run, in_process=in_process):
+                # Started before the source is read: its start-up overlaps the group join.
+                spec = SinkSpec(dst, dst_stream, dst_backend.same_place(src_backend), cloudevents, session.connect_timeout, session.verbose, not no_provenance)
+                sink_producer = stack.enter_context(SubprocessProducer(spec, label=dst.display, warn=session.warn, debug=session.debug))
+            else:
+                dst_backend = stack.enter_context(dst_backend)
+                if not exactly_once:
+                    sink_producer = with_transform(stack.enter_context(open_sink(dst_backend, dst_stream, src_backend)), transform)
+                elif is_template(dst_stream):
+                    raise UsageError("--exactly-once writes one topic in each transaction; a sink name template routes to many")
         else:
             dst_stream = dst.stream or "-"
         grouped = src_backend.supports(Capability.GROUPS) and not dry_run

@@ -69,6 +69,13 @@ PAGES: dict[str, str] = {'bridge': 'Usage: evrelay bridge [OPTIONS] {SOURCE} [SI
            '  --cloudevents MODE        Convert CloudEvents to this content mode on the\n'
            '                            sink: binary (ce_ headers + data) or structured\n'
            '                            (application/cloudevents+json).\n'
+           '  --in-process              Write to the sink from this process. By default,\n'
+           '                            on a machine with two cores or more, a bridge\n'
+           '                            writes to a sink whose client costs real CPU\n'
+           '                            (kafka, redis or a plug-in) from a child process,\n'
+           '                            so reading and writing run on a core each; acks\n'
+           "                            still wait for the sink's confirmation.  [env var:\n"
+           '                            EVRELAY_BRIDGE_IN_PROCESS]\n'
            '  -o, --output MODE         pretty (default on a terminal), json (default\n'
            '                            otherwise), raw, or kcat/keyed (kcat -J / -K\n'
            '                            lines).\n'

@@ -81,6 +81,7 @@ class KafkaBackend(KafkaAdmin, KafkaOffsets, KafkaClients, Backend):
     group_seek_help = "groups must have no live members."
     lag_columns = [("partition", "PARTITION"), ("position", "COMMITTED"), ("end", "END"), ("lag", "LAG")]
     partitioned = True
+    sink_in_own_process = True
     option_names = frozenset({"bootstrap_servers", "options"})
     capabilities = frozenset(
         {

@@ -98,6 +98,7 @@ class RedisStreamsBackend(Backend):
     name = "redis"
     stream_noun = "stream"
     client_library = ClientLibrary("redis", "redis")
+    sink_in_own_process = True
     target_option = "url"
     option_names = frozenset({"url", "max_len", "layout", "options"})
     capabilities = frozenset(
