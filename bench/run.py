@@ -161,8 +161,8 @@ BRIDGE_CASES = {
     "tail kafka evrelay raw", "tail redis evrelay raw", "publish kafka evrelay", "publish redis evrelay",
     "bridge kafka->redis N", "bridge kafka->redis 1", "bridge redis->kafka N", "bridge redis->kafka 1",
     "tail kafka 1", "tail redis 1", "publish kafka 1", "publish redis 1",
-    "bridge kafka->redis in-process N", "bridge kafka->redis in-process 1",
-    "bridge redis->kafka in-process N", "bridge redis->kafka in-process 1",
+    "bridge kafka->redis sink process N", "bridge kafka->redis sink process 1",
+    "bridge redis->kafka sink process N", "bridge redis->kafka sink process 1",
 }
 """What --only-bridge runs: the bridges and their halves, N and 1 each."""
 KAFKA_CASES = {
@@ -300,11 +300,11 @@ def main() -> int:
                 ("bridge kafka->redis 1", lambda: bridge(f"kafka://{b}/{kafka_src}", f"{redis}/br-{next(streams)}", 1).seconds),
                 ("bridge redis->kafka N", lambda: bridge(f"{redis}/{redis_src}", f"kafka://{b}/{topics.new('br')}", n).seconds),
                 ("bridge redis->kafka 1", lambda: bridge(f"{redis}/{redis_src}", f"kafka://{b}/{topics.new('br')}", 1).seconds),
-                # the same with the sink written from the bridge's own process (issue 16's third round)
-                ("bridge kafka->redis in-process N", lambda: bridge(f"kafka://{b}/{kafka_src}", f"{redis}/br-{next(streams)}", n, "--in-process").seconds),
-                ("bridge kafka->redis in-process 1", lambda: bridge(f"kafka://{b}/{kafka_src}", f"{redis}/br-{next(streams)}", 1, "--in-process").seconds),
-                ("bridge redis->kafka in-process N", lambda: bridge(f"{redis}/{redis_src}", f"kafka://{b}/{topics.new('br')}", n, "--in-process").seconds),
-                ("bridge redis->kafka in-process 1", lambda: bridge(f"{redis}/{redis_src}", f"kafka://{b}/{topics.new('br')}", 1, "--in-process").seconds),
+                # the same with the sink written from a child process (`--sink-process`, issue 16's third round)
+                ("bridge kafka->redis sink process N", lambda: bridge(f"kafka://{b}/{kafka_src}", f"{redis}/br-{next(streams)}", n, "--sink-process").seconds),
+                ("bridge kafka->redis sink process 1", lambda: bridge(f"kafka://{b}/{kafka_src}", f"{redis}/br-{next(streams)}", 1, "--sink-process").seconds),
+                ("bridge redis->kafka sink process N", lambda: bridge(f"{redis}/{redis_src}", f"kafka://{b}/{topics.new('br')}", n, "--sink-process").seconds),
+                ("bridge redis->kafka sink process 1", lambda: bridge(f"{redis}/{redis_src}", f"kafka://{b}/{topics.new('br')}", 1, "--sink-process").seconds),
                 ("tail kafka 1", lambda: secs([*ev, "tail", f"kafka://{b}/{kafka_src}", "--from", "beginning", "-n", "1", "-o", "raw"])),
                 ("tail redis 1", lambda: secs([*ev, "tail", f"{redis}/{redis_src}", "--from", "beginning", "-n", "1", "-o", "raw"])),
                 ("publish kafka 1", lambda: secs([*ev, "publish", f"kafka://{b}/{topics.new('pub')}", "-q"], one)),
@@ -504,7 +504,7 @@ def render(results: Results, n: int, avg: float, rounds: int, flavour: str, big_
         "publish redis": half("publish redis evrelay", "publish redis 1"),
     }
     pairs = (("kafka->redis", ("tail kafka", "publish redis")), ("redis->kafka", ("tail redis", "publish kafka")))
-    for name, (source, sink) in [*pairs, *((f"{pair} in-process", halves_of) for pair, halves_of in pairs)]:
+    for name, (source, sink) in [*pairs, *((f"{pair} sink process", halves_of) for pair, halves_of in pairs)]:
         ours = rate(f"bridge {name}")
         slower = min(halves[source], halves[sink])
         slower_name = source if halves[source] <= halves[sink] else sink

@@ -46,7 +46,7 @@ def test_benchmark_only_bridge_reports_the_bridges_and_nothing_else():
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and not line.startswith(("| measure", "| ---"))]
     assert [r.split(" | ")[0] for r in rows] == [
         "| bridge kafka->redis, marginal rate", "| bridge redis->kafka, marginal rate",
-        "| bridge kafka->redis in-process, marginal rate", "| bridge redis->kafka in-process, marginal rate",
+        "| bridge kafka->redis sink process, marginal rate", "| bridge redis->kafka sink process, marginal rate",
     ], proc.stdout
 
 
