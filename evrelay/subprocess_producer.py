@@ -102,9 +102,11 @@ class SubprocessProducer(Producer):
         try:
             # Started from the main thread (PR_SET_PDEATHSIG follows the thread that
             # started it) and in a session of its own, so a Ctrl-C at the terminal
-            # reaches only the parent, which stops the bridge in order.
+            # reaches only the parent, which stops the bridge in order. -P: without it
+            # `-m` puts the working directory first on sys.path, and an `evrelay` package
+            # there (another version's checkout) would run instead of this one.
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "evrelay.subprocess_producer", str(to_child_r), str(from_child_w), str(os.getpid())],
+                [sys.executable, "-P", "-m", "evrelay.subprocess_producer", str(to_child_r), str(from_child_w), str(os.getpid())],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 pass_fds=(to_child_r, from_child_w),
