@@ -36,3 +36,40 @@ def test_sink_process_is_not_shadowed_by_an_evrelay_package_in_the_working_direc
     assert done.returncode == 0, err
     assert "working directory was imported" not in err
     assert redis_values(url, sink) == [b'{"n": 1}', b'{"n": 2}']
+
+
+_SHARED_FILE_SCRIPT = """
+import os, resource, subprocess, sys
+from evrelay.backends.base import Message
+from evrelay.backends.jsonl import JsonlProducer
+from evrelay.errors import EvrelayError
+
+path = sys.argv[1]
+mine = JsonlProducer(path)
+mine.send([Message(b"mine")])
+mine.flush()
+# Another process appends to the same file meanwhile (bridges sharing a --dead-letter file).
+subprocess.run([sys.executable, "-m", "evrelay", "publish", f"file:{path}", "theirs"], check=True)
+limit = os.path.getsize(path) + 100
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+try:
+    mine.send([Message(b"x" * 3000)])
+except EvrelayError as exc:
+    print(exc.message)
+"""
+
+
+def test_a_failed_append_to_a_shared_file_keeps_what_another_process_appended(tmp_path):
+    """The file sink cuts a failed batch off again (a full disk, a size limit), but it
+    measured the file's end with tell(), which in append mode is where *this* process last
+    wrote: a line another process appended since (acked at its source) was cut off too."""
+    target = tmp_path / "shared.jsonl"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, "-c", _SHARED_FILE_SCRIPT, str(target)], env=env, capture_output=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr.decode()
+    assert b"cannot write to" in done.stdout and b"File too large" in done.stdout, done.stdout
+    values = [line for line in subprocess.run(
+        [sys.executable, "-m", "evrelay", "tail", f"file:{target}", "-o", "raw"], env=env, capture_output=True, timeout=60,
+    ).stdout.splitlines()]
+    assert values == [b"mine", b"theirs"]
+    assert target.read_bytes().endswith(b"\n")
