@@ -73,3 +73,38 @@ def test_a_failed_append_to_a_shared_file_keeps_what_another_process_appended(tm
     ).stdout.splitlines()]
     assert values == [b"mine", b"theirs"]
     assert target.read_bytes().endswith(b"\n")
+
+
+@pytest.mark.redis
+def test_sink_process_finds_the_standard_library_before_site_packages(redis_server, tmp_path):
+    """evrelay installed in a site-packages directory (a wheel in a venv): the sink process
+    got that directory prepended to PYTHONPATH, i.e. before the standard library, so an
+    old backport there (`dataclasses`, `pathlib` from PyPI) shadowed the real module in the
+    child only, and every bridge failed with 'exited with code 1'."""
+    import sysconfig
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    site_packages = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    # evrelay "installed" in the venv; its dependencies from this interpreter's site-packages.
+    os.symlink(REPO / "evrelay", os.path.join(site_packages, "evrelay"))
+    with open(os.path.join(site_packages, "dependencies.pth"), "w") as pth:
+        pth.write(sysconfig.get_paths()["purelib"] + "\n")
+    with open(os.path.join(site_packages, "dataclasses.py"), "w") as backport:
+        backport.write('raise SystemExit("a backport in site-packages shadowed the standard library")\n')
+    url = f"redis://127.0.0.1:{redis_server.port}/0"
+    source, sink = f"src-{uuid.uuid4().hex[:6]}", f"dst-{uuid.uuid4().hex[:6]}"
+    fill_redis_stream(url, source, [b'{"n": 1}'])
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "EVRELAY_BRIDGE_IN_PROCESS")}
+    done = subprocess.run(
+        [str(python), "-P", "-c", "from evrelay.cli import main; main()",
+         "bridge", f"{url}/{source}", f"{url}/{sink}", "--from", "beginning", "-n", "1", "--idle-timeout", "10"],
+        cwd=tmp_path, env=env, capture_output=True, timeout=60,
+    )
+    err = done.stderr.decode()
+    assert done.returncode == 0, err
+    assert "shadowed" not in err
+    assert redis_values(url, sink) == [b'{"n": 1}']
