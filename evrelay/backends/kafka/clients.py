@@ -113,7 +113,7 @@ class KafkaClients:
 
     def make_client(self, factory: Any, config: dict[str, Any]) -> Any:
         """A confluent-kafka client; options librdkafka rejects are a config error (exit 2)."""
-        from confluent_kafka import KafkaException
+        from confluent_kafka.cimpl import KafkaException
 
         try:
             return factory(config)
@@ -133,7 +133,7 @@ class KafkaClients:
 
     def metadata(self, client: Any, topic: str | None = None) -> Any:
         """Cluster (or one topic's) metadata; BackendUnavailable when the broker is not there."""
-        from confluent_kafka import KafkaException
+        from confluent_kafka.cimpl import KafkaException
 
         # In slices, serving librdkafka's error callbacks in between: a refused password or
         # an untrusted certificate ends the wait at once instead of after the full timeout.
@@ -177,7 +177,7 @@ class KafkaClients:
         return protocol == "consumer" or strategy.startswith("cooperative")
 
     def new_consumer(self, group: str | None, **overrides: Any) -> Any:
-        from confluent_kafka import Consumer as KConsumer
+        from confluent_kafka.cimpl import Consumer as KConsumer
 
         config = self.client_config(
             **{
