@@ -26,10 +26,10 @@ def test_sink_process_is_not_shadowed_by_an_evrelay_package_in_the_working_direc
     source, sink = f"src-{uuid.uuid4().hex[:6]}", f"dst-{uuid.uuid4().hex[:6]}"
     fill_redis_stream(url, source, [b'{"n": 1}', b'{"n": 2}'])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    env.pop("EVRELAY_BRIDGE_IN_PROCESS", None)
+    env.pop("EVRELAY_BRIDGE_SINK_PROCESS", None)
     # -P: the parent runs as its console script does, without the working directory on sys.path
     done = subprocess.run(
-        [sys.executable, "-P", "-m", "evrelay", "bridge", f"{url}/{source}", f"{url}/{sink}", "--from", "beginning", "-n", "2", "--idle-timeout", "10"],
+        [sys.executable, "-P", "-m", "evrelay", "bridge", f"{url}/{source}", f"{url}/{sink}", "--from", "beginning", "-n", "2", "--idle-timeout", "10", "--sink-process"],
         cwd=tmp_path, env=env, capture_output=True, timeout=60,
     )
     err = done.stderr.decode()
@@ -98,10 +98,10 @@ def test_sink_process_finds_the_standard_library_before_site_packages(redis_serv
     url = f"redis://127.0.0.1:{redis_server.port}/0"
     source, sink = f"src-{uuid.uuid4().hex[:6]}", f"dst-{uuid.uuid4().hex[:6]}"
     fill_redis_stream(url, source, [b'{"n": 1}'])
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "EVRELAY_BRIDGE_IN_PROCESS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "EVRELAY_BRIDGE_SINK_PROCESS")}
     done = subprocess.run(
         [str(python), "-P", "-c", "from evrelay.cli import main; main()",
-         "bridge", f"{url}/{source}", f"{url}/{sink}", "--from", "beginning", "-n", "1", "--idle-timeout", "10"],
+         "bridge", f"{url}/{source}", f"{url}/{sink}", "--from", "beginning", "-n", "1", "--idle-timeout", "10", "--sink-process"],
         cwd=tmp_path, env=env, capture_output=True, timeout=60,
     )
     err = done.stderr.decode()
