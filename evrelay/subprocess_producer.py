@@ -112,13 +112,21 @@ class SubprocessProducer(Producer):
                 start_new_session=True,
                 env=env,
             )
+        except OSError as exc:  # no such interpreter any more, out of processes or memory
+            os.close(to_child_w)
+            os.close(from_child_r)
+            raise EvrelayError(f"could not start the process writing to {label}: {exc.strerror or exc}; try --in-process") from None
         finally:
             os.close(to_child_r)
             os.close(from_child_w)
         self._to_child = to_child_w
         self._from_child = from_child_r
         self._closed = False
-        self._write(b"I", pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL))
+        try:
+            self._write(b"I", pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL))
+        except BaseException:
+            self.close()  # not left waiting for a spec until the bridge exits
+            raise
         debug(f"writing to {label} from process {self.process.pid}")
 
     # --- the Producer interface ------------------------------------------------------------

@@ -214,3 +214,30 @@ def test_the_sink_process_is_opt_in(redis_server, monkeypatch):
     asked = evrelay("-v", "bridge", f"{url}/optin-{tag}", f"{url}/optin-out2-{tag}", "-n", "1", "--from", "beginning", "--sink-process")
     assert asked.returncode == 0, asked.err
     assert "from process" in asked.err
+
+
+def test_a_sink_process_that_cannot_start_is_a_clear_error(monkeypatch):
+    """Before: Popen's OSError reached the 'internal error' path."""
+    import sys
+
+    from evrelay.errors import EvrelayError
+
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
+    with pytest.raises(EvrelayError, match="could not start the process writing to .*try --in-process"):
+        open_subprocess_producer("redis://127.0.0.1:1/0/s")
+
+
+def test_a_spec_that_cannot_be_handed_over_leaves_no_sink_process(monkeypatch):
+    """Before: the child, started, waited for its spec until the bridge exited (the
+    autouse fixture waits 15 s for this test's sink processes to end)."""
+    import pickle
+
+    import evrelay.subprocess_producer as module
+
+    def refuse(*args, **kwargs):
+        raise pickle.PicklingError("cannot pickle this spec")
+
+    monkeypatch.setattr(module.pickle, "dumps", refuse)
+    with pytest.raises(pickle.PicklingError):
+        open_subprocess_producer("redis://127.0.0.1:1/0/s")
+    wait_until(lambda: not sink_processes(), 5, "the sink process to end")
