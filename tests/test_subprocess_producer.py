@@ -223,7 +223,7 @@ def test_a_sink_process_that_cannot_start_is_a_clear_error(monkeypatch):
     from evrelay.errors import EvrelayError
 
     monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
-    with pytest.raises(EvrelayError, match="could not start the process writing to .*try --in-process"):
+    with pytest.raises(EvrelayError, match=r"could not start the process writing to .*try --in-process"):
         open_subprocess_producer("redis://127.0.0.1:1/0/s")
 
 
