@@ -81,7 +81,7 @@ def main() -> int:
             ("kafka->redis", f"kafka://{b}/{kafka_src}", lambda: f"{redis}/out-{next(counter)}"),
             ("redis->kafka", f"{redis}/src", lambda: f"kafka://{b}/{topics.new('out')}"),
         ):
-            for mode, extra in (("two processes", ()), ("in-process", ("--in-process",))):
+            for mode, extra in (("two processes", ("--sink-process",)), ("in-process", ())):
                 for count, suffix in ((n, "N"), (1, "1")):
                     contenders[f"{label} {mode} {suffix}"] = (lambda s=source, k=sink, c=count, e=extra: bridge(s, k(), c, *e))
         for count, suffix in ((n, "N"), (1, "1")):

@@ -4,6 +4,7 @@
     python bench/run.py --kafka apache           # on Apache Kafka 4 (jars resolved once by Maven, as the tests do)
     python bench/run.py --messages 1000000 --repeat 5
     python bench/run.py --only-bridge            # just the bridges' marginal rates beside their halves
+    python bench/run.py --only-kafka --baseline ../main   # publish/tail kafka: beside kcat, and beside another tree
     python bench/run.py --only-nats -r 5         # just the NATS rows (no Kafka or Redis: a minute)
     python bench/run.py --only-nats --baseline DIR   # and an older evrelay's NATS rows beside them
 
@@ -90,11 +91,11 @@ class Run:
     """User plus system time of the process: steadier than wall time on a loaded machine."""
 
 
-def run(cmd: list[str], *, stdin: Path | None = None, env: dict | None = None) -> Run:
+def run(cmd: list[str], *, stdin: Path | None = None, env: dict | None = None, cwd: str | None = None) -> Run:
     """Run one contender, stdout to /dev/null; wall time and peak RSS of that process (os.wait4)."""
     with open(stdin, "rb") if stdin else open(os.devnull, "rb") as source, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdin=source, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        proc = subprocess.Popen(cmd, stdin=source, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=cwd)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - started
         code = os.waitstatus_to_exitcode(status)
@@ -102,7 +103,14 @@ def run(cmd: list[str], *, stdin: Path | None = None, env: dict | None = None) -
         text = err.read().decode("utf-8", "replace")
     if code != 0:
         raise RuntimeError(f"{' '.join(cmd[:5])} ... exited {code}: {text[-500:]}")
-    return Run(seconds, usage.ru_maxrss, text, usage.ru_utime + usage.ru_stime)
+    global last_cpu
+    last_cpu = usage.ru_utime + usage.ru_stime
+    return Run(seconds, usage.ru_maxrss, text, last_cpu)
+
+
+last_cpu = 0.0
+"""CPU seconds (user + system, all threads) of the last contender run: steadier than wall
+time on a shared machine, where another job's load stretches the wall clock."""
 
 
 @dataclass
@@ -153,10 +161,16 @@ BRIDGE_CASES = {
     "tail kafka evrelay raw", "tail redis evrelay raw", "publish kafka evrelay", "publish redis evrelay",
     "bridge kafka->redis N", "bridge kafka->redis 1", "bridge redis->kafka N", "bridge redis->kafka 1",
     "tail kafka 1", "tail redis 1", "publish kafka 1", "publish redis 1",
-    "bridge kafka->redis in-process N", "bridge kafka->redis in-process 1",
-    "bridge redis->kafka in-process N", "bridge redis->kafka in-process 1",
+    "bridge kafka->redis sink process N", "bridge kafka->redis sink process 1",
+    "bridge redis->kafka sink process N", "bridge redis->kafka sink process 1",
 }
 """What --only-bridge runs: the bridges and their halves, N and 1 each."""
+KAFKA_CASES = {
+    "publish kafka evrelay", "publish kafka kcat idempotent", "publish kafka evrelay plain", "publish kafka kcat",
+    "publish kafka loop plain", "tail kafka evrelay raw", "tail kafka kcat", "tail kafka evrelay json", "tail kafka kcat -J",
+    "publish kafka baseline", "publish kafka baseline plain", "tail kafka baseline raw",
+}
+"""What --only-kafka runs (with the --baseline contenders when given)."""
 only: set[str] | None = None
 
 
@@ -165,6 +179,7 @@ def alternate(round_number: int, contenders: list[tuple[str, Callable[[], float]
     contenders = [c for c in contenders if only is None or c[0] in only]
     for name, measure in contenders if round_number % 2 == 0 else contenders[::-1]:
         results.add(name, measure())
+        results.add(f"cpu {name}", last_cpu)
 
 
 def main() -> int:
@@ -176,13 +191,15 @@ def main() -> int:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--only-selection", action="store_true", help="only the bridge --filter/--match-key comparison")
     parser.add_argument("--only-bridge", action="store_true", help="only the bridges' marginal rates and their halves")
+    parser.add_argument("--only-kafka", action="store_true", help="only publish kafka: and tail kafka: beside kcat")
     parser.add_argument("--only-nats", action="store_true", help="only the NATS rows: publish and tail against the nats-py loops")
-    parser.add_argument("--baseline", metavar="DIR", help="with --only-nats: also time the evrelay package in DIR (first on PYTHONPATH), in the same rounds")
+    parser.add_argument("--baseline", metavar="DIR", help="with --only-kafka or --only-nats: also time the evrelay tree in DIR "
+                        "(e.g. a `git worktree` of main) in the same alternating rounds: before/after in one run")
     args = parser.parse_args()
     if args.only_nats:
         return only_nats(args)
     global only
-    only = BRIDGE_CASES if args.only_bridge else None
+    only = BRIDGE_CASES if args.only_bridge else KAFKA_CASES if args.only_kafka else None
     n, rounds = args.messages, args.repeat
     ev = evrelay_command()
     kcat = kcat_command()  # a peer of half the table: its absence is an error, not a skip
@@ -198,8 +215,13 @@ def main() -> int:
     results = Results()
     groups = iter(range(1_000_000))
 
-    def secs(cmd: list[str], stdin: Path | None = None) -> float:
-        return run(cmd, stdin=stdin, env=env).seconds
+    def secs(cmd: list[str], stdin: Path | None = None, environment: dict | None = None) -> float:
+        # `python -m` puts the working directory first on sys.path: the baseline runs in its own tree
+        return run(cmd, stdin=stdin, env=environment or env, cwd=environment.get("PYTHONPATH") if environment else None).seconds
+
+    base = [sys.executable, "-m", "evrelay"]
+    base_env = dict(env, PYTHONPATH=str(Path(args.baseline).resolve())) if args.baseline else None
+    baseline = (lambda name, measure: [(name, measure)]) if args.baseline else (lambda name, measure: [])
 
     with kafka_server(args.kafka) as kafka, RedisServer() as redis_server, NatsServer() as nats_server:
         b = kafka.bootstrap
@@ -239,17 +261,20 @@ def main() -> int:
             alternate(r, [
                 ("publish kafka evrelay", lambda: secs([*ev, "publish", f"kafka://{b}/{topics.new('pub')}", "-q"], data)),
                 ("publish kafka kcat idempotent", lambda: secs([*kcat, "-b", b, *kcat_idempotent, "-P", "-t", topics.new("pub"), "-l", str(data)])),
+                *baseline("publish kafka baseline", lambda: secs([*base, "publish", f"kafka://{b}/{topics.new('pub')}", "-q"], data, base_env)),
             ], results)
             alternate(r, [
                 ("publish kafka evrelay plain", lambda: secs([*ev, "publish", f"kafka://{b}/{topics.new('pub')}{plain}", "-q"], data)),
                 ("publish kafka kcat", lambda: secs([*kcat, "-b", b, "-P", "-t", topics.new("pub"), "-l", str(data)])),
                 ("publish kafka loop plain", lambda: secs([sys.executable, str(KAFKA_PRODUCE), b, topics.new("pub"), str(data), "enable.idempotence=false"])),
+                *baseline("publish kafka baseline plain", lambda: secs([*base, "publish", f"kafka://{b}/{topics.new('pub')}{plain}", "-q"], data, base_env)),
             ], results)
             alternate(r, [
                 ("tail kafka evrelay raw", lambda: secs([*ev, "tail", f"kafka://{b}/{kafka_src}", "--from", "beginning", "-o", "raw"])),
                 ("tail kafka kcat", lambda: secs([*kcat, "-b", b, "-C", "-t", kafka_src, "-o", "beginning", "-e", "-q"])),
                 ("tail kafka evrelay json", lambda: secs([*ev, "tail", f"kafka://{b}/{kafka_src}", "--from", "beginning", "-o", "json"])),
                 ("tail kafka kcat -J", lambda: secs([*kcat, "-b", b, "-C", "-J", "-t", kafka_src, "-o", "beginning", "-e", "-q"])),
+                *baseline("tail kafka baseline raw", lambda: secs([*base, "tail", f"kafka://{b}/{kafka_src}", "--from", "beginning", "-o", "raw"], None, base_env)),
             ], results)
             alternate(r, [
                 ("tail redis evrelay raw", lambda: secs([*ev, "tail", f"{redis}/{redis_src}", "--from", "beginning", "-o", "raw"])),
@@ -275,11 +300,11 @@ def main() -> int:
                 ("bridge kafka->redis 1", lambda: bridge(f"kafka://{b}/{kafka_src}", f"{redis}/br-{next(streams)}", 1).seconds),
                 ("bridge redis->kafka N", lambda: bridge(f"{redis}/{redis_src}", f"kafka://{b}/{topics.new('br')}", n).seconds),
                 ("bridge redis->kafka 1", lambda: bridge(f"{redis}/{redis_src}", f"kafka://{b}/{topics.new('br')}", 1).seconds),
-                # the same with the sink written from the bridge's own process (issue 16's third round)
-                ("bridge kafka->redis in-process N", lambda: bridge(f"kafka://{b}/{kafka_src}", f"{redis}/br-{next(streams)}", n, "--in-process").seconds),
-                ("bridge kafka->redis in-process 1", lambda: bridge(f"kafka://{b}/{kafka_src}", f"{redis}/br-{next(streams)}", 1, "--in-process").seconds),
-                ("bridge redis->kafka in-process N", lambda: bridge(f"{redis}/{redis_src}", f"kafka://{b}/{topics.new('br')}", n, "--in-process").seconds),
-                ("bridge redis->kafka in-process 1", lambda: bridge(f"{redis}/{redis_src}", f"kafka://{b}/{topics.new('br')}", 1, "--in-process").seconds),
+                # the same with the sink written from a child process (`--sink-process`, issue 16's third round)
+                ("bridge kafka->redis sink process N", lambda: bridge(f"kafka://{b}/{kafka_src}", f"{redis}/br-{next(streams)}", n, "--sink-process").seconds),
+                ("bridge kafka->redis sink process 1", lambda: bridge(f"kafka://{b}/{kafka_src}", f"{redis}/br-{next(streams)}", 1, "--sink-process").seconds),
+                ("bridge redis->kafka sink process N", lambda: bridge(f"{redis}/{redis_src}", f"kafka://{b}/{topics.new('br')}", n, "--sink-process").seconds),
+                ("bridge redis->kafka sink process 1", lambda: bridge(f"{redis}/{redis_src}", f"kafka://{b}/{topics.new('br')}", 1, "--sink-process").seconds),
                 ("tail kafka 1", lambda: secs([*ev, "tail", f"kafka://{b}/{kafka_src}", "--from", "beginning", "-n", "1", "-o", "raw"])),
                 ("tail redis 1", lambda: secs([*ev, "tail", f"{redis}/{redis_src}", "--from", "beginning", "-n", "1", "-o", "raw"])),
                 ("publish kafka 1", lambda: secs([*ev, "publish", f"kafka://{b}/{topics.new('pub')}", "-q"], one)),
@@ -302,7 +327,7 @@ def main() -> int:
             ], results)
 
         big_label = f"{args.memory_messages:,}"
-        if not args.skip_memory and not args.only_selection and not args.only_bridge:
+        if not args.skip_memory and not args.only_selection and not args.only_bridge and not args.only_kafka:
             big, small = work / "big.jsonl", work / "small.jsonl"
             make_data(big, args.memory_messages)
             make_data(small, 10_000)
@@ -414,6 +439,9 @@ def render(results: Results, n: int, avg: float, rounds: int, flavour: str, big_
         a, p = m(ours), m(peer)
         if p is None:  # --only-bridge runs evrelay's halves without their peers
             return
+        if "kafka" in ours:  # CPU beside wall time: where a ratio moves with the machine's load, this does less
+            row(measure, f"{a:.2f} s (CPU {m('cpu ' + ours):.2f} s)", f"{peer_label} {p:.2f} s (CPU {m('cpu ' + peer):.2f} s)", a / p, f"≤ {limit}x", limit)
+            return
         row(measure, f"{a:.2f} s", f"{peer_label} {p:.2f} s", a / p, f"≤ {limit}x", limit)
 
     def rate(name: str) -> float | None:
@@ -451,6 +479,15 @@ def render(results: Results, n: int, avg: float, rounds: int, flavour: str, big_
                      f"{ours / floor:.2f}x", "(floor: no target)", "-"))
     timed("`tail kafka: -o raw`", "tail kafka evrelay raw", "tail kafka kcat", "kcat", 1.0)
     timed("`tail kafka: -o json`", "tail kafka evrelay json", "tail kafka kcat -J", "kcat -J", 1.3)
+    for measure, ours, theirs in (("`publish kafka:` (idempotent)", "publish kafka evrelay", "publish kafka baseline"),
+                                  ("`publish kafka:?enable.idempotence=false`", "publish kafka evrelay plain", "publish kafka baseline plain"),
+                                  ("`tail kafka: -o raw`", "tail kafka evrelay raw", "tail kafka baseline raw")):
+        if m(theirs) is not None:  # --baseline: this tree against another, no target
+            cpu, their_cpu = m(f"cpu {ours}"), m(f"cpu {theirs}")
+            rows.append((f"{measure}, this tree vs --baseline", f"{m(ours):.2f} s (CPU {cpu:.2f} s)", f"baseline {m(theirs):.2f} s (CPU {their_cpu:.2f} s)",
+                         f"{m(ours) / m(theirs):.2f}x (CPU {cpu / their_cpu:.2f}x)", "(before/after)", "-"))
+    if m("tail kafka 1") is None and m("tail redis evrelay raw") is None:  # --only-kafka
+        return table()
     timed("`tail redis: -o raw`", "tail redis evrelay raw", "tail redis loop", "redis-py XREAD loop", 1.0)
     timed("`tail redis: -o json`", "tail redis evrelay json", "tail redis loop", "redis-py XREAD loop", 1.3)
     timed("`publish redis:`", "publish redis evrelay", "publish redis pipeline", "redis-py pipeline", 0.8)
@@ -467,7 +504,7 @@ def render(results: Results, n: int, avg: float, rounds: int, flavour: str, big_
         "publish redis": half("publish redis evrelay", "publish redis 1"),
     }
     pairs = (("kafka->redis", ("tail kafka", "publish redis")), ("redis->kafka", ("tail redis", "publish kafka")))
-    for name, (source, sink) in [*pairs, *((f"{pair} in-process", halves_of) for pair, halves_of in pairs)]:
+    for name, (source, sink) in [*pairs, *((f"{pair} sink process", halves_of) for pair, halves_of in pairs)]:
         ours = rate(f"bridge {name}")
         slower = min(halves[source], halves[sink])
         slower_name = source if halves[source] <= halves[sink] else sink

@@ -73,6 +73,10 @@ class MessageWriter:
     """Writes messages to the binary stream it is given (the session's stdout).
     Subclasses give `render_each` (the bytes of each message) or `render` (a batch)."""
 
+    values_only = False
+    """True when the writer uses nothing but each message's value: a reader may then hand
+    it the values alone (`ReadSpec.values_only`), as bytes, None for a tombstone."""
+
     def __init__(self, out: IO[bytes]) -> None:
         self.out = out
 
@@ -143,8 +147,12 @@ class JsonWriter(MessageWriter):
 
 
 class RawWriter(MessageWriter):
-    def render_each(self, messages: Sequence[Message]) -> list[bytes]:
-        return [(m.value or b"") + b"\n" for m in messages]
+    values_only = True
+
+    def render_each(self, messages: Sequence[Message] | Sequence[bytes | None]) -> list[bytes]:
+        if messages and not isinstance(messages[0], Message):  # bare values (ReadSpec.values_only)
+            return [(value or b"") + b"\n" for value in messages]  # type: ignore[operator]
+        return [(m.value or b"") + b"\n" for m in messages]  # type: ignore[union-attr]
 
 
 def _text(data: bytes | None) -> str:

@@ -97,27 +97,36 @@ class SubprocessProducer(Producer):
         from_child_r, from_child_w = os.pipe()
         for fd in (to_child_w, from_child_w):
             _enlarge_pipe(fd)
-        package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+        env = _child_environment()
         try:
             # Started from the main thread (PR_SET_PDEATHSIG follows the thread that
             # started it) and in a session of its own, so a Ctrl-C at the terminal
-            # reaches only the parent, which stops the bridge in order.
+            # reaches only the parent, which stops the bridge in order. -P: without it
+            # `-m` puts the working directory first on sys.path, and an `evrelay` package
+            # there (another version's checkout) would run instead of this one.
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "evrelay.subprocess_producer", str(to_child_r), str(from_child_w), str(os.getpid())],
+                [sys.executable, "-P", "-m", "evrelay.subprocess_producer", str(to_child_r), str(from_child_w), str(os.getpid())],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 pass_fds=(to_child_r, from_child_w),
                 start_new_session=True,
                 env=env,
             )
+        except OSError as exc:  # no such interpreter any more, out of processes or memory
+            os.close(to_child_w)
+            os.close(from_child_r)
+            raise EvrelayError(f"could not start the process writing to {label}: {exc.strerror or exc}; try --in-process") from None
         finally:
             os.close(to_child_r)
             os.close(from_child_w)
         self._to_child = to_child_w
         self._from_child = from_child_r
         self._closed = False
-        self._write(b"I", pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL))
+        try:
+            self._write(b"I", pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL))
+        except BaseException:
+            self.close()  # not left waiting for a spec until the bridge exits
+            raise
         debug(f"writing to {label} from process {self.process.pid}")
 
     # --- the Producer interface ------------------------------------------------------------
@@ -251,6 +260,20 @@ class SubprocessProducer(Producer):
             f"the process writing to {self.label} (pid {self.process.pid}) {how}; nothing it had not confirmed was "
             "acked at the source, so it is read again when the bridge runs again"
         )
+
+
+def _child_environment() -> dict[str, str]:
+    """The parent's environment, with this evrelay's directory put first on PYTHONPATH only
+    where the child would not find it by itself (the parent imported it from its own
+    first sys.path entry, a checkout run with `python -m`, which the child's `-P` drops).
+    A site-packages directory is never put there: on PYTHONPATH it would come before the
+    standard library, and an old backport in it (`dataclasses`, `pathlib` from PyPI)
+    would shadow the real module in the child."""
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    found_by_child = sys.path if sys.flags.safe_path else sys.path[1:]
+    if package_root in {os.path.abspath(entry) for entry in found_by_child if entry}:
+        return dict(os.environ)
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
 
 
 def _enlarge_pipe(fd: int) -> None:

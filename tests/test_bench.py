@@ -46,7 +46,7 @@ def test_benchmark_only_bridge_reports_the_bridges_and_nothing_else():
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and not line.startswith(("| measure", "| ---"))]
     assert [r.split(" | ")[0] for r in rows] == [
         "| bridge kafka->redis, marginal rate", "| bridge redis->kafka, marginal rate",
-        "| bridge kafka->redis in-process, marginal rate", "| bridge redis->kafka in-process, marginal rate",
+        "| bridge kafka->redis sink process, marginal rate", "| bridge redis->kafka sink process, marginal rate",
     ], proc.stdout
 
 
@@ -77,6 +77,25 @@ def test_large_values_benchmark_runs():
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "worst ratio" in proc.stdout and "read another stream" in proc.stdout
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_benchmark_only_kafka_with_a_baseline_reports_kafka_rows_and_before_after():
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--messages", "2000", "--repeat", "1", "--only-kafka", "--baseline", str(REPO)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and not line.startswith(("| measure", "| ---"))]
+    names = [r.split(" | ")[0][2:] for r in rows]
+    assert names == [
+        "`publish kafka:` (idempotent, acks=all)", "`publish kafka:?enable.idempotence=false`",
+        "`publish kafka:?enable.idempotence=false` vs the Python floor", "`tail kafka: -o raw`", "`tail kafka: -o json`",
+        "`publish kafka:` (idempotent), this tree vs --baseline", "`publish kafka:?enable.idempotence=false`, this tree vs --baseline",
+        "`tail kafka: -o raw`, this tree vs --baseline",
+    ], proc.stdout
+    assert all("(CPU " in r for r in rows if "Python floor" not in r), proc.stdout
 
 
 @pytest.mark.nats

@@ -50,6 +50,7 @@ def sink_processes(parent: int | None = None, *, tag: str | None = None) -> list
 def no_sink_process_left_behind(monkeypatch):
     tag = uuid.uuid4().hex
     monkeypatch.setenv("EVRELAY_TEST_TAG", tag)  # inherited by the bridges and their sink processes
+    monkeypatch.setenv("EVRELAY_BRIDGE_SINK_PROCESS", "1")  # opt-in: these tests are about the sink process
     yield
     wait_until(lambda: not sink_processes(tag=tag), 15, "the sink processes of this test to end")
 
@@ -197,3 +198,46 @@ def test_a_routing_template_naming_the_source_stream_is_refused_in_the_sink_proc
         assert run.returncode == 1, run.err
         assert "that would relay into itself" in run.err
     assert redis_len(redis_server.url, source) == 1
+
+
+def test_the_sink_process_is_opt_in(redis_server, monkeypatch):
+    """Measured on 2 cores, the sink process was no faster overall (README, Performance,
+    third round): a bridge writes in-process unless asked with --sink-process (or
+    EVRELAY_BRIDGE_SINK_PROCESS=1)."""
+    tag = uuid.uuid4().hex[:6]
+    url = f"redis://127.0.0.1:{redis_server.port}/0"
+    evrelay("publish", f"{url}/optin-{tag}", "a")
+    monkeypatch.delenv("EVRELAY_BRIDGE_SINK_PROCESS")
+    plain = evrelay("-v", "bridge", f"{url}/optin-{tag}", f"{url}/optin-out-{tag}", "-n", "1", "--from", "beginning")
+    assert plain.returncode == 0, plain.err
+    assert "from process" not in plain.err
+    asked = evrelay("-v", "bridge", f"{url}/optin-{tag}", f"{url}/optin-out2-{tag}", "-n", "1", "--from", "beginning", "--sink-process")
+    assert asked.returncode == 0, asked.err
+    assert "from process" in asked.err
+
+
+def test_a_sink_process_that_cannot_start_is_a_clear_error(monkeypatch):
+    """Before: Popen's OSError reached the 'internal error' path."""
+    import sys
+
+    from evrelay.errors import EvrelayError
+
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
+    with pytest.raises(EvrelayError, match=r"could not start the process writing to .*try --in-process"):
+        open_subprocess_producer("redis://127.0.0.1:1/0/s")
+
+
+def test_a_spec_that_cannot_be_handed_over_leaves_no_sink_process(monkeypatch):
+    """Before: the child, started, waited for its spec until the bridge exited (the
+    autouse fixture waits 15 s for this test's sink processes to end)."""
+    import pickle
+
+    import evrelay.subprocess_producer as module
+
+    def refuse(*args, **kwargs):
+        raise pickle.PicklingError("cannot pickle this spec")
+
+    monkeypatch.setattr(module.pickle, "dumps", refuse)
+    with pytest.raises(pickle.PicklingError):
+        open_subprocess_producer("redis://127.0.0.1:1/0/s")
+    wait_until(lambda: not sink_processes(), 5, "the sink process to end")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -80,6 +81,25 @@ class JsonlBackend(Backend):
         return JsonlConsumer(path, spec)
 
 
+def _lock(fd: int) -> None:
+    """Hold the file for one append (flock; none where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    with contextlib.suppress(OSError):  # a file system without locks: append unlocked
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+def _unlock(fd: int) -> None:
+    try:
+        import fcntl
+    except ImportError:
+        return
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
 class JsonlProducer(Producer):
     def __init__(self, path: str) -> None:
         self.path = path
@@ -112,24 +132,36 @@ class JsonlProducer(Producer):
     def _append(self, target: IO[bytes], data: bytes) -> None:
         """Append whole lines or nothing: a full disk (or /dev/full, or a file size limit)
         fails the batch, and what of it reached the file is cut off again, so the file
-        never ends in half an envelope that would break its next reader."""
+        never ends in half an envelope that would break its next reader. The end to cut
+        back to is the file's own size, taken under an exclusive lock that every evrelay
+        writer of the file takes: tell() is where this process last wrote, and lines
+        another process appended since (bridges sharing a dead-letter file) were cut too."""
+        fd = target.fileno()
+        _lock(fd)
         try:
-            size = target.tell()
-        except OSError:
-            size = None  # not seekable (a FIFO, a device): nothing to cut
-        try:
-            target.write(data)
-            target.flush()
-        except OSError as exc:
-            self._file = None
-            with contextlib.suppress(OSError):
-                target.close()  # drops what is still buffered
-            if size is not None:
-                with contextlib.suppress(OSError), open(self.path, "r+b") as file:
-                    file.truncate(size)
-            raise EvrelayError(
-                f"cannot write to {self.path}: {exc.strerror or exc}; the {len(data)}-byte batch was not appended"
-            ) from None
+            status = os.fstat(fd)
+            size = status.st_size if stat.S_ISREG(status.st_mode) else None  # a FIFO, a device: nothing to cut
+            try:
+                target.write(data)
+                target.flush()
+            except OSError as exc:
+                self._file = None
+                # The file itself, not its path (renamed meanwhile?), once its buffer is dropped.
+                kept = os.dup(fd)
+                with contextlib.suppress(OSError):
+                    target.close()  # drops what is still buffered
+                try:
+                    if size is not None:
+                        with contextlib.suppress(OSError):
+                            os.ftruncate(kept, size)
+                finally:
+                    os.close(kept)  # the lock goes with the last descriptor
+                raise EvrelayError(
+                    f"cannot write to {self.path}: {exc.strerror or exc}; the {len(data)}-byte batch was not appended"
+                ) from None
+        finally:
+            if self._file is not None:
+                _unlock(fd)
 
     def flush(self, timeout: float | None = None) -> DeliveryReport:
         if self._file is not None:

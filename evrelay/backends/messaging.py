@@ -83,6 +83,12 @@ class ReadSpec:
     release_on_close: bool = True
     """Group reads: hand back, on a clean close, what this consumer took and did not ack,
     so the next reader gets it at once; False keeps it pending (`tail -g --no-ack`)."""
+    values_only: bool = False
+    """The caller uses nothing but the values (`tail -o raw`): a consumer may then return
+    each message's value alone from read(), as bytes (None for a tombstone), in the same
+    order and number, sparing a Message and a Position per message. Consumers that do not
+    offer it, and reads that need more themselves (the last N, merged by timestamp),
+    return Messages as usual."""
 
 
 class StopReason(enum.Enum):

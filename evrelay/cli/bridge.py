@@ -84,7 +84,7 @@ def bridge(
     follow: FollowOption = False,
     no_provenance: Annotated[bool, typer.Option("--no-provenance", help="Do not add the evrelay-source header (for consumers strict about headers).")] = False,
     cloudevents: CloudEventsOption = None,
-    in_process: Annotated[bool, typer.Option("--in-process", envvar="EVRELAY_BRIDGE_IN_PROCESS", help=f"Write to the sink from this process. By default, on a machine with two cores or more, a bridge writes to a sink whose client costs real CPU ({backends.help_backends_with('sink_in_own_process')}) from a child process, so reading and writing run on a core each; acks still wait for the sink's confirmation.")] = False,
+    sink_process: Annotated[bool, typer.Option("--sink-process/--in-process", envvar="EVRELAY_BRIDGE_SINK_PROCESS", help=f"Write to a sink whose client costs real CPU ({backends.help_backends_with('sink_in_own_process')}) from a child process, so reading and writing can run on a core each (needs two cores or more); acks still wait for the sink's confirmation. Off by default: measured on a 2-core machine, it was no faster overall than writing from this process (README, Performance).")] = False,
     output: MessageOutputOptions = MessageOutputOptions(),
     selection_options: SelectionOptions = SelectionOptions(),
     *,
@@ -158,7 +158,7 @@ def bridge(
             dst_stream = dst.require_stream(dst_backend.stream_noun)
             if dst_backend.same_place(src_backend) and dst_stream == src_stream:
                 raise UsageError(f"{source_text} and {sink_text} are the same {src_backend.stream_noun}: that would relay into itself")
-            if runs_apart(dst_backend, transactional=exactly_once, dry_run=dry_run, in_process=in_process):
+            if runs_apart(dst_backend, transactional=exactly_once, dry_run=dry_run, in_process=not sink_process):
                 # Started before the source is read: its start-up overlaps the group join.
                 spec = SinkSpec(dst, dst_stream, dst_backend.same_place(src_backend), cloudevents, session.connect_timeout, session.verbose, not no_provenance)
                 sink_producer = stack.enter_context(SubprocessProducer(spec, label=dst.display, warn=session.warn, debug=session.debug))

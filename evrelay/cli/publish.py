@@ -65,7 +65,7 @@ def _value_batches(values: list[str] | None, mode: str) -> Iterator[list[bytes]]
     while not reader.drained:
         _, lines = reader.take_lines(BATCH_SIZE, STALL_SECONDS, follow=False)
         if lines:
-            yield [line for line in lines if line]
+            yield list(filter(None, lines))  # empty lines are skipped
 
 
 def _envelope_batches(

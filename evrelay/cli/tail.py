@@ -137,6 +137,7 @@ def tail(
             consumer_name=consumer if group_name else None,
             partitions=tuple(partition) if partition else None,
             release_on_close=not no_ack,
+            values_only=writer.values_only and selection is None and not group_name and len(addresses) == 1,
         )
         reader, _, _ = open_reader(session, stack, addresses, spec, command="tail")
         if group_name and reader.created:

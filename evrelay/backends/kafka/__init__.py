@@ -100,6 +100,17 @@ class KafkaBackend(KafkaAdmin, KafkaOffsets, KafkaClients, Backend):
         }
     )
 
+    @classmethod
+    def check_client(cls) -> None:
+        # Only confluent-kafka's C extension is needed to publish and read: loading it
+        # alone skips the package's ~40 ms of imports (see extension.py).
+        from evrelay.backends.kafka.extension import load
+
+        try:
+            load()
+        except ImportError:
+            super().check_client()  # the ordinary import: its failure names the pip command
+
     def __init__(self, options: dict[str, Any], settings: Any = None) -> None:
         super().__init__(options, settings)
         servers = self.options.get("bootstrap_servers")

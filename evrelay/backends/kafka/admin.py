@@ -159,7 +159,7 @@ class KafkaAdmin(_Offsets):
     def first_timestamps(self, topic: str, starts: dict[int, int]) -> dict[int, int]:
         """The timestamp of the record at each partition's start offset (the first one
         the group has not committed)."""
-        from confluent_kafka import TopicPartition
+        from confluent_kafka.cimpl import TopicPartition
 
         found: dict[int, int] = {}
         if not starts:
@@ -199,7 +199,7 @@ class KafkaAdmin(_Offsets):
 
     def _group_infos(self, stream: str, partitions: list[int], lows: dict[int, int], ends: dict[int, int]) -> list[GroupInfo]:
         """Groups with committed offsets on this topic: members, state and total lag."""
-        from confluent_kafka import KafkaException
+        from confluent_kafka.cimpl import KafkaException
 
         try:
             listing = self.admin().list_consumer_groups(request_timeout=self.settings.timeout).result()
@@ -226,7 +226,7 @@ class KafkaAdmin(_Offsets):
     def group_members(self, group: str) -> tuple[int | None, str | None]:
         """(members, state). Some brokers report an active group with no member list:
         then members is None and the state tells."""
-        from confluent_kafka import KafkaException
+        from confluent_kafka.cimpl import KafkaException
 
         try:
             described = self.admin().describe_consumer_groups([group], request_timeout=self.settings.timeout)[group].result()
@@ -254,7 +254,7 @@ class KafkaAdmin(_Offsets):
                 "and on every other topic it reads (Kafka groups are not per topic)")
 
     def delete_group(self, stream: str, group: str) -> None:
-        from confluent_kafka import KafkaError, KafkaException
+        from confluent_kafka.cimpl import KafkaError, KafkaException
 
         try:
             self.admin().delete_consumer_groups([group], request_timeout=self.settings.timeout)[group].result()

@@ -85,7 +85,7 @@ class KafkaClients:
         and a metadata request still gets no answer: the caller's outage handling (the
         relay's retries and warnings) then takes over. librdkafka keeps reconnecting
         meanwhile, so nothing else is needed for the read to resume."""
-        from confluent_kafka import KafkaException
+        from confluent_kafka.cimpl import KafkaException
 
         since = self._disconnected_since
         if since is None or time.monotonic() - since < OUTAGE_AFTER:
@@ -144,7 +144,7 @@ class KafkaClients:
 
     def make_client(self, factory: Any, config: dict[str, Any]) -> Any:
         """A confluent-kafka client; options librdkafka rejects are a config error (exit 2)."""
-        from confluent_kafka import KafkaException
+        from confluent_kafka.cimpl import KafkaException
 
         try:
             return factory(config)
@@ -164,7 +164,7 @@ class KafkaClients:
 
     def metadata(self, client: Any, topic: str | None = None) -> Any:
         """Cluster (or one topic's) metadata; BackendUnavailable when the broker is not there."""
-        from confluent_kafka import KafkaException
+        from confluent_kafka.cimpl import KafkaException
 
         # In slices, serving librdkafka's error callbacks in between: a refused password or
         # an untrusted certificate ends the wait at once instead of after the full timeout.
@@ -208,7 +208,7 @@ class KafkaClients:
         return protocol == "consumer" or strategy.startswith("cooperative")
 
     def new_consumer(self, group: str | None, **overrides: Any) -> Any:
-        from confluent_kafka import Consumer as KConsumer
+        from confluent_kafka.cimpl import Consumer as KConsumer
 
         config = self.client_config(
             **{

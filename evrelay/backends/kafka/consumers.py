@@ -84,7 +84,7 @@ class _KafkaReader(Consumer):
     def _poll(self, max_messages: int, timeout: float) -> list[Any]:
         """consume() in short slices: it waits for a *full* batch or its timeout, so one long
         call holds back a partial batch (and the end-of-data events) for the whole timeout."""
-        from confluent_kafka import KafkaError, KafkaException
+        from confluent_kafka.cimpl import KafkaError, KafkaException
 
         deadline = time.monotonic() + timeout
         try:
@@ -101,14 +101,14 @@ class _KafkaReader(Consumer):
         except KafkaException as exc:
             raise self.backend.unavailable("consuming", exc) from None
 
-    def _read_polled(self, max_messages: int, timeout: float, receipt: Consumer | None) -> list[Message]:
-        """The messages of one _poll; when it brought nothing, BackendUnavailable if the
-        brokers have been gone for a while (only here, in read(): keepalive() polls while
-        the relay waits out that very outage, and must not raise it again)."""
+    def _poll_for_read(self, max_messages: int, timeout: float) -> list[Any]:
+        """_poll for read(); when it brought nothing, BackendUnavailable if the brokers
+        have been gone for a while (only in read(): keepalive() polls while the relay
+        waits out that very outage, and must not raise it again)."""
         raw = self._poll(max_messages, timeout)
         if not raw:
             self.backend.check_connection(self.client, self.topic)
-        return self._convert(raw, receipt)
+        return raw
 
     def _convert(self, raw: list[Any], receipt: Consumer | None) -> list[Message]:
         """Messages from a consume() batch; errors and EOF events update partition state."""
@@ -178,7 +178,7 @@ class _KafkaReader(Consumer):
         return out
 
     def _on_error(self, record: Any, error: Any) -> None:
-        from confluent_kafka import KafkaError
+        from confluent_kafka.cimpl import KafkaError
 
         code = error.code()
         if code == KafkaError._PARTITION_EOF:
@@ -226,6 +226,7 @@ class KafkaPartitionConsumer(_KafkaReader):
         self.last: int | None = None
         self.backlog: collections.deque[Message] | None = None
         self.waiting_for_topic = False
+        self.values_only = spec.values_only
         self.client = backend.new_consumer(None)
         try:
             self._assign(spec)
@@ -243,7 +244,7 @@ class KafkaPartitionConsumer(_KafkaReader):
             raise
 
     def _assign(self, spec: ReadSpec) -> None:
-        from confluent_kafka import TopicPartition
+        from confluent_kafka.cimpl import TopicPartition
 
         backend = self.backend
         partitions = backend.topic_partitions(self.client, self.topic)
@@ -311,7 +312,7 @@ class KafkaPartitionConsumer(_KafkaReader):
         """EOF (non-follow) or the --to bound reached: stop fetching it; all done, exhausted.
 
         While the last-N backlog is being collected, EOF only ends the collection."""
-        from confluent_kafka import TopicPartition
+        from confluent_kafka.cimpl import TopicPartition
 
         if self.follow:
             self.client.pause([TopicPartition(self.topic, partition)])
@@ -325,11 +326,30 @@ class KafkaPartitionConsumer(_KafkaReader):
             return self._read_last(max_messages, timeout)
         if self.exhausted:
             return []
-        return self._read_polled(max_messages, timeout, None)
+        raw = self._poll_for_read(max_messages, timeout)
+        if self.values_only and not self._filtering():
+            return self._values(raw)  # type: ignore[return-value]
+        return self._convert(raw, None)
+
+    def _values(self, raw: list[Any]) -> list[bytes | None]:
+        """The values alone (ReadSpec.values_only): a Message and a Position per record
+        cost ~0.85 us, most of `tail -o raw`'s own CPU (0.25 of 0.5 s for 300,000)."""
+        values: list[bytes | None] = []
+        append = values.append
+        at_eof = self.at_eof
+        for record in raw:
+            error = record.error()
+            if error is None:
+                append(record.value())
+                if at_eof:
+                    at_eof.discard(record.partition())
+            else:
+                self._on_error(record, error)
+        return values
 
     def _read_last(self, max_messages: int, timeout: float) -> list[Message]:
         """The last N across partitions, merged by timestamp: read each to EOF, keep N."""
-        from confluent_kafka import TopicPartition
+        from confluent_kafka.cimpl import TopicPartition
 
         if self.backlog is None:
             keep: dict[int, collections.deque[Message]] = {p: collections.deque(maxlen=self.last) for p in self.partitions}
@@ -448,7 +468,7 @@ class KafkaGroupConsumer(_KafkaReader):
             return out
         if self.exhausted:
             return []
-        return self._read_polled(max_messages, timeout, self)
+        return self._convert(self._poll_for_read(max_messages, timeout), self)
 
     def keepalive(self) -> None:
         """Stay in the group (max.poll.interval.ms) without taking more: pause, then poll.
@@ -459,7 +479,7 @@ class KafkaGroupConsumer(_KafkaReader):
         self.stash += self._convert(self._poll(100, 0), self)
 
     def ack(self, messages: Sequence[Message]) -> None:
-        from confluent_kafka import KafkaException, TopicPartition
+        from confluent_kafka.cimpl import KafkaException, TopicPartition
 
         highest: dict[int, int] = {}
         for message in messages:
@@ -481,7 +501,7 @@ class KafkaGroupConsumer(_KafkaReader):
         return self.client.consumer_group_metadata()
 
     def reject(self, messages: Sequence[Message]) -> None:
-        from confluent_kafka import KafkaException, TopicPartition
+        from confluent_kafka.cimpl import KafkaException, TopicPartition
 
         lowest: dict[int, int] = {}
         for message in messages:

@@ -25,7 +25,7 @@ class KafkaOffsets(_Clients):
     """Position resolution and offset commits for `KafkaBackend`."""
 
     def watermarks(self, client: Any, topic: str, partition: int) -> tuple[int, int]:
-        from confluent_kafka import KafkaException, TopicPartition
+        from confluent_kafka.cimpl import KafkaException, TopicPartition
 
         try:
             return client.get_watermark_offsets(TopicPartition(topic, partition), timeout=self.settings.timeout, cached=False)
@@ -38,7 +38,7 @@ class KafkaOffsets(_Clients):
         Offsets are clamped into the partition's watermarks and then filtered client-side,
         which stays exact when a broker reports a stale high watermark.
         """
-        from confluent_kafka import KafkaException, TopicPartition
+        from confluent_kafka.cimpl import KafkaException, TopicPartition
 
         if isinstance(start, Beginning):
             return {p: (OFFSET_BEGINNING, None) for p in partitions}
@@ -75,7 +75,7 @@ class KafkaOffsets(_Clients):
         timestamp >= until_time (or, without a time, the partition's end as its EOF event
         reports it). Brokers that answer ListOffsets at batch granularity or with a stale
         high watermark are corrected here; on Kafka itself this returns at once."""
-        from confluent_kafka import KafkaError, TopicPartition
+        from confluent_kafka.cimpl import KafkaError, TopicPartition
 
         found: dict[int, int] = {}
         client = self.new_consumer(None)
@@ -137,7 +137,7 @@ class KafkaOffsets(_Clients):
     def commit_start(self, client: Any, topic: str, offsets: dict[int, int], group: str) -> bool:
         """Commit a new group's start; False when the group already has live members (a
         concurrent reader created it first: its start stands, and ours must not override)."""
-        from confluent_kafka import KafkaException, TopicPartition
+        from confluent_kafka.cimpl import KafkaException, TopicPartition
 
         try:
             client.commit(offsets=[TopicPartition(topic, p, o) for p, o in sorted(offsets.items())], asynchronous=False)
@@ -148,7 +148,7 @@ class KafkaOffsets(_Clients):
             raise EvrelayError(f"creating group {group!r} on {topic!r} failed: {exc.args[0].str()}") from None
 
     def commit_offsets(self, client: Any, topic: str, offsets: dict[int, int], group: str) -> None:
-        from confluent_kafka import KafkaException, TopicPartition
+        from confluent_kafka.cimpl import KafkaException, TopicPartition
 
         try:
             client.commit(offsets=[TopicPartition(topic, p, o) for p, o in sorted(offsets.items())], asynchronous=False)
@@ -156,7 +156,7 @@ class KafkaOffsets(_Clients):
             raise EvrelayError(f"committing offsets for group {group!r} on {topic!r} failed: {exc.args[0].str()}") from None
 
     def committed(self, client: Any, topic: str, partitions: list[int], group: str) -> dict[int, int]:
-        from confluent_kafka import KafkaException, TopicPartition
+        from confluent_kafka.cimpl import KafkaException, TopicPartition
 
         deadline = time.monotonic() + self.settings.timeout
         while True:
