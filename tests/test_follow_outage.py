@@ -9,20 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
 
 from tests.conftest import REPO, evrelay, start_server
-
-
-def _wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {timeout:g}s")
-        time.sleep(0.2)
+from tests.crash import wait_until
 
 
 @pytest.mark.redis
@@ -41,13 +33,13 @@ def test_a_following_group_tail_waits_out_a_redis_restart_and_reads_on(tmp_path)
                 [sys.executable, "-m", "evrelay", "tail", source, "-g", "g", "--from", "beginning", "-f", "-o", "raw"],
                 stdout=stdout, stderr=stderr, env=env,
             )
-        _wait_for(lambda: out.read_bytes() == b"first\n", 30, "the first message")
+        wait_until(lambda: out.read_bytes() == b"first\n", 30, "the first message")
         server.kill()
-        _wait_for(lambda: "retrying in" in log.read_text(), 30, f"an outage warning (stderr: {log.read_text()!r})")
+        wait_until(lambda: "retrying in" in log.read_text(), 30, f"an outage warning (stderr: {log.read_text()!r})")
         assert tail.poll() is None, log.read_text()
         server.start()
         assert evrelay("publish", source, "second").returncode == 0
-        _wait_for(lambda: out.read_bytes() == b"first\nsecond\n", 60, f"the message sent after the restart (stderr: {log.read_text()!r})")
+        wait_until(lambda: out.read_bytes() == b"first\nsecond\n", 60, f"the message sent after the restart (stderr: {log.read_text()!r})")
         tail.send_signal(signal.SIGTERM)
         assert tail.wait(timeout=30) == 0, log.read_text()
         assert "Traceback" not in log.read_text()

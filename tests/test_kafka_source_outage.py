@@ -14,14 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, evrelay, start_server
-
-
-def _wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {timeout:g}s")
-        time.sleep(0.2)
+from tests.crash import wait_until
 
 
 def _outage_warnings(log: Path) -> list[str]:
@@ -49,13 +42,13 @@ def test_a_kafka_source_that_goes_away_is_reported_while_it_is_waited_out(tmp_pa
             args, stdout = ["tail", source, "-g", "watchers", "-f", "-o", "raw"], out.open("wb")
         with log.open("wb") as stderr:
             bridge = subprocess.Popen([sys.executable, "-m", "evrelay", *args], stdout=stdout, stderr=stderr, env=env)
-        _wait_for(lambda: out.exists() and b"first" in out.read_bytes(), 60, "message bridged")
+        wait_until(lambda: out.exists() and b"first" in out.read_bytes(), 60, "message bridged")
 
         broker.kill()
         killed = time.monotonic()
-        _wait_for(lambda: _outage_warnings(log), 45, f"outage warning (stderr: {log.read_text()!r})")
+        wait_until(lambda: _outage_warnings(log), 45, f"outage warning (stderr: {log.read_text()!r})")
         first_warning_after = time.monotonic() - killed
-        _wait_for(lambda: len(_outage_warnings(log)) >= 2, 30, "repeated outage warning")
+        wait_until(lambda: len(_outage_warnings(log)) >= 2, 30, "repeated outage warning")
         warning = _outage_warnings(log)[0]
         assert f"Kafka at {broker.bootstrap} could not be reached" in warning, warning
         assert "'ks'" in warning, warning
