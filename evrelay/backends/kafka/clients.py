@@ -76,13 +76,11 @@ class KafkaClients:
         if self.settings.verbose:
             self.settings.warn(f"kafka: {self._last_error}")
 
-    def connection_alive(self) -> None:
-        """A broker answered (records or end-of-partition events came): no outage."""
-        self._disconnected_since = None
-
     def check_connection(self, client: Any, topic: str) -> None:
         """BackendUnavailable when the connection has been lost for OUTAGE_AFTER seconds
-        and a metadata request still gets no answer: the caller's outage handling (the
+        and a metadata request still gets no answer (only an answered probe clears a lost
+        connection: records and end-of-partition events may have been queued before it
+        was lost, and librdkafka reports the same connection error once, not again): the caller's outage handling (the
         relay's retries and warnings) then takes over. librdkafka keeps reconnecting
         meanwhile, so nothing else is needed for the read to resume."""
         from confluent_kafka.cimpl import KafkaException

@@ -84,19 +84,16 @@ class _KafkaReader(Consumer):
     def _poll(self, max_messages: int, timeout: float) -> list[Any]:
         """consume() in short slices: it waits for a *full* batch or its timeout, so one long
         call holds back a partial batch (and the end-of-data events) for the whole timeout."""
-        from confluent_kafka.cimpl import KafkaError, KafkaException
+        from confluent_kafka.cimpl import KafkaException
 
         deadline = time.monotonic() + timeout
         try:
             while True:
                 left = deadline - time.monotonic()
                 records = self.client.consume(num_messages=max_messages, timeout=max(min(left, 0.05), 0))
-                if records:
-                    error = records[-1].error()
-                    if error is None or error.code() == KafkaError._PARTITION_EOF:
-                        self.backend.connection_alive()
-                    return records
-                if left <= 0.05:
+                if records or left <= 0.05:
+                    # Records and end-of-partition events say nothing about the connection:
+                    # they may have been queued before it was lost. Only a probe clears it.
                     return records
         except KafkaException as exc:
             raise self.backend.unavailable("consuming", exc) from None
