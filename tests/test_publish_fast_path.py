@@ -35,14 +35,29 @@ VARYING = [
 ]
 
 
-def run(mode: str, args: list[str], stdin: bytes, tmp_path) -> tuple[int, bytes, bytes, bool, bytes]:
+def run(mode: str, args: list[str], stdin: bytes, tmp_path, stdout: str = "pipe") -> tuple[int, bytes, bytes, bool, bytes]:
+    """(exit status, stdout, stderr, whether typer was imported, what file:out.jsonl got);
+    `stdout`: "pipe" (captured), "full" (/dev/full) or "closed" (a pipe nobody reads)."""
     env = dict(os.environ, PYTHONPATH=str(REPO), XDG_DATA_HOME=str(tmp_path / "data"), XDG_CONFIG_HOME=str(tmp_path / "config"), COLUMNS="80")
     for name in ("EVRELAY_CONFIG", "EVRELAY_PROFILE", "_EVRELAY_COMPLETE"):
         env.pop(name, None)
-    proc = subprocess.run([sys.executable, "-c", PROBE, mode, *args], input=stdin, capture_output=True, env=env, cwd=tmp_path, timeout=60)
+    target: object = subprocess.PIPE
+    if stdout == "full":
+        target = open("/dev/full", "wb")  # noqa: SIM115 (closed below)
+    elif stdout == "closed":
+        reader, writer = os.pipe()
+        os.close(reader)
+        target = writer
+    try:
+        proc = subprocess.run([sys.executable, "-c", PROBE, mode, *args], input=stdin, stdout=target, stderr=subprocess.PIPE, env=env, cwd=tmp_path, timeout=60)
+    finally:
+        if stdout == "full":
+            target.close()  # type: ignore[attr-defined]
+        elif stdout == "closed":
+            os.close(target)  # type: ignore[arg-type]
     err, _, status = proc.stderr.rpartition(b"\nEXIT=")
     code, typer_loaded = status.decode().split()
-    out = proc.stdout
+    out = proc.stdout or b""
     for pattern, replacement in VARYING:
         out, err = pattern.sub(replacement, out), pattern.sub(replacement, err)
     sink = tmp_path / "out.jsonl"
@@ -97,6 +112,17 @@ def test_fast_path_and_typer_end_a_command_line_alike(args, stdin, tmp_path):
     assert fast[4] == slow[4], (args, fast[4], slow[4])
     assert slow[3], "the typer run must have used typer"
     assert fast[3] == ((args, stdin) in TYPER), (args, "typer loaded" if fast[3] else "fast path")
+
+
+@pytest.mark.parametrize("stdout", ["full", "closed"])
+def test_fast_path_and_typer_fail_alike_on_an_unwritable_stdout(stdout, tmp_path):
+    """`publish -` writes its envelopes to stdout: /dev/full is exit 1 with one line, a
+    reader that went away (`| head -c0`) ends quietly; the same either way."""
+    args, data = ["publish", "-"], b"".join(b"line %d\n" % i for i in range(20000))
+    fast = run("fast", args, data, tmp_path, stdout)
+    slow = run("typer", args, data, tmp_path, stdout)
+    assert fast[:3] == slow[:3] and not fast[3], (fast, slow)
+    assert fast[0] == (1 if stdout == "full" else 0), fast
 
 
 def test_fast_path_statuses_cover_success_and_the_contract_errors(tmp_path):

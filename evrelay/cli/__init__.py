@@ -110,9 +110,7 @@ def main(argv: list[str] | None = None, *, help_pages: bool = True, fast_path: b
         plain = parse_plain_publish(args)
         if plain is not None:
             _tune_collector()
-            status = run_plain_publish(plain)
-            sys.stdout.flush()  # what click's exit does before the interpreter's own flush
-            sys.exit(status)
+            sys.exit(run_plain_publish(plain))
     if completing:
         # A completion request from the scripts in completions/: typer registers its
         # shell classes only for apps with its own --install-completion, which we hide.
