@@ -92,7 +92,10 @@ def test_benchmark_only_kafka_with_a_baseline_reports_kafka_rows_and_before_afte
     assert names == [
         "`publish kafka:` (idempotent, acks=all)", "`publish kafka:?enable.idempotence=false`",
         "the Python floor (confluent-kafka produce() loop) vs plain kcat",
-        "`publish kafka:?enable.idempotence=false` vs the Python floor", "`tail kafka: -o raw`", "`tail kafka: -o json`",
+        "`publish kafka:?enable.idempotence=false` vs the Python floor",
+        "`publish kafka:?enable.idempotence=false` of one message (the fixed start)",
+        "`publish kafka:?enable.idempotence=false` of one message, this tree vs --baseline",
+        "`tail kafka: -o raw`", "`tail kafka: -o json`",
         "`publish kafka:` (idempotent), this tree vs --baseline", "`publish kafka:?enable.idempotence=false`, this tree vs --baseline",
         "`tail kafka: -o raw`, this tree vs --baseline",
     ], proc.stdout
