@@ -11,14 +11,15 @@ point. The emitter, dispatcher, routing, JSON serialization and the handler's ty
 
     emit kafka BOOTSTRAP TOPIC FIRST COUNT       events with seq FIRST..FIRST+COUNT-1
     emit redis URL STREAM FIRST COUNT
-    handle kafka BOOTSTRAP TOPIC EXPECT TIMEOUT  run the handler until EXPECT distinct seqs
-    handle redis URL STREAM EXPECT TIMEOUT
+    handle kafka BOOTSTRAP TOPIC EXPECT TIMEOUT [RUNS]  run the handler until EXPECT distinct
+    handle redis URL STREAM EXPECT TIMEOUT [RUNS]       seqs (and RUNS handler runs) were handled
 
 `emit` prints each payload Dispytch's emitter handed to the producer, one JSON line
 {"payload": TEXT}. `handle` prints {"handled": EVENT} per handler run (the typed body,
 dumped) and {"error": TEXT} per event Dispytch could not handle (a payload that is not
 JSON, a body that does not validate, a Redis entry without `payload`); it exits 0 once
-EXPECT distinct seqs were handled, 4 on timeout.
+EXPECT distinct seqs were handled in at least RUNS handler runs (duplicates included), 4 on
+timeout.
 """
 
 from __future__ import annotations
@@ -145,8 +146,9 @@ async def emit(backend: str, address: str, name: str, first: int, count: int) ->
 # --- handling --------------------------------------------------------------------------------------
 
 
-async def handle(backend: str, address: str, name: str, expect: int, timeout: float) -> int:
+async def handle(backend: str, address: str, name: str, expect: int, timeout: float, runs: int = 0) -> int:
     seen: set[int] = set()
+    handled = 0
     done = asyncio.Event()
 
     def report_error(text: str) -> None:
@@ -180,9 +182,11 @@ async def handle(backend: str, address: str, name: str, expect: int, timeout: fl
     @dispatcher.handler(subscription)
     async def on_user_registered(event: Event[UserRegistered]) -> None:
         assert isinstance(event, UserRegistered) and isinstance(event.user, User)
+        nonlocal handled
         print(json.dumps({"handled": event.model_dump(mode="json")}), flush=True)
         seen.add(event.seq)
-        if len(seen) >= expect:
+        handled += 1
+        if len(seen) >= expect and handled >= runs:
             done.set()
 
     running = asyncio.create_task(dispatcher.start())
@@ -191,7 +195,7 @@ async def handle(backend: str, address: str, name: str, expect: int, timeout: fl
         await asyncio.sleep(0.2)  # let an ack in flight finish before stopping
         return 0
     except TimeoutError:
-        report_error(f"timed out after {timeout}s with {len(seen)} of {expect} events handled")
+        report_error(f"timed out after {timeout}s with {len(seen)} of {expect} events handled ({handled} runs)")
         return 4
     finally:
         running.cancel()
@@ -204,7 +208,7 @@ def main(argv: list[str]) -> int:
     if action == "emit":
         asyncio.run(emit(backend, address, name, int(rest[0]), int(rest[1])))
         return 0
-    return asyncio.run(handle(backend, address, name, int(rest[0]), float(rest[1])))
+    return asyncio.run(handle(backend, address, name, int(rest[0]), float(rest[1]), *map(int, rest[2:3])))
 
 
 if __name__ == "__main__":
