@@ -1,0 +1,193 @@
+"""Defects found by the third adversarial pass, and the ones the first two saw and left
+alone: Redis ACL refusals (NOPERM) on sinks and sources, Redis error replies classified
+whichever parser read them, ... Each test failed before its fix. Real servers come from
+tests/conftest.py (a redis-server of this module's own where a test changes its ACL or
+its memory limit, so no other test meets them)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from evrelay.backends.base import Message
+from evrelay.backends.redis_streams import RedisStreamsBackend, reply_code
+from evrelay.errors import BackendUnavailable, ExitCode, PermissionDenied
+from tests.conftest import evrelay, start_server
+from tests.crash import wait_until
+
+PASSWORD = "s3cret-acl-pw"
+
+
+@pytest.fixture(scope="module")
+def acl_redis():
+    """A redis-server whose ACL users and memory limit these tests change."""
+    from tests.servers import RedisServer
+
+    server = start_server(RedisServer)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def stream():
+    return f"adv3-{uuid.uuid4().hex[:8]}"
+
+
+def redis_cli(server, *args: str) -> str:
+    return subprocess.run(["redis-cli", "-p", str(server.port), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def acl_user(server, *rules: str) -> str:
+    """A new ACL user with the password PASSWORD and these rules; its redis:// url prefix."""
+    name = f"u{uuid.uuid4().hex[:6]}"
+    assert redis_cli(server, "ACL", "SETUSER", name, "on", f">{PASSWORD}", "~*", "&*", *rules) == "OK"
+    return f"redis://{name}:{PASSWORD}@127.0.0.1:{server.port}"
+
+
+def pending_count(server, stream: str, group: str) -> int:
+    out = redis_cli(server, "XPENDING", stream, group)
+    return int(out.splitlines()[0])
+
+
+# --- item 1: NOPERM is an ACL's refusal, not an outage ----------------------------------------
+
+
+def _refused_line(run, command: str, user: str) -> None:
+    errors = [line for line in run.err.splitlines() if line.startswith("evrelay: error:")]
+    assert len(errors) == 1, run.err
+    assert command in errors[0] and "ACL" in errors[0] and user in errors[0] and "NOPERM" in errors[0], run.err
+    assert PASSWORD not in run.err + run.out
+    assert "Traceback" not in run.err
+
+
+def test_publish_to_a_redis_user_without_xadd_exits_3_naming_the_acl(acl_redis, stream):
+    # before: exit 1, "1 of 1 message(s) ... were not delivered (... refused the credentials ...)"
+    url = acl_user(acl_redis, "+@all", "-xadd")
+    run = evrelay("publish", f"{url}/{stream}", "hello", timeout=60)
+    assert run.returncode == ExitCode.UNAVAILABLE, run.err
+    _refused_line(run, f"XADD to {stream!r}", url.split("//")[1].split(":")[0])
+
+
+@pytest.mark.parametrize("where", ["--in-process", "--sink-process"])
+def test_bridge_into_a_sink_that_never_may_write_exits_3_at_once(acl_redis, stream, where):
+    # before: "retrying in 0.5s ... 1s ... 8s" forever, as if the sink were down
+    redis_cli(acl_redis, "XADD", stream, "*", "value", "one")
+    sink = acl_user(acl_redis, "+@all", "-xadd")
+    started = time.monotonic()
+    run = evrelay("bridge", f"{acl_redis.url}/{stream}", f"{sink}/{stream}-out", "-g", "g", "--from", "beginning",
+                  "--idle-timeout", "60", where, timeout=90)
+    assert run.returncode == ExitCode.UNAVAILABLE, run.err
+    assert time.monotonic() - started < 45
+    _refused_line(run, "XADD", sink.split("//")[1].split(":")[0])
+    assert "retrying" not in run.err
+    assert pending_count(acl_redis, stream, "g") == 1  # read, refused, not acked
+
+
+def test_bridge_whose_sink_acl_changes_mid_run_stops_with_exit_3_and_loses_nothing(acl_redis, stream):
+    """A sink that wrote and then says NOPERM (an ACL changed under a running bridge):
+    an error, as redis-cli would give, not retries that never end; nothing unwritten is
+    acked, and a bridge run again once the ACL allows it delivers the rest."""
+    user_url = acl_user(acl_redis, "+@all")
+    user = user_url.split("//")[1].split(":")[0]
+    source, sink = f"{acl_redis.url}/{stream}", f"{user_url}/{stream}-out"
+    for n in range(3):
+        redis_cli(acl_redis, "XADD", stream, "*", "value", f"m{n}")
+    bridge = subprocess.Popen(
+        [sys.executable, "-m", "evrelay", "bridge", source, sink, "-g", "g", "--from", "beginning"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_until(lambda: redis_cli(acl_redis, "XLEN", f"{stream}-out") == "3", timeout=60, what="the first 3 bridged")
+        redis_cli(acl_redis, "ACL", "SETUSER", user, "-xadd")
+        for n in range(3, 6):
+            redis_cli(acl_redis, "XADD", stream, "*", "value", f"m{n}")
+        _, err = bridge.communicate(timeout=60)
+    finally:
+        if bridge.poll() is None:
+            bridge.kill()
+            bridge.wait()
+    assert bridge.returncode == ExitCode.UNAVAILABLE, err
+    assert "ACL" in err and "NOPERM" in err and PASSWORD not in err and "Traceback" not in err
+    assert redis_cli(acl_redis, "XLEN", f"{stream}-out") == "3"
+    assert pending_count(acl_redis, stream, "g") >= 1  # refused, so not acked
+    redis_cli(acl_redis, "ACL", "SETUSER", user, "+xadd")
+    run = evrelay("bridge", source, sink, "-g", "g", "--idle-timeout", "3", timeout=90)
+    assert run.returncode == 0, run.err
+    values = redis_cli(acl_redis, "XRANGE", f"{stream}-out", "-", "+").split()
+    assert {f"m{n}" for n in range(6)} <= set(values)
+
+
+@pytest.mark.parametrize(("denied", "read"), [("xreadgroup", False), ("xack", True)])
+def test_a_group_source_refused_by_its_acl_exits_3_and_keeps_what_it_did_not_ack(acl_redis, stream, tmp_path, denied, read):
+    # before: exit 1, "Redis (acking for group 'g'): this user has no permissions ..." (the
+    # code cut off by redis-py's parser, so not even recognised as a refusal)
+    redis_cli(acl_redis, "XADD", stream, "*", "value", "one")
+    url = acl_user(acl_redis, "+@all", f"-{denied}")
+    out = tmp_path / "out.jsonl"
+    run = evrelay("bridge", f"{url}/{stream}", f"file:{out}", "-g", "g", "--from", "beginning", "--idle-timeout", "30", timeout=90)
+    assert run.returncode == ExitCode.UNAVAILABLE, run.err
+    _refused_line(run, "group 'g'", url.split("//")[1].split(":")[0])
+    assert (out.exists() and out.read_text().count("\n") == 1) is read
+    assert pending_count(acl_redis, stream, "g") == (1 if read else 0)
+
+
+# --- item 4: error replies classified whichever parser read them ------------------------------
+
+
+def _parser_classes():
+    from redis import _parsers
+
+    return {"python": _parsers._RESP2Parser, "hiredis": _parsers._HiredisParser}
+
+
+@pytest.mark.parametrize("parser", ["python", "hiredis"])
+def test_redis_error_replies_are_classified_the_same_with_either_parser(acl_redis, stream, monkeypatch, parser):
+    """OOM is transient (retried), NOPERM a refusal (exit 3), on the producer's pipelined
+    XADD path and on plain commands, with redis-py's pure-Python parser and with hiredis.
+    Before: the producer read raw hiredis replies but redis-py's parser cuts the code off
+    (OutOfMemoryError("command not allowed ...")), so without hiredis an OOM was taken as a
+    permanent rejection and a NOPERM as an unknown error (exit 1)."""
+    options = {"parser_class": _parser_classes()[parser]}  # redis-py imported with hiredis, first
+    if parser == "python":
+        monkeypatch.setitem(sys.modules, "hiredis", None)  # the producer's own fast path too
+    denied = RedisStreamsBackend({"url": acl_user(acl_redis, "+@all", "-xadd"), "options": options})
+    with pytest.raises(PermissionDenied, match="NOPERM"):
+        denied.command("XADD", stream, "*", "value", "x")
+    producer = denied.producer(stream)
+    producer.send([Message(b"x")])
+    with pytest.raises(PermissionDenied, match="XADD"):
+        producer.flush(10)
+    producer.close()
+    denied.close()
+
+    full = RedisStreamsBackend({"url": acl_redis.url, "options": options})
+    redis_cli(acl_redis, "CONFIG", "SET", "maxmemory", "1")
+    try:
+        with pytest.raises(Exception) as raised:
+            full.client.execute_command("XADD", stream, "*", "value", "x")
+        assert reply_code(raised.value) == "OOM"
+        assert full.is_transient_reply(raised.value)
+        producer = full.producer(stream)
+        producer.send([Message(b"x"), Message(b"y")])
+        report = producer.flush(10)
+        assert len(report.failures) == 2 and not any(f.permanent for f in report.failures), report.failures
+        producer.close()
+    finally:
+        redis_cli(acl_redis, "CONFIG", "SET", "maxmemory", "0")
+    with pytest.raises(Exception) as raised:
+        full.client.execute_command("XREADGROUP", "GROUP", "nogroup", "c", "STREAMS", stream, ">")
+    assert reply_code(raised.value) == "NOGROUP"
+    assert not full.is_transient_reply(raised.value)
+    full.close()
+
+
+def test_reply_code_of_what_is_not_an_error_reply():
+    import redis
+
+    assert reply_code(redis.ConnectionError("Connection refused")) == ""
+    assert reply_code(ValueError("OOM")) == ""
+    assert not isinstance(PermissionDenied("x"), BackendUnavailable)  # never retried as an outage
