@@ -191,3 +191,38 @@ def test_reply_code_of_what_is_not_an_error_reply():
     assert reply_code(redis.ConnectionError("Connection refused")) == ""
     assert reply_code(ValueError("OOM")) == ""
     assert not isinstance(PermissionDenied("x"), BackendUnavailable)  # never retried as an outage
+
+
+# --- tail --to T -n N: the count was dropped ---------------------------------------------------
+
+
+@pytest.fixture(params=["local", "file", "redis", "kafka", "nats"])
+def filled_address(request, tmp_path, stream):
+    """An address of each backend holding the values 0..5."""
+    kind = request.param
+    if kind == "local":
+        address = stream
+    elif kind == "file":
+        address = f"file:{tmp_path / 'in.jsonl'}"
+    elif kind == "redis":
+        address = f"{request.getfixturevalue('redis_server').url}/{stream}"
+    elif kind == "kafka":
+        from tests.test_contract_kafka import create_topic
+
+        bootstrap = request.getfixturevalue("kafka_server").bootstrap
+        address = f"kafka://{bootstrap}/{create_topic(bootstrap, stream, partitions=1)}"
+    else:
+        address = f"{request.getfixturevalue('nats_server').url}/{stream}?create=true"
+    run = evrelay("publish", address, *[str(n) for n in range(6)], timeout=120)
+    assert run.returncode == 0, run.err
+    return address.split("?")[0]
+
+
+def test_tail_to_a_time_with_a_count_prints_that_many(filled_address):
+    # before: `--to T -n 2` printed the whole range (here 6 messages; 300 in the report's run)
+    future = "2099-01-01T00:00:00Z"
+    run = evrelay("tail", filled_address, "--to", future, "-n", "2", "-o", "raw", timeout=120)
+    assert run.returncode == 0, run.err
+    assert run.out.split() == ["0", "1"]
+    run = evrelay("tail", filled_address, "--to", future, "-o", "raw", timeout=120)
+    assert run.out.split() == [str(n) for n in range(6)]  # without -n: the whole range up to --to
