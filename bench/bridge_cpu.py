@@ -7,8 +7,9 @@ Wall-time rates on a machine shared with other jobs swing 2-3x between runs; CPU
 (user + system, librdkafka's threads included) swings far less, so this is the steady
 measure of where the bridge stands. For each contender: CPU of a run of N minus a run of
 1, over N - 1 (start-up and the group join do not count), medians of alternating rounds.
-A bridge writing from a second process (the default: evrelay/subprocess_producer.py)
-reports its sink process's CPU with -v; the bridge process's own CPU is the rest. With
+A bridge writing from a second process (`--sink-process`, opt-in:
+evrelay/subprocess_producer.py) reports its sink process's CPU with -v; the bridge
+process's own CPU is the rest. With
 two free cores the two run side by side, so the busier one sets the pace: its
 microseconds per message against the slower half's give the ratio the bridge can reach
 there (`critical path` below).

@@ -112,3 +112,22 @@ def test_benchmark_only_nats_reports_the_nats_rows_beside_a_baseline():
         f"| {measure}, {unit}" for unit in ("wall", "CPU") for measure in ("`publish nats:`", "`tail nats: -o raw`", "`tail nats: -o json`")
     ], proc.stdout
     assert all(len(r.split(" | ")) == 7 for r in rows), proc.stdout  # evrelay, baseline, peer, ratio, target, verdict
+
+
+@pytest.mark.kafka
+@pytest.mark.redis
+@pytest.mark.slow
+def test_bridge_floor_benchmark_moves_everything_and_reports_floor_beside_bridge():
+    # bridge_floor.py checks after its first round that every sink (floors included) holds
+    # exactly the messages it was given, and exits non-zero otherwise.
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bridge_floor.py"), "--messages", "1500", "--repeat", "1", "--window", "500"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split(" | ") for line in proc.stdout.splitlines() if line.startswith("| ") and not line.startswith(("| contender", "| ---"))]
+    assert [row[0][2:] for row in rows] == [
+        "tail kafka", "publish redis", "kafka->redis floor", "kafka->redis bridge",
+        "tail redis", "publish kafka", "redis->kafka floor", "redis->kafka bridge",
+    ], proc.stdout
+    assert all(float(row[1]) == float(row[1]) for row in rows), proc.stdout  # CPU per message: a number
