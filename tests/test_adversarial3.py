@@ -226,3 +226,66 @@ def test_tail_to_a_time_with_a_count_prints_that_many(filled_address):
     assert run.out.split() == ["0", "1"]
     run = evrelay("tail", filled_address, "--to", future, "-o", "raw", timeout=120)
     assert run.out.split() == [str(n) for n in range(6)]  # without -n: the whole range up to --to
+
+
+# --- a framework's own worker after a bridge killed with kill -9 -------------------------------
+
+
+@pytest.mark.slow
+def test_taskiq_tasks_bridged_through_a_kill_9_all_run_on_taskiq_redis_worker(redis_server, tmp_path, stream):
+    """taskiq-redis kicks 1,500 tasks; a bridge with the taskiq layout copies them to a
+    second stream and is killed with SIGKILL twice on the way; taskiq's own Receiver
+    then runs every task (a repeat allowed, none lost, none it cannot parse)."""
+    import asyncio
+    import signal
+
+    from tests.crash import spawn
+    from tests.test_interop_taskiq import TASK, _kick, _redis_broker
+
+    total = 1500
+    source, sink = f"{stream}-src", f"{stream}-dst"
+    asyncio.run(_kick(_redis_broker(redis_server.url, source, worker=False), [(n, 0) for n in range(total)]))
+    args = ("bridge", f"{redis_server.url}/{source}?layout=taskiq", f"{redis_server.url}/{sink}?layout=taskiq",
+            "-g", "relay", "--window", "100", "--idle-timeout", "3")
+    log = tmp_path / "bridge.log"
+    for threshold in (300, 900):
+        proc = spawn(*args, log=log)
+        wait_until(lambda t=threshold, p=proc: int(redis_cli(redis_server, "XLEN", sink)) >= t or p.poll() is not None, 120, "progress")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert spawn(*args, log=log).wait(timeout=180) == 0, log.read_text()
+    assert "Traceback" not in log.read_text()
+
+    async def work() -> tuple[set[int], int, int]:
+        from taskiq.receiver import Receiver
+
+        broker = _redis_broker(redis_server.url, sink, worker=True)
+        ran: list[int] = []
+
+        @broker.task(task_name=TASK)
+        async def add(a: int, b: int) -> int:
+            ran.append(a + b)
+            return a + b
+
+        await broker.startup()
+        receiver = Receiver(broker, run_startup=False)
+        received = 0
+
+        async def consume() -> None:
+            nonlocal received
+            async for message in broker.listen():
+                received += 1
+                await receiver.callback(message)
+                if len(set(ran)) >= total:
+                    return
+
+        try:
+            await asyncio.wait_for(consume(), 120)
+        finally:
+            await broker.shutdown()
+        return set(ran), len(ran), received
+
+    ran, runs, received = asyncio.run(work())
+    assert ran == set(range(total)), f"{total - len(ran)} task(s) lost"
+    assert runs == received, f"{received - runs} delivery(ies) taskiq could not run"
+    assert runs - total <= 2 * 100  # at most a window again per kill
