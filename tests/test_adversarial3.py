@@ -6,6 +6,7 @@ its memory limit, so no other test meets them)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -289,3 +290,42 @@ def test_taskiq_tasks_bridged_through_a_kill_9_all_run_on_taskiq_redis_worker(re
     assert ran == set(range(total)), f"{total - len(ran)} task(s) lost"
     assert runs == received, f"{received - runs} delivery(ies) taskiq could not run"
     assert runs - total <= 2 * 100  # at most a window again per kill
+
+
+# --- a group moved to a future time ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["local", "redis"])
+def test_a_group_moved_to_a_future_time_still_gets_new_messages(request, stream, kind):
+    """`replay -g G --from 2099-01-01T00:00:00Z` took the time as an entry ID: the group
+    sat past every entry written until 2099, got nothing new and its lag said 0. Now a
+    time after the last entry means the end of the stream, as Kafka's offsets_for_times
+    answers (and as Kafka and NATS already did here)."""
+    address = stream if kind == "local" else f"{request.getfixturevalue('redis_server').url}/{stream}"
+    assert evrelay("publish", address, "old").returncode == 0
+    assert evrelay("tail", address, "-g", "g", "-o", "raw").out == "old\n"
+    run = evrelay("replay", address, "-g", "g", "--from", "2099-01-01T00:00:00Z", "--yes")
+    assert run.returncode == 0, run.err
+    assert evrelay("publish", address, "new").returncode == 0
+    lag = evrelay("lag", address, "-g", "g", "-o", "json")
+    assert json.loads(lag.out)["lag"] == 1, lag.out
+    assert evrelay("tail", address, "-g", "g", "-o", "raw").out == "new\n"
+    # a plain read from a future time: nothing yet (not an error), and a past time still counts
+    assert evrelay("tail", address, "--from", "2099-01-01T00:00:00Z", "-o", "raw").out == ""
+    assert evrelay("tail", address, "--from", "-1d", "-o", "raw").out == "old\nnew\n"
+
+
+def test_a_nats_group_moved_past_the_last_sequence_is_planned_as_the_end(nats_server, stream):
+    """`replay -g G --from 999999` on a NATS stream of 1 message planned "999997 message(s)
+    skipped" and a group at 999998; the server itself starts such a consumer at the end, so
+    the plan now says what happens: the end, nothing skipped, and new messages arrive."""
+    address = f"{nats_server.url}/{stream}"
+    assert evrelay("publish", f"{address}?create=true", "old").returncode == 0
+    assert evrelay("tail", address, "-g", "g", "-o", "raw").out == "old\n"
+    run = evrelay("replay", address, "-g", "g", "--from", "999999", "--yes", "-o", "json")
+    assert run.returncode == 0, run.err
+    plan = json.loads(run.out.splitlines()[0])
+    assert (plan["new"], plan["affected"]) == ("1", 0), run.out
+    assert "skipped" not in run.err, run.err
+    assert evrelay("publish", address, "new").returncode == 0
+    assert evrelay("tail", address, "-g", "g", "-o", "raw").out == "new\n"

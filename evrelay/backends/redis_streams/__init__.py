@@ -403,6 +403,8 @@ class RedisStreamsBackend(Backend):
             return (format_stream_id(*last) if last else "0-0"), False
         if isinstance(position, EntryId):
             return position.entry_id, True
+        if isinstance(position, AtTime) and self._after_the_last(stream, position):
+            return self.start_id(stream, End())
         if isinstance(position, (Offset, AtTime)):
             return str(position.offset if isinstance(position, Offset) else position.ms), True
         if isinstance(position, Stored):
@@ -421,6 +423,14 @@ class RedisStreamsBackend(Backend):
             return str(position.offset if isinstance(position, Offset) else position.ms)
         raise UsageError(f"--to {position} does not apply; use end, an entry ID or a time")
 
+    def _after_the_last(self, stream: str, position: AtTime) -> bool:
+        """A time later than the stream's last entry (a future one, say) starts where the
+        stream ends, as Kafka's offsets_for_times answers: taken as an entry ID it would
+        place a reader past every entry written before that time, so a group moved to
+        2099 would skip all new entries (its lag saying 0) until then."""
+        last = self.last_id(stream)
+        return last is None or position.ms > last[0]
+
     def group_start_id(self, stream: str, position: StreamPosition) -> str:
         """XGROUP CREATE's ID (the last delivered one) for a group that should start at position."""
         if isinstance(position, (Beginning, Stored)):
@@ -429,6 +439,8 @@ class RedisStreamsBackend(Backend):
             return "$"
         if isinstance(position, EntryId):
             return id_before(*position.parts)
+        if isinstance(position, AtTime) and self._after_the_last(stream, position):
+            return "$"
         if isinstance(position, (Offset, AtTime)):
             return id_before(position.offset if isinstance(position, Offset) else position.ms, 0)
         if isinstance(position, Last):
