@@ -329,3 +329,32 @@ def test_a_nats_group_moved_past_the_last_sequence_is_planned_as_the_end(nats_se
     assert "skipped" not in run.err, run.err
     assert evrelay("publish", address, "new").returncode == 0
     assert evrelay("tail", address, "-g", "g", "-o", "raw").out == "new\n"
+
+
+# --- a header name Kafka cannot hold -----------------------------------------------------------
+
+
+def test_a_nul_in_a_header_name_is_refused_by_a_kafka_sink_not_cut_short(kafka_server, redis_server, stream, tmp_path):
+    """librdkafka takes header names as C strings: 'h\\0nul' was published as 'h', exit 0
+    (a redis, local, NATS or file source can hold such a name). Now the message is refused
+    as unfit, naming the header; the others of the batch go through."""
+    address = f"kafka://{kafka_server.bootstrap}/{stream}"
+    lines = [
+        json.dumps({"value": "fine", "headers": [["h", "x"]]}),
+        json.dumps({"value": "bad", "headers": [["h\x00nul", "x"]]}),
+    ]
+    run = evrelay("publish", address, "--input", "json", input="\n".join(lines) + "\n", timeout=120)
+    assert run.returncode == 2, run.err  # as for any message a sink cannot represent
+    assert "1 of 2" in run.err and "NUL" in run.err and "'h\\x00nul'" in run.err, run.err
+    out = evrelay("tail", address, "--from", "beginning", "-o", "json", timeout=120)
+    assert [(e["value"], e["headers"]) for e in map(json.loads, out.lines())] == [("fine", [["h", "x"]])]
+    # bridged from Redis, where the name is an ordinary field `h:h\0nul`: dead-lettered, not cut
+    import redis
+
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.xadd(f"{stream}-r", {"value": "bad", "h:h\x00nul": "x"})
+    dead = tmp_path / "dead.jsonl"
+    run = evrelay("bridge", f"{redis_server.url}/{stream}-r", address, "--from", "beginning", "--idle-timeout", "3",
+                  "--dead-letter", f"file:{dead}", timeout=120)
+    assert run.returncode == 0, run.err
+    assert [json.loads(line)["headers"][0] for line in dead.read_text().splitlines()] == [["h\x00nul", "x"]]
