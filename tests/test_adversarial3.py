@@ -358,3 +358,14 @@ def test_a_nul_in_a_header_name_is_refused_by_a_kafka_sink_not_cut_short(kafka_s
                   "--dead-letter", f"file:{dead}", timeout=120)
     assert run.returncode == 0, run.err
     assert [json.loads(line)["headers"][0] for line in dead.read_text().splitlines()] == [["h\x00nul", "x"]]
+
+
+def test_health_of_redis_for_a_user_without_info_is_healthy(acl_redis):
+    # after the NOPERM change and before this one: exit 3 "refused INFO" for a server that answers
+    url = acl_user(acl_redis, "+@all", "-info")
+    run = evrelay("health", f"{url}/0/s")
+    assert run.returncode == 0, run.err
+    assert "redis ?" in run.out + run.err and PASSWORD not in run.out + run.err
+    denied = acl_user(acl_redis, "+@all", "-ping", "-info")
+    run = evrelay("health", f"{denied}/0/s")
+    assert run.returncode != 0 and "NOPERM" in run.out + run.err and "Traceback" not in run.err

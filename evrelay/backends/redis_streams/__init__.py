@@ -336,8 +336,11 @@ class RedisStreamsBackend(Backend):
         started = time.perf_counter()
         try:
             self.command("PING")
-            version = self.command("INFO", "server").get("redis_version", "?")
-        except BackendUnavailable as exc:
+            try:
+                version = self.command("INFO", "server").get("redis_version", "?")
+            except PermissionDenied:
+                version = "?"  # an ACL user without INFO: the server answered all the same
+        except (BackendUnavailable, PermissionDenied) as exc:
             return Health(False, exc.message)
         return Health(True, f"redis {version} at {self.where}", (time.perf_counter() - started) * 1000)
 
