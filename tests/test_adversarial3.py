@@ -369,3 +369,74 @@ def test_health_of_redis_for_a_user_without_info_is_healthy(acl_redis):
     denied = acl_user(acl_redis, "+@all", "-ping", "-info")
     run = evrelay("health", f"{denied}/0/s")
     assert run.returncode != 0 and "NOPERM" in run.out + run.err and "Traceback" not in run.err
+
+
+def test_a_topic_name_kafka_cannot_hold_is_a_usage_error_before_any_broker_is_asked():
+    # before: publish exit 1 "TOPIC_EXCEPTION: Broker: Invalid topic"; tail exit 1 with
+    # the raw KafkaError{code=TOPIC_EXCEPTION,val=17,...}; no broker is needed to know
+    for args in (("publish", "kafka://127.0.0.1:9/ünï", "x"), ("tail", "kafka://127.0.0.1:9/bad topic!", "-n", "1")):
+        run = evrelay(*args)
+        assert run.returncode == ExitCode.USAGE, run.err
+        assert "is not a valid Kafka topic name" in run.err and "Traceback" not in run.err
+
+
+@pytest.mark.slow
+def test_faststream_kafka_messages_bridged_through_a_kill_9_all_reach_a_faststream_redis_subscriber(kafka_server, redis_server, tmp_path, stream):
+    """FastStream's KafkaBroker publishes 1,000 messages (JSON body, a header, a
+    correlation id); a bridge into a Redis stream in FastStream's own format is killed
+    with SIGKILL twice on the way; FastStream's Redis subscriber then gets every one,
+    intact (repeats allowed, no loss, nothing it cannot decode)."""
+    import asyncio
+    import signal
+
+    from faststream.redis import StreamSub
+
+    from tests.crash import spawn
+    from tests.test_contract_kafka import create_topic
+    from tests.test_interop_faststream import _kafka_broker, _redis_broker
+
+    total = 1000
+    topic = create_topic(kafka_server.bootstrap, stream, partitions=2)
+
+    async def publish() -> None:
+        broker = _kafka_broker(kafka_server.bootstrap)
+        async with broker:
+            await broker.start()
+            for n in range(total):
+                await broker.publish({"n": n}, topic=topic, headers={"x-trace": f"t{n}"}, correlation_id=f"c{n}")
+
+    asyncio.run(publish())
+    sink = f"{stream}-fs"
+    args = ("bridge", f"kafka://{kafka_server.bootstrap}/{topic}", f"{redis_server.url}/{sink}?layout=faststream",
+            "-g", "relay", "--from", "beginning", "--window", "50", "--idle-timeout", "5")
+    log = tmp_path / "bridge.log"
+    for threshold in (200, 600):
+        proc = spawn(*args, log=log)
+        wait_until(lambda t=threshold, p=proc: int(redis_cli(redis_server, "XLEN", sink)) >= t or p.poll() is not None, 120, "progress")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert spawn(*args, log=log).wait(timeout=180) == 0, log.read_text()
+    written = int(redis_cli(redis_server, "XLEN", sink))
+
+    async def receive() -> list[tuple]:
+        from faststream.redis.annotations import RedisStreamMessage
+
+        broker = _redis_broker(redis_server.url)
+        received: list[tuple] = []
+        done = asyncio.Event()
+
+        @broker.subscriber(stream=StreamSub(sink, last_id="0"))
+        async def handle(body: dict, message: RedisStreamMessage) -> None:
+            received.append((body["n"], message.headers.get("x-trace"), message.correlation_id))
+            if len(received) >= written:
+                done.set()
+
+        async with broker:
+            await broker.start()
+            await asyncio.wait_for(done.wait(), 120)
+        return received
+
+    received = asyncio.run(receive())
+    assert {n for n, _, _ in received} == set(range(total)), "lost"
+    assert all(trace == f"t{n}" and corr == f"c{n}" for n, trace, corr in received)
+    assert written - total <= 2 * 50 * 2  # a window again per partition per kill at most
