@@ -82,6 +82,15 @@ class NeverReached(EvrelayError):
         return cls(exc.message, hint=exc.hint)
 
 
+class PermissionDenied(EvrelayError):
+    """The backend took the credentials but its access rules refuse this command on this
+    stream (a Redis ACL's NOPERM). Exit 3 like refused credentials, but not a
+    BackendUnavailable: waiting does not change an ACL, so a relay never retries it as an
+    outage; it stops, with nothing acked that its sink has not confirmed."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
 class ProducerTimeout(BackendUnavailable):
     """Messages were queued but their delivery was not confirmed in time."""
 

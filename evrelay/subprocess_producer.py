@@ -159,6 +159,9 @@ class SubprocessProducer(Producer):
         if self._closed:
             return
         self._closed = True
+        # Never blocking: a child busy writing an answer does not read, and a full pipe
+        # would hold both processes. The end of file after the last frame says the same.
+        os.set_blocking(self._to_child, False)
         try:
             self._write(b"C", b"")
         except SinkProcessLost:
@@ -172,6 +175,7 @@ class SubprocessProducer(Producer):
         if self.process.returncode is not None:
             return
         deadline = time.monotonic() + timeout
+        draining = True
         while True:
             pid, status, usage = os.wait4(self.process.pid, os.WNOHANG)
             if pid:
@@ -180,7 +184,13 @@ class SubprocessProducer(Producer):
                 self.process.kill()
                 pid, status, usage = os.wait4(self.process.pid, 0)
                 break
-            time.sleep(0.01)
+            # An answer nobody will read (a window in flight when the bridge stopped) may be
+            # larger than the pipe: the child blocks writing it and never reads `C` unless
+            # it is read away here (before: close() waited all of CLOSE_SECONDS, then killed).
+            if draining and select.select([self._from_child], [], [], 0.01)[0]:
+                draining = bool(os.read(self._from_child, PIPE_SIZE))
+            else:
+                time.sleep(0.01)
         self.process.returncode = os.waitstatus_to_exitcode(status)
         self.debug(
             f"process {pid} (writing to {self.label}) used {usage.ru_utime + usage.ru_stime:.2f} s of CPU "
@@ -195,6 +205,8 @@ class SubprocessProducer(Producer):
         try:
             while view:
                 view = view[os.write(self._to_child, view):]
+        except BlockingIOError:
+            return  # close()'s `C` into a full pipe: the end of file follows
         except (BrokenPipeError, OSError):
             raise self._lost() from None
 

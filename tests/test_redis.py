@@ -101,13 +101,19 @@ def test_inline_url_with_db_and_stream(redis_server, stream):
     assert evrelay("tail", f"redis://127.0.0.1:{redis_server.port}/{stream}").returncode == 1  # db 0: not there
 
 
-def test_positions_and_times_map_to_ids(profile):
-    evrelay("publish", profile, "a", "b")
-    time.sleep(1.1)
-    evrelay("publish", profile, "c")
+def test_positions_and_times_map_to_ids(profile, raw, stream):
+    # a and b two hours old (IDs given), c written now: `--from -1h` splits them however
+    # long the machine takes between the publish and the tail (a 1.1 s gap with
+    # `--from -1s` failed 7 times in 10 under load).
+    two_hours_ago = int(time.time() * 1000) - 2 * 3600 * 1000
+    raw.xadd(stream, {"value": "a"}, id=f"{two_hours_ago}-0")
+    raw.xadd(stream, {"value": "b"}, id=f"{two_hours_ago + 1}-0")
+    assert evrelay("publish", profile, "c").returncode == 0
     got = envelopes(evrelay("tail", profile, "--from", "beginning"))
+    assert [e["value"] for e in got] == ["a", "b", "c"]
     ids = [e["id"] for e in got]
-    assert envelopes(evrelay("tail", profile, "--from", "-1s")) == got[2:]
+    assert envelopes(evrelay("tail", profile, "--from", "-1h")) == got[2:]
+    assert envelopes(evrelay("tail", profile, "--from", "-3h")) == got
     assert [e["value"] for e in envelopes(evrelay("tail", profile, "--from", ids[1], "--to", ids[2]))] == ["b", "c"]
     assert [e["value"] for e in envelopes(evrelay("tail", profile, "--to", got[1]["timestamp"]))] == ["a", "b"]
     assert [e["value"] for e in envelopes(evrelay("tail", profile, "-n", "2"))] == ["b", "c"]

@@ -241,3 +241,55 @@ def test_a_spec_that_cannot_be_handed_over_leaves_no_sink_process(monkeypatch):
     with pytest.raises(pickle.PicklingError):
         open_subprocess_producer("redis://127.0.0.1:1/0/s")
     wait_until(lambda: not sink_processes(), 5, "the sink process to end")
+
+
+def test_close_does_not_wait_for_a_child_stuck_writing_a_large_answer(redis_server):
+    """A window whose answer is over the pipe's 1 MB (here 30,000 unfit messages, a failure
+    each) and a bridge closing without reading it (stopped mid-window, an error): the
+    child blocks writing the answer and never reads `C`. Before: close() waited the full
+    15 s and then killed it; now it drains the answer while it waits."""
+    stream = f"big-{uuid.uuid4().hex[:6]}"
+    producer = open_subprocess_producer(f"redis://127.0.0.1:{redis_server.port}/0/{stream}?layout=fields")
+    producer.ready()
+    producer.send([Message(b"not json %d" % i) for i in range(30_000)])
+    time.sleep(1.0)  # the child has written what fits and is blocked on the rest
+    started = time.monotonic()
+    producer.close()
+    took = time.monotonic() - started
+    assert producer.process.returncode == 0, "killed, not ended"
+    assert took < 10, f"close() took {took:.1f}s"
+
+
+def test_close_with_both_pipes_full_neither_process_waits_for_the_other(redis_server):
+    """As above with a second window queued behind the first: the pipe to the child is
+    full too, so a blocking `C` would have held the parent while the child held on to
+    its answer (before the fix: a wait of the full 15 s, then a kill)."""
+    stream = f"big-{uuid.uuid4().hex[:6]}"
+    producer = open_subprocess_producer(f"redis://127.0.0.1:{redis_server.port}/0/{stream}?layout=fields")
+    producer.ready()
+    producer.send([Message(b"not json %d" % i) for i in range(30_000)])
+    time.sleep(1.0)
+    # One more window of exactly the pipe's capacity, frame included: the pipe to the child is full.
+    import fcntl
+    import marshal
+
+    from evrelay.subprocess_producer import FRAME
+
+    capacity = fcntl.fcntl(producer._to_child, getattr(fcntl, "F_GETPIPE_SZ", 1032))
+    filler = Message(b"")
+    overhead = FRAME.size + len(marshal.dumps([(filler.value, filler.key, filler.headers, filler.timestamp, filler.fields, None)]))
+    filler.value = b"x" * (capacity - overhead)
+    producer.send([filler])
+    os.set_blocking(producer._to_child, False)
+    with pytest.raises(BlockingIOError):
+        os.write(producer._to_child, b"C")  # the pipe is full indeed
+    os.set_blocking(producer._to_child, True)
+    import threading
+
+    closing = threading.Thread(target=producer.close, daemon=True)
+    closing.start()
+    closing.join(10)
+    if closing.is_alive():  # before the fix: both processes blocked for good
+        producer.process.kill()
+        pytest.fail("close() blocked writing `C` into the full pipe while the child blocked writing its answer")
+    assert producer.process.returncode == 0

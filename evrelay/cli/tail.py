@@ -117,8 +117,8 @@ def tail(
         group_start = start if start is not None else Beginning()
     elif start is None:
         start = Beginning() if stop is not None else Last(count if count is not None else DEFAULT_LAST)
-        if count is not None and not follow:
-            limit = None  # Last(count) already bounds the read
+        if count is not None and not follow and stop is None:
+            limit = None  # Last(count) already bounds the read (with --to, the range's first N do)
         elif follow and expect is None:
             limit = None
 

@@ -33,6 +33,7 @@ librdkafka's own log lines reach stderr only with -v.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -53,6 +54,18 @@ from evrelay.backends.kafka.codes import client_logger, refuse_entry_id
 from evrelay.backends.kafka.offsets import KafkaOffsets
 from evrelay.errors import AddressError, BackendUnavailable, ConfigError, UsageError
 from evrelay.positions import Stored
+
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def valid_topic(name: str) -> str:
+    """The name, when Kafka can hold a topic of that name; otherwise a usage error (exit 2)
+    before any broker is asked (the broker's answer was "Broker: Invalid topic", exit 1)."""
+    if not _TOPIC_NAME.fullmatch(name) or name in (".", ".."):
+        raise UsageError(
+            f"{name!r} is not a valid Kafka topic name (1 to 249 of the ASCII letters, digits, '.', '_' and '-')"
+        )
+    return name
 
 
 class KafkaBackend(KafkaAdmin, KafkaOffsets, KafkaClients, Backend):
@@ -213,7 +226,7 @@ class KafkaBackend(KafkaAdmin, KafkaOffsets, KafkaClients, Backend):
     def producer(self, stream: str) -> Producer:
         from evrelay.backends.kafka.producer import KafkaProducer
 
-        return KafkaProducer(self, stream)
+        return KafkaProducer(self, valid_topic(stream))
 
     def refuse_exactly_once(self, source: Backend | None) -> None:
         if source is None:
@@ -239,6 +252,8 @@ class KafkaBackend(KafkaAdmin, KafkaOffsets, KafkaClients, Backend):
     # --- consuming -----------------------------------------------------------------------
 
     def consumer(self, spec: ReadSpec) -> Consumer:
+        if spec.stream:
+            valid_topic(spec.stream)
         for position in (spec.start, spec.stop):
             if position is not None:
                 refuse_entry_id(position)

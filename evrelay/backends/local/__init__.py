@@ -224,7 +224,11 @@ class LocalBackend(Backend):
             ms, seq = position.parts if isinstance(position, EntryId) else (position.offset, 0)
             return id_before(ms, seq)
         if isinstance(position, AtTime):
-            return id_before(position.ms, 0)
+            # A time after the last entry (a future one) starts where the stream ends, as
+            # Kafka's offsets_for_times answers; as an ID it would skip every entry written
+            # before that time (a group moved to 2099 would see nothing new until then).
+            last = self.last_id(stream)
+            return last if last[0] < position.ms else id_before(position.ms, 0)
         if isinstance(position, Last):
             if position.count <= 0:
                 return self.last_id(stream)

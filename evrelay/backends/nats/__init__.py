@@ -300,7 +300,11 @@ class NatsBackend(NatsGroups, Backend):
         if isinstance(position, End):
             return {"deliver_policy": "new"}
         if isinstance(position, Offset):
-            return {"deliver_policy": "by_start_sequence", "opt_start_seq": max(position.offset, 1)}
+            # Past the end means the end, as Kafka clamps an offset: a consumer started at
+            # sequence 999999 would skip every message published until then.
+            state = state if state is not None else self.stream_state(stream)
+            start = min(max(position.offset, 1), int(state.get("last_seq", 0)) + 1)
+            return {"deliver_policy": "by_start_sequence", "opt_start_seq": start}
         if isinstance(position, AtTime):
             return {"deliver_policy": "by_start_time", "opt_start_time": format_ms(position.ms)}
         if isinstance(position, Last):

@@ -208,7 +208,7 @@ class NatsGroups:
         elif isinstance(target, End):
             new = last
         elif isinstance(target, Offset):
-            new = max(target.offset, 1) - 1
+            new = min(max(target.offset, 1) - 1, last)  # past the end: the end (see deliver_config)
         elif isinstance(target, AtTime):
             new = self.first_seq_at(stream, target.ms) - 1
         else:

@@ -71,6 +71,7 @@ from evrelay.errors import (
     ConfigError,
     EvrelayError,
     NotFoundError,
+    PermissionDenied,
     UnsupportedError,
     UsageError,
 )
@@ -92,6 +93,41 @@ _RAW_REPLIES = ("XRANGE", "XREVRANGE", "XREAD", "XREADGROUP", "XAUTOCLAIM", "XCL
 
 # redis-py connection settings an address's query may carry besides the ssl_* ones.
 _QUERY_CLIENT_SETTINGS = {"health_check_interval", "client_name", "socket_keepalive", "retry_on_timeout"}
+
+
+def reply_code(exc: Exception) -> str:
+    """The error code of a Redis error reply (`OOM`, `NOPERM`, `NOGROUP`, ...), whichever
+    parser read it: redis-py's own parsers cut the code off the text of the replies they
+    know and raise a class of their own for them (NoPermissionError("this user has no
+    permissions ...")), a bare hiredis.Reader keeps the reply's text whole. "" when the
+    exception is not an error reply."""
+    code = getattr(exc, "status_code", None)  # redis-py >= 6 keeps the code it cut off
+    if isinstance(code, str) and code:
+        return code
+    from redis import exceptions
+
+    for name, known in _CODE_OF_CLASS:
+        cls = getattr(exceptions, name, None)
+        if cls is not None and isinstance(exc, cls):
+            return known
+    if not isinstance(exc, exceptions.ResponseError):
+        return ""
+    first = str(exc).split(" ", 1)[0]
+    return first if first.isupper() and first.isalpha() else "ERR"
+
+
+# redis-py's classes for the error replies whose code its parsers cut off, subclasses first.
+_CODE_OF_CLASS = (
+    ("NoPermissionError", "NOPERM"),
+    ("OutOfMemoryError", "OOM"),
+    ("BusyLoadingError", "LOADING"),
+    ("ReadOnlyError", "READONLY"),
+    ("TryAgainError", "TRYAGAIN"),
+    ("MasterDownError", "MASTERDOWN"),
+    ("ClusterDownError", "CLUSTERDOWN"),
+    ("NoScriptError", "NOSCRIPT"),
+    ("ExecAbortError", "EXECABORT"),
+)
 
 
 class RedisStreamsBackend(Backend):
@@ -226,21 +262,28 @@ class RedisStreamsBackend(Backend):
             origin = self.settings.origin or f"Redis at {self.where}"
             self.settings.warn(f"TLS certificate verification is off for {origin} (ssl_cert_reqs = {setting}): anyone on the network path can pose as the server")
 
-    TRANSIENT_REPLIES = ("OOM", "LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "NOREPLICAS", "CLUSTERDOWN", "READONLY")
+    TRANSIENT_REPLIES = frozenset({"OOM", "LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "NOREPLICAS", "CLUSTERDOWN", "READONLY"})
     """Error replies about the server's state, not the command: out of memory under
     noeviction, loading its data, a script running, a failover. Retried, never refused for good."""
 
     def is_transient_reply(self, reply: Exception) -> bool:
-        return str(reply).startswith(self.TRANSIENT_REPLIES)
+        return reply_code(reply) in self.TRANSIENT_REPLIES
 
     def translate(self, exc: Exception, what: str = "") -> EvrelayError:
         """A redis-py exception as an evrelay error (credentials and reachability -> exit 3)."""
         import redis
 
         detail = f" ({what})" if what else ""
-        if isinstance(exc, redis.AuthenticationError) or (
-            isinstance(exc, redis.ResponseError) and str(exc).startswith(("NOAUTH", "WRONGPASS", "NOPERM"))
-        ):
+        code = reply_code(exc)
+        if code == "NOPERM":
+            user = urlsplit(self.url).username
+            who = f"user {unquote(user)!r}" if user else "the default user"
+            reason = str(exc) if str(exc).startswith("NOPERM") else f"NOPERM {exc}"
+            return PermissionDenied(
+                f"Redis at {self.where}{self._of_origin} refused {what or 'a command'}: the ACL of {who} does not allow it ({reason})",
+                hint="an ACL is not an outage that passes: grant the command and key (ACL SETUSER), or use a user that may",
+            )
+        if isinstance(exc, redis.AuthenticationError) or code in ("NOAUTH", "WRONGPASS"):
             return BackendUnavailable(f"Redis at {self.where} refused the credentials{self._of_origin}{detail}: {exc}")
         if isinstance(exc, redis.ConnectionError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
             reason = str(exc).rpartition("certificate verify failed: ")[2].split(" (_ssl")[0] or str(exc)
@@ -255,9 +298,9 @@ class RedisStreamsBackend(Backend):
                 hint="is redis-server running, and is the url right?",
             )
         message = str(exc)
-        if message.startswith("NOGROUP"):
+        if code == "NOGROUP":
             return NotFoundError(f"Redis{detail}: {message}")
-        if message.startswith("WRONGTYPE"):
+        if code == "WRONGTYPE":
             return UsageError(f"Redis{detail}: that key is not a stream ({message})")
         return EvrelayError(f"Redis{detail}: {message}")
 
@@ -293,8 +336,11 @@ class RedisStreamsBackend(Backend):
         started = time.perf_counter()
         try:
             self.command("PING")
-            version = self.command("INFO", "server").get("redis_version", "?")
-        except BackendUnavailable as exc:
+            try:
+                version = self.command("INFO", "server").get("redis_version", "?")
+            except PermissionDenied:
+                version = "?"  # an ACL user without INFO: the server answered all the same
+        except (BackendUnavailable, PermissionDenied) as exc:
             return Health(False, exc.message)
         return Health(True, f"redis {version} at {self.where}", (time.perf_counter() - started) * 1000)
 
@@ -360,6 +406,8 @@ class RedisStreamsBackend(Backend):
             return (format_stream_id(*last) if last else "0-0"), False
         if isinstance(position, EntryId):
             return position.entry_id, True
+        if isinstance(position, AtTime) and self._after_the_last(stream, position):
+            return self.start_id(stream, End())
         if isinstance(position, (Offset, AtTime)):
             return str(position.offset if isinstance(position, Offset) else position.ms), True
         if isinstance(position, Stored):
@@ -378,6 +426,14 @@ class RedisStreamsBackend(Backend):
             return str(position.offset if isinstance(position, Offset) else position.ms)
         raise UsageError(f"--to {position} does not apply; use end, an entry ID or a time")
 
+    def _after_the_last(self, stream: str, position: AtTime) -> bool:
+        """A time later than the stream's last entry (a future one, say) starts where the
+        stream ends, as Kafka's offsets_for_times answers: taken as an entry ID it would
+        place a reader past every entry written before that time, so a group moved to
+        2099 would skip all new entries (its lag saying 0) until then."""
+        last = self.last_id(stream)
+        return last is None or position.ms > last[0]
+
     def group_start_id(self, stream: str, position: StreamPosition) -> str:
         """XGROUP CREATE's ID (the last delivered one) for a group that should start at position."""
         if isinstance(position, (Beginning, Stored)):
@@ -386,6 +442,8 @@ class RedisStreamsBackend(Backend):
             return "$"
         if isinstance(position, EntryId):
             return id_before(*position.parts)
+        if isinstance(position, AtTime) and self._after_the_last(stream, position):
+            return "$"
         if isinstance(position, (Offset, AtTime)):
             return id_before(position.offset if isinstance(position, Offset) else position.ms, 0)
         if isinstance(position, Last):
@@ -419,7 +477,7 @@ class RedisStreamsBackend(Backend):
             self.client.execute_command("XGROUP", "CREATE", stream, group, start_id, "MKSTREAM")
             return True
         except redis.ResponseError as exc:
-            if str(exc).startswith("BUSYGROUP"):
+            if reply_code(exc) == "BUSYGROUP":
                 return False
             raise self.translate(exc, f"creating group {group!r}") from None
         except redis.RedisError as exc:

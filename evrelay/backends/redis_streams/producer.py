@@ -20,6 +20,7 @@ from evrelay.backends.redis_streams.layouts import (
 )
 from evrelay.errors import (
     BackendUnavailable,
+    PermissionDenied,
 )
 
 if TYPE_CHECKING:
@@ -184,17 +185,26 @@ class RedisProducer(Producer):
             self._unconfirmed.clear()
             return
         replies_iter = iter(replies)
+        refused: PermissionDenied | None = None
         for batch in self._unconfirmed:
             for item in batch:
                 reply = next(replies_iter)
                 if isinstance(reply, Exception):
-                    error = self.backend.translate(reply, "XADD")
+                    error = self.backend.translate(reply, f"XADD to {self.stream!r}")
+                    if isinstance(error, PermissionDenied):
+                        refused = refused or error
+                        continue
                     failed = item if isinstance(item, Message) else Message(item)
                     transient = isinstance(error, BackendUnavailable) or self.backend.is_transient_reply(reply)
                     self._report.failures.append(DeliveryFailure(failed, error.message, permanent=not transient))
                 else:
                     self._report.delivered += 1
         self._unconfirmed.clear()
+        if refused is not None:
+            # An ACL that refuses XADD refuses every message, now and after any wait:
+            # stop the caller (exit 3) instead of reporting failures to retry or dead-letter.
+            self._report = DeliveryReport()
+            raise refused
 
     def _read_replies(self, count: int) -> list[Any]:
         """`count` replies, error replies as exception objects. With hiredis, parsed in
