@@ -1,0 +1,69 @@
+"""Defects found by the third review (of the kpub3 and adv3 branches), each with the test
+that failed on the merged tree before its fix. Real servers come from tests/conftest.py:
+a redis-server of this module's own where a test adds ACL users, so no other test meets them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+
+import pytest
+
+from tests.conftest import evrelay, start_server
+
+PASSWORD = "s3cret-review3-pw"
+
+
+@pytest.fixture(scope="module")
+def acl_redis():
+    """A redis-server whose ACL users these tests add."""
+    from tests.servers import RedisServer
+
+    server = start_server(RedisServer)
+    yield server
+    server.stop()
+
+
+def acl_user(server, *rules: str) -> str:
+    """A new ACL user with the password PASSWORD and these rules; its redis:// url prefix."""
+    name = f"r{uuid.uuid4().hex[:6]}"
+    done = subprocess.run(["redis-cli", "-p", str(server.port), "ACL", "SETUSER", name, "on", f">{PASSWORD}", *rules], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "OK", done.stdout
+    return f"redis://{name}:{PASSWORD}@127.0.0.1:{server.port}"
+
+
+@pytest.mark.redis
+def test_publish_as_a_producer_only_acl_user(acl_redis):
+    """A least-privilege producer (`ACL SETUSER u on >pw ~orders* +xadd`) may XADD and
+    nothing else. Before: exit 3 'refused a command: ... no permissions to run the
+    'ping' command', for the PING evrelay sends on connecting, though XADD was allowed;
+    after: published, the message in the stream."""
+    stream = f"orders-{uuid.uuid4().hex[:6]}"
+    url = acl_user(acl_redis, "~orders*", "+xadd")
+    run = evrelay("publish", f"{url}/0/{stream}", "hello")
+    assert run.returncode == 0, run.err
+    assert PASSWORD not in run.err + run.out
+    length = subprocess.run(["redis-cli", "-p", str(acl_redis.port), "XLEN", stream], capture_output=True, text=True, check=True)
+    assert length.stdout.strip() == "1"
+    # A user refused XADD on that key is still refused, naming the command.
+    denied = acl_user(acl_redis, "~other*", "+xadd")
+    run = evrelay("publish", f"{denied}/0/{stream}", "hello")
+    assert run.returncode == 3, run.err
+    assert "XADD" in run.err and "NOPERM" in run.err and PASSWORD not in run.err + run.out
+
+
+@pytest.mark.redis
+def test_health_lists_a_user_refused_ping_as_unhealthy_beside_the_others(acl_redis):
+    """`health A B`: every address gets its row. Before: a user whose ACL refuses PING
+    ended the command at once with exit 3 and one error line, no rows at all (the other,
+    healthy address's row lost); after: that row says unhealthy with the ACL's reply, the
+    other says healthy, and the exit is 3 ('not healthy')."""
+    denied = acl_user(acl_redis, "~*", "+@all", "-ping")
+    healthy = f"redis://127.0.0.1:{acl_redis.port}"
+    run = evrelay("health", f"{denied}/0", healthy, "-o", "json")
+    assert run.returncode == 3, run.err
+    rows = [json.loads(line) for line in run.out.splitlines()]
+    assert [row["healthy"] for row in rows] == [False, True], run.out + run.err
+    assert "NOPERM" in rows[0]["detail"] and "PING" in rows[0]["detail"].upper()
+    assert PASSWORD not in run.out + run.err and "Traceback" not in run.err
