@@ -67,3 +67,31 @@ def test_health_lists_a_user_refused_ping_as_unhealthy_beside_the_others(acl_red
     assert [row["healthy"] for row in rows] == [False, True], run.out + run.err
     assert "NOPERM" in rows[0]["detail"] and "PING" in rows[0]["detail"].upper()
     assert PASSWORD not in run.out + run.err and "Traceback" not in run.err
+
+
+def _run_with_stderr_closed(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    import os
+    import sys
+
+    from tests.conftest import REPO
+
+    env = dict(os.environ, PYTHONPATH=str(REPO), XDG_DATA_HOME=str(tmp_path / "data"), XDG_CONFIG_HOME=str(tmp_path / "config"))
+    env.pop("EVRELAY_CONFIG", None)
+    env.pop("EVRELAY_PROFILE", None)
+    # `2>&-`: the child starts with no fd 2, so Python's sys.stderr is None
+    return subprocess.run(["bash", "-c", 'exec "$@" 2>&-', "-", sys.executable, "-m", "evrelay", *args], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, cwd=tmp_path, timeout=60)
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "typer"])
+def test_a_closed_stderr_does_not_change_the_exit_status(tmp_path, fast_path):
+    """`evrelay publish demo x 2>&-` (a script silencing evrelay). Before: exit 1 although
+    the message was published (writing the summary line to the missing stderr raised), so
+    a script retrying on failure published it twice; and an unknown backend was exit 1,
+    not 2. After: 0 and 2, as with stderr open; on the fast path and through typer alike."""
+    extra = [] if fast_path else ["--input", "lines"]  # the default --input: forces typer's parser
+    done = _run_with_stderr_closed(tmp_path, "publish", "demo", "x", *extra)
+    assert done.returncode == 0
+    done = _run_with_stderr_closed(tmp_path, "tail", "demo", "--from", "beginning", "-n", "5", "-o", "raw")
+    assert done.stdout == b"x\n"  # published once
+    done = _run_with_stderr_closed(tmp_path, "publish", "nosuch://x", "v", *extra)
+    assert done.returncode == 2

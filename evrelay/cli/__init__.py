@@ -96,6 +96,10 @@ def main(argv: list[str] | None = None, *, help_pages: bool = True, fast_path: b
         sys.stdout = ClosedOutput()  # type: ignore[assignment]
     if sys.stdin is None:  # a closed stdin reads as empty
         sys.stdin = open(os.devnull)  # noqa: SIM115
+    if sys.stderr is None:
+        # `2>&-` silences us: what goes to stderr is dropped, and the exit status stays
+        # what it would be (a summary line written to None made a success exit 1).
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115
     if args in (["--version"], ["-V"]):
         from evrelay import __version__
 
