@@ -167,3 +167,28 @@ def test_fast_path_and_typer_alike_in_every_environment(tmp_path, args, env, she
     (tmp_path / "cfg.toml").write_text(_CONFIG)
     fast, slow = _both_ways(tmp_path, args, env, shell)
     assert fast == slow
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "typer"])
+def test_an_error_told_to_a_gone_stderr_keeps_its_exit_status(tmp_path, fast_path):
+    """`evrelay publish nosuch://x v 2>&1 | head -c0`: the reader of stderr has gone when
+    the error line is written. Before: exit 1 (the fast path died of the BrokenPipeError
+    raised while reporting; typer's path mapped it to a failure), not the usage error's
+    2; after: 2 either way, and a success stays 0."""
+    import os
+    import sys
+
+    from tests.conftest import REPO
+
+    extra = [] if fast_path else ["--input", "lines"]
+    env = dict(os.environ, PYTHONPATH=str(REPO), XDG_DATA_HOME=str(tmp_path / "data"), XDG_CONFIG_HOME=str(tmp_path / "config"))
+    statuses = []
+    for args in (["publish", "nosuch://x", "v"], ["publish", "demo", "x"]):
+        reader, writer = os.pipe()
+        os.close(reader)  # nobody reads evrelay's stderr
+        try:
+            done = subprocess.run([sys.executable, "-m", "evrelay", *args, *extra], stderr=writer, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, cwd=tmp_path, timeout=60)
+        finally:
+            os.close(writer)
+        statuses.append(done.returncode)
+    assert statuses == [2, 0]

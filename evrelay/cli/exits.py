@@ -20,6 +20,15 @@ if TYPE_CHECKING:
 
 
 def report_error(exc: BaseException, session: Session) -> None:
+    try:
+        _write_error(exc, session)
+    except OSError:
+        # Nobody reads our stderr any more (`2>&1 | head -c0`): the exit status still
+        # says what went wrong; stderr goes to /dev/null so the exit-time flush is quiet.
+        _silence(session.stderr)
+
+
+def _write_error(exc: BaseException, session: Session) -> None:
     err = session.stderr
     if session.verbose:
         import traceback  # only -v prints one: 2 ms of every start-up otherwise
@@ -44,9 +53,13 @@ OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EBADF, errno.EDQUOT, e
 def _silence_stdout(session: Session) -> None:
     # The reader of our stdout has gone (or it cannot take data); point stdout at
     # /dev/null so that the final flush at interpreter exit does not fail a second time.
+    _silence(session.stdout)
+
+
+def _silence(stream: object) -> None:
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, session.stdout.fileno())
+        os.dup2(devnull, stream.fileno())  # type: ignore[attr-defined]
     except (OSError, ValueError, AttributeError):
         pass
 
@@ -57,7 +70,10 @@ def exit_status(exc: Exception | KeyboardInterrupt, session: Session) -> int:
         report_error(exc, session)
         return int(exc.exit_code)
     if isinstance(exc, KeyboardInterrupt):
-        session.stderr.write("evrelay: interrupted\n")
+        try:
+            session.stderr.write("evrelay: interrupted\n")
+        except OSError:
+            _silence(session.stderr)
         return int(ExitCode.INTERRUPTED)
     if isinstance(exc, BrokenPipeError):
         _silence_stdout(session)
