@@ -190,9 +190,9 @@ class RedisProducer(Producer):
             for item in batch:
                 reply = next(replies_iter)
                 if isinstance(reply, Exception):
-                    error = self.backend.translate(reply, f"XADD to {self.stream!r}")
+                    error = self.backend.translate(reply, "XADD")
                     if isinstance(error, PermissionDenied):
-                        refused = refused or error
+                        refused = refused or self.backend.translate(reply, f"XADD to {self.stream!r}")
                         continue
                     failed = item if isinstance(item, Message) else Message(item)
                     transient = isinstance(error, BackendUnavailable) or self.backend.is_transient_reply(reply)
