@@ -192,3 +192,20 @@ def test_an_error_told_to_a_gone_stderr_keeps_its_exit_status(tmp_path, fast_pat
             os.close(writer)
         statuses.append(done.returncode)
     assert statuses == [2, 0]
+
+
+def test_an_option_librdkafka_rejects_is_one_line_naming_the_profile(tmp_path):
+    """A Kafka option out of librdkafka's range in a profile. Before: exit 2 with
+    'librdkafka rejected the Kafka options: Configuration property ... 0..900000' followed
+    by an empty line (librdkafka's text ends with a newline), naming neither the config
+    file nor the profile; after: one line that names both (and the address for a URL).
+    librdkafka rejects it on creating the client: no broker is needed."""
+    config = tmp_path / "evrelay.toml"
+    config.write_text('[profiles.orders]\nbackend = "kafka"\nbootstrap_servers = "127.0.0.1:9"\ntopic = "t"\n[profiles.orders.options]\n"linger.ms" = 1e9\n')
+    run = evrelay("publish", "--config", str(config), "orders", "v")
+    assert run.returncode == 2, run.err
+    assert run.err.count("\n") == 1 and run.err.endswith("900000\n"), repr(run.err)
+    assert str(config) in run.err and "'orders'" in run.err and "queue.buffering.max.ms" in run.err
+    run = evrelay("publish", "kafka://127.0.0.1:9/t?linger.ms=inf", "v")
+    assert run.returncode == 2 and run.err.count("\n") == 1, repr(run.err)
+    assert "address 'kafka://127.0.0.1:9/t?linger.ms=inf'" in run.err

@@ -153,10 +153,15 @@ class KafkaClients:
             return factory(config)
         except KafkaException as exc:
             error = exc.args[0]
-            detail = error.str() if hasattr(error, "str") else str(error)
-            raise ConfigError(f"librdkafka rejected the Kafka options: {self.redact(detail)}") from None
+            # librdkafka ends some of its texts with a newline: the error stays one line
+            detail = (error.str() if hasattr(error, "str") else str(error)).strip()
+            raise ConfigError(f"librdkafka rejected the Kafka options{self._of_origin}: {self.redact(detail)}") from None
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"invalid Kafka options: {self.redact(str(exc))}") from None
+            raise ConfigError(f"invalid Kafka options{self._of_origin}: {self.redact(str(exc))}") from None
+
+    @property
+    def _of_origin(self) -> str:
+        return f" of {self.settings.origin}" if self.settings.origin else ""
 
     def admin(self) -> Any:
         if self._admin is None:
