@@ -15,7 +15,6 @@ turns it into options validated like a profile's.
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -141,6 +140,8 @@ def _profile_address(text: str, base: str, config: Config, default: str) -> Addr
     head, colon, tail = base.partition(":")
     if colon:
         if head not in config.profiles:
+            import difflib  # for errors only (~2 ms of every start otherwise)
+
             close = difflib.get_close_matches(head, list(config.profiles), n=1)
             hint = f"; did you mean {close[0]}:{tail}?" if close else ""
             raise AddressError(
@@ -177,6 +178,8 @@ def open_backend(address: Address, settings: BackendSettings) -> Backend:
     unknown = set(address.options) - set(cls.option_names)
     if unknown:
         key = sorted(unknown)[0]
+        import difflib
+
         close = difflib.get_close_matches(key, list(cls.option_names), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         known = ", ".join(sorted(cls.option_names)) or "none"

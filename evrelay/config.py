@@ -11,10 +11,8 @@ Secrets never leave this module unmasked through `masked()`.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,6 +173,8 @@ class Config:
         try:
             return self.profiles[name]
         except KeyError:
+            import difflib  # imported for errors only, as tomllib for a config file: ~7 ms of every start
+
             close = difflib.get_close_matches(name, list(self.profiles), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             known = ", ".join(sorted(self.profiles)) or "none"
@@ -197,6 +197,8 @@ def _table_line(text: str, dotted: str) -> int | None:
 
 def parse_config(text: str, path: Path | None) -> Config:
     where = str(path) if path else "<config>"
+    import tomllib
+
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -131,3 +132,41 @@ def test_an_idempotent_producer_gets_its_id_without_librdkafkas_500_ms_retry(kaf
     if "No brokers available for Idempotent producer" in seen:  # the race the nudge is for
         waited = seen["Acquired PID"] - seen["No brokers available for Idempotent producer"]
         assert waited < 0.4, f"the producer ID came {waited:.3f} s after librdkafka found no broker\n" + "".join(lines)
+
+
+def read_to_end(bootstrap: str, topic: str) -> list[bytes]:
+    """Every value in partition 0 of `topic`, up to its end (partition EOF: tansu's
+    watermarks lag, its EOF events do not)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "direct", "enable.auto.commit": False, "enable.partition.eof": True})
+    consumer.assign([TopicPartition(topic, 0, -2)])
+    values: list[bytes] = []
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            for record in consumer.consume(1000, 0.5):
+                if record.error() is None:
+                    values.append(record.value())
+                elif record.error().code() == record.error()._PARTITION_EOF:
+                    return values
+        raise AssertionError(f"no end of {topic} within 30 s ({len(values)} read)")
+    finally:
+        consumer.close()
+
+
+def test_delivery_failures_reported_later_are_counted_exactly(kafka_server):
+    """Plain lines are produced without a callback of their own: their failures reach the
+    producer's `on_delivery`. Messages that wait longer than message.timeout.ms (1 ms) in
+    librdkafka's queue fail asynchronously (_MSG_TIMED_OUT); what publish calls failed plus
+    what it calls delivered is what it read, and the topic holds exactly the delivered ones."""
+    topic = create_topic(kafka_server.bootstrap, f"late-{uuid.uuid4().hex[:8]}")
+    count = 20000
+    run = evrelay("publish", f"kafka://{kafka_server.bootstrap}/{topic}?enable.idempotence=false&message.timeout.ms=1&linger.ms=0",
+                  input="".join(f"v{i}\n" for i in range(count)), timeout=120)
+    found = re.search(rf"(\d+) of {count} message\(s\) .* were not delivered \(first failure: _MSG_TIMED_OUT: .*\); (\d+) delivered", run.err)
+    assert run.returncode == 1 and found, run.err
+    failed, delivered = int(found.group(1)), int(found.group(2))
+    assert failed > 0 and failed + delivered == count, run.err
+    values = read_to_end(kafka_server.bootstrap, topic)
+    assert len(values) == delivered and len(set(values)) == delivered

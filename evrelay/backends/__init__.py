@@ -13,7 +13,6 @@ class implements `options_from_url`.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from functools import cache
 from typing import TYPE_CHECKING
@@ -159,6 +158,8 @@ def _target(name: str) -> str:
     plugins = _plugin_targets()
     if name in plugins:
         return plugins[name]
+    import difflib  # for the error only
+
     close = difflib.get_close_matches(name, backend_names(), n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise UnknownBackendError(

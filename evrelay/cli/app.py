@@ -1,18 +1,15 @@
 """The `evrelay` command: composes the command modules and maps errors to exit codes.
 
-`EvrelayGroup.invoke` creates the invocation's one `Session` (bound here, and only here, to
-the process's stdout and stderr) and is the ONE place where exceptions become exit statuses
-(CONTRACT.md §4): evrelay's own errors print one line on stderr (`-v` adds the traceback),
-Ctrl-C is 130, a closed stdout pipe (`| head`) ends quietly, and anything unexpected is
-reported as an internal error without a traceback unless `-v` was given.
+`EvrelayGroup.invoke` creates the invocation's one `Session` (bound here to the process's
+stdout and stderr; the fast path of `publish` in evrelay/cli/fast_path.py does the same)
+and turns what a command raises into its exit status with evrelay/cli/exits.py, the ONE
+place where exceptions become exit statuses (CONTRACT.md §4).
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
-import traceback
 from typing import Any
 
 import typer
@@ -20,37 +17,7 @@ from typer.core import TyperGroup
 
 from evrelay import __version__, backends
 from evrelay.cli.common import Session, command
-from evrelay.errors import EvrelayError, ExitCode, Interrupted
-
-
-def report_error(exc: BaseException, session: Session) -> None:
-    err = session.stderr
-    if session.verbose:
-        traceback.print_exception(exc, file=err)
-    if isinstance(exc, Interrupted):
-        err.write(f"evrelay: {exc.message}\n")
-    elif isinstance(exc, EvrelayError):
-        err.write(f"evrelay: error: {exc.message}\n")
-        if exc.hint:
-            err.write(f"evrelay: hint: {exc.hint}\n")
-    else:
-        err.write(f"evrelay: internal error: {type(exc).__name__}: {exc}\n")
-        if not session.verbose:
-            err.write("evrelay: this is a bug in evrelay; run again with -v for the traceback\n")
-    err.flush()
-
-
-OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EBADF, errno.EDQUOT, errno.EFBIG})
-
-
-def _silence_stdout(session: Session) -> None:
-    # The reader of our stdout has gone (or it cannot take data); point stdout at
-    # /dev/null so that the final flush at interpreter exit does not fail a second time.
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, session.stdout.fileno())
-    except (OSError, ValueError, AttributeError):
-        pass
+from evrelay.cli.exits import exit_status
 
 
 def root_help() -> str:
@@ -76,26 +43,8 @@ class EvrelayGroup(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.exceptions.TyperException):
             raise
-        except EvrelayError as exc:
-            report_error(exc, session)
-            raise typer.Exit(int(exc.exit_code)) from None
-        except KeyboardInterrupt:
-            session.stderr.write("evrelay: interrupted\n")
-            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
-        except BrokenPipeError:
-            _silence_stdout(session)
-            raise typer.Exit(int(ExitCode.SUCCESS)) from None
-        except OSError as exc:
-            if exc.filename is not None or exc.errno not in OUTPUT_ERRNOS:
-                report_error(exc, session)
-                raise typer.Exit(int(ExitCode.FAILURE)) from None
-            # Writing our output failed (a full disk, /dev/full, an I/O error).
-            report_error(EvrelayError(f"cannot write to stdout: {exc.strerror}"), session)
-            _silence_stdout(session)
-            raise typer.Exit(int(ExitCode.FAILURE)) from None
-        except Exception as exc:
-            report_error(exc, session)
-            raise typer.Exit(int(ExitCode.FAILURE)) from None
+        except (Exception, KeyboardInterrupt) as exc:
+            raise typer.Exit(exit_status(exc, session)) from None
 
 
 def _new_app() -> typer.Typer:

@@ -1,12 +1,12 @@
-"""`evrelay publish ADDRESS [VALUE...]`: send values, or stdin, and confirm delivery."""
+"""`evrelay publish ADDRESS [VALUE...]`: send values, or stdin, and confirm delivery.
+
+The options are declared here; the work is `publish_messages` (evrelay/cli/publish_run.py),
+which a plain `publish ADDRESS` reaches without typer (evrelay/cli/fast_path.py).
+"""
 
 from __future__ import annotations
 
-import os
-import sys
-import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -20,99 +20,8 @@ from evrelay.cli.common import (
     Session,
     command,
     kcat_mode,
-    parse_headers,
 )
-from evrelay.errors import DeliveryFailed, InputError, Interrupted, UsageError
-
-if TYPE_CHECKING:
-    from evrelay.envelope import Message
-
-INPUT_MODES = ("lines", "json", "raw", "kcat", "keyed")
-LINE_DECODED_MODES = ("json", "kcat", "keyed")
-"""Input modes with one message per line, decoded (a bad line stops or is skipped)."""
-TERM_FLUSH_SECONDS = 10.0
-"""After SIGTERM, how long publish waits for what it accepted to be confirmed (unless --timeout)."""
-
-
-class _TermSignal(Exception):
-    """Raised in the main thread by the SIGTERM handler: stop reading input."""
-
-
-def _on_sigterm(_signum: int, _frame: object) -> None:
-    import signal
-
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough; the flush is bounded
-    raise _TermSignal
-BATCH_SIZE = 2000
-
-
-STALL_SECONDS = 0.05
-"""How long stdin may pause before what was read is sent (so slow pipes are not held back)."""
-
-
-def _value_batches(values: list[str] | None, mode: str) -> Iterator[list[bytes]]:
-    """Plain values from the arguments, or stdin one per line (empty lines skipped) or
-    whole (raw), in batches sent as soon as they are read."""
-    from evrelay.lines import STDIO, LineReader
-
-    if values:
-        yield [os.fsencode(value) for value in values]
-        return
-    if mode == "raw":
-        yield [sys.stdin.buffer.read()]
-        return
-    reader = LineReader(STDIO)
-    while not reader.drained:
-        _, lines = reader.take_lines(BATCH_SIZE, STALL_SECONDS, follow=False)
-        if lines:
-            yield list(filter(None, lines))  # empty lines are skipped
-
-
-def _envelope_batches(
-    values: list[str] | None,
-    key: bytes | None,
-    headers: list[tuple[str, bytes]],
-    skipped: list[str],
-    skip_invalid: bool,
-    decode=None,
-) -> Iterator[list[Message]]:
-    """Messages from JSON envelopes (arguments or stdin lines), or another line format
-    (`decode`). A bad line ends the iteration with InputError naming it, after the
-    batch of good lines before it."""
-    from evrelay.envelope import EnvelopeError, decode_envelope
-    from evrelay.lines import STDIO, LineReader
-
-    decode = decode or decode_envelope
-
-    def convert(first: int, lines: list[bytes], where: str) -> Iterator[list[Message]]:
-        batch: list[Message] = []
-        for number, line in enumerate(lines, first):
-            if not line.strip():
-                continue
-            try:
-                message = decode(line)
-            except EnvelopeError as exc:
-                if skip_invalid:
-                    skipped.append(f"{where} {number}: {exc}")
-                    continue
-                yield batch
-                raise InputError(f"{where} {number}: {exc}") from None
-            message.position = None
-            if key is not None:
-                message.key = key
-            if headers:
-                message.headers = message.headers + headers
-            batch.append(message)
-        yield batch
-
-    if values:
-        yield from convert(1, [os.fsencode(v) for v in values], "argument")
-        return
-    reader = LineReader(STDIO)
-    while not reader.drained:
-        first, lines = reader.take_lines(BATCH_SIZE, STALL_SECONDS, follow=False)
-        if lines:
-            yield from convert(first, lines, "stdin line")
+from evrelay.cli.publish_run import publish_messages
 
 
 @command()
@@ -139,124 +48,7 @@ def publish(
       evrelay publish kafka:orders -K: < keyed.txt     # like kcat -P -K: -t orders
     """
     input_mode, delimiter = kcat_mode(input_mode, kcat_json, key_delimiter, "--input")
-    input_mode = input_mode or "lines"
-    if input_mode not in INPUT_MODES:
-        raise UsageError(f"--input must be one of {', '.join(INPUT_MODES)}, not {input_mode!r}")
-    from evrelay.backends.base import Capability
-    from evrelay.transforms import message_transform, with_transform
-
-    transform = message_transform(cloudevents)
-
-    target = session.address(address)
-    key_bytes = os.fsencode(key) if key is not None else None
-    headers = parse_headers(header)
-    if not values and session.stdin_is_tty and not session.quiet:
-        session.info("evrelay: reading messages from the terminal, one per line; end with Ctrl-D")
-    skipped: list[str] = []
-    started = time.perf_counter()
-    import signal
-
-    # SIGTERM stops reading, then what was accepted is flushed (bounded) and reported:
-    # dying by the signal would drop messages still queued in a client that sends in the background.
-    previous_term = signal.signal(signal.SIGTERM, _on_sigterm)
-    terminated = False
-    try:
-        with session.backend(target, {Capability.PUBLISH}, command="publish") as backend:
-            stream = target.require_stream(backend.stream_noun)
-            with with_transform(backend.producer(stream), transform) as producer:
-                queued = 0
-                input_error: InputError | None = None
-                interrupted = False
-                try:
-                    if input_mode in LINE_DECODED_MODES:
-                        for batch in _envelope_batches(values, key_bytes, headers, skipped, skip_invalid, _line_decoder(input_mode, delimiter)):
-                            if batch:
-                                producer.send(batch)
-                                queued += len(batch)
-                    else:
-                        for plain in _value_batches(values, input_mode):
-                            if plain:
-                                producer.send_values(plain, key_bytes, headers)
-                                queued += len(plain)
-                except InputError as exc:
-                    input_error = exc
-                except KeyboardInterrupt:
-                    interrupted = True
-                except _TermSignal:
-                    terminated = True
-                try:
-                    report = producer.flush(session.timeout if session.timeout is not None or not terminated else TERM_FLUSH_SECONDS)
-                except _TermSignal:  # arrived between reading and flushing
-                    terminated = True
-                    report = producer.flush(session.timeout or TERM_FLUSH_SECONDS)
-    except _TermSignal:  # before anything was read (connecting): nothing to flush
-        from evrelay.errors import Terminated
-
-        raise Terminated(f"terminated before anything was published to {target.display}") from None
-    finally:
-        signal.signal(signal.SIGTERM, previous_term)
-    elapsed = time.perf_counter() - started
-    for line in skipped:
-        session.warn(f"skipped {line}")
-    delivered = report.delivered
-    where = f"{target.display} [{backend.describe()}]"
-    if terminated:
-        from evrelay.errors import Terminated
-
-        lost = report.pending + len(report.failures)
-        raise Terminated(
-            f"terminated: {delivered} message(s) were published to {where}"
-            + (f"; {lost} read before the signal were not confirmed" if lost else "; nothing read was lost")
-        )
-    if report.pending:
-        from evrelay.errors import ProducerTimeout
-
-        raise ProducerTimeout(
-            f"{report.pending} of {queued} message(s) to {where} were not confirmed in time; "
-            f"{delivered} confirmed",
-            undelivered=report.pending,
-            hint="is the backend reachable? raise --timeout for slow links",
-        )
-    unfit = [failure for failure in report.failures if failure.unfit]
-    if unfit:
-        raise UsageError(
-            f"{len(unfit)} of {queued} message(s) cannot be written to {where}: {unfit[0].reason}; "
-            f"{delivered} delivered; nothing of the refused ones was sent"
-        )
-    if report.failures:
-        first = report.failures[0]
-        raise DeliveryFailed(
-            f"{len(report.failures)} of {queued} message(s) to {where} were not delivered "
-            f"(first failure: {first.reason}); {delivered} delivered",
-            failed=len(report.failures),
-            delivered=delivered,
-        )
-    if input_error is not None:
-        raise InputError(
-            f"{input_error.message}; the {delivered} message(s) before it were published to {target.display}, "
-            "nothing from that line on was sent",
-            hint="--skip-invalid reports and skips bad lines instead" if input_mode in LINE_DECODED_MODES else None,
-        )
-    if interrupted:
-        raise Interrupted(f"interrupted: {delivered} message(s) were published to {target.display} before stopping")
-    note = f", skipped {len(skipped)} invalid line(s)" if skipped else ""
-    session.info(f"published {delivered} message(s) to {where} in {_seconds(elapsed)}{note}")
-
-
-def _line_decoder(mode: str, delimiter: bytes):
-    """The decoder of one input line for a line-decoded --input mode."""
-    if mode == "kcat":
-        from evrelay.kcat import decode_kcat_json
-
-        return decode_kcat_json
-    if mode == "keyed":
-        from evrelay.kcat import decode_keyed
-
-        return lambda line: decode_keyed(line, delimiter)
-    return None
-
-
-def _seconds(elapsed: float) -> str:
-    from evrelay.timestamps import format_duration
-
-    return format_duration(elapsed)
+    publish_messages(
+        session, address, values, key=key, header=header, input_mode=input_mode, delimiter=delimiter,
+        skip_invalid=skip_invalid, cloudevents=cloudevents,
+    )

@@ -138,8 +138,9 @@ class KafkaBackend(KafkaAdmin, KafkaOffsets, KafkaClients, Backend):
         self.secret_values = [str(v) for k, v in self.client_options.items() if is_secret_key(k) and v]
         """Option values never to print: librdkafka may quote them in its errors and logs."""
 
-        self._logger = client_logger(self.settings.verbose)
-        if self.secret_values:
+        # librdkafka logs through a Python logger with -v only (to stderr, secrets masked).
+        self._logger = client_logger() if self.settings.verbose else None
+        if self._logger is not None and self.secret_values:
             self._logger.addFilter(_Redacting(self.redact))
         self._admin: Any = None
         self._last_error: str | None = None

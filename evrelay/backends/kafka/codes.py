@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evrelay.errors import UsageError
 from evrelay.positions import EntryId, StreamPosition
+
+if TYPE_CHECKING:
+    import logging
 
 OFFSET_BEGINNING = -2
 OFFSET_END = -1
@@ -46,15 +48,17 @@ AUTH_CODES = {
 }
 
 
-def client_logger(verbose: bool) -> logging.Logger:
-    """librdkafka logs through this logger: to stderr with -v, nowhere otherwise."""
+def client_logger() -> logging.Logger:
+    """The logger librdkafka logs through with -v: to stderr."""
+    import logging  # only with -v: logging and the traceback it imports cost ~5 ms of CPU
+
     logger = logging.getLogger("evrelay.librdkafka")
     logger.propagate = False
     if not logger.handlers:
-        handler: logging.Handler = logging.StreamHandler() if verbose else logging.NullHandler()
+        handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("librdkafka: %(message)s"))
         logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG if verbose else logging.CRITICAL + 1)
+    logger.setLevel(logging.DEBUG)
     return logger
 
 
