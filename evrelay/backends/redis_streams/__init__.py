@@ -59,6 +59,7 @@ from evrelay.backends.base import (
     canonical_endpoint,
 )
 from evrelay.backends.redis_streams.layouts import VALUE_FIELD, EvrelayLayout, parse_layout
+from evrelay.backends.redis_streams.replies import TRANSIENT_REPLIES, error_for_reply, reply_code
 from evrelay.backends.stream_ids import (
     format_stream_id,
     id_before,
@@ -93,41 +94,6 @@ _RAW_REPLIES = ("XRANGE", "XREVRANGE", "XREAD", "XREADGROUP", "XAUTOCLAIM", "XCL
 
 # redis-py connection settings an address's query may carry besides the ssl_* ones.
 _QUERY_CLIENT_SETTINGS = {"health_check_interval", "client_name", "socket_keepalive", "retry_on_timeout"}
-
-
-def reply_code(exc: Exception) -> str:
-    """The error code of a Redis error reply (`OOM`, `NOPERM`, `NOGROUP`, ...), whichever
-    parser read it: redis-py's own parsers cut the code off the text of the replies they
-    know and raise a class of their own for them (NoPermissionError("this user has no
-    permissions ...")), a bare hiredis.Reader keeps the reply's text whole. "" when the
-    exception is not an error reply."""
-    code = getattr(exc, "status_code", None)  # redis-py >= 6 keeps the code it cut off
-    if isinstance(code, str) and code:
-        return code
-    from redis import exceptions
-
-    for name, known in _CODE_OF_CLASS:
-        cls = getattr(exceptions, name, None)
-        if cls is not None and isinstance(exc, cls):
-            return known
-    if not isinstance(exc, exceptions.ResponseError):
-        return ""
-    first = str(exc).split(" ", 1)[0]
-    return first if first.isupper() and first.isalpha() else "ERR"
-
-
-# redis-py's classes for the error replies whose code its parsers cut off, subclasses first.
-_CODE_OF_CLASS = (
-    ("NoPermissionError", "NOPERM"),
-    ("OutOfMemoryError", "OOM"),
-    ("BusyLoadingError", "LOADING"),
-    ("ReadOnlyError", "READONLY"),
-    ("TryAgainError", "TRYAGAIN"),
-    ("MasterDownError", "MASTERDOWN"),
-    ("ClusterDownError", "CLUSTERDOWN"),
-    ("NoScriptError", "NOSCRIPT"),
-    ("ExecAbortError", "EXECABORT"),
-)
 
 
 class RedisStreamsBackend(Backend):
@@ -257,10 +223,6 @@ class RedisStreamsBackend(Backend):
             self.open()
         return self._client
 
-    @property
-    def _of_origin(self) -> str:
-        return f" of {self.settings.origin}" if self.settings.origin else ""
-
     def _warn_about_verification(self) -> None:
         query = dict(parse_qsl(urlsplit(self.url).query))
         setting = str(self.client_options.get("ssl_cert_reqs", query.get("ssl_cert_reqs", "required"))).lower()
@@ -268,47 +230,13 @@ class RedisStreamsBackend(Backend):
             origin = self.settings.origin or f"Redis at {self.where}"
             self.settings.warn(f"TLS certificate verification is off for {origin} (ssl_cert_reqs = {setting}): anyone on the network path can pose as the server")
 
-    TRANSIENT_REPLIES = frozenset({"OOM", "LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "NOREPLICAS", "CLUSTERDOWN", "READONLY"})
-    """Error replies about the server's state, not the command: out of memory under
-    noeviction, loading its data, a script running, a failover. Retried, never refused for good."""
-
     def is_transient_reply(self, reply: Exception) -> bool:
-        return reply_code(reply) in self.TRANSIENT_REPLIES
+        return reply_code(reply) in TRANSIENT_REPLIES
 
     def translate(self, exc: Exception, what: str = "") -> EvrelayError:
         """A redis-py exception as an evrelay error (credentials and reachability -> exit 3)."""
-        import redis
-
-        detail = f" ({what})" if what else ""
-        code = reply_code(exc)
-        if code == "NOPERM":
-            user = urlsplit(self.url).username
-            who = f"user {unquote(user)!r}" if user else "the default user"
-            reason = str(exc) if str(exc).startswith("NOPERM") else f"NOPERM {exc}"
-            return PermissionDenied(
-                f"Redis at {self.where}{self._of_origin} refused {what or 'a command'}: the ACL of {who} does not allow it ({reason})",
-                hint="an ACL is not an outage that passes: grant the command and key (ACL SETUSER), or use a user that may",
-            )
-        if isinstance(exc, redis.AuthenticationError) or code in ("NOAUTH", "WRONGPASS"):
-            return BackendUnavailable(f"Redis at {self.where} refused the credentials{self._of_origin}{detail}: {exc}")
-        if isinstance(exc, redis.ConnectionError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
-            reason = str(exc).rpartition("certificate verify failed: ")[2].split(" (_ssl")[0] or str(exc)
-            return BackendUnavailable(
-                f"Redis at {self.where}: the server's TLS certificate is not trusted"
-                + (f" by {self.settings.origin}" if self.settings.origin else "") + f" ({reason})",
-                hint="give the CA that signed it as ssl_ca_certs (?ssl_ca_certs=PATH in the url, or in the profile's options)",
-            )
-        if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
-            return BackendUnavailable(
-                f"Redis at {self.where} could not be reached{detail}: {exc}",
-                hint="is redis-server running, and is the url right?",
-            )
-        message = str(exc)
-        if code == "NOGROUP":
-            return NotFoundError(f"Redis{detail}: {message}")
-        if code == "WRONGTYPE":
-            return UsageError(f"Redis{detail}: that key is not a stream ({message})")
-        return EvrelayError(f"Redis{detail}: {message}")
+        user = urlsplit(self.url).username
+        return error_for_reply(exc, what, where=self.where, origin=self.settings.origin, user=unquote(user) if user else None)
 
     def call(self, fn: Any, *args: Any, what: str = "", **kwargs: Any) -> Any:
         import redis
