@@ -1,9 +1,9 @@
 """`evrelay publish ADDRESS [VALUE...]` without the CLI framework.
 
 Importing typer (and the click it carries) and building the command costs ~19 ms of CPU
-on every call (one message to Kafka: 78 ms through typer, 59 ms here), 7% of a
-300,000-line `publish kafka:` and three times what plain kcat spends starting up (issue 16). The plainest invocations of `publish` are therefore recognised
-here and run directly: the word `publish`, then exactly one ADDRESS and any VALUEs
+on every call (one message published: 78 ms through typer, 59 ms here), 7% of publishing
+300,000 lines and three times what a C client spends starting up (issue 16; README,
+Performance). The plainest invocations of `publish` are therefore recognised here and run directly: the word `publish`, then exactly one ADDRESS and any VALUEs
 (words that do not start with `-`), and among them only the flags -q/--quiet and
 -v/--verbose. Anything else (another option, `--`, `-h`, an option before the command,
 a word that is not printable, shell completion) returns None, and the app parses the
