@@ -238,9 +238,8 @@ def test_taskiq_tasks_bridged_through_a_kill_9_all_run_on_taskiq_redis_worker(re
     second stream and is killed with SIGKILL twice on the way; taskiq's own Receiver
     then runs every task (a repeat allowed, none lost, none it cannot parse)."""
     import asyncio
-    import signal
 
-    from tests.crash import spawn
+    from tests.crash import run_with_kills
     from tests.test_interop_taskiq import TASK, _kick, _redis_broker
 
     total = 1500
@@ -249,12 +248,7 @@ def test_taskiq_tasks_bridged_through_a_kill_9_all_run_on_taskiq_redis_worker(re
     args = ("bridge", f"{redis_server.url}/{source}?layout=taskiq", f"{redis_server.url}/{sink}?layout=taskiq",
             "-g", "relay", "--window", "100", "--idle-timeout", "3")
     log = tmp_path / "bridge.log"
-    for threshold in (300, 900):
-        proc = spawn(*args, log=log)
-        wait_until(lambda t=threshold, p=proc: int(redis_cli(redis_server, "XLEN", sink)) >= t or p.poll() is not None, 120, "progress")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert spawn(*args, log=log).wait(timeout=180) == 0, log.read_text()
+    run_with_kills(args, log=log, reached=lambda t: int(redis_cli(redis_server, "XLEN", sink)) >= t, thresholds=(300, 900), timeout=180)
     assert "Traceback" not in log.read_text()
 
     async def work() -> tuple[set[int], int, int]:
@@ -387,11 +381,10 @@ def test_faststream_kafka_messages_bridged_through_a_kill_9_all_reach_a_faststre
     with SIGKILL twice on the way; FastStream's Redis subscriber then gets every one,
     intact (repeats allowed, no loss, nothing it cannot decode)."""
     import asyncio
-    import signal
 
     from faststream.redis import StreamSub
 
-    from tests.crash import spawn
+    from tests.crash import run_with_kills
     from tests.test_contract_kafka import create_topic
     from tests.test_interop_faststream import _kafka_broker, _redis_broker
 
@@ -410,12 +403,7 @@ def test_faststream_kafka_messages_bridged_through_a_kill_9_all_reach_a_faststre
     args = ("bridge", f"kafka://{kafka_server.bootstrap}/{topic}", f"{redis_server.url}/{sink}?layout=faststream",
             "-g", "relay", "--from", "beginning", "--window", "50", "--idle-timeout", "5")
     log = tmp_path / "bridge.log"
-    for threshold in (200, 600):
-        proc = spawn(*args, log=log)
-        wait_until(lambda t=threshold, p=proc: int(redis_cli(redis_server, "XLEN", sink)) >= t or p.poll() is not None, 120, "progress")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert spawn(*args, log=log).wait(timeout=180) == 0, log.read_text()
+    run_with_kills(args, log=log, reached=lambda t: int(redis_cli(redis_server, "XLEN", sink)) >= t, thresholds=(200, 600), timeout=180)
     written = int(redis_cli(redis_server, "XLEN", sink))
 
     async def receive() -> list[tuple]:
