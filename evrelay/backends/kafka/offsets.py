@@ -21,6 +21,10 @@ else:
     _Clients = object
 
 
+UNSTABLE_OFFSETS_WAIT = 30.0
+"""Seconds more to wait for offsets a killed transaction holds pending (see `committed`)."""
+
+
 class KafkaOffsets(_Clients):
     """Position resolution and offset commits for `KafkaBackend`."""
 
@@ -158,7 +162,13 @@ class KafkaOffsets(_Clients):
     def committed(self, client: Any, topic: str, partitions: list[int], group: str) -> dict[int, int]:
         from confluent_kafka.cimpl import KafkaException, TopicPartition
 
-        deadline = time.monotonic() + self.settings.timeout
+        started = time.monotonic()
+        deadline = started + self.settings.timeout
+        # A member of the group killed inside a transaction leaves its offsets pending
+        # until the broker aborts it (a bridge's transaction lives up to 15 s, and the
+        # broker looks every 10 s): librdkafka asks for stable offsets and times out
+        # meanwhile. The broker did answer, so that is waited out, longer than an outage.
+        unstable_deadline = started + self.settings.timeout + UNSTABLE_OFFSETS_WAIT
         while True:
             try:
                 found = client.committed([TopicPartition(topic, p) for p in partitions], timeout=self.settings.timeout)
@@ -166,6 +176,11 @@ class KafkaOffsets(_Clients):
             except KafkaException as exc:
                 # Apache Kafka creates __consumer_offsets on the first group request and
                 # answers NOT_COORDINATOR until its coordinator is loaded: wait for it.
-                if error_name(exc.args[0]) not in COORDINATOR_STARTING or time.monotonic() > deadline:
-                    raise self.unavailable(f"committed offsets of group {group!r}", exc) from None
-                time.sleep(0.2)
+                name = error_name(exc.args[0])
+                if name in COORDINATOR_STARTING and time.monotonic() <= deadline:
+                    time.sleep(0.2)
+                    continue
+                if name in ("_TIMED_OUT", "UNSTABLE_OFFSET_COMMIT") and time.monotonic() <= unstable_deadline:
+                    time.sleep(0.2)
+                    continue
+                raise self.unavailable(f"committed offsets of group {group!r}", exc) from None
