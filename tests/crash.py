@@ -46,10 +46,12 @@ def kill_thresholds(low: int, high: int, kills: int = 2) -> list[int]:
 
 
 def run_with_kills(args: Sequence[str], *, log: Path, reached: Callable[[int], bool], thresholds: Sequence[int],
-                   progress: Callable[[], object] | None = None, timeout: float = 300) -> int:
+                   progress: Callable[[], object] | None = None, after_kill: Callable[[int], None] | None = None,
+                   timeout: float = 300) -> int:
     """Run `evrelay ARGS` once per threshold, kill -9 each run as soon as `reached(threshold)`
     (or when it exits on its own), then once more to its end, which must be exit 0.
-    `progress()` describes the state after each kill. Returns the number of kills."""
+    `progress()` describes the state after each kill; `after_kill(k)` runs after the k-th
+    (from 1), before the next run starts. Returns the number of kills."""
     kills = 0
     for threshold in thresholds:
         proc = spawn(*args, log=log)
@@ -58,6 +60,8 @@ def run_with_kills(args: Sequence[str], *, log: Path, reached: Callable[[int], b
         proc.wait()
         kills += 1
         print(f"\nkilled past {threshold}" + (f": {progress()}" if progress is not None else ""))
+        if after_kill is not None:
+            after_kill(kills)
     final = spawn(*args, log=log)
     assert final.wait(timeout=timeout) == 0, log.read_text()
     print(f"kills: {kills}")

@@ -12,6 +12,7 @@ as the record's value, Redis Streams in field `payload`, so a Redis address take
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import uuid
 from pathlib import Path
@@ -161,12 +162,17 @@ def test_a_half_made_dispytch_venv_is_made_again(dispytch_python, tmp_path, monk
 
 @pytest.mark.slow
 def test_kill_9_of_the_bridge_still_gets_every_dispytch_event_handled(dispytch, kafka_server, redis_server, tmp_path):
-    from tests.crash import kill_thresholds, redis_len, run_with_kills
+    """Dispytch emits in three phases and the bridge is killed -9 once in each of the first
+    two, so every kill comes before the last event exists: a bridge fast enough to finish
+    between two polls of the stream cannot turn the test into one without a kill part-way
+    (the fresh-clone CI run of 2b2282d saw both kills land after all 4,000 were bridged)."""
+    from tests.crash import redis_len, run_with_kills
 
     topic, stream = _names("dy-crash")
-    total = 4000
-    sent = dispytch.emit("kafka", kafka_server.bootstrap, topic, total)
-    # A small window keeps the bridge slow enough to be killed part-way through.
+    phases = [(1, 1500), (1501, 1500), (3001, 1000)]  # (first seq, count)
+    total = sum(count for _, count in phases)
+    sent = dispytch.emit("kafka", kafka_server.bootstrap, topic, phases[0][1], first=phases[0][0])
+    # A small window keeps the bridge slow enough to be killed part-way through a phase.
     args = ["bridge", f"kafka://{kafka_server.bootstrap}/{topic}", f"{redis_server.url}/{stream}?{LAYOUT}",
             "--idle-timeout", "10s", "--window", "20", "-q"]
     at_kills: list[int] = []
@@ -175,11 +181,16 @@ def test_kill_9_of_the_bridge_still_gets_every_dispytch_event_handled(dispytch, 
         at_kills.append(redis_len(redis_server.url, stream))
         return f"{at_kills[-1]} event(s) in the stream"
 
-    run_with_kills(args, log=tmp_path / "bridge.log", thresholds=kill_thresholds(500, 3000),
+    def emit_next_phase(kills: int) -> None:
+        first, count = phases[kills]
+        sent.extend(dispytch.emit("kafka", kafka_server.bootstrap, topic, count, first=first))
+
+    thresholds = [random.randrange(200, 1300), random.randrange(1700, 2800)]
+    run_with_kills(args, log=tmp_path / "bridge.log", thresholds=thresholds, after_kill=emit_next_phase,
                    reached=lambda t: redis_len(redis_server.url, stream) >= t, progress=progress)
-    assert min(at_kills) < total, f"every kill came after the last event was bridged: {at_kills}"
+    assert len(sent) == total and max(at_kills) < total, at_kills  # by construction: the last phase came later
     entries = redis_len(redis_server.url, stream)  # duplicates included: each must be handled too
     code, handled, errors = dispytch.handle("redis", redis_server.url, stream, total, timeout=120, runs=entries)
     assert (code, errors) == (0, [])
     assert _by_seq(handled) == _by_seq(sent)
-    print(f"\n{total} events, {entries} entries in the stream, {len(handled)} handler runs")
+    print(f"\n{total} events, {entries} entries in the stream (kills at {at_kills}), {len(handled)} handler runs")
