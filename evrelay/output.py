@@ -17,6 +17,7 @@ import orjson
 
 from evrelay.envelope import Message, Position, encode_envelope
 from evrelay.errors import EvrelayError, UsageError
+from evrelay.templates import TemplateError, template_roots
 from evrelay.timestamps import format_ms
 
 OUTPUT_MODES = ("pretty", "json", "raw", "kcat", "keyed")
@@ -234,6 +235,10 @@ class TemplateWriter(MessageWriter):
     def __init__(self, template: str, out: IO[bytes]) -> None:
         super().__init__(out)
         self.template = _unescape(template)
+        try:
+            template_roots(self.template)
+        except TemplateError as exc:
+            raise UsageError(f"--format: {exc}") from None
         probe = Message(b"v", b"k", [("h", b"1")], 0, Position("example", "t", 0, 0), fields=[(b"f", b"1")])
         try:
             self.template.format_map(template_fields(probe))

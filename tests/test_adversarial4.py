@@ -1,0 +1,60 @@
+"""Defects found by the fourth adversarial pass: templates that reach into Python objects,
+jq expressions with endless output, a JSONL file truncated under `tail -f`. Each test
+failed before its fix."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from tests.conftest import evrelay
+
+
+@pytest.fixture
+def stream():
+    return f"adv4-{uuid.uuid4().hex[:8]}"
+
+
+# --- templates: fields and items only, never attributes ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "said"),
+    [
+        ("{value.__class__}", "--format: {value.__class__} reaches an attribute"),
+        ("{headers.__init__.__globals__}", "--format: {headers.__init__.__globals__} reaches an attribute"),
+        ("{headers!r}", "--format: {headers!r}: conversions (!r, !s, !a) are not supported"),
+        ("{value:{key}}", "--format: {value:{key}}: a format spec cannot hold a field"),
+        ("{value:>2000000000}", "--format: {value:>2000000000}: wider than 10,000 characters"),
+    ],
+)
+def test_a_format_template_reaching_past_fields_is_refused(stream, template, said):
+    # Before: {value.__class__} printed "<class 'str'>" (exit 0), {headers.__init__.__globals__}
+    # evrelay.output's module globals, {headers!r} "<evrelay.output.HeaderView object at
+    # 0x7f…>", {value:{key}} let each message's key choose its format spec, and a width of
+    # 2e9 allocated 2 GB for every message.
+    assert evrelay("publish", stream, "-k", ">9", "v").returncode == 0
+    run = evrelay("tail", stream, "--format", template)
+    assert run.returncode == 2, run.err
+    assert said in run.err and run.out == "", run.err
+    assert "Traceback" not in run.err
+
+
+def test_a_format_template_of_fields_items_and_modest_specs_still_works(stream):
+    assert evrelay("publish", stream, "-k", "k1", "-H", "trace.id=t1", "v1").returncode == 0
+    run = evrelay("tail", stream, "--format", "{key:>4}|{headers[trace.id]}|{value:.1}|{ts_ms:>14d}")
+    assert run.returncode == 0, run.err
+    key, header, value, ts = run.out.rstrip("\n").split("|")
+    assert (key, header, value) == ("  k1", "t1", "v") and ts.strip().isdigit()
+
+
+def test_a_routed_sink_template_reaching_an_attribute_is_refused_before_anything_moves(stream, tmp_path):
+    # Before: the sink name `file:out-{key.__class__}.jsonl` wrote out-<class 'str'>.jsonl.
+    assert evrelay("publish", stream, "-k", "k1", "v1").returncode == 0
+    run = evrelay("bridge", stream, f"file:{tmp_path}/out-{{key.__class__}}.jsonl", "--idle-timeout", "1s")
+    assert run.returncode == 2, run.err
+    assert "{key.__class__} reaches an attribute" in run.err
+    assert not list(tmp_path.glob("out-*"))
+    assert json.loads(evrelay("tail", stream, "-o", "json").out)["value"] == "v1"
