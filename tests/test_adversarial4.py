@@ -58,3 +58,54 @@ def test_a_routed_sink_template_reaching_an_attribute_is_refused_before_anything
     assert "{key.__class__} reaches an attribute" in run.err
     assert not list(tmp_path.glob("out-*"))
     assert json.loads(evrelay("tail", stream, "-o", "json").out)["value"] == "v1"
+
+
+# --- jq: an expression with endless output is bounded, not buffered without end ----------------
+
+MEMORY_BOUND = 1536 << 20
+"""The address space a jq test's evrelay may use: far above what it needs (~200 MB), far
+below what an unbounded expression takes (8 GB in minutes, before the fix), so a
+regression fails quickly instead of taking the machine's memory."""
+
+
+def evrelay_within_memory(*args: str, timeout: float = 90):
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, Run
+
+    def bound() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BOUND, MEMORY_BOUND))
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, "-m", "evrelay", *args], input=b"", capture_output=True, env=env, timeout=timeout, preexec_fn=bound)
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def test_a_filter_with_endless_output_answers_at_its_first_true_output(stream):
+    # Before: [repeat(1)] was built in full inside jq: 8 GB of memory in minutes, no
+    # answer to Ctrl-C or SIGTERM (jq never returned to Python); with this module's memory
+    # bound it died of it.
+    assert evrelay("publish", stream, "a", "b").returncode == 0
+    run = evrelay_within_memory("tail", stream, "--filter", "repeat(1)", "-o", "raw")
+    assert (run.returncode, run.out) == (0, "a\nb\n"), run.err
+    run = evrelay_within_memory("tail", stream, "--filter", "(false, null, .value == \"b\")", "-o", "raw")
+    assert (run.returncode, run.out) == (0, "b\n"), run.err
+
+
+def test_a_map_with_endless_output_is_an_error_for_that_message(stream, tmp_path):
+    from evrelay.selection import MAX_MAP_OUTPUTS
+
+    assert evrelay("publish", stream, "a", "b").returncode == 0
+    run = evrelay_within_memory("tail", stream, "--map", 'if .value == "a" then repeat(.) else . end', "-o", "raw")
+    assert (run.returncode, run.out) == (0, "b\n"), run.err
+    assert f"--map: made more than {MAX_MAP_OUTPUTS:,} messages of one" in run.err and "/1" in run.err
+    run = evrelay_within_memory("tail", stream, "--from", "beginning", "--map", f"limit({MAX_MAP_OUTPUTS}; repeat(.))", "-o", "raw")
+    assert run.returncode == 0 and run.out.count("\n") == 2 * MAX_MAP_OUTPUTS, run.err
+    # A bridge stops on it as on a message its sink refuses, acking nothing it did not deliver.
+    run = evrelay_within_memory("bridge", stream, f"file:{tmp_path}/out.jsonl", "--map", "repeat(.)", "--idle-timeout", "2s")
+    assert run.returncode == 1, run.err
+    assert f"--map: made more than {MAX_MAP_OUTPUTS:,} messages of one" in run.err and "Traceback" not in run.err
+    assert not (tmp_path / "out.jsonl").exists() or (tmp_path / "out.jsonl").read_text() == ""
