@@ -109,3 +109,45 @@ def test_a_map_with_endless_output_is_an_error_for_that_message(stream, tmp_path
     assert run.returncode == 1, run.err
     assert f"--map: made more than {MAX_MAP_OUTPUTS:,} messages of one" in run.err and "Traceback" not in run.err
     assert not (tmp_path / "out.jsonl").exists() or (tmp_path / "out.jsonl").read_text() == ""
+
+
+# --- file: a followed file truncated under tail -f --------------------------------------------
+
+
+def test_tail_f_of_a_file_truncated_under_it_reads_it_again_from_its_first_line(tmp_path):
+    # Before: the reader kept its offset past the new end, showed nothing written after the
+    # truncation until the file grew past the old end, and then read from the middle of a
+    # line: "line 4: not valid JSON", exit 1. `tail -f` says "file truncated" and goes on
+    # from the start; so does evrelay now, its line numbers starting again at 1.
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from tests.crash import wait_until
+
+    source, shown, log = tmp_path / "in.jsonl", tmp_path / "shown.jsonl", tmp_path / "stderr.log"
+    source.write_text('{"value":"a-long-first-line"}\n{"value":"b"}\n')
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    with shown.open("wb") as out, log.open("wb") as err:
+        tail = subprocess.Popen([sys.executable, "-m", "evrelay", "tail", f"file:{source}", "-f", "-o", "json"], stdout=out, stderr=err, env=env)
+    try:
+        values = lambda: [json.loads(line)["value"] for line in shown.read_text().splitlines()]  # noqa: E731
+        wait_until(lambda: values() == ["a-long-first-line", "b"], 30, "the first two lines")
+        with source.open("r+b") as f:
+            f.truncate(0)
+        wait_until(lambda: "truncated" in log.read_text(), 30, "the truncation to be noticed")
+        with source.open("ab") as f:
+            f.write(b'{"value":"c"}\n')
+        wait_until(lambda: len(values()) == 3, 30, "the line written after the truncation")
+        with source.open("ab") as f:  # past the old end now: before, read from mid-line
+            f.write(b'{"value":"d-long-enough-to-pass-the-old-end"}\n')
+        wait_until(lambda: len(values()) == 4, 30, "the next line")
+        assert tail.poll() is None, log.read_text()
+    finally:
+        tail.terminate()
+        tail.wait(30)
+    lines = [json.loads(line) for line in shown.read_text().splitlines()]
+    assert [(m["value"], m["id"]) for m in lines] == [("a-long-first-line", 1), ("b", 2), ("c", 1), ("d-long-enough-to-pass-the-old-end", 2)]
+    assert f"{source} was truncated; following it from its first line" in log.read_text()
+    assert "not valid JSON" not in log.read_text()

@@ -23,7 +23,7 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import IO, Any
 
@@ -78,7 +78,7 @@ class JsonlBackend(Backend):
             raise NotFoundError(f"file {path} does not exist")
         if path != STDIO and os.path.isdir(path):
             raise UsageError(f"{path} is a directory, not a JSONL file")
-        return JsonlConsumer(path, spec)
+        return JsonlConsumer(path, spec, self.settings.warn)
 
 
 def _lock(fd: int) -> None:
@@ -176,8 +176,9 @@ class JsonlProducer(Producer):
 
 
 class JsonlConsumer(Consumer):
-    def __init__(self, path: str, spec: ReadSpec) -> None:
+    def __init__(self, path: str, spec: ReadSpec, warn: Callable[[str], None] = lambda text: None) -> None:
         self.path = path
+        self.warn = warn
         self.stream = "stdin" if path == STDIO else path
         self.spec = spec
         self.source = LineReader(path)
@@ -231,7 +232,12 @@ class JsonlConsumer(Consumer):
         out: list[Message] = []
         deadline = time.monotonic() + timeout
         while len(out) < max_messages and not self.exhausted:
+            truncations = self.source.truncations
             item = self.source.next_line(max(deadline - time.monotonic(), 0.0), self.follow)
+            if self.source.truncations != truncations:
+                # Line numbers start again with the file: line 1 is its first line now.
+                self.warn(f"{self.stream} was truncated; following it from its first line")
+                self.start_line = 1
             if item is None:
                 if self.source.drained and (not self.follow or self.source.pollable):
                     self.exhausted = True
