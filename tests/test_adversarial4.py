@@ -151,3 +151,38 @@ def test_tail_f_of_a_file_truncated_under_it_reads_it_again_from_its_first_line(
     assert [(m["value"], m["id"]) for m in lines] == [("a-long-first-line", 1), ("b", 2), ("c", 1), ("d-long-enough-to-pass-the-old-end", 2)]
     assert f"{source} was truncated; following it from its first line" in log.read_text()
     assert "not valid JSON" not in log.read_text()
+
+
+# --- config set/add/init: the file's place and permissions are kept ----------------------------
+
+
+def test_config_set_writes_through_a_symlink_and_keeps_a_private_file_private(tmp_path):
+    # Before: the symlink was replaced by a new regular file (the dotfiles copy it pointed
+    # to never changed), and that file was 0644: a 0600 config holding a password became
+    # readable by every user of the machine.
+    import os
+    import stat
+
+    dotfiles = tmp_path / "dotfiles"
+    dotfiles.mkdir()
+    real = dotfiles / "evrelay.toml"
+    real.write_text('[profiles.r]\nbackend = "redis"\nurl = "redis://u:s3cret-pw@localhost:6379/0"\n')
+    real.chmod(0o600)
+    link = tmp_path / "config.toml"
+    link.symlink_to(real)
+    run = evrelay("--config", str(link), "config", "set", "r.stream", "orders")
+    assert run.returncode == 0, run.err
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert 'stream = "orders"' in real.read_text() and "s3cret-pw" in real.read_text()
+    assert stat.S_IMODE(real.stat().st_mode) == 0o600
+    assert sorted(p.name for p in dotfiles.iterdir()) == ["evrelay.toml"]  # no temporary file left
+    assert "s3cret-pw" not in run.out + run.err
+
+
+def test_config_init_creates_a_file_only_its_owner_can_read(tmp_path):
+    import stat
+
+    path = tmp_path / "new" / "config.toml"
+    run = evrelay("--config", str(path), "config", "init")
+    assert run.returncode == 0, run.err
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
