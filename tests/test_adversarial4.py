@@ -186,3 +186,38 @@ def test_config_init_creates_a_file_only_its_owner_can_read(tmp_path):
     run = evrelay("--config", str(path), "config", "init")
     assert run.returncode == 0, run.err
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+# --- file: a malformed line after good ones ----------------------------------------------------
+
+
+def _jsonl_with_a_bad_line(path, good: int, after: int = 3):
+    lines = [json.dumps({"value": f"v{i}"}) for i in range(good)] + ["not json"] + [json.dumps({"value": "after"})] * after
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("how", ["file", "stdin", "last"])
+def test_tail_shows_the_lines_before_a_malformed_one_then_fails_naming_it(tmp_path, how):
+    # Before: nothing at all was shown (the read that met line 3 dropped lines 1 and 2), while
+    # `publish --input json` sends the lines before a bad one and says so.
+    source = tmp_path / "in.jsonl"
+    _jsonl_with_a_bad_line(source, 2, after=0 if how == "last" else 3)
+    if how == "stdin":
+        run = evrelay("tail", "-", "-o", "raw", input=source.read_bytes())
+    else:
+        run = evrelay("tail", f"file:{source}", *(["--from", "beginning"] if how == "file" else []), "-o", "raw")
+    assert (run.returncode, run.out) == (1, "v0\nv1\n"), run.err
+    assert "line 3: not valid JSON" in run.err and "Traceback" not in run.err
+
+
+def test_bridge_from_a_file_delivers_the_lines_before_a_malformed_one_and_says_so(tmp_path, stream):
+    # 2,500 lines: the bad one comes while window 2 is still with the sink (read ahead);
+    # before, a bridge met it and left every line before it in the file, unsaid.
+    source = tmp_path / "in.jsonl"
+    _jsonl_with_a_bad_line(source, 2500)
+    run = evrelay("bridge", f"file:{source}", stream, "--idle-timeout", "2s")
+    assert run.returncode == 1, run.err
+    assert "line 2501: not valid JSON" in run.err, run.err
+    assert f"; the 2500 message(s) before it were delivered to {stream}, nothing from it on was sent" in run.err
+    shown = evrelay("tail", stream, "--from", "beginning", "-o", "raw")
+    assert shown.out.splitlines() == [f"v{i}" for i in range(2500)]
