@@ -221,3 +221,36 @@ def test_bridge_from_a_file_delivers_the_lines_before_a_malformed_one_and_says_s
     assert f"; the 2500 message(s) before it were delivered to {stream}, nothing from it on was sent" in run.err
     shown = evrelay("tail", stream, "--from", "beginning", "-o", "raw")
     assert shown.out.splitlines() == [f"v{i}" for i in range(2500)]
+
+
+# --- local store: a write the file-size limit (a full disk) stops -----------------------------
+
+
+def test_a_local_publish_stopped_by_the_file_size_limit_names_the_real_error(stream):
+    # Before: "writing to the local store ... failed: cannot rollback - no transaction is
+    # active": SQLite had rolled the transaction back itself on the failed write, and our
+    # ROLLBACK's own error hid the real one. A full disk meets the same path.
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    assert evrelay("publish", stream, "first").returncode == 0
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, 256 << 10))  # SIGXFSZ is ignored by Python: EFBIG
+
+    lines = b"".join(b"line %d\n" % i for i in range(200_000))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-m", "evrelay", "publish", stream], input=lines, capture_output=True, env=env, timeout=120, preexec_fn=small_files)
+    err = proc.stderr.decode()
+    assert proc.returncode == 3, err
+    assert "writing to the local store" in err and ("disk I/O error" in err or "full" in err), err
+    assert "cannot rollback" not in err and "Traceback" not in err
+    # What was committed is whole and readable; the batch that failed left nothing behind.
+    length = json.loads(evrelay("info", stream, "-o", "json").out)["length"]
+    assert 1 < length < 200_001
+    last = evrelay("tail", stream, "-n", "1", "-o", "raw").out
+    assert last == f"line {length - 2}\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import struct
 from collections.abc import Sequence
@@ -153,9 +154,16 @@ class Transaction:
                 self.db.execute("COMMIT")
                 return
             except sqlite3.Error:
-                self.db.execute("ROLLBACK")
+                self._rollback()
                 raise
-        self.db.execute("ROLLBACK")
+        self._rollback()
+
+    def _rollback(self) -> None:
+        # A full disk or an I/O error has SQLite roll the transaction back itself; a
+        # ROLLBACK then fails ("no transaction is active") and would hide the real error.
+        if self.db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
 
 
 def ensure_stream(db: sqlite3.Connection, stream: str) -> tuple[int, int]:
