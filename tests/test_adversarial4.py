@@ -254,3 +254,61 @@ def test_a_local_publish_stopped_by_the_file_size_limit_names_the_real_error(str
     assert 1 < length < 200_001
     last = evrelay("tail", stream, "-n", "1", "-o", "raw").out
     assert last == f"line {length - 2}\n"
+
+
+# --- NATS: a sink stream full with discard new ------------------------------------------------
+
+
+def _jetstream(url: str, action):
+    import asyncio
+
+    import nats
+
+    async def run():
+        nc = await nats.connect(url)
+        try:
+            return await action(nc.jetstream())
+        finally:
+            await nc.close()
+
+    return asyncio.run(run())
+
+
+@pytest.mark.nats
+def test_a_bridge_into_a_full_nats_stream_waits_for_room_instead_of_giving_messages_up(nats_server, stream, tmp_path):
+    # Before: JetStream's "maximum messages exceeded" (503, a stream with max_msgs and
+    # discard new) was a permanent refusal: the bridge stopped (exit 1) or sent every
+    # message to --dead-letter, though the stream takes them again once its consumers or
+    # a purge make room; a Redis sink out of memory was already waited out.
+    import subprocess
+    import sys
+
+    from nats.js.api import DiscardPolicy, StreamConfig
+
+    from tests.conftest import REPO
+    from tests.crash import wait_until
+
+    sink = f"{stream}-sink"
+    _jetstream(nats_server.url, lambda js: js.add_stream(StreamConfig(name=sink, subjects=[sink], max_msgs=3, discard=DiscardPolicy.NEW)))
+    values = [f"m{i}" for i in range(6)]
+    assert evrelay("publish", f"{nats_server.url}/{stream}?create=true", *values).returncode == 0
+    log = tmp_path / "bridge.log"
+    import os
+
+    with log.open("wb") as err:
+        bridge = subprocess.Popen(
+            [sys.executable, "-m", "evrelay", "bridge", f"{nats_server.url}/{stream}", f"{nats_server.url}/{sink}", "--idle-timeout", "3s"],
+            stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ, PYTHONPATH=str(REPO)),
+        )
+    try:
+        wait_until(lambda: "retrying in" in log.read_text() or bridge.poll() is not None, 60, "the bridge to meet the full stream")
+        assert bridge.poll() is None, log.read_text()
+        assert "maximum messages exceeded" in log.read_text()
+        _jetstream(nats_server.url, lambda js: js.purge_stream(sink))
+        assert bridge.wait(90) == 0, log.read_text()
+    finally:
+        if bridge.poll() is None:
+            bridge.kill()
+    assert "bridged 6 message(s)" in log.read_text() and "for good" not in log.read_text(), log.read_text()
+    held = evrelay("tail", f"{nats_server.url}/{sink}", "--from", "beginning", "-o", "raw").out.split()
+    assert held == values[3:]
