@@ -312,3 +312,20 @@ def test_a_bridge_into_a_full_nats_stream_waits_for_room_instead_of_giving_messa
     assert "bridged 6 message(s)" in log.read_text() and "for good" not in log.read_text(), log.read_text()
     held = evrelay("tail", f"{nats_server.url}/{sink}", "--from", "beginning", "-o", "raw").out.split()
     assert held == values[3:]
+
+
+# --- pretty output: the line of coordinates, key and headers stays one line -------------------
+
+
+def test_pretty_output_escapes_header_names_and_newlines_in_the_key_line(stream):
+    # Before: a header NAME's ESC sequence reached the terminal as it was (values and keys
+    # were escaped, names not), and a newline in a key or header started a line of its own
+    # in which a producer could forge another message's coordinates.
+    envelope = {"key": "k\nfake 1-0  key=x", "value": "multi\nline", "headers": [["n\x1b[2J\x1b[H", "v\tw\nx"]]}
+    assert evrelay("publish", stream, "--input", "json", input=json.dumps(envelope) + "\n").returncode == 0
+    run = evrelay("tail", stream, "-o", "pretty", env={"NO_COLOR": "1"})
+    assert run.returncode == 0, run.err
+    assert b"\x1b" not in run.stdout
+    meta, *body = run.out.splitlines()
+    assert "key=k\\x0afake 1-0  key=x" in meta and "n\\x1b[2J\\x1b[H=v\\x09w\\x0ax" in meta
+    assert body == ["multi", "line"]  # a value may still span lines
