@@ -251,11 +251,20 @@ def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
     path = locate_config(explicit)
     if path is None:
         return Config(None, DEFAULT_PROFILE, {DEFAULT_PROFILE: Profile(DEFAULT_PROFILE, DEFAULT_PROFILE_BACKEND, implicit=True)})
+    return parse_config(read_config_text(path), path)
+
+
+def read_config_text(path: Path) -> str:
+    """The text of a config file; ConfigError naming the file (and line) when it cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
-    return parse_config(text, path)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}, line {line}: not UTF-8 text (byte {data[exc.start]:#04x}); TOML files are UTF-8") from None
 
 
 NEW_CONFIG_MODE = 0o600

@@ -329,3 +329,14 @@ def test_pretty_output_escapes_header_names_and_newlines_in_the_key_line(stream)
     meta, *body = run.out.splitlines()
     assert "key=k\\x0afake 1-0  key=x" in meta and "n\\x1b[2J\\x1b[H=v\\x09w\\x0ax" in meta
     assert body == ["multi", "line"]  # a value may still span lines
+
+
+def test_a_config_file_that_is_not_utf8_names_its_line(tmp_path):
+    # Before: "cannot read config file c.toml: 'utf-8' codec can't decode byte 0xe9 in
+    # position 28: invalid start byte": Python's words and a byte offset, not the line.
+    config = tmp_path / "c.toml"
+    config.write_bytes(b'default_profile = "local"\n# caf\xe9 (Latin-1)\n')
+    for args in (["tail", "s", "-n", "1"], ["config", "set", "default_profile", "local"]):
+        run = evrelay("--config", str(config), *args)
+        assert run.returncode == 2, run.err
+        assert run.err == f"evrelay: error: {config}, line 2: not UTF-8 text (byte 0xe9); TOML files are UTF-8\n"
