@@ -340,3 +340,34 @@ def test_a_config_file_that_is_not_utf8_names_its_line(tmp_path):
         run = evrelay("--config", str(config), *args)
         assert run.returncode == 2, run.err
         assert run.err == f"evrelay: error: {config}, line 2: not UTF-8 text (byte 0xe9); TOML files are UTF-8\n"
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_second_signal_ends_a_filter_that_never_finishes(stream, signum):
+    # jq evaluates in C and never returns to Python for `until(false; .)`, so Python's
+    # handler for the first signal never runs. Before: neither Ctrl-C nor SIGTERM, however
+    # often, ended the process (SIGKILL only); now the second one does, by the signal.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    assert evrelay("publish", stream, "v").returncode == 0
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    tail = subprocess.Popen([sys.executable, "-m", "evrelay", "tail", stream, "-f", "--filter", "until(false; .)", "-o", "raw"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    number = getattr(signal, signum)
+    try:
+        time.sleep(3)  # started, read the message, inside jq
+        tail.send_signal(number)
+        time.sleep(1)
+        assert tail.poll() is None  # the first one cannot be heard inside jq
+        tail.send_signal(number)
+        assert tail.wait(30) == -number
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+            tail.wait()
