@@ -371,3 +371,23 @@ def test_a_second_signal_ends_a_filter_that_never_finishes(stream, signum):
         if tail.poll() is None:
             tail.kill()
             tail.wait()
+
+
+@pytest.mark.nats
+@pytest.mark.parametrize("subject", ["{s}.*", "{s}.>", "{s}..new", "{s}.a\tb"])
+def test_publishing_to_a_wildcard_or_malformed_nats_subject_is_refused(nats_server, stream, subject):
+    # Before: ?subject=orders.* (or orders.>) published, exit 0: the server stored the
+    # message under the literal subject 'orders.*', which a consumer of orders.new never
+    # sees; 'orders..new' reached the server and came back as 'no stream takes it', exit 1.
+    from nats.js.api import StreamConfig
+
+    _jetstream(nats_server.url, lambda js: js.add_stream(StreamConfig(name=stream, subjects=[f"{stream}.>"])))
+    name = subject.format(s=stream)
+    from urllib.parse import quote
+
+    run = evrelay("publish", f"{nats_server.url}/{stream}?subject={quote(name, safe='.*>')}", "v")
+    assert run.returncode == 2, run.err
+    assert f"nats option subject must be one subject to publish to, such as orders.new, not {name!r}" in run.err
+    info = json.loads(evrelay("info", f"{nats_server.url}/{stream}", "-o", "json").out)
+    assert info["length"] == 0
+    assert evrelay("publish", f"{nats_server.url}/{stream}?subject={stream}.new", "v").returncode == 0
