@@ -195,8 +195,8 @@ class JqProgram:
 
     @staticmethod
     def _check(answers: list[Any], messages: list[Message]) -> list[Any]:
-        if len(answers) != len(messages):  # an expression that reads further inputs itself
-            raise UsageError("a --filter/--map expression must not read other inputs (input, inputs)")
+        if len(answers) != len(messages):  # an expression that reads further inputs itself, or stops jq
+            raise UsageError("a --filter/--map expression must answer for each message: it must not read other inputs (input, inputs) nor stop jq (halt, halt_error)")
         return answers
 
 

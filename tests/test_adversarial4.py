@@ -391,3 +391,12 @@ def test_publishing_to_a_wildcard_or_malformed_nats_subject_is_refused(nats_serv
     info = json.loads(evrelay("info", f"{nats_server.url}/{stream}", "-o", "json").out)
     assert info["length"] == 0
     assert evrelay("publish", f"{nats_server.url}/{stream}?subject={stream}.new", "v").returncode == 0
+
+
+@pytest.mark.parametrize("expression", ["halt", '"bye" | halt_error(5)'])
+def test_a_filter_that_stops_jq_is_named_for_what_it_does(stream, expression):
+    # Before: "must not read other inputs (input, inputs)" for an expression that reads none.
+    assert evrelay("publish", stream, "a", "b").returncode == 0
+    run = evrelay("tail", stream, "--filter", expression)
+    assert run.returncode == 2, run.err
+    assert "nor stop jq (halt, halt_error)" in run.err and run.out == ""
