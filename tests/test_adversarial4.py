@@ -400,3 +400,29 @@ def test_a_filter_that_stops_jq_is_named_for_what_it_does(stream, expression):
     run = evrelay("tail", stream, "--filter", expression)
     assert run.returncode == 2, run.err
     assert "nor stop jq (halt, halt_error)" in run.err and run.out == ""
+
+
+# --- local store: another program's SQLite file at the store's path ---------------------------
+
+
+def test_an_sqlite_file_of_another_program_at_the_store_path_is_named_and_left_alone(isolated_env):
+    # Before: publish exited 3 ("writing to the local store ... failed: no such column:
+    # last_ms", as if a server were down), tail said the stream did not exist, and ls
+    # listed nothing with exit 0: CREATE TABLE IF NOT EXISTS had kept the program's own
+    # `streams` and `entries` tables.
+    import sqlite3
+
+    store = isolated_env / "app.db"
+    with sqlite3.connect(store) as db:
+        db.execute("CREATE TABLE streams (name TEXT)")
+        db.execute("CREATE TABLE entries (x)")
+        db.execute("INSERT INTO streams VALUES ('theirs')")
+    (isolated_env / "evrelay.toml").write_text(f'default_profile = "l"\n[profiles.l]\nbackend = "local"\npath = "{store}"\n')
+    for command in (["publish", "x", "a"], ["tail", "x"], ["ls"], ["bridge", "x", "y", "--idle-timeout", "1s"]):
+        run = evrelay(*command)
+        assert run.returncode == 1, (command, run.err)
+        assert f"the local store {store} is not an evrelay store: its table 'streams' has the columns (name), not evrelay's (name, last_ms, last_seq, created_ms)" in run.err, (command, run.err)
+        assert "Traceback" not in run.err
+    with sqlite3.connect(store) as db:  # nothing of evrelay's was added to it
+        assert sorted(row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")) == ["entries", "streams"]
+        assert db.execute("SELECT name FROM streams").fetchall() == [("theirs",)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 import struct
 from collections.abc import Sequence
@@ -53,6 +54,24 @@ CREATE TABLE IF NOT EXISTS consumers (
     PRIMARY KEY (stream, grp, name)
 );
 """
+
+SCHEMA_COLUMNS = {
+    table: [line.split()[0] for line in body.strip().splitlines() if not line.strip().startswith("PRIMARY KEY")]
+    for table, body in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\)", SCHEMA, re.S)
+}
+"""Each table's columns, as SCHEMA declares them."""
+
+
+def foreign_tables(db: sqlite3.Connection) -> str | None:
+    """What in the file is not evrelay's (another program's tables under the names evrelay
+    uses: CREATE TABLE IF NOT EXISTS keeps them, and every query would then fail on a
+    missing column), or None."""
+    for table, columns in SCHEMA_COLUMNS.items():
+        found = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+        if not set(columns) <= set(found):
+            return f"its table {table!r} has the columns ({', '.join(found)}), not evrelay's ({', '.join(columns)})"
+    return None
+
 
 def migrate(db: sqlite3.Connection) -> None:
     """Bring a store made by an older evrelay up to SCHEMA (inside the caller's transaction).
