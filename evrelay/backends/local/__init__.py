@@ -137,7 +137,8 @@ class LocalBackend(Backend):
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
-                migrate(db)
+                # Before migrate: it copies evrelay's columns, and another program's table
+                # named `entries` would fail it on a column it does not have.
                 foreign = foreign_tables(db)
                 if foreign is not None:
                     db.execute("ROLLBACK")
@@ -146,6 +147,7 @@ class LocalBackend(Backend):
                         f"the local store {self.path} is not an evrelay store: {foreign}",
                         hint="point the profile's path at another file, or move this one aside; evrelay then starts a new store there",
                     )
+                migrate(db)
                 db.execute("COMMIT")
                 break
             except sqlite3.OperationalError as exc:
