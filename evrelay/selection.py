@@ -27,6 +27,7 @@ import orjson
 
 from evrelay.envelope import EnvelopeError, Message, envelope_dict, message_from_envelope
 from evrelay.errors import UsageError
+from evrelay.stuck_signals import second_signal_ends_a_stuck_call
 from evrelay.timestamps import format_ms
 
 JQ_INSTALL_HINT = "pip install 'evrelay[jq]' (or: pip install jq)"
@@ -188,10 +189,12 @@ class JqProgram:
         """(one answer per message, whether they came from the careful form)."""
         fields = self.fields
         text = b"\n".join([jq_input(m, fields) for m in messages]).decode("utf-8")
-        try:
-            return self._check(self.fast.input_text(text).all(), messages), False
-        except ValueError:
-            return self._check(self.careful.input_text(text).all(), messages), True
+        with second_signal_ends_a_stuck_call():  # jq may never return to Python
+            try:
+                answers, careful = self.fast.input_text(text).all(), False
+            except ValueError:
+                answers, careful = self.careful.input_text(text).all(), True
+        return self._check(answers, messages), careful
 
     @staticmethod
     def _check(answers: list[Any], messages: list[Message]) -> list[Any]:
