@@ -1,7 +1,10 @@
 """The crash-test harness shared by the bridge tests (tests/test_bridge.py for Kafka and
 Redis, tests/test_bridge_nats.py for NATS): run the real `evrelay` CLI as a subprocess,
 kill -9 it once the sink holds enough, start it again, and count what arrived (nothing
-lost, duplicates bounded by the windows in flight when it died).
+lost, duplicates bounded by the windows in flight when it died). Also the waits other
+tests of background `evrelay` processes share: each waits for the thing it needs (a
+message in the sink, a line on stdout), never a fixed sleep, so neither a slow nor a
+fast machine changes what the test sees.
 
 The figures (messages, kills, duplicates) are printed with -s.
 """
@@ -9,10 +12,12 @@ The figures (messages, kills, duplicates) are printed with -s.
 from __future__ import annotations
 
 import os
+import queue
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -38,6 +43,28 @@ def wait_until(predicate, timeout: float, what: str) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def first_line_while_feeding(proc: subprocess.Popen, feed: Callable[[], object], *, timeout: float = 60,
+                             every: float = 0.5) -> bytes:
+    """The first line a follower (`tail -f --from end`, `-n 0`) prints, calling `feed()`
+    (publish one new message) every `every` seconds until it prints one.
+
+    Such a follower shows only what comes after it has found the end, and does not say
+    when that is: one message published after a fixed sleep is missed when start-up takes
+    longer (a loaded machine). Feeding until something shows needs no such guess; the
+    caller still checks that the line is the new message, not an old one. b"" when the
+    follower exited first."""
+    lines: queue.Queue[bytes] = queue.Queue()
+    threading.Thread(target=lambda: lines.put(proc.stdout.readline()), daemon=True).start()  # type: ignore[union-attr]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        feed()
+        try:
+            return lines.get(timeout=every)
+        except queue.Empty:
+            continue
+    raise AssertionError(f"the follower printed nothing in {timeout:g}s of new messages")
 
 
 def kill_thresholds(low: int, high: int, kills: int = 2) -> list[int]:
