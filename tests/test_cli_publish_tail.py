@@ -223,7 +223,7 @@ def test_tail_follow_stops_cleanly_on_sigterm_and_sigint():
     for signum, code in ((signal.SIGTERM, 0), (signal.SIGINT, 130)):
         proc = subprocess.Popen([sys.executable, "-m", "evrelay", "tail", "sig", "-f", "-g", "sig-group", "-o", "raw"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        time.sleep(1.5)
+        first_line_while_feeding(proc, lambda: evrelay("publish", "sig", "y"))  # in its read loop: handlers set
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=15)
         assert proc.returncode == code, err

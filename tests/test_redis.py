@@ -171,7 +171,9 @@ def test_group_creation_is_announced_and_a_vanished_group_is_an_error(redis_serv
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, "-m", "evrelay", "tail", profile, "-g", "g1", "-f", "-o", "raw"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    time.sleep(1.5)
+    # Destroy the group once the reader follows it (it printed a new message), not after a
+    # guessed sleep: a reader started after the DESTROY would create the group afresh.
+    assert first_line_while_feeding(proc, lambda: raw.xadd(stream, {"value": "y"})) == b"y\n"
     raw.execute_command("XGROUP", "DESTROY", stream, "g1")
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 1
