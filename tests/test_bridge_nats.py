@@ -146,7 +146,9 @@ def test_kill_9_redis_to_nats_loses_nothing(nats_server, redis_server, tmp_path)
 @pytest.mark.redis
 def test_sigterm_then_restart_from_nats_gives_no_loss_and_no_duplicates(nats_server, redis_server, tmp_path):
     stream = f"term-{uuid.uuid4().hex[:6]}"
-    source = f"{nats_server.url}/{stream}?create=true"
+    # ack_wait 600 s: what the stopped bridge did not give back would come again only after
+    # the restarted one (--idle-timeout 5s) has ended, so check_delivery below sees it lost.
+    source = f"{nats_server.url}/{stream}?create=true&ack_wait=600s"
     sent = fill_nats(source, "t")
     sink = f"redis://127.0.0.1:{redis_server.port}/0/{stream}"
     log = tmp_path / "bridge.log"
@@ -155,9 +157,11 @@ def test_sigterm_then_restart_from_nats_gives_no_loss_and_no_duplicates(nats_ser
     assert 0 < redis_len(redis_server.url, stream) < len(sent)
     started = time.monotonic()
     assert spawn(*args, log=log).wait(timeout=300) == 0, log.read_text()
+    # Anything the stopped bridge held unacked must come back at once (given back), not at
+    # ack_wait (600 s): check_delivery would find it lost. (This was `elapsed < 30` with the
+    # default ack_wait of 30 s: a bound on the machine's speed as much as on evrelay.)
     check_delivery(sent, redis_values(redis_server.url, stream), max_duplicates=0, label="nats SIGTERM + restart")
-    # The stopped bridge gave back what it had not delivered: no wait for ack_wait (30s).
-    assert time.monotonic() - started < 30
+    print(f"the restarted bridge took {time.monotonic() - started:.1f}s")
 
 
 @pytest.mark.redis
