@@ -76,13 +76,17 @@ def run_with_kills(args: Sequence[str], *, log: Path, reached: Callable[[int], b
                    progress: Callable[[], object] | None = None, after_kill: Callable[[int], None] | None = None,
                    timeout: float = 300) -> int:
     """Run `evrelay ARGS` once per threshold, kill -9 each run as soon as `reached(threshold)`
-    (or when it exits on its own), then once more to its end, which must be exit 0.
+    (a run that ends by itself first fails the test), then once more to its end, which must
+    be exit 0.
     `progress()` describes the state after each kill; `after_kill(k)` runs after the k-th
     (from 1), before the next run starts. Returns the number of kills."""
     kills = 0
     for threshold in thresholds:
         proc = spawn(*args, log=log)
         wait_until(lambda t=threshold, p=proc: reached(t) or p.poll() is not None, 120, "progress")
+        # A run that ended by itself was not killed: it failed (its exit would go unseen),
+        # or the threshold was past the data (the test would prove nothing about kills).
+        assert proc.poll() is None, f"evrelay ended (exit {proc.returncode}) before kill {kills + 1}:\n{log.read_text()}"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
