@@ -67,6 +67,29 @@ def first_line_while_feeding(proc: subprocess.Popen, feed: Callable[[], object],
     raise AssertionError(f"the follower printed nothing in {timeout:g}s of new messages")
 
 
+def wait_until_waiting_for_input(proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Wait until `proc` has read everything written to its stdin pipe and is blocked
+    reading more (Linux: the pipe holds no unread bytes and the process's main thread
+    sleeps in a read, poll or select): it has handled all its input so far, however long
+    its start-up took."""
+    import array
+    import fcntl
+    import termios
+
+    def waiting() -> bool:
+        if proc.poll() is not None:
+            return True
+        unread = array.array("i", [0])
+        fcntl.ioctl(proc.stdin.fileno(), termios.FIONREAD, unread)  # type: ignore[union-attr]
+        try:
+            sleeping_in = Path(f"/proc/{proc.pid}/wchan").read_text()
+        except OSError:
+            return False
+        return unread[0] == 0 and any(call in sleeping_in for call in ("pipe", "poll", "select"))
+
+    wait_until(waiting, timeout, "the process to read all its input")
+
+
 def kill_thresholds(low: int, high: int, kills: int = 2) -> list[int]:
     """Where to kill the bridge: `kills` random progress marks between low and high, in order."""
     return sorted(random.sample(range(low, high), kills))
