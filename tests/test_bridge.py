@@ -18,7 +18,7 @@ from tests.crash import (
     WINDOW,
     check_delivery,
     fill_redis_stream,
-    kill_thresholds,
+    phased_kill_thresholds,
     redis_len,
     redis_values,
     run_with_kills,
@@ -73,12 +73,15 @@ def consume_kafka(bootstrap: str, topic: str) -> list:
 def test_kill_9_kafka_to_redis_loses_nothing(kafka_server, redis_server, tmp_path):
     topic = create_topic(kafka_server.bootstrap, f"crash-{uuid.uuid4().hex[:6]}", partitions=3)
     stream = f"crash-{uuid.uuid4().hex[:6]}"
-    sent = produce_kafka(kafka_server.bootstrap, topic, 30000)
+    phases = [10000, 10000, 10000]  # one kill in each of the first two: see phased_kill_thresholds
+    sent = produce_kafka(kafka_server.bootstrap, topic, phases[0], prefix="m0")
     args = ["bridge", f"kafka://{kafka_server.bootstrap}/{topic}", f"redis://127.0.0.1:{redis_server.port}/0/{stream}",
             "--idle-timeout", "20s", "--window", str(WINDOW), "-q"]
-    kills = run_with_kills(args, log=tmp_path / "bridge.log", thresholds=kill_thresholds(3000, 24000),
+    kills = run_with_kills(args, log=tmp_path / "bridge.log", thresholds=phased_kill_thresholds(phases),
                            reached=lambda t: redis_len(redis_server.url, stream) >= t,
+                           after_kill=lambda k: sent.extend(produce_kafka(kafka_server.bootstrap, topic, phases[k], prefix=f"m{k}")),
                            progress=lambda: f"{redis_len(redis_server.url, stream)} message(s) in the sink")
+    assert len(sent) == sum(phases)
     check_delivery(sent, redis_values(redis_server.url, stream), max_duplicates=kills * WINDOW, label="kafka->redis kill -9")
 
 
@@ -92,16 +95,25 @@ def test_kill_9_redis_to_kafka_loses_nothing(kafka_server, redis_server, tmp_pat
     topic = create_topic(kafka_server.bootstrap, f"crash-{uuid.uuid4().hex[:6]}", partitions=2)
     client = redis.Redis.from_url(redis_server.url)
     sent = [f"r-{i:06d}".encode() for i in range(30000)]
-    fill_redis_stream(redis_server.url, stream, sent)
+    phases = [10000, 10000, 10000]  # one kill in each of the first two: see phased_kill_thresholds
+    ids: list[bytes] = []
+
+    def feed(phase: int) -> None:
+        start = sum(phases[:phase])
+        fill_redis_stream(redis_server.url, stream, sent[start : start + phases[phase]])
+        ids.extend(row[0] for row in client.xrange(stream, ids[-1] if ids else "-", "+") if not ids or row[0] != ids[-1])
+
+    feed(0)
     args = ["bridge", f"redis://127.0.0.1:{redis_server.port}/0/{stream}", f"kafka://{kafka_server.bootstrap}/{topic}",
             "--idle-timeout", "5s", "--window", str(WINDOW), "-q"]
-    ids = [row[0] for row in client.xrange(stream, "-", "+")]
 
     def delivered_past(index: int) -> bool:
         groups = client.xinfo_groups(stream)
         return bool(groups) and tuple(map(int, groups[0]["last-delivered-id"].split(b"-"))) >= tuple(map(int, ids[index].split(b"-")))
 
-    kills = run_with_kills(args, log=tmp_path / "bridge.log", thresholds=kill_thresholds(3000, 24000), reached=delivered_past)
+    kills = run_with_kills(args, log=tmp_path / "bridge.log", thresholds=phased_kill_thresholds(phases), reached=delivered_past,
+                           after_kill=feed)
+    assert len(ids) == len(sent)
     received = [m.value() for m in consume_kafka(kafka_server.bootstrap, topic)]
     check_delivery(sent, received, max_duplicates=kills * WINDOW, label="redis->kafka kill -9")
     (group,) = client.xinfo_groups(stream)
