@@ -95,16 +95,20 @@ def kill_thresholds(low: int, high: int, kills: int = 2) -> list[int]:
     return sorted(random.sample(range(low, high), kills))
 
 
-def phased_kill_thresholds(sizes: Sequence[int]) -> list[int]:
-    """One kill in each phase of the data but the last, at a random mark in its middle 60 %.
+def phased_kill_thresholds(sizes: Sequence[int], repeats: int = WINDOW) -> list[int]:
+    """One kill in each phase of the data but the last, at a random mark in its middle 60 %
+    (its start raised by `repeats`, the copies a kill may add to the sink, per kill before
+    it, so a kill never comes at once from copies alone; its end not, so it is reached without).
 
     The test feeds phase k+1 only after the k-th kill (run_with_kills' after_kill), so every
     kill comes while data is still to come: a bridge fast enough to move everything between
     two polls of the sink cannot land a kill after the end (with all the data there at once,
     a Kafka -> Redis run went from 5,307 to 12,000 between a poll and its kill)."""
     thresholds, before = [], 0
-    for size in sizes[:-1]:
-        thresholds.append(random.randrange(before + size // 5, before + size * 4 // 5))
+    for kills_before, size in enumerate(sizes[:-1]):
+        low, high = before + size // 5 + kills_before * repeats, before + size * 4 // 5
+        assert low < high, f"phases too small for {repeats} repeats a kill: {sizes}"
+        thresholds.append(random.randrange(low, high))
         before += size
     return thresholds
 
