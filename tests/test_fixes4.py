@@ -3,6 +3,7 @@ each against the real servers of every backend it concerns."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -46,3 +47,56 @@ def test_follow_with_to_and_count_stops_after_count(address):
     # Without --to, -n with -f is the backlog before following: the last N, then new ones.
     run = evrelay("tail", address, "-f", "-n", "2", "-o", "raw", "--idle-timeout", "1s", timeout=60)
     assert run.lines() == [b"d", b"e"], run.err
+
+
+# --- 2. a Redis key that is not a stream: exit 2, one line, on every command ------------
+
+WRONG_TYPE_COMMANDS = [
+    ("publish", "{key}", "v"),
+    ("tail", "{key}"),
+    ("tail", "{key}", "-f", "--idle-timeout", "1s"),
+    ("tail", "{key}", "-g", "g"),
+    ("bridge", "{key}", "file:{out}", "--idle-timeout", "1s"),
+    ("bridge", "file:{src}", "{key}", "--idle-timeout", "1s"),
+    ("replay", "{key}", "file:{out}", "--from", "beginning"),
+    ("replay", "file:{src}", "{key}", "--from", "beginning"),
+    ("replay", "{key}", "-g", "g", "--from", "beginning", "--yes"),
+    ("ack", "{key}", "-g", "g", "1-1"),
+    ("info", "{key}"),
+    ("lag", "{key}", "-g", "g"),
+    ("groups", "{key}"),
+]
+
+
+@pytest.fixture
+def string_key(redis_server):
+    import redis
+
+    name = _name()
+    redis.Redis(port=redis_server.port).set(name, "not a stream")
+    return name, f"redis://127.0.0.1:{redis_server.port}/0/{name}"
+
+
+@pytest.mark.parametrize("command", WRONG_TYPE_COMMANDS, ids=lambda c: " ".join(c[:3]).replace("{", "").replace("}", ""))
+def test_a_redis_key_of_another_type_is_exit_2_everywhere(command, string_key, tmp_path):
+    name, key = string_key
+    src = tmp_path / "src.jsonl"
+    src.write_text('{"value": "a"}\n')
+    args = [part.format(key=key, out=tmp_path / "out.jsonl", src=src) for part in command]
+    run = evrelay(*args, timeout=60)
+    # Before: publish and bridge/replay into the key exited 1 with "1 of 1 message(s) ...
+    # were not delivered (first failure: ... WRONGTYPE ...)" or "was rejected ... for good".
+    assert run.returncode == 2, run.err
+    assert run.err == f"evrelay: error: Redis key {name!r} on 127.0.0.1:{key.split(':')[2].split('/')[0]} is a string, not a stream\n"
+
+
+def test_bridge_into_a_key_of_another_type_acks_nothing(string_key, tmp_path):
+    _, key = string_key
+    source = f"local:{_name()}"
+    assert evrelay("publish", source, "a", "b", "-q").returncode == 0
+    run = evrelay("bridge", source, key, "-g", "g1", "--idle-timeout", "1s")
+    assert run.returncode == 2, run.err
+    out = tmp_path / "out.jsonl"
+    run = evrelay("bridge", source, f"file:{out}", "-g", "g1", "--idle-timeout", "1s")
+    assert run.returncode == 0, run.err
+    assert [json.loads(line)["value"] for line in out.read_text().splitlines()] == ["a", "b"]
