@@ -55,6 +55,32 @@ class Address:
 
 def resolve_address(text: str, config: Config, *, profile: str | None = None) -> Address:
     """Resolve ADDRESS text; `profile` overrides the default profile for bare names."""
+    address = _resolve(text, config, profile)
+    check_stream_name(address)
+    return address
+
+
+def check_stream_name(address: Address) -> None:
+    """Refuse a topic/stream/file name that is blank or begins or ends with whitespace
+    (`publish " " v`, `redis://h:6379/%20`, a profile's `stream = " x"`), on every
+    backend, before anything is sent: such a name is a quoting mistake far more often than
+    a real stream, and Redis and the local store would take it and make one."""
+    name = address.stream
+    if name is None or name == name.strip():
+        return
+    noun = "file name" if address.backend == "file" else "topic/stream name"
+    origin = f"address {address.display!r}"
+    if address.profile:  # which profile, from where: its own `stream` may be the culprit
+        origin += f" ({address.where.split(' (address ')[0]})"
+    if not name.strip():
+        raise AddressError(f"{origin}: the {noun} is blank ({name!r})")
+    raise AddressError(
+        f"{origin}: the {noun} {name!r} begins or ends with whitespace; "
+        f"names are taken as written, so write {name.strip()!r} if that is the one"
+    )
+
+
+def _resolve(text: str, config: Config, profile: str | None) -> Address:
     if not text:
         raise AddressError("empty address")
     try:

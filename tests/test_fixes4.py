@@ -100,3 +100,47 @@ def test_bridge_into_a_key_of_another_type_acks_nothing(string_key, tmp_path):
     run = evrelay("bridge", source, f"file:{out}", "-g", "g1", "--idle-timeout", "1s")
     assert run.returncode == 0, run.err
     assert [json.loads(line)["value"] for line in out.read_text().splitlines()] == ["a", "b"]
+
+
+# --- 5. blank stream names, and names that begin or end with whitespace ------------------
+
+def _config_with_every_backend(tmp_path, redis_server, nats_server) -> str:
+    path = tmp_path / "evrelay.toml"
+    path.write_text(
+        "[profiles.k]\nbackend = \"kafka\"\nbootstrap_servers = \"127.0.0.1:1\"\n"
+        f"[profiles.r]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:{redis_server.port}/0\"\n"
+        f"[profiles.n]\nbackend = \"nats\"\nurl = \"{nats_server.url}\"\ncreate = true\n"
+        f"[profiles.f]\nbackend = \"file\"\npath = \"{tmp_path / 'f.jsonl'}\"\n"
+    )
+    return str(path)
+
+
+@pytest.mark.parametrize("name", [" ", "\t", " x", "x "])
+@pytest.mark.parametrize("form", ["{name}", "local:{name}", "k:{name}", "r:{name}", "n:{name}", "f:{name}", "file:{name}",
+                                  "redis://127.0.0.1:{redis}/0/{quoted}", "{nats}/{quoted}?create=true"])
+def test_blank_or_padded_names_are_refused_before_sending(form, name, tmp_path, redis_server, nats_server):
+    from urllib.parse import quote
+
+    import redis
+
+    config = _config_with_every_backend(tmp_path, redis_server, nats_server)
+    address = form.format(name=name, quoted=quote(name), redis=redis_server.port, nats=nats_server.url)
+    run = evrelay("--config", config, "publish", address, "v", timeout=60)
+    # Before: exit 0, and a stream (or file, or Redis key) named " " or " x" was made.
+    assert run.returncode == 2, run.err
+    assert run.err.startswith(f"evrelay: error: address {address!r}") and run.err.count("\n") == 1, run.err
+    assert ("is blank" if not name.strip() else "begins or ends with whitespace") in run.err
+    assert not redis.Redis(port=redis_server.port).exists(name)
+    assert evrelay("--config", config, "ls", "local").out == ""
+    assert not (tmp_path / "work" / name).exists()
+    for verb in (("tail",), ("bridge", "-")):
+        run = evrelay("--config", config, verb[0], address, *verb[1:], timeout=60)
+        assert run.returncode == 2 and "evrelay: error: address" in run.err, run.err
+
+
+def test_a_profile_whose_stream_is_blank_is_named(tmp_path):
+    config = tmp_path / "evrelay.toml"
+    config.write_text('[profiles.p]\nbackend = "local"\nstream = " "\n')
+    run = evrelay("--config", str(config), "publish", "p", "v")
+    assert run.returncode == 2
+    assert run.err == f"evrelay: error: address 'p' ({config}, line 1: profile 'p'): the topic/stream name is blank (' ')\n"
