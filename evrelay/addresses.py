@@ -210,5 +210,35 @@ def open_backend(address: Address, settings: BackendSettings) -> Backend:
         hint = f"; did you mean {close[0]!r}?" if close else ""
         known = ", ".join(sorted(cls.option_names)) or "none"
         raise ConfigError(f"{address.where}: unknown {cls.name} option {key!r}{hint} (known: {known})")
+    refuse_dates(address)
     cls.check_client()
-    return cls(address.options, settings)
+    try:
+        return cls(address.options, settings)
+    except ConfigError as exc:
+        if exc.message.startswith(address.where):
+            raise
+        raise ConfigError(f"{address.where}: {exc}", hint=exc.hint) from None
+
+
+def refuse_dates(address: Address) -> None:
+    """A TOML date or time is no option's value on any backend: refused here, once, with
+    the key, instead of reaching a client library as text (`linger.ms = 1979-05-27`)."""
+    import datetime
+
+    def check(options: dict[str, Any], prefix: str) -> None:
+        for key, value in options.items():
+            if isinstance(value, dict):
+                check(value, f"{prefix}{key}.")
+            elif isinstance(value, (datetime.date, datetime.time)) or (
+                isinstance(value, list) and any(isinstance(item, (datetime.date, datetime.time)) for item in value)
+            ):
+                from evrelay.backends.base import toml_kind
+
+                name = f"{key!r} (in {prefix[:-1]})" if prefix else key
+                shown = value.isoformat() if isinstance(value, (datetime.date, datetime.time)) else repr(value)
+                raise ConfigError(
+                    f"{address.where}: {address.backend} option {name} is a TOML {toml_kind(value)} ({shown}); "
+                    "no option takes one (quote it to pass text)"
+                )
+
+    check(address.options, "")

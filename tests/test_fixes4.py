@@ -144,3 +144,80 @@ def test_a_profile_whose_stream_is_blank_is_named(tmp_path):
     run = evrelay("--config", str(config), "publish", "p", "v")
     assert run.returncode == 2
     assert run.err == f"evrelay: error: address 'p' ({config}, line 1: profile 'p'): the topic/stream name is blank (' ')\n"
+
+
+# --- 4. TOML dates, arrays and tables as client settings: exit 2 naming the key ----------
+
+def _profile(tmp_path, body: str) -> str:
+    path = tmp_path / "evrelay.toml"
+    path.write_text(body)
+    return str(path)
+
+
+@pytest.mark.parametrize("setting, kind, shown", [
+    ('"linger.ms" = 1979-05-27', "date", "1979-05-27"),
+    ('"linger.ms" = 07:32:00', "time", "07:32:00"),
+    ('"client.id" = ["a", "b"]', "array", "['a', 'b']"),
+    ('"client.id" = { a = 1 }', "table", "{'a': 1}"),
+])
+def test_kafka_options_must_be_scalars(setting, kind, shown, tmp_path, kafka_server):
+    config = _profile(tmp_path, f'[profiles.k]\nbackend = "kafka"\nbootstrap_servers = "{kafka_server.bootstrap}"\n'
+                                f'[profiles.k.options]\n{setting}\n')
+    run = evrelay("--config", config, "publish", f"k:{_name()}", "v", timeout=60)
+    # Before: exit 0, the value handed to librdkafka as its Python str ("1979-05-27").
+    assert run.returncode == 2, run.err
+    key = setting.split('"')[1]
+    assert run.err.startswith(f"evrelay: error: {config}, line 1: profile 'k': kafka option {key!r} (in options")
+    assert f"TOML {kind} ({shown})" in run.err and run.err.count("\n") == 1, run.err
+
+
+def test_redis_and_nats_client_settings_and_top_level_dates_are_refused(tmp_path, redis_server, nats_server):
+    redis_url = f"redis://127.0.0.1:{redis_server.port}/0"
+    config = _profile(tmp_path, (
+        f'[profiles.r]\nbackend = "redis"\nurl = "{redis_url}"\noptions = {{ socket_timeout = 1979-05-27T07:32:00Z }}\n'
+        f'[profiles.r2]\nbackend = "redis"\nurl = "{redis_url}"\noptions = {{ client_name = ["x"] }}\n'
+        f'[profiles.n]\nbackend = "nats"\nurl = "{nats_server.url}"\ncreate = true\nack_wait = 1979-05-27\n'
+        f'[profiles.n2]\nbackend = "nats"\nurl = "{nats_server.url}"\ncreate = true\noptions = {{ name = {{ a = 1 }} }}\n'
+        '[profiles.l]\nbackend = "local"\nmax_len = 1979-05-27\n'
+        '[profiles.f]\nbackend = "file"\npath = 1979-05-27\n'
+    ))
+    expected = {
+        "r": "profile 'r': redis option 'socket_timeout' (in options) is a TOML date-time (1979-05-27T07:32:00+00:00)",
+        "r2": "profile 'r2': redis option 'client_name' (in options, the redis-py connection settings) must be a string, number or boolean, not a TOML array",
+        "n": "profile 'n': nats option ack_wait is a TOML date (1979-05-27)",
+        "n2": "profile 'n2': nats option 'name' (in options, the nats-py connect() settings) must be a string, number or boolean, not a TOML table",
+        "l": "profile 'l': local option max_len is a TOML date (1979-05-27)",
+        "f": "profile 'f': file option path is a TOML date (1979-05-27)",
+    }
+    for profile, message in expected.items():
+        run = evrelay("--config", config, "publish", f"{profile}:{_name()}", "v", timeout=60)
+        assert run.returncode == 2 and message in run.err and run.err.count("\n") == 1, (profile, run.err)
+    assert not (tmp_path / "work" / "1979-05-27").exists()
+
+
+# --- 6. booleans are booleans: a TOML boolean, or true/false in a query string -----------
+
+@pytest.mark.parametrize("where, value, shown", [
+    ("profile", '"yes"', '"yes"'), ("profile", '"true"', '"true"'), ("profile", "1", "1"),
+    ("query", "yes", '"yes"'), ("query", "1", "1"), ("query", "on", '"on"'), ("query", "", '""'),
+])
+def test_nats_create_must_be_a_boolean(where, value, shown, tmp_path, nats_server):
+    stream = _name()
+    if where == "profile":
+        config = _profile(tmp_path, f'[profiles.n]\nbackend = "nats"\nurl = "{nats_server.url}"\ncreate = {value}\n')
+        args = ["--config", config, "publish", f"n:{stream}", "v"]
+    else:
+        args = ["publish", f"{nats_server.url}/{stream}?create={value}", "v"]
+    run = evrelay(*args, timeout=60)
+    # Before: "yes", "1", "on" (and the string "true") counted as true: the stream was created.
+    assert run.returncode == 2, run.err
+    assert f"nats option create must be true or false (a TOML boolean; ?create=true in an address), not {shown}" in run.err
+    assert run.err.count("\n") == 1
+
+
+def test_nats_create_true_still_creates(nats_server, tmp_path):
+    config = _profile(tmp_path, f'[profiles.n]\nbackend = "nats"\nurl = "{nats_server.url}"\ncreate = true\n')
+    assert evrelay("--config", config, "publish", f"n:{_name()}", "v", "-q", timeout=60).returncode == 0
+    assert evrelay("publish", f"{nats_server.url}/{_name()}?create=true", "v", "-q", timeout=60).returncode == 0
+    run = evrelay("publish", f"{nats_server.url}/{_name()}?create=false", "v", timeout=60)
+    assert run.returncode == 1 and "does not exist" in run.err, run.err

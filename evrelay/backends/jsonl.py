@@ -38,7 +38,7 @@ from evrelay.backends.base import (
     ReadSpec,
 )
 from evrelay.envelope import EnvelopeError, decode_envelope, encode_envelope
-from evrelay.errors import BackendUnavailable, EvrelayError, InputError, NotFoundError, UsageError
+from evrelay.errors import BackendUnavailable, ConfigError, EvrelayError, InputError, NotFoundError, UsageError
 from evrelay.lines import STDIO, LineReader
 from evrelay.positions import AtTime, Beginning, End, Last, Offset, StreamPosition
 from evrelay.timestamps import now_ms
@@ -64,7 +64,10 @@ class JsonlBackend(Backend):
 
     def __init__(self, options: dict[str, Any], settings: Any = None) -> None:
         super().__init__(options, settings)
-        self.path = str(self.options.get("path") or STDIO)
+        path = self.options.get("path") or STDIO
+        if not isinstance(path, str):
+            raise ConfigError(f"file option path must be a file path (a string), not {path!r}")
+        self.path = path
 
     def describe(self) -> str:
         return "stdin/stdout" if self.path == STDIO else f"file {self.path}"
