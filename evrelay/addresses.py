@@ -184,6 +184,8 @@ def _from_profile(text: str, config: Config, name: str, stream: str | None) -> A
     profile = config.profile(name)
     where = config.where(profile)
     options = profile.resolved_options(where)
+    if not stream and not profile.stream:
+        stream = _backend_default_stream(profile.backend, options, where)
     return Address(
         text,
         profile.backend,
@@ -193,6 +195,15 @@ def _from_profile(text: str, config: Config, name: str, stream: str | None) -> A
         profile=profile.name,
         where=where,
     )
+
+
+def _backend_default_stream(backend: str, options: dict[str, Any], where: str) -> str | None:
+    """The stream a profile with no `stream` of its own means, if its backend has one."""
+    try:
+        cls = backends.load_backend_class(backend)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}", hint=exc.hint) from None
+    return cls.default_stream(options)
 
 
 def open_backend(address: Address, settings: BackendSettings) -> Backend:

@@ -221,3 +221,44 @@ def test_nats_create_true_still_creates(nats_server, tmp_path):
     assert evrelay("publish", f"{nats_server.url}/{_name()}?create=true", "v", "-q", timeout=60).returncode == 0
     run = evrelay("publish", f"{nats_server.url}/{_name()}?create=false", "v", timeout=60)
     assert run.returncode == 1 and "does not exist" in run.err, run.err
+
+
+# --- 3. the publish summary says where it went, with a default profile of every backend ---
+
+def _default_profile_config(tmp_path, backend_lines: str) -> str:
+    return _profile(tmp_path, f'default_profile = "d"\n[profiles.d]\n{backend_lines}')
+
+
+def test_publish_summary_names_the_file_it_wrote(tmp_path):
+    config = _default_profile_config(tmp_path, 'backend = "file"\npath = "files.jsonl"\n')
+    run = evrelay("--config", config, "publish", "orders", "v")
+    assert run.returncode == 0, run.err
+    # Before: "published 1 message(s) to orders [file files.jsonl]" while ./orders was written.
+    assert (tmp_path / "work" / "orders").exists() and not (tmp_path / "work" / "files.jsonl").exists()
+    assert run.err.startswith("published 1 message(s) to orders [file orders] in "), run.err
+    # The profile alone means its path (before: "names profile 'd', which has no default file").
+    run = evrelay("--config", config, "publish", "d", "w")
+    assert run.returncode == 0, run.err
+    assert run.err.startswith("published 1 message(s) to d [file files.jsonl] in "), run.err
+    assert json.loads((tmp_path / "work" / "files.jsonl").read_text())["value"] == "w"
+    tailed = evrelay("--config", config, "tail", "d", "-o", "raw")
+    assert tailed.out == "w\n", tailed.err
+    bridged = evrelay("--config", config, "bridge", "orders", "copy", "--idle-timeout", "1s")
+    assert bridged.returncode == 0 and "from orders to copy" in bridged.err, bridged.err
+    assert json.loads((tmp_path / "work" / "copy").read_text())["value"] == "v"
+
+
+def test_publish_summary_with_a_default_profile_of_each_server_backend(tmp_path, redis_server, kafka_server, nats_server):
+    cases = {
+        f'backend = "redis"\nurl = "redis://127.0.0.1:{redis_server.port}/0"\n': f"[redis redis://127.0.0.1:{redis_server.port}/0]",
+        f'backend = "kafka"\nbootstrap_servers = "{kafka_server.bootstrap}"\n': f"[kafka {kafka_server.bootstrap}]",
+        f'backend = "nats"\nurl = "{nats_server.url}"\ncreate = true\n': f"[nats {nats_server.url}]",
+        f'backend = "local"\npath = "{tmp_path / "l.db"}"\n': f"[local store {tmp_path / 'l.db'}]",
+    }
+    for lines, described in cases.items():
+        config = _default_profile_config(tmp_path, lines)
+        name = _name()
+        run = evrelay("--config", config, "publish", name, "v", timeout=60)
+        assert run.returncode == 0, run.err
+        assert run.err.splitlines()[-1].startswith(f"published 1 message(s) to {name} {described} in "), run.err
+        assert evrelay("--config", config, "tail", name, "-o", "raw", timeout=60).out == "v\n"

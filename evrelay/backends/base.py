@@ -311,6 +311,18 @@ class Backend(ABC):
         """A short, secret-free description of where this backend points."""
         return self.name
 
+    def describe_stream(self, stream: str) -> str:
+        """Where messages of `stream` go or come from, for a summary line: by default where
+        the backend points (the stream is printed beside it). A backend whose stream
+        changes the place itself (the file backend: a stream is a file) says so here."""
+        return self.describe()
+
+    @classmethod
+    def default_stream(cls, options: Mapping[str, Any]) -> str | None:
+        """The topic/stream a profile of this backend means when it names none (`PROFILE`
+        alone): None unless an option says (the file backend's `path`)."""
+        return None
+
     def location(self) -> tuple[Any, ...]:
         """What identifies the system this backend reaches (not how it reads or writes
         there), spelled canonically: two backends with equal locations and stream names

@@ -12,7 +12,8 @@ Connection string
     `file:events.jsonl`, `file:/abs/path.jsonl`, or `-` for stdin (source) / stdout (sink).
 
 Options
-    path   the file (set by the address)
+    path   the file (set by the address; in a profile, the file the profile alone means:
+           `PROFILE:NAME` is the file NAME)
 """
 
 from __future__ import annotations
@@ -71,6 +72,16 @@ class JsonlBackend(Backend):
 
     def describe(self) -> str:
         return "stdin/stdout" if self.path == STDIO else f"file {self.path}"
+
+    def describe_stream(self, stream: str) -> str:
+        # The stream IS the file (`NAME` in a file profile is the file NAME, not `path`).
+        path = stream or self.path
+        return "stdin/stdout" if path == STDIO else f"file {path}"
+
+    @classmethod
+    def default_stream(cls, options: Any) -> str | None:
+        path = options.get("path")
+        return path if isinstance(path, str) and path else None
 
     def producer(self, stream: str) -> Producer:
         return JsonlProducer(stream if stream else self.path)

@@ -185,7 +185,7 @@ def publish_messages(
     for line in skipped:
         session.warn(f"skipped {line}")
     delivered = report.delivered
-    where = f"{target.display} [{backend.describe()}]"
+    where = f"{target.display} [{backend.describe_stream(stream)}]"
     if terminated:
         from evrelay.errors import Terminated
 
