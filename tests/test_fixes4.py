@@ -262,3 +262,31 @@ def test_publish_summary_with_a_default_profile_of_each_server_backend(tmp_path,
         assert run.returncode == 0, run.err
         assert run.err.splitlines()[-1].startswith(f"published 1 message(s) to {name} {described} in "), run.err
         assert evrelay("--config", config, "tail", name, "-o", "raw", timeout=60).out == "v\n"
+
+
+# --- 8. the bridge summary's figures are honest -------------------------------------------
+
+def test_tiny_kafka_bridge_prints_no_rate(kafka_server, redis_server):
+    topic = _name()
+    assert evrelay("publish", f"kafka://{kafka_server.bootstrap}/{topic}", "a", "b", "-q", timeout=60).returncode == 0
+    run = evrelay("bridge", f"kafka://{kafka_server.bootstrap}/{topic}", f"redis://127.0.0.1:{redis_server.port}/0/{topic}",
+                  "-n", "2", "--timeout", "40s", timeout=90)
+    assert run.returncode == 0, run.err
+    # Before: "bridged 2 message(s) ... in 3.0s (922 msg/s)": 2 messages over the 2 ms from
+    # the first read to the last delivery, printed beside the 3 s the run took.
+    summary = run.err.splitlines()[-1]
+    assert summary.startswith("bridged 2 message(s) from ") and "msg/s" not in summary, summary
+
+
+def test_bridge_rate_is_over_the_moving_time_it_prints(tmp_path):
+    import re
+
+    source = _name()
+    assert evrelay("publish", source, input="\n".join(str(i) for i in range(30000)) + "\n").returncode == 0
+    run = evrelay("bridge", source, f"file:{tmp_path / 'out.jsonl'}", "--idle-timeout", "1s", timeout=120)
+    assert run.returncode == 0, run.err
+    found = re.search(r"bridged 30000 message\(s\) .* in ([\d.]+)s, ([\d.]+)s of it moving messages \(([\d,]+) msg/s\)", run.err)
+    assert found, run.err
+    elapsed, moving, rate = float(found[1]), float(found[2]), float(found[3].replace(",", ""))
+    assert moving <= elapsed
+    assert abs(30000 / rate - moving) <= 0.05 + 1e-9, (30000 / rate, moving)  # moving is rounded to 0.1 s
