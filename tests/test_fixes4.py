@@ -290,3 +290,57 @@ def test_bridge_rate_is_over_the_moving_time_it_prints(tmp_path):
     elapsed, moving, rate = float(found[1]), float(found[2]), float(found[3].replace(",", ""))
     assert moving <= elapsed
     assert abs(30000 / rate - moving) <= 0.05 + 1e-9, (30000 / rate, moving)  # moving is rounded to 0.1 s
+
+
+# --- 7. Ctrl-C while stdin feeds publish: stops within ~1 s, exit 130, says what was sent --
+
+def _publish_then_ctrl_c(address: str, first_lines: bytes, *, settle: float) -> tuple[int, float, str]:
+    """Start `publish ADDRESS` with stdin a pipe left open after `first_lines`, send SIGINT
+    after `settle` seconds; (exit status, seconds from the signal to the exit, stderr)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "evrelay", "publish", address], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        proc.stdin.write(first_lines)
+        proc.stdin.flush()
+        time.sleep(settle)
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        err = proc.stderr.read().decode()
+        proc.wait(timeout=30)
+        return proc.returncode, time.monotonic() - signalled, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdin.close()
+
+
+@pytest.mark.parametrize("lines", [b"", b"".join(b"%d\n" % i for i in range(1000))], ids=["idle-stdin", "1000-lines"])
+def test_ctrl_c_publishing_to_an_unreachable_kafka_stops_at_once(lines):
+    from tests.servers import free_port
+
+    address = f"kafka://127.0.0.1:{free_port()}/t"  # nothing listens there
+    status, seconds, err = _publish_then_ctrl_c(address, lines, settle=2.0)
+    # Before: the first Ctrl-C waited out the 10 s connect timeout (exit 3 with an idle
+    # stdin; a bare "evrelay: interrupted" with lines read).
+    assert status == 130, err
+    assert seconds < 4.0, seconds  # ~1.1 s measured; generous for a loaded machine
+    assert err.count("\n") == 1 and err.startswith(f"evrelay: interrupted: 0 message(s) were published to {address} "), err
+    assert ("1000 read before Ctrl-C were not confirmed" if lines else "nothing read was lost") in err
+
+
+def test_ctrl_c_publishing_to_kafka_reports_what_was_published(kafka_server):
+    address = f"kafka://{kafka_server.bootstrap}/{_name()}"
+    assert evrelay("publish", address, "first", "-q", timeout=60).returncode == 0  # the topic exists
+    status, seconds, err = _publish_then_ctrl_c(address, b"a\nb\nc\n", settle=4.0)
+    assert status == 130 and seconds < 4.0, (status, seconds, err)
+    assert err == f"evrelay: interrupted: 3 message(s) were published to {address} [kafka {kafka_server.bootstrap}]; nothing read was lost\n"
+    assert evrelay("tail", address, "-o", "raw", timeout=60).out == "first\na\nb\nc\n"
