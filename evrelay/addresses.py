@@ -68,7 +68,10 @@ def check_stream_name(address: Address) -> None:
     name = address.stream
     if name is None or name == name.strip():
         return
-    noun = "file name" if address.backend == "file" else "topic/stream name"
+    try:
+        noun = f"{backends.load_backend_class(address.backend).stream_noun} name"
+    except ConfigError:
+        noun = "topic/stream name"
     origin = f"address {address.display!r}"
     if address.profile:  # which profile, from where: its own `stream` may be the culprit
         origin += f" ({address.where.split(' (address ')[0]})"

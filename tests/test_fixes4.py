@@ -143,7 +143,7 @@ def test_a_profile_whose_stream_is_blank_is_named(tmp_path):
     config.write_text('[profiles.p]\nbackend = "local"\nstream = " "\n')
     run = evrelay("--config", str(config), "publish", "p", "v")
     assert run.returncode == 2
-    assert run.err == f"evrelay: error: address 'p' ({config}, line 1: profile 'p'): the topic/stream name is blank (' ')\n"
+    assert run.err == f"evrelay: error: address 'p' ({config}, line 1: profile 'p'): the stream name is blank (' ')\n"
 
 
 # --- 4. TOML dates, arrays and tables as client settings: exit 2 naming the key ----------
