@@ -258,8 +258,12 @@ class Backend(ABC):
         value = self.options.get(name) or {}
         if not isinstance(value, dict):
             raise ConfigError(f"{self.name} option {name!r} must be a table of {what}")
+        import datetime
+
         for key, setting in value.items():
-            if not isinstance(setting, (str, int, float, bool)):
+            # What TOML reads besides scalars; other objects can only come from Python
+            # code handing the backend options directly (a redis-py parser_class), its business.
+            if isinstance(setting, (list, dict, datetime.date, datetime.time)):
                 raise ConfigError(
                     f"{self.name} option {key!r} (in {name}, the {what}) must be a string, number or boolean, "
                     f"not a TOML {toml_kind(setting)} ({setting!r})"
