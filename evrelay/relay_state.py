@@ -28,8 +28,7 @@ class Backoff:
 
 
 MIN_RATED_MESSAGES = 100
-MIN_RATED_SECONDS = 0.1
-"""Below either, a bridge's summary prints no rate (see RelayStats.timing)."""
+"""Below this, a bridge's summary prints no rate (see RelayStats.timing)."""
 
 
 @dataclass(slots=True)
@@ -69,11 +68,13 @@ class RelayStats:
     def timing(self) -> str:
         """The summary's figures: `in 4.3s, 1.3s of it moving messages (38,716 msg/s)`.
         The rate is over the moving time, and says so; it is left out for a run too small
-        for one to mean anything (2 messages moved in 2 ms are not "922 msg/s")."""
+        for one to mean anything (2 messages moved in 2 ms are not "922 msg/s"). Under a
+        second, the moving time has two decimals, so that it never reads 0.0s."""
         text = f"in {self.elapsed:.1f}s"
         handled = self.delivered + self.filtered
-        if handled >= MIN_RATED_MESSAGES and self.moving_seconds >= MIN_RATED_SECONDS:
-            text += f", {self.moving_seconds:.1f}s of it moving messages ({self.rate:,.0f} msg/s)"
+        moving = self.moving_seconds
+        if handled >= MIN_RATED_MESSAGES and moving > 0:
+            text += f", {moving:.{1 if moving >= 1 else 2}f}s of it moving messages ({self.rate:,.0f} msg/s)"
         return text
 
     @property

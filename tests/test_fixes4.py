@@ -289,7 +289,7 @@ def test_bridge_rate_is_over_the_moving_time_it_prints(tmp_path):
     assert found, run.err
     elapsed, moving, rate = float(found[1]), float(found[2]), float(found[3].replace(",", ""))
     assert moving <= elapsed
-    assert abs(30000 / rate - moving) <= 0.05 + 1e-9, (30000 / rate, moving)  # moving is rounded to 0.1 s
+    assert abs(30000 / rate - moving) <= 0.05 + 1e-9, (30000 / rate, moving)  # moving is rounded (to 0.1 s from 1 s up)
 
 
 # --- 7. Ctrl-C while stdin feeds publish: stops within ~1 s, exit 130, says what was sent --
