@@ -11,8 +11,10 @@ Secrets never leave this module unmasked through `masked()`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,25 +251,60 @@ def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
     path = locate_config(explicit)
     if path is None:
         return Config(None, DEFAULT_PROFILE, {DEFAULT_PROFILE: Profile(DEFAULT_PROFILE, DEFAULT_PROFILE_BACKEND, implicit=True)})
+    return parse_config(read_config_text(path), path)
+
+
+def read_config_text(path: Path) -> str:
+    """The text of a config file; ConfigError naming the file (and line) when it cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
-    return parse_config(text, path)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}, line {line}: not UTF-8 text (byte {data[exc.start]:#04x}); TOML files are UTF-8") from None
+
+
+NEW_CONFIG_MODE = 0o600
+"""A config file evrelay creates is its owner's only: it may come to hold passwords."""
 
 
 def write_document(path: Path, document: dict[str, Any]) -> None:
-    """Write a config document with tomli-w (comments in the old file are not kept)."""
+    """Write a config document with tomli-w (comments in the old file are not kept).
+
+    The new text goes to a temporary file beside the real one, then replaces it in one
+    rename, so a crash leaves the old file or the new one. The real one: a symlink's
+    target (a config kept with one's dotfiles stays there, the link stays a link), and
+    its permission bits are kept (a 0600 file holding a password stays 0600)."""
+    import tempfile
+
     import tomli_w
 
     data = tomli_w.dumps(document)
     parse_config(data, path)  # never write a file we could not read back
+    target = Path(os.path.realpath(path))
+    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(data, encoding="utf-8")
-        os.replace(tmp, path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            mode = stat.S_IMODE(os.stat(target).st_mode)
+        except FileNotFoundError:
+            mode = NEW_CONFIG_MODE
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)  # 0600 from the start
+        with os.fdopen(fd, "wb") as out:
+            out.write(data.encode("utf-8"))
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+        tmp = None
     except OSError as exc:
         blocker = next((parent for parent in reversed(path.parents) if parent.exists() and not parent.is_dir()), None)
         reason = f"{blocker} is a file, not a directory" if blocker is not None else (exc.strerror or str(exc))
         raise ConfigError(f"cannot write the config file {path}: {reason}") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)

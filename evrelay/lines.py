@@ -51,6 +51,8 @@ class LineReader:
         self.eof = False
         self.line_no = 0
         """The number of the last line handed out (1-based)."""
+        self.truncations = 0
+        """How often a followed file was cut shorter than what had been read (and read again)."""
 
     @property
     def drained(self) -> bool:
@@ -98,6 +100,8 @@ class LineReader:
                 self.lines = [bytes(self.partial)]
                 self.partial = bytearray()
             elif follow and not self.pollable:
+                if self._truncated():
+                    return
                 time.sleep(min(timeout, _FOLLOW_POLL))
             return
         self.eof = False
@@ -112,6 +116,24 @@ class LineReader:
             lines[0] = bytes(self.partial)
         self.partial = bytearray(lines.pop())
         self.lines = lines
+
+    def _truncated(self) -> bool:
+        """A followed file now shorter than what was read of it was truncated (`: > log`,
+        a copy-and-truncate rotation): start again from its first line, as `tail -f`
+        does, instead of waiting for it to grow past the old end and reading from the
+        middle of whatever line is there then."""
+        try:
+            if os.fstat(self.fd).st_size >= os.lseek(self.fd, 0, os.SEEK_CUR):
+                return False
+            os.lseek(self.fd, 0, os.SEEK_SET)
+        except OSError:  # not seekable after all: nothing to compare
+            return False
+        self.partial = bytearray()
+        self.lines, self.index = [], 0
+        self.eof = False
+        self.line_no = 0
+        self.truncations += 1
+        return True
 
     def _check_length(self, more: int) -> None:
         """Refuse the line being assembled (the next one to hand out: _fill runs only when

@@ -17,6 +17,7 @@ import orjson
 
 from evrelay.envelope import Message, Position, encode_envelope
 from evrelay.errors import EvrelayError, UsageError
+from evrelay.templates import TemplateError, template_roots
 from evrelay.timestamps import format_ms
 
 OUTPUT_MODES = ("pretty", "json", "raw", "kcat", "keyed")
@@ -234,6 +235,10 @@ class TemplateWriter(MessageWriter):
     def __init__(self, template: str, out: IO[bytes]) -> None:
         super().__init__(out)
         self.template = _unescape(template)
+        try:
+            template_roots(self.template)
+        except TemplateError as exc:
+            raise UsageError(f"--format: {exc}") from None
         probe = Message(b"v", b"k", [("h", b"1")], 0, Position("example", "t", 0, 0), fields=[(b"f", b"1")])
         try:
             self.template.format_map(template_fields(probe))
@@ -281,16 +286,16 @@ class PrettyWriter(MessageWriter):
         meta = Text()
         position = message.position
         if position is not None:
-            meta.append(f"{position.stream} ", style="bold cyan")
-            meta.append(str(position), style="cyan")
+            meta.append(f"{position.stream.translate(ESCAPED_IN_LINE)} ", style="bold cyan")
+            meta.append(str(position).translate(ESCAPED_IN_LINE), style="cyan")
         if message.timestamp is not None:
             meta.append(f"  {format_ms(message.timestamp)}", style="dim")
         if message.key is not None:
             meta.append("  key=", style="dim")
-            meta.append(_shown(message.key), style="yellow")
+            meta.append(_shown(message.key, ESCAPED_IN_LINE), style="yellow")
         for name, value in message.headers:
-            meta.append(f"  {name}=", style="dim")
-            meta.append(_shown(value), style="magenta")
+            meta.append(f"  {name.translate(ESCAPED_IN_LINE)}=", style="dim")
+            meta.append(_shown(value, ESCAPED_IN_LINE), style="magenta")
         self.console.print(meta)
         summary = payload_summary(message)
         if summary is not None:
@@ -359,11 +364,14 @@ def payload_summary(message: Message) -> str | None:
 
 ESCAPED_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if c not in (0x09, 0x0A)}
 """Control characters a message must not send to a terminal (clear it, retitle it, forge lines)."""
+ESCAPED_IN_LINE = {**ESCAPED_CONTROLS, 0x09: "\\x09", 0x0A: "\\x0a"}
+"""The same for the one line of coordinates, key and headers: a newline or tab there
+would forge a line of its own (a value may span lines; it is shown below that line)."""
 
 
-def _shown(data: bytes) -> str:
+def _shown(data: bytes, table: dict[int, str] = ESCAPED_CONTROLS) -> str:
     try:
-        return data.decode("utf-8").translate(ESCAPED_CONTROLS)
+        return data.decode("utf-8").translate(table)
     except UnicodeDecodeError:
         return repr(data)[2:-1]
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from evrelay.backends.base import Consumer, DeliveryFailure, Message, Position, Producer, StopReason
-from evrelay.errors import BackendUnavailable, DeliveryFailed, EvrelayError, TransactionAborted
+from evrelay.errors import BackendUnavailable, DeliveryFailed, EvrelayError, InputError, TransactionAborted
 from evrelay.pacing import Abandoned, Pacer
 from evrelay.relay_state import Backoff, InFlight, RelayStats
 
@@ -115,7 +115,17 @@ class Relay:
         try:
             while True:
                 reason = self._end_reason(limit, idle_timeout)
-                batch = [] if reason else self._next_batch(limit, window)
+                try:
+                    batch = [] if reason else self._next_batch(limit, window)
+                except InputError as exc:
+                    # A source line it cannot read (a JSONL file's bad line) ends the run;
+                    # the window already sent is seen through to its ack first.
+                    if in_flight is not None:
+                        self._complete(in_flight)
+                    raise InputError(
+                        f"{exc.message}; the {stats.delivered} message(s) before it were delivered to {self.sink_label}, nothing from it on was sent",
+                        hint=exc.hint,
+                    ) from None
                 if in_flight is not None:
                     self._complete(in_flight)
                     in_flight = None

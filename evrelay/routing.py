@@ -26,6 +26,7 @@ import orjson
 
 from evrelay.backends.base import DeliveryFailure, DeliveryReport, Message, Producer
 from evrelay.errors import BackendUnavailable, NeverReached, UsageError
+from evrelay.templates import TemplateError, template_roots
 
 ROUTE_FIELDS = ("key", "headers", "value", "topic", "stream", "partition", "backend")
 MAX_OPEN_PRODUCERS = 256
@@ -103,8 +104,8 @@ class RouteTemplate:
     def __init__(self, template: str) -> None:
         self.template = template
         try:
-            roots = {field.split("[")[0].split(".")[0] for _, field, _, _ in string.Formatter().parse(template) if field is not None}
-        except ValueError as exc:
+            roots = set(template_roots(template))
+        except TemplateError as exc:
             raise UsageError(f"sink template {template!r}: {exc}") from None
         unknown = sorted(roots - set(ROUTE_FIELDS))
         if unknown:

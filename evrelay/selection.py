@@ -195,17 +195,24 @@ class JqProgram:
 
     @staticmethod
     def _check(answers: list[Any], messages: list[Message]) -> list[Any]:
-        if len(answers) != len(messages):  # an expression that reads further inputs itself
-            raise UsageError("a --filter/--map expression must not read other inputs (input, inputs)")
+        if len(answers) != len(messages):  # an expression that reads further inputs itself, or stops jq
+            raise UsageError("a --filter/--map expression must answer for each message: it must not read other inputs (input, inputs) nor stop jq (halt, halt_error)")
         return answers
 
 
-# The careful forms catch an error per message: "E…" (filter) or {"err": …} (map).
-# Every form answers one list of the expression's outputs per input (`[EXPR]`: measured
-# fastest, 5 µs a message where `any(EXPR; .)` took 7), or, in the careful form, the
-# error text for an input it failed on.
-_FAST = "[EXPR]"
-_CAREFUL = "try [EXPR] catch (. | tostring)"
+MAX_MAP_OUTPUTS = 1000
+"""The most messages --map may make of one (`repeat(.)` would make them without end)."""
+
+# Every form answers one list per input, or, in the careful form (`try`), the error text
+# for an input it failed on. jq builds each list in C before Python sees any of it, so
+# each is bounded: a filter answers `[true]` at its first true output and stops (`[]` when
+# there is none), a map at most MAX_MAP_OUTPUTS + 1 outputs, the one past the bound only
+# to tell that it was passed. Unbounded, `--filter 'repeat(1)'` filled 8 GB in minutes
+# without answering a signal (jq does not return to Python while it builds a list).
+_FILTER_FAST = "[label $found | EXPR | select(.) | (true, break $found)]"  # ~1 µs a message more than [EXPR]
+_FILTER_CAREFUL = f"try {_FILTER_FAST} catch (. | tostring)"
+_MAP_FAST = f"[limit({MAX_MAP_OUTPUTS + 1}; EXPR)]"  # ~3 µs a message more than [EXPR], of ~10
+_MAP_CAREFUL = f"try {_MAP_FAST} catch (. | tostring)"
 
 
 class Selection:
@@ -227,9 +234,9 @@ class Selection:
                 raise UsageError(f"--match-header expects NAME=GLOB, got {pair!r}")
             self.header_patterns.append((name, _compile_glob(glob)))
         self.filter_program = (
-            JqProgram(filter_expr, "--filter", _FAST, _CAREFUL, envelope_fields_used(filter_expr)) if filter_expr else None
+            JqProgram(filter_expr, "--filter", _FILTER_FAST, _FILTER_CAREFUL, envelope_fields_used(filter_expr)) if filter_expr else None
         )
-        self.map_program = JqProgram(map_expr, "--map", _FAST, _CAREFUL) if map_expr else None
+        self.map_program = JqProgram(map_expr, "--map", _MAP_FAST, _MAP_CAREFUL) if map_expr else None
 
     @classmethod
     def from_options(
@@ -269,7 +276,7 @@ class Selection:
             for i, answer in zip(indices, answers, strict=True):
                 if answer.__class__ is not list:
                     result.errors.append((i, f"--filter: {answer}"))
-                elif any(output is not None and output is not False for output in answer):  # jq's truth
+                elif answer:  # [true]: an output was neither false nor null
                     survivors.append(i)
             indices = survivors
         if self.map_program is None:
@@ -281,6 +288,9 @@ class Selection:
             for i, answer in zip(indices, answers, strict=True):
                 if answer.__class__ is not list:
                     result.errors.append((i, f"--map: {answer}"))
+                    continue
+                if len(answer) > MAX_MAP_OUTPUTS:
+                    result.errors.append((i, f"--map: made more than {MAX_MAP_OUTPUTS:,} messages of one (is it endless, like repeat?)"))
                     continue
                 try:
                     rewritten = [self._from_map_output(batch[i], output) for output in answer]

@@ -6,7 +6,7 @@ Features
     are 1-based line numbers (`--from 5`); times select by each envelope's timestamp;
     `-f` follows a growing file like `tail -f`. No consumer groups: a file cannot record
     what a group has seen. Blank lines are skipped; a malformed line stops the read with
-    its line number.
+    its line number, after the lines before it were handed out.
 
 Connection string
     `file:events.jsonl`, `file:/abs/path.jsonl`, or `-` for stdin (source) / stdout (sink).
@@ -24,7 +24,7 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import IO, Any
 
@@ -92,7 +92,7 @@ class JsonlBackend(Backend):
             raise NotFoundError(f"file {path} does not exist")
         if path != STDIO and os.path.isdir(path):
             raise UsageError(f"{path} is a directory, not a JSONL file")
-        return JsonlConsumer(path, spec)
+        return JsonlConsumer(path, spec, self.settings.warn)
 
 
 def _lock(fd: int) -> None:
@@ -190,8 +190,9 @@ class JsonlProducer(Producer):
 
 
 class JsonlConsumer(Consumer):
-    def __init__(self, path: str, spec: ReadSpec) -> None:
+    def __init__(self, path: str, spec: ReadSpec, warn: Callable[[str], None] = lambda text: None) -> None:
         self.path = path
+        self.warn = warn
         self.stream = "stdin" if path == STDIO else path
         self.spec = spec
         self.source = LineReader(path)
@@ -199,7 +200,9 @@ class JsonlConsumer(Consumer):
         self.start_line, self.start_time, self.last = self._start(spec.start)
         self.stop_line, self.stop_time = self._stop(spec.stop)
         self.started = self.start_time is None
-        self.backlog: collections.deque[Message] | None = None
+        self.backlog: collections.deque[tuple[int, bytes]] | None = None
+        self.bad_line: InputError | None = None
+        """A malformed line met after good ones: they are handed out first, this on the next read."""
 
     def _start(self, position: StreamPosition) -> tuple[int, int | None, int | None]:
         if isinstance(position, Beginning):
@@ -240,12 +243,30 @@ class JsonlConsumer(Consumer):
         return message
 
     def read(self, max_messages: int, timeout: float) -> list[Message]:
-        if self.last is not None:
-            return self._read_last(max_messages, timeout)
+        # A malformed line stops the read, but what came before it is delivered first
+        # (shown, bridged), as `publish` sends the lines before one it cannot read.
+        if self.bad_line is not None:
+            raise self.bad_line
         out: list[Message] = []
+        try:
+            if self.last is not None:
+                return self._read_last(max_messages, timeout, out)
+            return self._read_on(max_messages, timeout, out)
+        except InputError as exc:
+            if not out:
+                raise
+            self.bad_line = exc
+            return out
+
+    def _read_on(self, max_messages: int, timeout: float, out: list[Message]) -> list[Message]:
         deadline = time.monotonic() + timeout
         while len(out) < max_messages and not self.exhausted:
+            truncations = self.source.truncations
             item = self.source.next_line(max(deadline - time.monotonic(), 0.0), self.follow)
+            if self.source.truncations != truncations:
+                # Line numbers start again with the file: line 1 is its first line now.
+                self.warn(f"{self.stream} was truncated; following it from its first line")
+                self.start_line = 1
             if item is None:
                 if self.source.drained and (not self.follow or self.source.pollable):
                     self.exhausted = True
@@ -269,7 +290,7 @@ class JsonlConsumer(Consumer):
             out.append(message)
         return out
 
-    def _read_last(self, max_messages: int, timeout: float) -> list[Message]:
+    def _read_last(self, max_messages: int, timeout: float, out: list[Message]) -> list[Message]:
         """Last N: read to the end keeping N lines, then hand them out (then follow, if asked)."""
         if self.backlog is None:
             keep: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=max(self.last or 0, 0))
@@ -277,8 +298,9 @@ class JsonlConsumer(Consumer):
                 item = self.source.next_line(timeout, False)
                 if item is not None and item[1].strip():
                     keep.append(item)
-            self.backlog = collections.deque(self._parse(n, line) for n, line in keep)
-        out = [self.backlog.popleft() for _ in range(min(max_messages, len(self.backlog)))]
+            self.backlog = keep
+        while self.backlog and len(out) < max_messages:
+            out.append(self._parse(*self.backlog.popleft()))
         if not self.backlog:
             self.last = None
             self.start_line = self.source.line_no + 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import os
 import signal
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -392,18 +393,53 @@ class StopFlag:
         return self.requested
 
     def _handle(self, signum: int, _frame: Any) -> None:
+        self._install(signum)  # the disposition was reset to the default by the signal
         if self.signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signal = signum
 
+    def _install(self, signum: int) -> Any:
+        previous = signal.signal(signum, self._handle)
+        if "jq" in sys.modules:  # a --filter/--map was compiled
+            _next_signal_kills_if_stuck(signum)
+        return previous
+
     def __enter__(self) -> StopFlag:
         for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._handle)
+            self._previous[signum] = self._install(signum)
         return self
 
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+
+def _next_signal_kills_if_stuck(signum: int) -> None:
+    """Have the kernel reset `signum` to its default action once it is delivered
+    (SA_RESETHAND on the handler Python installed), so a second Ctrl-C or SIGTERM ends a
+    process the first could not stop.
+
+    Python runs a signal's handler only between bytecodes. jq evaluates an expression in
+    C, without returning to Python until it is done, so `--filter 'until(false; .)'`
+    never lets the StopFlag hear the first signal; the second now takes the default
+    action (exit by the signal: 130 for SIGINT). When Python is running, the handler
+    installs itself again at once and nothing changes. Linux only (the struct's layout);
+    elsewhere only SIGKILL stops such an expression."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    class SigAction(ctypes.Structure):  # struct sigaction of glibc and musl on Linux
+        _fields_ = [("handler", ctypes.c_void_p), ("mask", ctypes.c_ulong * (1024 // (8 * ctypes.sizeof(ctypes.c_ulong)))),
+                    ("flags", ctypes.c_int), ("restorer", ctypes.c_void_p)]
+
+    sa_resethand = 0x80000000
+    libc = ctypes.CDLL(None, use_errno=True)
+    action = SigAction()
+    if libc.sigaction(signum, None, ctypes.byref(action)) != 0:
+        return
+    action.flags |= ctypes.c_int(sa_resethand).value
+    libc.sigaction(signum, ctypes.byref(action), None)
 
 
 def __getattr__(name: str) -> Any:

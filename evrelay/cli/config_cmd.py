@@ -52,11 +52,11 @@ def _check_backend(name: object) -> None:
 
 
 def _load_document(path: Path) -> dict[str, Any]:
-    from evrelay.config import parse_config
+    from evrelay.config import parse_config, read_config_text
 
     if not path.exists():
         return {}
-    text = path.read_text(encoding="utf-8")
+    text = read_config_text(path)
     parse_config(text, path)  # validates and reports line numbers
     return tomllib.loads(text)
 

@@ -52,6 +52,7 @@ from evrelay.backends.local.store import (
     SCHEMA,
     Transaction,
     ensure_stream,
+    foreign_tables,
     format_id,
     id_before,
     migrate,
@@ -137,6 +138,14 @@ class LocalBackend(Backend):
                     if statement.strip():
                         db.execute(statement)
                 migrate(db)
+                foreign = foreign_tables(db)
+                if foreign is not None:
+                    db.execute("ROLLBACK")
+                    db.close()
+                    raise EvrelayError(
+                        f"the local store {self.path} is not an evrelay store: {foreign}",
+                        hint="point the profile's path at another file, or move this one aside; evrelay then starts a new store there",
+                    )
                 db.execute("COMMIT")
                 break
             except sqlite3.OperationalError as exc:

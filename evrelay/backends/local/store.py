@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 import sqlite3
 import struct
 from collections.abc import Sequence
@@ -52,6 +54,24 @@ CREATE TABLE IF NOT EXISTS consumers (
     PRIMARY KEY (stream, grp, name)
 );
 """
+
+SCHEMA_COLUMNS = {
+    table: [line.split()[0] for line in body.strip().splitlines() if not line.strip().startswith("PRIMARY KEY")]
+    for table, body in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\)", SCHEMA, re.S)
+}
+"""Each table's columns, as SCHEMA declares them."""
+
+
+def foreign_tables(db: sqlite3.Connection) -> str | None:
+    """What in the file is not evrelay's (another program's tables under the names evrelay
+    uses: CREATE TABLE IF NOT EXISTS keeps them, and every query would then fail on a
+    missing column), or None."""
+    for table, columns in SCHEMA_COLUMNS.items():
+        found = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+        if not set(columns) <= set(found):
+            return f"its table {table!r} has the columns ({', '.join(found)}), not evrelay's ({', '.join(columns)})"
+    return None
+
 
 def migrate(db: sqlite3.Connection) -> None:
     """Bring a store made by an older evrelay up to SCHEMA (inside the caller's transaction).
@@ -153,9 +173,16 @@ class Transaction:
                 self.db.execute("COMMIT")
                 return
             except sqlite3.Error:
-                self.db.execute("ROLLBACK")
+                self._rollback()
                 raise
-        self.db.execute("ROLLBACK")
+        self._rollback()
+
+    def _rollback(self) -> None:
+        # A full disk or an I/O error has SQLite roll the transaction back itself; a
+        # ROLLBACK then fails ("no transaction is active") and would hide the real error.
+        if self.db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
 
 
 def ensure_stream(db: sqlite3.Connection, stream: str) -> tuple[int, int]:

@@ -24,7 +24,8 @@ Connection string
 
 Options
     url              "nats://[user:password@]host:port" (tls:// for TLS)
-    subject          the subject to publish to (default: the stream's only subject)
+    subject          the subject to publish to (default: the stream's only subject); one
+                     subject, not a wildcard
     create           true: create a missing stream on first publish (subjects = [subject or STREAM])
     storage          "file" (default) or "memory", for a stream evrelay creates
     ack_wait         seconds a group member has to ack a message before it is redelivered (30)
@@ -94,6 +95,15 @@ def url_credentials(url: str) -> tuple[str, dict[str, str]]:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment)), credentials
 
 
+def _publishable_subject(subject: Any) -> bool:
+    """A subject a message can be published to. Wildcards (`orders.*`, `orders.>`) select
+    subjects; the server stores a message published to one under that literal name, which
+    no consumer filtering on `orders.new` ever sees."""
+    if not isinstance(subject, str) or not subject:
+        return False
+    return all(token and token not in ("*", ">") and not any(c.isspace() or ord(c) < 0x20 for c in token) for token in subject.split("."))
+
+
 class NatsBackend(NatsGroups, Backend):
     name = "nats"
     stream_noun = "stream"
@@ -127,8 +137,11 @@ class NatsBackend(NatsGroups, Backend):
             raise ConfigError(f"nats url {mask_nats_url(url)!r}: {exc}") from None
         self.url = url
         subject = self.options.get("subject")
-        if subject is not None and (not isinstance(subject, str) or not subject or " " in subject):
-            raise ConfigError(f"nats option subject must be a subject such as orders.new, not {subject!r}")
+        if subject is not None and not _publishable_subject(subject):
+            raise ConfigError(
+                f"nats option subject must be one subject to publish to, such as orders.new, not {subject!r} "
+                "(tokens split by dots, none empty, no spaces, no wildcard * or >)"
+            )
         self.subject: str | None = subject
         self.create = self.bool_option("create")
         storage = self.options.get("storage", "file")

@@ -62,8 +62,12 @@ class NatsProducer(Producer):
                 except (orjson.JSONDecodeError, AttributeError):
                     error = {"description": f"unexpected reply {msg.data[:80]!r}"}
                 if error:
+                    # 503 is JetStream's "not now": above all a stream full with discard new
+                    # (max_msgs, max_bytes), which its consumers or a purge will make room in;
+                    # a relay waits that out as it does a Redis sink out of memory.
+                    full = isinstance(error, dict) and error.get("code") == 503
                     self.report.failures.append(
-                        DeliveryFailure(message, f"NATS JetStream: {error.get('description', error)}", permanent=True)
+                        DeliveryFailure(message, f"NATS JetStream: {error.get('description', error)}", permanent=not full)
                     )
                 else:
                     self.report.delivered += 1
