@@ -55,6 +55,35 @@ class Address:
 
 def resolve_address(text: str, config: Config, *, profile: str | None = None) -> Address:
     """Resolve ADDRESS text; `profile` overrides the default profile for bare names."""
+    address = _resolve(text, config, profile)
+    check_stream_name(address)
+    return address
+
+
+def check_stream_name(address: Address) -> None:
+    """Refuse a topic/stream/file name that is blank or begins or ends with whitespace
+    (`publish " " v`, `redis://h:6379/%20`, a profile's `stream = " x"`), on every
+    backend, before anything is sent: such a name is a quoting mistake far more often than
+    a real stream, and Redis and the local store would take it and make one."""
+    name = address.stream
+    if name is None or name == name.strip():
+        return
+    try:
+        noun = f"{backends.load_backend_class(address.backend).stream_noun} name"
+    except ConfigError:
+        noun = "topic/stream name"
+    origin = f"address {address.display!r}"
+    if address.profile:  # which profile, from where: its own `stream` may be the culprit
+        origin += f" ({address.where.split(' (address ')[0]})"
+    if not name.strip():
+        raise AddressError(f"{origin}: the {noun} is blank ({name!r})")
+    raise AddressError(
+        f"{origin}: the {noun} {name!r} begins or ends with whitespace; "
+        f"names are taken as written, so write {name.strip()!r} if that is the one"
+    )
+
+
+def _resolve(text: str, config: Config, profile: str | None) -> Address:
     if not text:
         raise AddressError("empty address")
     try:
@@ -158,6 +187,8 @@ def _from_profile(text: str, config: Config, name: str, stream: str | None) -> A
     profile = config.profile(name)
     where = config.where(profile)
     options = profile.resolved_options(where)
+    if not stream and not profile.stream:
+        stream = _backend_default_stream(profile.backend, options, where)
     return Address(
         text,
         profile.backend,
@@ -167,6 +198,15 @@ def _from_profile(text: str, config: Config, name: str, stream: str | None) -> A
         profile=profile.name,
         where=where,
     )
+
+
+def _backend_default_stream(backend: str, options: dict[str, Any], where: str) -> str | None:
+    """The stream a profile with no `stream` of its own means, if its backend has one."""
+    try:
+        cls = backends.load_backend_class(backend)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}", hint=exc.hint) from None
+    return cls.default_stream(options)
 
 
 def open_backend(address: Address, settings: BackendSettings) -> Backend:
@@ -184,5 +224,35 @@ def open_backend(address: Address, settings: BackendSettings) -> Backend:
         hint = f"; did you mean {close[0]!r}?" if close else ""
         known = ", ".join(sorted(cls.option_names)) or "none"
         raise ConfigError(f"{address.where}: unknown {cls.name} option {key!r}{hint} (known: {known})")
+    refuse_dates(address)
     cls.check_client()
-    return cls(address.options, settings)
+    try:
+        return cls(address.options, settings)
+    except ConfigError as exc:
+        if exc.message.startswith(address.where):
+            raise
+        raise ConfigError(f"{address.where}: {exc}", hint=exc.hint) from None
+
+
+def refuse_dates(address: Address) -> None:
+    """A TOML date or time is no option's value on any backend: refused here, once, with
+    the key, instead of reaching a client library as text (`linger.ms = 1979-05-27`)."""
+    import datetime
+
+    def check(options: dict[str, Any], prefix: str) -> None:
+        for key, value in options.items():
+            if isinstance(value, dict):
+                check(value, f"{prefix}{key}.")
+            elif isinstance(value, (datetime.date, datetime.time)) or (
+                isinstance(value, list) and any(isinstance(item, (datetime.date, datetime.time)) for item in value)
+            ):
+                from evrelay.backends.base import toml_kind
+
+                name = f"{key!r} (in {prefix[:-1]})" if prefix else key
+                shown = value.isoformat() if isinstance(value, (datetime.date, datetime.time)) else repr(value)
+                raise ConfigError(
+                    f"{address.where}: {address.backend} option {name} is a TOML {toml_kind(value)} ({shown}); "
+                    "no option takes one (quote it to pass text)"
+                )
+
+    check(address.options, "")

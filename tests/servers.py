@@ -328,6 +328,9 @@ class ApacheKafkaServer(Server):
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
+            # Abort a timed-out transaction within 1 s of its timeout (default: 10 s), so the
+            # tests waiting for a killed transactional member's transaction wait less.
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
             **self.extra_properties(),
         }
 

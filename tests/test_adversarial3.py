@@ -239,16 +239,23 @@ def test_taskiq_tasks_bridged_through_a_kill_9_all_run_on_taskiq_redis_worker(re
     then runs every task (a repeat allowed, none lost, none it cannot parse)."""
     import asyncio
 
-    from tests.crash import run_with_kills
+    from tests.crash import phased_kill_thresholds, run_with_kills
     from tests.test_interop_taskiq import TASK, _kick, _redis_broker
 
     total = 1500
+    phases = [500, 500, 500]  # kicked one by one after each kill: every kill comes part-way
     source, sink = f"{stream}-src", f"{stream}-dst"
-    asyncio.run(_kick(_redis_broker(redis_server.url, source, worker=False), [(n, 0) for n in range(total)]))
+
+    def kick(phase: int) -> None:
+        first = sum(phases[:phase])
+        asyncio.run(_kick(_redis_broker(redis_server.url, source, worker=False), [(n, 0) for n in range(first, first + phases[phase])]))
+
+    kick(0)
     args = ("bridge", f"{redis_server.url}/{source}?layout=taskiq", f"{redis_server.url}/{sink}?layout=taskiq",
             "-g", "relay", "--window", "100", "--idle-timeout", "3")
     log = tmp_path / "bridge.log"
-    run_with_kills(args, log=log, reached=lambda t: int(redis_cli(redis_server, "XLEN", sink)) >= t, thresholds=(300, 900), timeout=180)
+    run_with_kills(args, log=log, reached=lambda t: int(redis_cli(redis_server, "XLEN", sink)) >= t,
+                   thresholds=phased_kill_thresholds(phases, repeats=100), after_kill=kick, timeout=180)
     assert "Traceback" not in log.read_text()
 
     async def work() -> tuple[set[int], int, int]:
@@ -384,26 +391,31 @@ def test_faststream_kafka_messages_bridged_through_a_kill_9_all_reach_a_faststre
 
     from faststream.redis import StreamSub
 
-    from tests.crash import run_with_kills
+    from tests.crash import phased_kill_thresholds, run_with_kills
     from tests.test_contract_kafka import create_topic
     from tests.test_interop_faststream import _kafka_broker, _redis_broker
 
     total = 1000
+    phases = [400, 400, 200]  # published one by one after each kill: every kill comes part-way
     topic = create_topic(kafka_server.bootstrap, stream, partitions=2)
 
-    async def publish() -> None:
+    async def publish(first: int, count: int) -> None:
         broker = _kafka_broker(kafka_server.bootstrap)
         async with broker:
             await broker.start()
-            for n in range(total):
+            for n in range(first, first + count):
                 await broker.publish({"n": n}, topic=topic, headers={"x-trace": f"t{n}"}, correlation_id=f"c{n}")
 
-    asyncio.run(publish())
+    def publish_phase(phase: int) -> None:
+        asyncio.run(publish(sum(phases[:phase]), phases[phase]))
+
+    publish_phase(0)
     sink = f"{stream}-fs"
     args = ("bridge", f"kafka://{kafka_server.bootstrap}/{topic}", f"{redis_server.url}/{sink}?layout=faststream",
             "-g", "relay", "--from", "beginning", "--window", "50", "--idle-timeout", "5")
     log = tmp_path / "bridge.log"
-    run_with_kills(args, log=log, reached=lambda t: int(redis_cli(redis_server, "XLEN", sink)) >= t, thresholds=(200, 600), timeout=180)
+    run_with_kills(args, log=log, reached=lambda t: int(redis_cli(redis_server, "XLEN", sink)) >= t,
+                   thresholds=phased_kill_thresholds(phases, repeats=100), after_kill=publish_phase, timeout=180)
     written = int(redis_cli(redis_server, "XLEN", sink))
 
     async def receive() -> list[tuple]:

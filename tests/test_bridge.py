@@ -18,7 +18,7 @@ from tests.crash import (
     WINDOW,
     check_delivery,
     fill_redis_stream,
-    kill_thresholds,
+    phased_kill_thresholds,
     redis_len,
     redis_values,
     run_with_kills,
@@ -73,12 +73,15 @@ def consume_kafka(bootstrap: str, topic: str) -> list:
 def test_kill_9_kafka_to_redis_loses_nothing(kafka_server, redis_server, tmp_path):
     topic = create_topic(kafka_server.bootstrap, f"crash-{uuid.uuid4().hex[:6]}", partitions=3)
     stream = f"crash-{uuid.uuid4().hex[:6]}"
-    sent = produce_kafka(kafka_server.bootstrap, topic, 30000)
+    phases = [10000, 10000, 10000]  # one kill in each of the first two: see phased_kill_thresholds
+    sent = produce_kafka(kafka_server.bootstrap, topic, phases[0], prefix="m0")
     args = ["bridge", f"kafka://{kafka_server.bootstrap}/{topic}", f"redis://127.0.0.1:{redis_server.port}/0/{stream}",
             "--idle-timeout", "20s", "--window", str(WINDOW), "-q"]
-    kills = run_with_kills(args, log=tmp_path / "bridge.log", thresholds=kill_thresholds(3000, 24000),
+    kills = run_with_kills(args, log=tmp_path / "bridge.log", thresholds=phased_kill_thresholds(phases),
                            reached=lambda t: redis_len(redis_server.url, stream) >= t,
+                           after_kill=lambda k: sent.extend(produce_kafka(kafka_server.bootstrap, topic, phases[k], prefix=f"m{k}")),
                            progress=lambda: f"{redis_len(redis_server.url, stream)} message(s) in the sink")
+    assert len(sent) == sum(phases)
     check_delivery(sent, redis_values(redis_server.url, stream), max_duplicates=kills * WINDOW, label="kafka->redis kill -9")
 
 
@@ -92,16 +95,25 @@ def test_kill_9_redis_to_kafka_loses_nothing(kafka_server, redis_server, tmp_pat
     topic = create_topic(kafka_server.bootstrap, f"crash-{uuid.uuid4().hex[:6]}", partitions=2)
     client = redis.Redis.from_url(redis_server.url)
     sent = [f"r-{i:06d}".encode() for i in range(30000)]
-    fill_redis_stream(redis_server.url, stream, sent)
+    phases = [10000, 10000, 10000]  # one kill in each of the first two: see phased_kill_thresholds
+    ids: list[bytes] = []
+
+    def feed(phase: int) -> None:
+        start = sum(phases[:phase])
+        fill_redis_stream(redis_server.url, stream, sent[start : start + phases[phase]])
+        ids.extend(row[0] for row in client.xrange(stream, ids[-1] if ids else "-", "+") if not ids or row[0] != ids[-1])
+
+    feed(0)
     args = ["bridge", f"redis://127.0.0.1:{redis_server.port}/0/{stream}", f"kafka://{kafka_server.bootstrap}/{topic}",
             "--idle-timeout", "5s", "--window", str(WINDOW), "-q"]
-    ids = [row[0] for row in client.xrange(stream, "-", "+")]
 
     def delivered_past(index: int) -> bool:
         groups = client.xinfo_groups(stream)
         return bool(groups) and tuple(map(int, groups[0]["last-delivered-id"].split(b"-"))) >= tuple(map(int, ids[index].split(b"-")))
 
-    kills = run_with_kills(args, log=tmp_path / "bridge.log", thresholds=kill_thresholds(3000, 24000), reached=delivered_past)
+    kills = run_with_kills(args, log=tmp_path / "bridge.log", thresholds=phased_kill_thresholds(phases), reached=delivered_past,
+                           after_kill=feed)
+    assert len(ids) == len(sent)
     received = [m.value() for m in consume_kafka(kafka_server.bootstrap, topic)]
     check_delivery(sent, received, max_duplicates=kills * WINDOW, label="redis->kafka kill -9")
     (group,) = client.xinfo_groups(stream)
@@ -162,7 +174,9 @@ def test_sigint_exits_130_after_acking(tmp_path):
     evrelay("publish", "int-src", input="".join(f"{i}\n" for i in range(100)))
     log = tmp_path / "bridge.log"
     proc = spawn("bridge", "int-src", "int-dst", log=log)
-    time.sleep(3)
+    # SIGINT once all 100 are in the sink: the bridge is then idle, waiting for more.
+    wait_until(lambda: len(evrelay("tail", "int-dst", "--from", "beginning", "-o", "raw").lines()) == 100
+               or proc.poll() is not None, 60, "the 100 messages bridged")
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 130, log.read_text()
     text = log.read_text()
@@ -172,16 +186,35 @@ def test_sigint_exits_130_after_acking(tmp_path):
     assert len(evrelay("tail", "int-dst", "--from", "beginning", "-o", "raw").lines()) == 100
 
 
+def group_assignment(bootstrap: str, group: str) -> int:
+    """How many members of a Kafka consumer group hold partitions, once it is stable (else 0)."""
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        description = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    except Exception:  # the group does not exist yet
+        return 0
+    if description.state != ConsumerGroupState.STABLE:
+        return 0
+    return sum(1 for member in description.members if member.assignment and member.assignment.topic_partitions)
+
+
 @pytest.mark.kafka
 @pytest.mark.redis
 def test_two_bridges_in_one_group_split_kafka_partitions(kafka_server, redis_server, tmp_path):
     topic = create_topic(kafka_server.bootstrap, f"scale-{uuid.uuid4().hex[:6]}", partitions=4)
     stream = f"scale-{uuid.uuid4().hex[:6]}"
+    group = f"scale-{uuid.uuid4().hex[:6]}"
     args = ["bridge", f"kafka://{kafka_server.bootstrap}/{topic}", f"redis://127.0.0.1:{redis_server.port}/0/{stream}",
-            "--idle-timeout", "20s"]
+            "-g", group, "--idle-timeout", "20s"]
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     procs = [spawn(*args, log=logs[0]), spawn(*args, log=logs[1])]
-    time.sleep(12)  # both join the group before data arrives
+    # Data arrives once both have joined the group and hold partitions (a fixed sleep of
+    # 12 s was the guess before; a bridge that joins after the data is gone does no work).
+    wait_until(lambda: group_assignment(kafka_server.bootstrap, group) == 2 or any(p.poll() is not None for p in procs),
+               120, "both bridges to hold partitions")
     sent = produce_kafka(kafka_server.bootstrap, topic, 20000)
     for proc, log in zip(procs, logs, strict=True):
         assert proc.wait(timeout=300) == 0, log.read_text()
@@ -202,9 +235,25 @@ def test_two_bridges_in_one_group_split_a_redis_stream(redis_server, tmp_path):
             "--window", "200"]
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     procs = [spawn(*args, "--consumer", "a", log=logs[0]), spawn(*args, "--consumer", "b", log=logs[1])]
-    time.sleep(1.5)
-    sent = [b"warm-up"] + [f"v-{i:05d}".encode() for i in range(20000)]
-    for start in range(1, len(sent), 1000):
+    # More warm-ups, one at a time, until both bridges have read one (a consumer shows in
+    # XINFO CONSUMERS once it got an entry): a fixed sleep let a slow-starting bridge find
+    # the whole stream taken by the other.
+    warm_ups = [b"warm-up"]
+
+    def both_reading() -> bool:
+        groups = client.xinfo_groups(stream)
+        if groups and {c["name"] for c in client.xinfo_consumers(stream, groups[0]["name"])} >= {b"a", b"b"}:
+            return True
+        if any(p.poll() is not None for p in procs):
+            return True
+        warm_ups.append(f"warm-up-{len(warm_ups)}".encode())
+        client.xadd(stream, {"value": warm_ups[-1]})
+        time.sleep(0.2)
+        return False
+
+    wait_until(both_reading, 60, "both bridges to read")
+    sent = warm_ups + [f"v-{i:05d}".encode() for i in range(20000)]
+    for start in range(len(warm_ups), len(sent), 1000):
         pipe = client.pipeline(transaction=False)
         for value in sent[start : start + 1000]:
             pipe.xadd(stream, {"value": value})

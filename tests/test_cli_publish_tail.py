@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import REPO, evrelay
+from tests.crash import first_line_while_feeding
 
 
 def envelopes(run) -> list[dict]:
@@ -175,10 +176,7 @@ def test_follow_prints_new_messages_and_idle_timeout_ends_it():
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
     )
     try:
-        time.sleep(1.0)
-        evrelay("publish", "live", "after")
-        line = proc.stdout.readline()
-        assert line == b"after\n"
+        assert first_line_while_feeding(proc, lambda: evrelay("publish", "live", "after")) == b"after\n"
         assert proc.wait(timeout=15) == 0
     finally:
         proc.kill()
@@ -225,7 +223,7 @@ def test_tail_follow_stops_cleanly_on_sigterm_and_sigint():
     for signum, code in ((signal.SIGTERM, 0), (signal.SIGINT, 130)):
         proc = subprocess.Popen([sys.executable, "-m", "evrelay", "tail", "sig", "-f", "-g", "sig-group", "-o", "raw"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        time.sleep(1.5)
+        first_line_while_feeding(proc, lambda: evrelay("publish", "sig", "y"))  # in its read loop: handlers set
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=15)
         assert proc.returncode == code, err

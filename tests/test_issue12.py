@@ -267,7 +267,6 @@ def test_publish_flushes_on_sigterm(kafka_server):
     import signal
     import subprocess
     import sys
-    import time
 
     from tests.conftest import REPO
 
@@ -280,7 +279,9 @@ def test_publish_flushes_on_sigterm(kafka_server):
     )
     proc.stdin.write(b"".join(b"line %d\n" % i for i in range(2000)))
     proc.stdin.flush()
-    time.sleep(3)
+    from tests.crash import wait_until_waiting_for_input
+
+    wait_until_waiting_for_input(proc)  # all 2,000 read and queued (was: a 3 s sleep)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err.decode()

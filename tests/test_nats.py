@@ -17,6 +17,7 @@ import pytest
 from evrelay.backends.nats.mapping import HEADERS_HEADER, KEY_B64_HEADER, KEY_HEADER
 from evrelay.timestamps import format_ms
 from tests.conftest import REPO, evrelay
+from tests.crash import first_line_while_feeding
 from tests.servers import NatsServer
 
 pytestmark = pytest.mark.nats
@@ -155,11 +156,10 @@ def test_follow_from_end_sees_a_new_message_and_expect_gates(address):
         [sys.executable, "-m", "evrelay", "tail", address, "-f", "--from", "end", "-o", "raw", "--expect", "1", "--timeout", "30s"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
     )
-    time.sleep(2.0)
-    assert evrelay("publish", address, "new").returncode == 0
+    first = first_line_while_feeding(follower, lambda: evrelay("publish", address, "new"))
     out, err = follower.communicate(timeout=60)
     assert follower.returncode == 0, err
-    assert out.split() == [b"new"]
+    assert first + out == b"new\n"  # --expect 1: the first new message, and it stops there
     run = evrelay("tail", address, "--from", "end", "--expect", "1", "--timeout", "1s")
     assert run.returncode == 4
 

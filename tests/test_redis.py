@@ -19,6 +19,7 @@ import pytest
 from evrelay.backends.base import BackendSettings
 from evrelay.backends.redis_streams import RedisStreamsBackend
 from tests.conftest import REPO, evrelay
+from tests.crash import first_line_while_feeding
 
 pytestmark = pytest.mark.redis
 
@@ -133,9 +134,7 @@ def test_follow_wakes_on_new_entries(redis_server, profile, raw, stream):
     proc = subprocess.Popen([sys.executable, "-m", "evrelay", "tail", profile, "-f", "--from", "end", "-o", "raw", "--idle-timeout", "5s"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
-        time.sleep(1.0)
-        raw.xadd(stream, {"value": "new"})
-        assert proc.stdout.readline() == b"new\n"
+        assert first_line_while_feeding(proc, lambda: raw.xadd(stream, {"value": "new"})) == b"new\n"
     finally:
         proc.kill()
         proc.wait()
@@ -172,7 +171,9 @@ def test_group_creation_is_announced_and_a_vanished_group_is_an_error(redis_serv
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, "-m", "evrelay", "tail", profile, "-g", "g1", "-f", "-o", "raw"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    time.sleep(1.5)
+    # Destroy the group once the reader follows it (it printed a new message), not after a
+    # guessed sleep: a reader started after the DESTROY would create the group afresh.
+    assert first_line_while_feeding(proc, lambda: raw.xadd(stream, {"value": "y"})) == b"y\n"
     raw.execute_command("XGROUP", "DESTROY", stream, "g1")
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 1

@@ -136,6 +136,23 @@ def canonical_endpoint(host: str | None, port: int | str | None, default_port: i
     return ("loopback" if loopback else name, number)
 
 
+def toml_kind(value: Any) -> str:
+    """What TOML calls the type of a value read from a config file (for error messages)."""
+    import datetime
+
+    if isinstance(value, datetime.datetime):
+        return "date-time"
+    if isinstance(value, datetime.date):
+        return "date"
+    if isinstance(value, datetime.time):
+        return "time"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "table"
+    return {bool: "boolean", int: "integer", float: "float", str: "string"}.get(type(value), type(value).__name__)
+
+
 def _query_value(text: str) -> Any:
     # The common values as TOML reads them, without importing tomllib (~4 ms at start-up).
     if text in ("true", "false"):
@@ -235,10 +252,33 @@ class Backend(ABC):
         return value
 
     def table_option(self, name: str, what: str) -> dict[str, Any]:
+        """A table of client settings handed to a client library: each value a string,
+        number or boolean. A TOML date, array or table would reach the library as its
+        Python repr (`linger.ms = 1979-05-27` as "1979-05-27"), so it is refused."""
         value = self.options.get(name) or {}
         if not isinstance(value, dict):
             raise ConfigError(f"{self.name} option {name!r} must be a table of {what}")
+        import datetime
+
+        for key, setting in value.items():
+            # What TOML reads besides scalars; other objects can only come from Python
+            # code handing the backend options directly (a redis-py parser_class), its business.
+            if isinstance(setting, (list, dict, datetime.date, datetime.time)):
+                raise ConfigError(
+                    f"{self.name} option {key!r} (in {name}, the {what}) must be a string, number or boolean, "
+                    f"not a TOML {toml_kind(setting)} ({setting!r})"
+                )
         return {str(k): v for k, v in value.items()}
+
+    def bool_option(self, name: str, default: bool = False) -> bool:
+        """A yes/no option: a TOML boolean in a profile, `true`/`false` in an address's query
+        string (read as TOML, like every query value). Nothing else: `create = "yes"` is a
+        string, and a string that is not empty would otherwise count as true."""
+        value = self.options.get(name, default)
+        if isinstance(value, bool):
+            return value
+        shown = f'"{value}"' if isinstance(value, str) else repr(value)
+        raise ConfigError(f"{self.name} option {name} must be true or false (a TOML boolean; ?{name}=true in an address), not {shown}")
 
     # --- life cycle --------------------------------------------------------------------
 
@@ -274,6 +314,18 @@ class Backend(ABC):
     def describe(self) -> str:
         """A short, secret-free description of where this backend points."""
         return self.name
+
+    def describe_stream(self, stream: str) -> str:
+        """Where messages of `stream` go or come from, for a summary line: by default where
+        the backend points (the stream is printed beside it). A backend whose stream
+        changes the place itself (the file backend: a stream is a file) says so here."""
+        return self.describe()
+
+    @classmethod
+    def default_stream(cls, options: Mapping[str, Any]) -> str | None:
+        """The topic/stream a profile of this backend means when it names none (`PROFILE`
+        alone): None unless an option says (the file backend's `path`)."""
+        return None
 
     def location(self) -> tuple[Any, ...]:
         """What identifies the system this backend reaches (not how it reads or writes

@@ -12,7 +12,8 @@ Connection string
     `file:events.jsonl`, `file:/abs/path.jsonl`, or `-` for stdin (source) / stdout (sink).
 
 Options
-    path   the file (set by the address)
+    path   the file (set by the address; in a profile, the file the profile alone means:
+           `PROFILE:NAME` is the file NAME)
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from evrelay.backends.base import (
     ReadSpec,
 )
 from evrelay.envelope import EnvelopeError, decode_envelope, encode_envelope
-from evrelay.errors import BackendUnavailable, EvrelayError, InputError, NotFoundError, UsageError
+from evrelay.errors import BackendUnavailable, ConfigError, EvrelayError, InputError, NotFoundError, UsageError
 from evrelay.lines import STDIO, LineReader
 from evrelay.positions import AtTime, Beginning, End, Last, Offset, StreamPosition
 from evrelay.timestamps import now_ms
@@ -64,10 +65,23 @@ class JsonlBackend(Backend):
 
     def __init__(self, options: dict[str, Any], settings: Any = None) -> None:
         super().__init__(options, settings)
-        self.path = str(self.options.get("path") or STDIO)
+        path = self.options.get("path") or STDIO
+        if not isinstance(path, str):
+            raise ConfigError(f"file option path must be a file path (a string), not {path!r}")
+        self.path = path
 
     def describe(self) -> str:
         return "stdin/stdout" if self.path == STDIO else f"file {self.path}"
+
+    def describe_stream(self, stream: str) -> str:
+        # The stream IS the file (`NAME` in a file profile is the file NAME, not `path`).
+        path = stream or self.path
+        return "stdin/stdout" if path == STDIO else f"file {path}"
+
+    @classmethod
+    def default_stream(cls, options: Any) -> str | None:
+        path = options.get("path")
+        return path if isinstance(path, str) and path else None
 
     def producer(self, stream: str) -> Producer:
         return JsonlProducer(stream if stream else self.path)

@@ -231,8 +231,8 @@ def bridge(
     note += f"; {stats.dead_lettered} dead-lettered" if stats.dead_lettered else ""
     reason = f" ({stats.stop_reason.value})" if stats.stop_reason else ""
     session.info(
-        f"{verb} {stats.delivered} message(s) from {src.display} to {dst.display} in {stats.elapsed:.1f}s "
-        f"({stats.rate:,.0f} msg/s){note}; {stats.acked} acked; last acked: {positions}{reason}"
+        f"{verb} {stats.delivered} message(s) from {src.display} to {dst.display} {stats.timing()}"
+        f"{note}; {stats.acked} acked; last acked: {positions}{reason}"
     )
     if stop.signal == signal.SIGINT:
         raise Interrupted(f"interrupted; {stats.acked} message(s) were delivered and acked before stopping")

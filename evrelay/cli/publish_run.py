@@ -23,6 +23,9 @@ LINE_DECODED_MODES = ("json", "kcat", "keyed")
 """Input modes with one message per line, decoded (a bad line stops or is skipped)."""
 TERM_FLUSH_SECONDS = 10.0
 """After SIGTERM, how long publish waits for what it accepted to be confirmed (unless --timeout)."""
+INTERRUPT_FLUSH_SECONDS = 1.0
+"""After Ctrl-C, how long publish waits for confirmations of what it had read: Ctrl-C asks to
+stop now, so a backend that is not there yet is not waited for (the connect timeout)."""
 
 
 class _TermSignal(Exception):
@@ -171,10 +174,16 @@ def publish_messages(
                 except _TermSignal:
                     terminated = True
                 try:
-                    report = producer.flush(session.timeout if session.timeout is not None or not terminated else TERM_FLUSH_SECONDS)
+                    if interrupted:
+                        report = _flush_interrupted(producer, session, queued, target.display)
+                    else:
+                        report = producer.flush(session.timeout if session.timeout is not None or not terminated else TERM_FLUSH_SECONDS)
                 except _TermSignal:  # arrived between reading and flushing
                     terminated = True
                     report = producer.flush(session.timeout or TERM_FLUSH_SECONDS)
+                except KeyboardInterrupt:  # while waiting for confirmations
+                    interrupted = True
+                    report = _flush_interrupted(producer, session, queued, target.display)
     except _TermSignal:  # before anything was read (connecting): nothing to flush
         from evrelay.errors import Terminated
 
@@ -185,7 +194,13 @@ def publish_messages(
     for line in skipped:
         session.warn(f"skipped {line}")
     delivered = report.delivered
-    where = f"{target.display} [{backend.describe()}]"
+    where = f"{target.display} [{backend.describe_stream(stream)}]"
+    if interrupted:
+        lost = report.pending + len(report.failures)
+        raise Interrupted(
+            f"interrupted: {delivered} message(s) were published to {where}"
+            + (f"; {lost} read before Ctrl-C were not confirmed, and nothing more is sent" if lost else "; nothing read was lost")
+        )
     if terminated:
         from evrelay.errors import Terminated
 
@@ -223,10 +238,22 @@ def publish_messages(
             "nothing from that line on was sent",
             hint="--skip-invalid reports and skips bad lines instead" if input_mode in LINE_DECODED_MODES else None,
         )
-    if interrupted:
-        raise Interrupted(f"interrupted: {delivered} message(s) were published to {target.display} before stopping")
     note = f", skipped {len(skipped)} invalid line(s)" if skipped else ""
     session.info(f"published {delivered} message(s) to {where} in {_seconds(elapsed)}{note}")
+
+
+def _flush_interrupted(producer, session: Session, queued: int, display: str):
+    """After Ctrl-C: what the backend confirms within INTERRUPT_FLUSH_SECONDS (or a shorter
+    --timeout), not the connect timeout; a second Ctrl-C meanwhile stops at once. When it
+    cannot tell (the backend not reached), Interrupted says that nothing was confirmed."""
+    from evrelay.errors import EvrelayError
+
+    try:
+        return producer.flush(min(session.timeout or INTERRUPT_FLUSH_SECONDS, INTERRUPT_FLUSH_SECONDS))
+    except EvrelayError as exc:
+        raise Interrupted(
+            f"interrupted: {queued} message(s) read were not confirmed by {display}, and nothing more is sent ({exc.message})"
+        ) from None
 
 
 def _line_decoder(mode: str, delimiter: bytes):

@@ -119,8 +119,9 @@ def tail(
         start = Beginning() if stop is not None else Last(count if count is not None else DEFAULT_LAST)
         if count is not None and not follow and stop is None:
             limit = None  # Last(count) already bounds the read (with --to, the range's first N do)
-        elif follow and expect is None:
-            limit = None
+        elif follow and expect is None and stop is None:
+            limit = None  # `-f -n N`: N is the backlog shown before following (coreutils tail)
+        # With --to, `-n N` is the range's first N, following or not: a count limit.
 
     display = ", ".join(session.address(text).display for text in addresses)
     started = time.monotonic()

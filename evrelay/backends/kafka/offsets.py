@@ -169,6 +169,7 @@ class KafkaOffsets(_Clients):
         # broker looks every 10 s): librdkafka asks for stable offsets and times out
         # meanwhile. The broker did answer, so that is waited out, longer than an outage.
         unstable_deadline = started + self.settings.timeout + UNSTABLE_OFFSETS_WAIT
+        warned = False
         while True:
             try:
                 found = client.committed([TopicPartition(topic, p) for p in partitions], timeout=self.settings.timeout)
@@ -181,6 +182,13 @@ class KafkaOffsets(_Clients):
                     time.sleep(0.2)
                     continue
                 if name in ("_TIMED_OUT", "UNSTABLE_OFFSET_COMMIT") and time.monotonic() <= unstable_deadline:
+                    if not warned:
+                        warned = True
+                        self.settings.warn(
+                            f"kafka: the committed offsets of group {group!r} on {topic!r} are pending in an open "
+                            f"transaction (a killed exactly-once member's?): waiting up to {UNSTABLE_OFFSETS_WAIT:g}s "
+                            "for the broker to end it"
+                        )
                     time.sleep(0.2)
                     continue
                 raise self.unavailable(f"committed offsets of group {group!r}", exc) from None

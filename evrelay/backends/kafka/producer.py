@@ -63,11 +63,12 @@ class KafkaProducer(Producer):
         idempotent = str(config.get("enable.idempotence")).lower() in ("true", "1") and "transactional.id" not in config
         self._probe = ReachabilityProbe(self.client, backend.settings.timeout, nudge_producer_id=idempotent)
 
-    def _check_reachable(self, wait: bool) -> None:
+    def _check_reachable(self, wait: bool, deadline: float | None = None) -> None:
         """BackendUnavailable (exit 3) once the probe found no broker in time, or a
-        refused login; with `wait`, wait for its verdict, serving librdkafka's callbacks
-        meanwhile so that a refusal ends the wait at once, and a delivery too: a message
-        the broker acknowledged is proof enough that it is there."""
+        refused login; with `wait`, wait for its verdict (until `deadline`, a monotonic
+        time, if given), serving librdkafka's callbacks meanwhile so that a refusal ends
+        the wait at once, and a delivery too: a message the broker acknowledged is proof
+        enough that it is there."""
         probe = self._probe
         if probe.done.is_set():
             if probe.failure is not None and not probe.reached:
@@ -78,6 +79,11 @@ class KafkaProducer(Producer):
             probe.reached_by_delivery()
             return
         while wait and not probe.done.is_set():
+            if deadline is not None and deadline < probe.deadline and time.monotonic() >= deadline:
+                # No verdict yet, and the caller stops waiting before the probe would give
+                # one: its flush reports what is unconfirmed. (A caller waiting as long as
+                # the probe gets the verdict: exit 3 when no broker answered.)
+                return
             if not len(self.client):
                 probe.ask()  # nothing in flight that could prove it: ask for metadata now
             self.client.poll(0.01)
@@ -215,8 +221,13 @@ class KafkaProducer(Producer):
                 return
 
     def flush(self, timeout: float | None = None) -> DeliveryReport:
-        self._check_reachable(wait=True)
-        remaining = self.client.flush(timeout if timeout is not None else -1)
+        # `timeout` bounds the whole call, the wait for the cluster's first answer too: an
+        # interrupted publish to a broker that is not there asks for one second, not for
+        # the connect timeout (10 s).
+        deadline = time.monotonic() + timeout if timeout is not None and timeout >= 0 else None
+        self._check_reachable(wait=True, deadline=deadline)
+        left = max(deadline - time.monotonic(), 0.0) if deadline is not None else -1
+        remaining = self.client.flush(left)
         report, self._report = self._report, DeliveryReport()
         report.delivered = self._unresolved - remaining - self._async_failures
         report.pending = remaining

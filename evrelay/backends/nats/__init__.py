@@ -74,9 +74,6 @@ from evrelay.errors import (
 from evrelay.positions import AtTime, Beginning, End, Last, Offset, Stored, StreamPosition
 from evrelay.timestamps import format_ms, parse_duration_seconds
 
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
-
 
 def mask_nats_url(url: str) -> str:
     """The URL with any password or token replaced (a NATS token is a user with no password).
@@ -162,14 +159,6 @@ class NatsBackend(NatsGroups, Backend):
         if isinstance(value, str) and value.isdigit() and int(value) > 0:
             return int(value)
         return super().positive_int_option(name)
-
-    def bool_option(self, name: str) -> bool:
-        value = self.options.get(name, False)
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
-            return value.lower() in _TRUE
-        raise ConfigError(f"nats option {name} must be true or false, not {value!r}")
 
     def seconds_option(self, name: str, default: float) -> float:
         value = self.options.get(name, default)

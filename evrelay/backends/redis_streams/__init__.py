@@ -264,7 +264,26 @@ class RedisStreamsBackend(Backend):
         self.client.connection_pool.release(connection)
 
     def command(self, *args: Any, what: str = "") -> Any:
-        return self.call(self.client.execute_command, *args, what=what or str(args[0]))
+        import redis
+
+        try:
+            return self.client.execute_command(*args)
+        except redis.RedisError as exc:
+            key = _stream_key(args)
+            if key is not None and reply_code(exc) == "WRONGTYPE":
+                raise self.not_a_stream(key) from None
+            raise self.translate(exc, what or str(args[0])) from None
+
+    def not_a_stream(self, stream: str) -> UsageError:
+        """The one error for a key that holds something else than a stream (exit 2, like
+        any address that names the wrong thing): every command says it in these words."""
+        try:
+            kind = self.key_type(stream)
+        except EvrelayError:
+            kind = ""
+        # "stream" or "none": the key changed since the command was refused.
+        what = f"is a {kind}, not a stream" if kind not in ("", "stream", "none") else "does not hold a stream"
+        return UsageError(f"Redis key {stream!r} on {self.where} {what}")
 
     def health_check(self) -> Health:
         started = time.perf_counter()
@@ -289,7 +308,7 @@ class RedisStreamsBackend(Backend):
         if kind == "none":
             raise NotFoundError(f"Redis stream {stream!r} does not exist on {self.where}")
         if kind != "stream":
-            raise UsageError(f"Redis key {stream!r} on {self.where} is a {kind}, not a stream")
+            raise self.not_a_stream(stream)
 
     def last_id(self, stream: str) -> tuple[int, int] | None:
         rows = self.command("XREVRANGE", stream, "+", "-", "COUNT", 1)
@@ -413,6 +432,8 @@ class RedisStreamsBackend(Backend):
         except redis.ResponseError as exc:
             if reply_code(exc) == "BUSYGROUP":
                 return False
+            if reply_code(exc) == "WRONGTYPE":
+                raise self.not_a_stream(stream) from None
             raise self.translate(exc, f"creating group {group!r}") from None
         except redis.RedisError as exc:
             raise self.translate(exc, f"creating group {group!r}") from None
@@ -581,3 +602,16 @@ class RedisStreamsBackend(Backend):
         info = self.stream_summary(stream)
         info.groups = self.group_infos(stream)
         return info
+
+
+def _stream_key(args: tuple[Any, ...]) -> str | None:
+    """The stream key a Redis stream command names (`XRANGE KEY ...`, `XGROUP CREATE KEY
+    ...`), or None where it is not in a fixed place (XREAD's STREAMS list)."""
+    name = str(args[0]).upper()
+    if not name.startswith("X") or name in ("XREAD", "XREADGROUP"):
+        return None
+    index = 2 if name in ("XGROUP", "XINFO") else 1
+    if len(args) <= index:
+        return None
+    key = args[index]
+    return key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)

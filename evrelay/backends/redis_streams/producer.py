@@ -18,9 +18,11 @@ from evrelay.backends.redis_streams.layouts import (
     EvrelayLayout,
     LayoutError,
 )
+from evrelay.backends.redis_streams.replies import reply_code
 from evrelay.errors import (
     BackendUnavailable,
     PermissionDenied,
+    UsageError,
 )
 
 if TYPE_CHECKING:
@@ -185,12 +187,17 @@ class RedisProducer(Producer):
             self._unconfirmed.clear()
             return
         replies_iter = iter(replies)
-        refused: PermissionDenied | None = None
+        refused: PermissionDenied | UsageError | None = None
         for batch in self._unconfirmed:
             for item in batch:
                 reply = next(replies_iter)
                 if isinstance(reply, Exception):
                     error = self.backend.translate(reply, "XADD")
+                    if reply_code(reply) == "WRONGTYPE":
+                        # The key holds a string, a list...: no message can go there, so it
+                        # is the address that is wrong (exit 2), not each message.
+                        refused = refused or self.backend.not_a_stream(self.stream)
+                        continue
                     if isinstance(error, PermissionDenied):
                         refused = refused or self.backend.translate(reply, f"XADD to {self.stream!r}")
                         continue
@@ -201,8 +208,9 @@ class RedisProducer(Producer):
                     self._report.delivered += 1
         self._unconfirmed.clear()
         if refused is not None:
-            # An ACL that refuses XADD refuses every message, now and after any wait:
-            # stop the caller (exit 3) instead of reporting failures to retry or dead-letter.
+            # An ACL that refuses XADD refuses every message, now and after any wait, as a
+            # key of another type does: stop the caller (exit 3, exit 2) instead of
+            # reporting failures to retry or dead-letter.
             self._report = DeliveryReport()
             raise refused
 
