@@ -128,12 +128,17 @@ class RedisGroupConsumer(GroupReader):
         try:
             reply = self.backend.command(*args, what=f"reading as group {self.group!r}")
         except NotFoundError:
-            raise NotFoundError(
-                f"consumer group {self.group!r} on Redis stream {self.stream!r} no longer exists "
-                f"(was the server restarted without persistence, or the stream deleted?); "
-                "not recreating it, which could skip data: create it again with `evrelay tail -g GROUP --from ...`"
-            ) from None
+            raise self._vanished() from None
         return reply[0][1] if reply else []
+
+    def _vanished(self) -> NotFoundError:
+        """The group this reader reads as is gone: the same words whether a read or an ack
+        found out (which one does depends on timing alone)."""
+        return NotFoundError(
+            f"consumer group {self.group!r} on Redis stream {self.stream!r} no longer exists "
+            f"(was the server restarted without persistence, or the stream deleted?); "
+            "not recreating it, which could skip data: create it again with `evrelay tail -g GROUP --from ...`"
+        )
 
     def read(self, max_messages: int, timeout: float) -> list[Message]:
         self.settle_acks()
@@ -207,7 +212,10 @@ class RedisGroupConsumer(GroupReader):
         if isinstance(acked, Exception):
             raise self.backend.translate(acked, f"acking for group {self.group!r}")
         if int(acked) < expected:
-            self.backend.group_last_delivered(self.stream, self.group)  # NotFoundError when gone
+            try:
+                self.backend.group_last_delivered(self.stream, self.group)
+            except NotFoundError:
+                raise self._vanished() from None
 
     def _ack_connection(self) -> Any:
         if self._ack_conn is None:
