@@ -252,6 +252,10 @@ def test_a_local_publish_stopped_by_the_file_size_limit_names_the_real_error(str
     # What was committed is whole and readable; the batch that failed left nothing behind.
     length = json.loads(evrelay("info", stream, "-o", "json").out)["length"]
     assert 1 < length < 200_001
+    # Before: the error said nothing of what was stored, so a user could not tell where to
+    # start again; it now counts what the store confirmed (all but the message published first).
+    assert f"; {length - 1} message(s) before it were published to {stream} [local store " in err, err
+    assert "nothing after it was sent" in err
     last = evrelay("tail", stream, "-n", "1", "-o", "raw").out
     assert last == f"line {length - 2}\n"
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from evrelay.errors import DeliveryFailed, InputError, Interrupted, UsageError
+from evrelay.errors import DeliveryFailed, EvrelayError, InputError, Interrupted, UsageError
 
 if TYPE_CHECKING:
     from evrelay.cli.session import Session
@@ -173,6 +173,10 @@ def publish_messages(
                     interrupted = True
                 except _TermSignal:
                     terminated = True
+                except EvrelayError as exc:  # the backend failed part-way (a full disk, an ACL)
+                    if queued:
+                        _say_what_was_published(exc, producer, session, f"{target.display} [{backend.describe_stream(stream)}]")
+                    raise
                 try:
                     if interrupted:
                         report = _flush_interrupted(producer, session, queued, target.display)
@@ -240,6 +244,19 @@ def publish_messages(
         )
     note = f", skipped {len(skipped)} invalid line(s)" if skipped else ""
     session.info(f"published {delivered} message(s) to {where} in {_seconds(elapsed)}{note}")
+
+
+def _say_what_was_published(exc: EvrelayError, producer, session: Session, where: str) -> None:
+    """Add to a failure raised part-way through the input how many messages the backend
+    confirmed before it, so a user deciding what to send again knows where it stopped
+    (the earlier batches were handed over and may be there: `seq 1 200000 | evrelay
+    publish big` on a full disk stored 2,000 and said only 'disk I/O error')."""
+    try:
+        report = producer.flush(min(session.timeout or INTERRUPT_FLUSH_SECONDS, INTERRUPT_FLUSH_SECONDS))
+    except EvrelayError:
+        exc.message += f"; whether anything before it reached {where} could not be confirmed"
+        return
+    exc.message += f"; {report.delivered} message(s) before it were published to {where}, nothing after it was sent"
 
 
 def _flush_interrupted(producer, session: Session, queued: int, display: str):
