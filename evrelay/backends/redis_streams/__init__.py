@@ -59,10 +59,10 @@ from evrelay.backends.base import (
     canonical_endpoint,
 )
 from evrelay.backends.redis_streams.layouts import VALUE_FIELD, EvrelayLayout, parse_layout
+from evrelay.backends.redis_streams.positions import StreamPositions
 from evrelay.backends.redis_streams.replies import TRANSIENT_REPLIES, error_for_reply, reply_code
 from evrelay.backends.stream_ids import (
     format_stream_id,
-    id_before,
     parse_stream_id,
 )
 from evrelay.config import mask_url
@@ -73,18 +73,9 @@ from evrelay.errors import (
     EvrelayError,
     NotFoundError,
     PermissionDenied,
-    UnsupportedError,
     UsageError,
 )
 from evrelay.positions import (
-    AtTime,
-    Beginning,
-    End,
-    EntryId,
-    Last,
-    Offset,
-    PartitionOffsets,
-    Stored,
     StreamPosition,
 )
 
@@ -96,7 +87,7 @@ _RAW_REPLIES = ("XRANGE", "XREVRANGE", "XREAD", "XREADGROUP", "XAUTOCLAIM", "XCL
 _QUERY_CLIENT_SETTINGS = {"health_check_interval", "client_name", "socket_keepalive", "retry_on_timeout"}
 
 
-class RedisStreamsBackend(Backend):
+class RedisStreamsBackend(StreamPositions, Backend):
     name = "redis"
     stream_noun = "stream"
     client_library = ClientLibrary("redis", "redis")
@@ -349,60 +340,6 @@ class RedisStreamsBackend(Backend):
             else:
                 append(to_message(stream, row, receipt))
         return out
-
-    def start_id(self, stream: str, position: StreamPosition) -> tuple[str, bool]:
-        """(ID, inclusive) where a plain read starts."""
-        if isinstance(position, Beginning):
-            return "-", True
-        if isinstance(position, End):
-            last = self.last_id(stream)
-            return (format_stream_id(*last) if last else "0-0"), False
-        if isinstance(position, EntryId):
-            return position.entry_id, True
-        if isinstance(position, AtTime) and self._after_the_last(stream, position):
-            return self.start_id(stream, End())
-        if isinstance(position, (Offset, AtTime)):
-            return str(position.offset if isinstance(position, Offset) else position.ms), True
-        if isinstance(position, Stored):
-            raise UsageError("--from stored needs a consumer group (-g GROUP)")
-        if isinstance(position, PartitionOffsets):
-            raise UnsupportedError("Redis streams have no partitions; use an entry ID such as 1700000000000-0")
-        raise UsageError(f"--from {position} does not apply to Redis streams")
-
-    def stop_id(self, stream: str, position: StreamPosition) -> str:
-        if isinstance(position, End):
-            last = self.last_id(stream)
-            return format_stream_id(*last) if last else "0-0"
-        if isinstance(position, EntryId):
-            return position.entry_id
-        if isinstance(position, (Offset, AtTime)):
-            return str(position.offset if isinstance(position, Offset) else position.ms)
-        raise UsageError(f"--to {position} does not apply; use end, an entry ID or a time")
-
-    def _after_the_last(self, stream: str, position: AtTime) -> bool:
-        """A time later than the stream's last entry (a future one, say) starts where the
-        stream ends, as Kafka's offsets_for_times answers: taken as an entry ID it would
-        place a reader past every entry written before that time, so a group moved to
-        2099 would skip all new entries (its lag saying 0) until then."""
-        last = self.last_id(stream)
-        return last is None or position.ms > last[0]
-
-    def group_start_id(self, stream: str, position: StreamPosition) -> str:
-        """XGROUP CREATE's ID (the last delivered one) for a group that should start at position."""
-        if isinstance(position, (Beginning, Stored)):
-            return "0"
-        if isinstance(position, End):
-            return "$"
-        if isinstance(position, EntryId):
-            return id_before(*position.parts)
-        if isinstance(position, AtTime) and self._after_the_last(stream, position):
-            return "$"
-        if isinstance(position, (Offset, AtTime)):
-            return id_before(position.offset if isinstance(position, Offset) else position.ms, 0)
-        if isinstance(position, Last):
-            rows = self.command("XREVRANGE", stream, "+", "-", "COUNT", max(position.count, 1))
-            return id_before(*parse_stream_id(rows[-1][0])) if rows and position.count > 0 else "$"
-        raise UsageError(f"--from {position} cannot place a Redis consumer group")
 
     # --- producing and consuming -------------------------------------------------------------
 
