@@ -160,13 +160,25 @@ def test_delivery_failures_reported_later_are_counted_exactly(kafka_server):
     producer's `on_delivery`. Messages that wait longer than message.timeout.ms (1 ms) in
     librdkafka's queue fail asynchronously (_MSG_TIMED_OUT); what publish calls failed plus
     what it calls delivered is what it read, and the topic holds exactly the delivered ones."""
-    topic = create_topic(kafka_server.bootstrap, f"late-{uuid.uuid4().hex[:8]}")
-    count = 20000
-    run = evrelay("publish", f"kafka://{kafka_server.bootstrap}/{topic}?enable.idempotence=false&message.timeout.ms=1&linger.ms=0",
-                  input="".join(f"v{i}\n" for i in range(count)), timeout=120)
-    found = re.search(rf"(\d+) of {count} message\(s\) .* were not delivered \(first failure: _MSG_TIMED_OUT: .*\); (\d+) delivered", run.err)
-    assert run.returncode == 1 and found, run.err
-    failed, delivered = int(found.group(1)), int(found.group(2))
-    assert failed > 0 and failed + delivered == count, run.err
-    values = read_to_end(kafka_server.bootstrap, topic)
-    assert len(values) == delivered and len(set(values)) == delivered
+    # Whether any message outlives 1 ms in the queue depends on the machine: a fresh-clone CI
+    # run delivered all 20,000 in 129 ms (exit 0). Each attempt checks the counts either way;
+    # the test needs one attempt where late failures happened, and grows the input until then.
+    failures_seen = 0
+    for count in (20_000, 50_000, 100_000, 200_000):
+        topic = create_topic(kafka_server.bootstrap, f"late-{uuid.uuid4().hex[:8]}")
+        run = evrelay("publish", f"kafka://{kafka_server.bootstrap}/{topic}?enable.idempotence=false&message.timeout.ms=1&linger.ms=0",
+                      input="".join(f"v{i}\n" for i in range(count)), timeout=180)
+        if run.returncode == 0:
+            assert f"published {count} message(s)" in run.err, run.err
+            failed, delivered = 0, count
+        else:
+            found = re.search(rf"(\d+) of {count} message\(s\) .* were not delivered \(first failure: _MSG_TIMED_OUT: .*\); (\d+) delivered", run.err)
+            assert run.returncode == 1 and found, run.err
+            failed, delivered = int(found.group(1)), int(found.group(2))
+        assert failed + delivered == count, run.err
+        values = read_to_end(kafka_server.bootstrap, topic)
+        assert len(values) == delivered and len(set(values)) == delivered
+        if failed:
+            failures_seen = failed
+            break
+    assert failures_seen > 0, "no message outlived message.timeout.ms=1 in any attempt: the late-failure path was not exercised"
